@@ -1,0 +1,35 @@
+# snn: `make demo` runs the whole pipeline on UCI Adult; `make test` runs the test suite.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench schema clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snn fit specs/adult.yaml
+	$(BIN)/snn calibrate specs/adult.yaml
+	$(BIN)/snn predict specs/.snn/bundles/adult-income data/adult/adult.test -o specs/.snn/online_test.parquet --online
+	$(BIN)/snn validate specs/adult.yaml --compare specs/.snn/online_test.parquet
+	@echo
+	@echo "Results: specs/.snn/reports/adult-income/ (metrics.json, verdict.json, reliability.png, roc.png)"
+	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/specs/.snn/mlflow.db"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+schema: $(STAMP)
+	$(BIN)/snn schema > snn.schema.json
+
+clean:
+	rm -rf specs/.snn .pytest_cache

@@ -1,0 +1,1 @@
+"""snn.cli: the thin typer front end of snn.pipeline."""

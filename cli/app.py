@@ -1,0 +1,209 @@
+"""The `snn` command: parse, call a step, print. Human output on stderr, `--json` on stdout.
+
+Exit codes: 0 ok · 1 runtime failure · 2 invalid spec, usage or input data · 3 a gate failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="snn",
+    help="Sparse neural networks for ranking: YAML spec -> fit -> calibrate -> validate, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SpecArg = Annotated[Path, typer.Argument(help="Path of the YAML spec.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun steps even when their cached output is current.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")]
+
+
+def err(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def handled(command):
+    """Turn SnnError into its message + exit code, and anything else into exit 1 without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from snn.pipeline.errors import SnnError
+
+        try:
+            return command(*args, **kwargs)
+        except SnnError as exc:
+            err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err("interrupted; finished steps are kept, unfinished ones left nothing behind")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a fault in snn itself
+            if os.environ.get("SNN_DEBUG"):
+                raise
+            err(f"error: unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
+                "rerun with SNN_DEBUG=1 for the traceback and report it.")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tracking_uri: str | None,
+                  **validate_kw) -> dict:
+    from snn.pipeline import steps
+    from snn.pipeline.spec import load_spec
+    from snn.pipeline.tracking import Tracker, flatten, resolve_uri
+
+    loaded = load_spec(spec_path)
+    spec = loaded.spec
+    uri = resolve_uri(tracking_uri, spec.tracking.uri, loaded.workdir)
+    tracker = Tracker(uri, spec.tracking.experiment or spec.name, loaded.workdir)
+    ctx = steps.Context(loaded, tracker, force=force)
+    with tracker.command(command, flatten(spec.model_dump(mode="json")), loaded.text):
+        if last_step == "validate":
+            result = steps.validate_step(ctx, **validate_kw)
+        else:
+            step = {"fit": steps.train_step, "calibrate": steps.calibrate_step}[last_step](ctx)
+            result = {"bundle": str(step.path / "bundle"), "metrics": step.info()["metrics"]}
+    result.update({"command": command, "spec": str(spec_path), "steps": ctx.steps, "mlflow_run_id": tracker.parent_id,
+                   "tracking_uri": uri, "workdir": str(loaded.workdir)})
+    return result
+
+
+def _finish(result: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        err(f"bundle: {result.get('bundle')}")
+        err(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
+    verdict = result.get("verdict")
+    if verdict is not None and not verdict["passed"]:
+        err("gate failed:\n  " + "\n  ".join(verdict["failures"]))
+        raise typer.Exit(3)
+
+
+@app.command()
+@handled
+def fit(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+    """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
+    result = _run_pipeline("fit", spec, "fit", force, tracking_uri)
+    if not json_out:
+        m = result["metrics"]
+        err(f"validation: auc {m['val_auc']:.4f}  logloss {m['val_logloss']:.4f}  (best epoch {m['best_epoch']})")
+    _finish(result, json_out)
+
+
+@app.command()
+@handled
+def calibrate(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+    """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
+    result = _run_pipeline("calibrate", spec, "calibrate", force, tracking_uri)
+    if not json_out:
+        m = result["metrics"]
+        err(f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
+            f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}")
+    _finish(result, json_out)
+
+
+def _print_metrics(result: dict) -> None:
+    for split, by_kind in result["metrics"].items():
+        for kind in ("raw", "calibrated", "baseline"):
+            if kind in by_kind:
+                m = by_kind[kind]
+                err(f"{split:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  rce {m['rce']:6.2f}  "
+                    f"calib {m['calibration_ratio']:.4f}  ece {m['ece']:.4f}  brier {m['brier']:.4f}  rows {int(m['rows'])}")
+    parity = result.get("parity")
+    if parity:
+        err(f"parity: {parity['rows_compared']} rows compared, {parity['missing_online']} missing online, "
+            f"{parity['missing_offline']} missing offline, max abs diff {parity['max_abs_diff']:.3g}, "
+            f"max rel diff {parity['max_rel_diff']:.3g}: {'PASS' if parity['passed'] else 'FAIL'}")
+    err(f"verdict: {'PASS' if result['verdict']['passed'] else 'FAIL'} ({result['report']}/verdict.json)")
+
+
+@app.command()
+@handled
+def validate(
+    spec: SpecArg,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="Online predictions (parquet: key, score) to check parity against.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Baseline bundle for *_vs_baseline gates.")] = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
+    """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
+    result = _run_pipeline("validate", spec, "validate", force, tracking_uri, compare_path=compare, baseline=baseline)
+    if not json_out:
+        _print_metrics(result)
+    _finish(result, json_out)
+
+
+@app.command()
+@handled
+def run(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+    """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
+    result = _run_pipeline("run", spec, "validate", force, tracking_uri)
+    if not json_out:
+        _print_metrics(result)
+    _finish(result, json_out)
+
+
+@app.command()
+@handled
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (from fit or calibrate).")],
+    data: Annotated[Path, typer.Argument(help="Rows to score, in the bundle's data format.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output parquet: key, score, raw_score.")],
+    online: Annotated[bool, typer.Option("--online", help="Score one record at a time with the online scorer.")] = False,
+    rows: Annotated[Optional[str], typer.Option("--rows", help="Half-open data row range START:STOP.")] = None,
+):
+    """Score a data file with a bundle and write predictions with the row key."""
+    from snn.pipeline.errors import InputError
+    from snn.pipeline.predict import predict_file
+
+    row_range = None
+    if rows is not None:
+        try:
+            start, stop = (int(x) for x in rows.split(":"))
+            assert 0 <= start < stop
+            row_range = (start, stop)
+        except (ValueError, AssertionError):
+            raise InputError(f"--rows {rows!r} is not START:STOP with 0 <= START < STOP") from None
+    count = predict_file(bundle, data, output, online=online, rows=row_range)
+    err(f"wrote {count} predictions to {output} ({'online' if online else 'batch'} scorer)")
+
+
+@app.command()
+@handled
+def schema():
+    """Print the spec's JSON schema (for editors: `snn schema > snn.schema.json`)."""
+    from snn.pipeline.spec import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+@handled
+def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]):
+    """Show a bundle's features (bins, vocabulary sizes), weights and metrics."""
+    from snn.pipeline.inspect import describe
+
+    sys.stdout.write(describe(bundle) + "\n")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

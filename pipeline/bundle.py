@@ -1,0 +1,128 @@
+"""The model bundle: one folder of JSON + npz (no pickle) that both scorers load.
+
+    bundle.json        format version, snn version, name, spec hash, sampling rates, metrics
+    spec.json          the resolved spec
+    feature_map.json   encoders and their id ranges
+    weights.npz        the torch state dict as float32 arrays (np.load with allow_pickle=False)
+    calibrator.json    optional: isotonic knots
+
+Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
+downsampled at rate r; score = isotonic(p) when calibrated, else p.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .calibrate import Isotonic, downsampling_correction
+from .data import Reader
+from .errors import ArtifactError
+from .features import FeatureMap
+from .spec import Spec
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    spec: Spec
+    feature_map: FeatureMap
+    weights: dict[str, np.ndarray]
+    reader: Reader
+    key: str
+    spec_hash: str
+    negative_rate: float = 1.0
+    calibrator: Isotonic | None = None
+    metrics: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ scoring helpers
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        """Raw probabilities [n] -> final scores [n] (downsampling correction, then calibrator)."""
+        p = np.asarray(raw, dtype=np.float64)
+        if self.negative_rate != 1.0:
+            p = downsampling_correction(p, self.negative_rate)
+        return self.calibrator(p) if self.calibrator is not None else p
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, folder: Path) -> None:
+        """Write into `folder` (callers write into a temporary folder and rename it into place)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "snn_version": __version__,
+            "name": self.spec.name,
+            "spec_hash": self.spec_hash,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "reader": self.reader.to_json(),
+            "key": self.key,
+            "sampling": {"negative_rate": self.negative_rate, "positive_rate": 1.0},
+            "calibrated": self.calibrator is not None,
+            "metrics": self.metrics,
+        }
+        (folder / "bundle.json").write_text(json.dumps(meta, indent=2))
+        (folder / "spec.json").write_text(self.spec.model_dump_json(indent=2))
+        (folder / "feature_map.json").write_text(json.dumps(self.feature_map.to_json()))
+        np.savez(folder / "weights.npz", **self.weights)
+        if self.calibrator is not None:
+            (folder / "calibrator.json").write_text(json.dumps(self.calibrator.to_json()))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Bundle":
+        folder = Path(folder)
+        if not (folder / "bundle.json").is_file():
+            raise ArtifactError(
+                f"no bundle at {folder} (bundle.json missing); pass a folder written by `snn fit` or `snn calibrate`"
+            )
+        try:
+            meta = json.loads((folder / "bundle.json").read_text())
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ArtifactError(
+                    f"bundle {folder} has format version {meta.get('format_version')}, this snn reads "
+                    f"{FORMAT_VERSION}; re-export it with this snn version"
+                )
+            spec = Spec.model_validate_json((folder / "spec.json").read_text())
+            fmap = FeatureMap.from_json(json.loads((folder / "feature_map.json").read_text()))
+            with np.load(folder / "weights.npz", allow_pickle=False) as npz:
+                weights = {k: npz[k] for k in npz.files}
+            calibrator = None
+            if (folder / "calibrator.json").is_file():
+                cal = json.loads((folder / "calibrator.json").read_text())
+                calibrator = Isotonic(np.asarray(cal["xs"]), np.asarray(cal["ys"]))
+        except ArtifactError:
+            raise
+        except Exception as exc:  # any parse failure means a damaged artifact
+            raise ArtifactError(
+                f"bundle {folder} is corrupted ({type(exc).__name__}: {str(exc)[:200]}); "
+                "rebuild it with `snn fit --force` / `snn calibrate --force`"
+            ) from None
+        return cls(
+            spec=spec,
+            feature_map=fmap,
+            weights=weights,
+            reader=Reader.from_json(meta["reader"]),
+            key=meta["key"],
+            spec_hash=meta["spec_hash"],
+            negative_rate=meta["sampling"]["negative_rate"],
+            calibrator=calibrator,
+            metrics=meta.get("metrics", {}),
+        )
+
+    def with_calibrator(self, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
+        return Bundle(self.spec, self.feature_map, self.weights, self.reader, self.key, self.spec_hash,
+                      self.negative_rate, calibrator, {**self.metrics, **metrics})
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Atomically move a finished temporary folder into place."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)

@@ -1,0 +1,77 @@
+"""Content-addressed step folders with atomic writes.
+
+key = sha256(step name, the spec fields the step reads, upstream keys, input file digests, snn
+version). A finished step lives in `<workdir>/steps/<name>-<key[:16]>/` with `step.json` written
+last; it is built in a temporary folder and renamed into place, so a killed run leaves no half
+artifact, and an unchanged step is a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .spec import canonical_json
+
+
+def step_key(name: str, fields: dict, upstream: dict[str, str] | None = None,
+             inputs: dict[str, str] | None = None) -> str:
+    payload = {"step": name, "fields": fields, "upstream": upstream or {}, "inputs": inputs or {},
+               "version": __version__}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StepDir:
+    workdir: Path
+    name: str
+    key: str
+
+    @property
+    def path(self) -> Path:
+        return self.workdir / "steps" / f"{self.name}-{self.key[:16]}"
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "step.json").is_file()
+
+    def info(self) -> dict:
+        return json.loads((self.path / "step.json").read_text())
+
+    @contextmanager
+    def build(self, force: bool = False):
+        """Yield a temporary folder; on success write step.json and rename it into place."""
+        tmp = self.workdir / "tmp" / f"{self.name}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            final = self.path
+            final.parent.mkdir(parents=True, exist_ok=True)
+            old = None
+            if final.exists():
+                old = final.with_name(final.name + f".old-{uuid.uuid4().hex[:6]}")
+                final.rename(old)
+            tmp.rename(final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def finish(self, folder: Path, info: dict) -> None:
+        (folder / "step.json").write_text(json.dumps({"step": self.name, "key": self.key, **info}, indent=2))
+
+
+def link_latest(workdir: Path, name: str, target: Path) -> Path:
+    """Point `<workdir>/bundles/<name>` at `target` (atomic symlink swap); returns the link."""
+    link = workdir / "bundles" / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
+    tmp.symlink_to(target.resolve(), target_is_directory=True)
+    tmp.replace(link)
+    return link

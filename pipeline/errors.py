@@ -1,0 +1,42 @@
+"""Errors that reach the user as one paragraph and an exit code (DESIGN.md, exit codes).
+
+0 ok · 1 runtime failure · 2 invalid spec, usage or input data · 3 a gate failed.
+"""
+
+from __future__ import annotations
+
+
+class SnnError(Exception):
+    """A failure the user can act on: `str(error)` names the problem and the fix."""
+
+    exit_code = 1
+
+
+class SpecError(SnnError):
+    """The spec is invalid (unknown key, wrong type, missing environment variable)."""
+
+    exit_code = 2
+
+
+class InputError(SnnError):
+    """Input data or a CLI argument is unusable (missing column, empty file, NaN label)."""
+
+    exit_code = 2
+
+
+class ArtifactError(SnnError):
+    """A bundle or step artifact is missing or corrupted."""
+
+    exit_code = 2
+
+
+class TrackingError(SnnError):
+    """The MLflow tracking server cannot be reached or refused a call."""
+
+    exit_code = 1
+
+
+class GateFailed(SnnError):
+    """A validation gate or a parity check failed: the model, not the tool, is at fault."""
+
+    exit_code = 3

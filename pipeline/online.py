@@ -1,0 +1,80 @@
+"""The online scorer: one raw record (a dict) at a time, in plain Python + numpy.
+
+An independent re-implementation of the batch path — no polars, no torch — that parity tests
+hold equal to it. For record r: (ids, values) = feature_map.encode_record(r);
+norm_i = v_i / max(max_abs_i, |v_i|) + b_i; h = F(Σ_i W[id_i] · norm_i + B); then the MLP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bundle import Bundle
+
+
+def _act(name: str, x: np.ndarray, prelu: np.ndarray | None = None) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "prelu":
+        return np.where(x >= 0, x, prelu * x)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    return x
+
+
+class OnlineScorer:
+    """Scores dicts of raw feature values; `score(record) -> float`, `score_many(records) -> list`."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        w = {k: np.asarray(v, dtype=np.float64) for k, v in bundle.weights.items()}
+        spec = bundle.spec.model
+        self.table, self.id_bias, self.max_abs = w["sparse.weight"], w["sparse.id_bias"], w["sparse.max_abs"]
+        self.bias = w["sparse.bias"]
+        self.sparse_act = (spec.sparse_linear.activation, w.get("sparse.act.weight"))
+        # mirror SparseNN's Sequential layout: Linear [norm] act [dropout] ... Linear
+        self.layers = []
+        index = 0
+        for _ in spec.mlp.layers:
+            self.layers.append(("linear", w[f"mlp.{index}.weight"].T.copy(), w[f"mlp.{index}.bias"]))
+            index += 1
+            if spec.mlp.norm == "batch":
+                scale = w[f"mlp.{index}.weight"] / np.sqrt(w[f"mlp.{index}.running_var"] + 1e-5)
+                self.layers.append(("affine", scale, w[f"mlp.{index}.bias"] - w[f"mlp.{index}.running_mean"] * scale))
+                index += 1
+            elif spec.mlp.norm == "layer":
+                self.layers.append(("layernorm", w[f"mlp.{index}.weight"], w[f"mlp.{index}.bias"]))
+                index += 1
+            self.layers.append(("act", spec.mlp.activation, w.get(f"mlp.{index}.weight")))
+            index += 1
+            if spec.mlp.dropout:
+                index += 1
+        self.layers.append(("linear", w[f"mlp.{index}.weight"].T.copy(), w[f"mlp.{index}.bias"]))
+
+    def raw(self, record: dict) -> float:
+        ids, values = self.bundle.feature_map.encode_record(record)
+        ids_a, v = np.asarray(ids), np.asarray(values, dtype=np.float64)
+        scale = np.maximum(np.maximum(self.max_abs[ids_a], np.abs(v)), 1e-12)
+        norm = v / scale + self.id_bias[ids_a]
+        h = _act(self.sparse_act[0], norm @ self.table[ids_a] + self.bias, self.sparse_act[1])
+        for layer in self.layers:
+            if layer[0] == "linear":
+                h = h @ layer[1] + layer[2]
+            elif layer[0] == "affine":
+                h = h * layer[1] + layer[2]
+            elif layer[0] == "layernorm":
+                h = (h - h.mean()) / np.sqrt(h.var() + 1e-5) * layer[1] + layer[2]
+            else:
+                h = _act(layer[1], h, layer[2])
+        logit = float(h[0])
+        return 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
+
+    def score(self, record: dict) -> float:
+        return float(self.bundle.finish(np.array([self.raw(record)]))[0])
+
+    def score_many(self, records) -> list[float]:
+        return [self.score(r) for r in records]

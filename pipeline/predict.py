@@ -1,0 +1,37 @@
+"""`snn predict`: score a data file with a bundle, batch (torch) or online (record by record)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from .bundle import Bundle
+from .errors import InputError
+from .online import OnlineScorer
+from .score import score_frame
+
+
+def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None) -> pl.DataFrame:
+    frame = bundle.reader.read(data, rows)
+    if bundle.key not in frame.columns:
+        raise InputError(f"{data} lacks the row key column {bundle.key!r} the bundle was trained with")
+    return frame
+
+
+def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = False,
+                 rows: tuple[int, int] | None = None) -> int:
+    """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count."""
+    bundle = Bundle.load(bundle_path)
+    frame = read_rows(bundle, data, rows)
+    if online:
+        scorer = OnlineScorer(bundle)
+        raws = [scorer.raw(record) for record in frame.iter_rows(named=True)]
+        out = pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raws).tolist(), "raw_score": raws})
+    else:
+        out = score_frame(bundle, frame)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    out.write_parquet(tmp)
+    tmp.replace(output)
+    return out.height

@@ -1,0 +1,422 @@
+"""The YAML spec: pydantic v2 models, `${VAR}` substitution, and errors with YAML line numbers.
+
+Every model forbids unknown keys, every field carries a description, and tagged unions use a
+`Literal` `kind`. An option exists here only if the pipeline implements it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError
+
+Metric = Literal["auc", "logloss", "rce", "calibration_ratio", "ece", "brier"]
+Activation = Literal["relu", "prelu", "sigmoid", "tanh", "none"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class Source(Strict):
+    """One input file, optionally restricted to a half-open range of its data rows."""
+
+    path: str = Field(description="File path, relative to the spec file's folder.")
+    rows: tuple[int, int] | None = Field(
+        default=None,
+        description="Half-open range [start, stop) of 0-based data rows to use; all rows when absent.",
+    )
+
+    @field_validator("rows")
+    @classmethod
+    def _ordered(cls, rows):
+        if rows is not None and not (0 <= rows[0] < rows[1]):
+            raise ValueError("rows must be [start, stop) with 0 <= start < stop")
+        return rows
+
+
+class Holdout(Strict):
+    """Carve the validation split out of train by a stable hash of the row key."""
+
+    fraction: float = Field(gt=0, lt=1, description="Share of train rows held out for validation.")
+    seed: int = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
+
+
+class Label(Strict):
+    column: str = Field(description="Column holding the label.")
+    positive: list[str] | None = Field(
+        default=None,
+        description="String values that mean 1 (compared after stripping whitespace and a trailing '.'); "
+        "absent: the column is numeric 0/1.",
+    )
+
+
+class DataSpec(Strict):
+    format: Literal["csv", "parquet", "criteo"] = Field(
+        description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."
+    )
+    columns: list[str] | None = Field(
+        default=None, description="Column names for a CSV file without a header row."
+    )
+    separator: str = Field(default=",", description="CSV field separator (one character).")
+    null_values: list[str] = Field(
+        default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing."
+    )
+    train: Source = Field(description="Training rows.")
+    validation: Source | None = Field(
+        default=None, description="Explicit validation rows (early stopping, calibration)."
+    )
+    holdout: Holdout | None = Field(
+        default=None, description="Hold out a hashed share of train as validation instead of `validation`."
+    )
+    test: Source | None = Field(default=None, description="Test rows that `snn validate` reports on.")
+    label: Label = Field(description="The label column and its positive values.")
+    key: str | None = Field(
+        default=None,
+        description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based index in its file.",
+    )
+    weight: str | None = Field(default=None, description="Optional per-row weight column (>= 0).")
+    allow_overlap: bool = Field(
+        default=False, description="Allow train rows to also appear in validation or test (normally refused)."
+    )
+
+    @field_validator("separator")
+    @classmethod
+    def _one_char(cls, value):
+        if len(value) != 1:
+            raise ValueError("separator must be exactly one character")
+        return value
+
+    @model_validator(mode="after")
+    def _one_validation_source(self):
+        if self.validation is None and self.holdout is None:
+            raise ValueError("give either `validation` (a source) or `holdout` (a fraction of train)")
+        if self.validation is not None and self.holdout is not None:
+            raise ValueError("give only one of `validation` and `holdout`")
+        return self
+
+
+# ----------------------------------------------------------------------------- features
+
+
+class PercentileDiscretizer(Strict):
+    """Weighted equal-frequency bins; id = feature offset + bin."""
+
+    kind: Literal["percentile"] = Field(default="percentile", description="Discretizer tag.")
+    bins: int = Field(default=32, ge=2, le=65536, description="Target number of bins (duplicates are merged).")
+
+
+class HashingDiscretizer(Strict):
+    """Percentile bins whose ids are a stable hash of (feature, bin), so ids survive refits."""
+
+    kind: Literal["hashing"] = Field(description="Discretizer tag.")
+    bins: int = Field(default=32, ge=2, le=65536, description="Target number of bins.")
+    buckets: int = Field(default=1024, ge=2, description="Hash buckets reserved for this feature.")
+
+
+class RawValue(Strict):
+    """No discretization: one id whose value is the raw number, scaled by the running max |v|."""
+
+    kind: Literal["none"] = Field(description="Discretizer tag.")
+
+
+Discretizer = Annotated[
+    Union[PercentileDiscretizer, HashingDiscretizer, RawValue], Field(discriminator="kind")
+]
+
+
+class ContinuousFeature(Strict):
+    name: str = Field(description="Column name.")
+    kind: Literal["continuous"] = Field(description="Feature kind tag.")
+    discretizer: Discretizer = Field(
+        default_factory=PercentileDiscretizer, description="How numbers become sparse ids."
+    )
+
+
+class CategoricalFeature(Strict):
+    name: str = Field(description="Column name.")
+    kind: Literal["categorical"] = Field(description="Feature kind tag.")
+    min_count: int = Field(
+        default=1, ge=1, description="Values seen fewer times in train share the out-of-vocabulary id."
+    )
+    hash_buckets: int | None = Field(
+        default=None,
+        ge=2,
+        description="Hash values into this many buckets (stable BLAKE2b) instead of a vocabulary.",
+    )
+
+
+class BinaryFeature(Strict):
+    name: str = Field(description="Column name (values 0/1, true/false, yes/no).")
+    kind: Literal["binary"] = Field(description="Feature kind tag.")
+
+
+Feature = Annotated[
+    Union[ContinuousFeature, CategoricalFeature, BinaryFeature], Field(discriminator="kind")
+]
+
+
+# ----------------------------------------------------------------------------- model and training
+
+
+class SparseLinearSpec(Strict):
+    width: int = Field(default=64, ge=1, description="Output units N_j of the sparse linear layer.")
+    activation: Activation = Field(default="relu", description="F in N_j = F(sum_i W_ij norm(v_i) + B_j).")
+
+
+class MLPSpec(Strict):
+    layers: list[int] = Field(default=[64, 32], description="Hidden widths after the sparse layer; [] for none.")
+    activation: Activation = Field(default="relu", description="Hidden activation.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
+    norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalization after each hidden layer.")
+
+
+class ModelSpec(Strict):
+    sparse_linear: SparseLinearSpec = Field(default_factory=SparseLinearSpec, description="The sparse linear layer.")
+    mlp: MLPSpec = Field(default_factory=MLPSpec, description="The MLP on top of it.")
+
+
+class EarlyStopping(Strict):
+    metric: Literal["auc", "logloss"] = Field(default="auc", description="Validation metric watched.")
+    patience: int = Field(default=3, ge=1, description="Epochs without improvement before stopping.")
+
+
+class NegativeDownsampling(Strict):
+    rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
+    seed: int = Field(default=0, description="Seed of the per-row keep decision.")
+
+
+class TrainSpec(Strict):
+    optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="Optimizer for all parameters.")
+    lr: float = Field(default=0.003, gt=0, description="Learning rate.")
+    batch_size: int = Field(default=512, ge=1, description="Rows per step.")
+    epochs: int = Field(default=10, ge=1, description="Maximum passes over the training rows.")
+    early_stopping: EarlyStopping | None = Field(default=None, description="Stop when validation stops improving.")
+    seed: int = Field(default=0, description="Seed of initialization and shuffling.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available.")
+    negative_downsampling: NegativeDownsampling | None = Field(
+        default=None, description="Keep only a share of negatives; calibration undoes it analytically."
+    )
+
+
+# ----------------------------------------------------------------------------- calibration, validation
+
+
+class IsotonicCalibration(Strict):
+    kind: Literal["isotonic"] = Field(description="Calibrator tag.")
+    interpolation: Literal["centered", "block_ends"] = Field(
+        default="centered",
+        description="centered: interpolate between block centroids (strictly increasing, keeps ranking); "
+        "block_ends: sklearn IsotonicRegression's step-with-ramps knots.",
+    )
+    pseudo_count: float = Field(
+        default=1.0, ge=0, description="Prior weight added to each block: y = (sum wy + c/2) / (sum w + c)."
+    )
+
+
+class NoCalibration(Strict):
+    kind: Literal["none"] = Field(description="Calibrator tag: only the analytic downsampling correction.")
+
+
+Calibration = Annotated[Union[IsotonicCalibration, NoCalibration], Field(discriminator="kind")]
+
+
+class Gate(Strict):
+    min: float | None = Field(default=None, description="Fail when the metric is below this.")
+    max: float | None = Field(default=None, description="Fail when the metric is above this.")
+    max_drop_vs_baseline: float | None = Field(
+        default=None, ge=0, description="Fail when the metric falls more than this below the baseline's."
+    )
+    max_increase_vs_baseline: float | None = Field(
+        default=None, ge=0, description="Fail when the metric rises more than this above the baseline's."
+    )
+
+
+class ValidationSpec(Strict):
+    slices: list[str] = Field(default=[], description="Columns to report metrics per value of.")
+    gates: dict[Metric, Gate] = Field(default={}, description="Thresholds on calibrated test metrics.")
+    baseline: str | None = Field(default=None, description="Bundle to compare against for *_vs_baseline gates.")
+    ece_bins: int = Field(default=10, ge=2, description="Equal-width bins of the ECE and reliability diagram.")
+    logloss_eps: float = Field(default=1e-7, gt=0, lt=0.5, description="Probabilities are clipped to [eps, 1-eps].")
+
+
+class ParitySpec(Strict):
+    atol: float = Field(default=1e-6, ge=0, description="Absolute tolerance of offline vs online scores.")
+    rtol: float = Field(default=1e-5, ge=0, description="Relative tolerance of offline vs online scores.")
+    worst_rows: int = Field(default=10, ge=1, description="How many of the worst rows to report.")
+
+
+class TrackingSpec(Strict):
+    uri: str | None = Field(
+        default=None, description="MLflow tracking URI; --tracking-uri and MLFLOW_TRACKING_URI take precedence."
+    )
+    experiment: str | None = Field(default=None, description="Experiment name; the spec's name when absent.")
+
+
+class Spec(Strict):
+    version: Literal[1] = Field(description="Spec format version.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Model name (letters, digits, _ . -).")
+    data: DataSpec = Field(description="Where rows come from and how they split.")
+    features: list[Feature] = Field(min_length=1, description="Input features.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
+    calibration: Calibration = Field(
+        default_factory=lambda: IsotonicCalibration(kind="isotonic"), description="Score calibration."
+    )
+    validation: ValidationSpec = Field(default_factory=ValidationSpec, description="Offline validation.")
+    parity: ParitySpec = Field(default_factory=ParitySpec, description="Offline vs online parity tolerances.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
+    workdir: str | None = Field(default=None, description="Work directory; `.snn` beside the spec when absent.")
+
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features):
+        seen = set()
+        for feature in features:
+            if feature.name in seen:
+                raise ValueError(f"feature {feature.name!r} is listed twice")
+            seen.add(feature.name)
+        return features
+
+
+# ----------------------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(text: str, environ=os.environ) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset VAR without default is an error."""
+    problems = []
+
+    def replace(match):
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        line = text.count("\n", 0, match.start()) + 1
+        problems.append(f"line {line}: environment variable {name} is not set; set it or write ${{{name}:-default}}")
+        return ""
+
+    out = _ENV.sub(replace, text)
+    if problems:
+        raise SpecError("invalid spec:\n  " + "\n  ".join(problems))
+    return out
+
+
+def _yaml_line(node, loc) -> int | None:
+    """1-based line of the YAML node at path `loc` (deepest existing node)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        else:
+            child = None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _format_errors(error: ValidationError, root_node, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        # drop union-tag segments such as 'continuous' that pydantic inserts in loc
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path_parts = []
+        node_path = []
+        for part in loc:
+            if isinstance(part, str) and node_path and _is_tag(part, item):
+                continue
+            path_parts.append(str(part))
+            node_path.append(part)
+        path = ".".join(path_parts) or "(top level)"
+        line = _yaml_line(root_node, node_path)
+        where = f"{source}:{line}" if line else source
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling (see `snn schema`)"
+        lines.append(f"{where}: {path}: {message}")
+    return "invalid spec:\n  " + "\n  ".join(lines)
+
+
+_TAGS = {"continuous", "categorical", "binary", "percentile", "hashing", "none", "isotonic"}
+
+
+def _is_tag(part: str, item) -> bool:
+    return part in _TAGS
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec plus where it came from."""
+
+    spec: Spec
+    path: Path
+    text: str
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the spec, resolved against the spec file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def workdir(self) -> Path:
+        return self.resolve(self.spec.workdir) if self.spec.workdir else self.base_dir / ".snn"
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json")).encode()).hexdigest()
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Validate spec text; raise SpecError listing every problem with its path and line."""
+    text = substitute_env(text)
+    try:
+        root_node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid spec: {source} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"invalid spec: {source} must be a YAML mapping with keys such as version, name, data, features")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, root_node, source)) from None
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist; pass the path of a YAML spec (see specs/)")
+    text = path.read_text()
+    return LoadedSpec(spec=parse_spec(text, str(path)), path=path.resolve(), text=text)
+
+
+def json_schema() -> dict:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "snn spec"
+    return schema

@@ -1,0 +1,286 @@
+"""The staged steps and their cache: prepare -> train -> calibrate, and validate.
+
+Each cached step reads named spec fields, writes a content-addressed folder (see cache.py) and
+logs a nested MLflow run. Commands call the last step they need; upstream steps are cache hits
+when nothing they read changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import metrics
+from .bundle import Bundle
+from .cache import StepDir, link_latest, step_key
+from .calibrate import Isotonic, downsampling_correction
+from .data import Reader, input_fingerprints, key_column, labels_of, load_splits, unit_hash, weights_of
+from .encoded import EncodedSplit
+from .errors import ArtifactError, InputError
+from .evaluate import evaluate_gates, slice_metrics
+from .features import FeatureMap
+from .parity import compare, read_predictions
+from .plots import reliability_png, roc_png
+from .score import load_model, raw_probabilities, score_frame
+from .spec import IsotonicCalibration, LoadedSpec
+from .tracking import Tracker
+from .train import train_model
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+@dataclass
+class Context:
+    loaded: LoadedSpec
+    tracker: Tracker
+    force: bool = False
+    steps: dict = field(default_factory=dict)
+
+    @property
+    def spec(self):
+        return self.loaded.spec
+
+    @property
+    def workdir(self) -> Path:
+        return self.loaded.workdir
+
+    def record(self, name: str, step: StepDir, cached: bool) -> None:
+        self.steps[name] = {"path": str(step.path), "cached": cached, "key": step.key}
+        if (step.path / "bundle").is_dir():
+            suffix = {"train": ".raw", "calibrate": ""}[name]
+            self.steps[name]["bundle"] = str(link_latest(self.workdir, self.spec.name + suffix, step.path / "bundle"))
+        log(f"[{name}] {'cache hit' if cached else 'done'}: {step.path}")
+
+
+def _dump(model) -> dict:
+    return model.model_dump(mode="json") if model is not None else None
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def prepare_step(ctx: Context) -> StepDir:
+    """Fit discretizers and vocabularies on train, encode every split to CSR arrays."""
+    spec = ctx.spec
+    fields = {"data": _dump(spec.data), "features": [_dump(f) for f in spec.features],
+              "negative_downsampling": _dump(spec.train.negative_downsampling)}
+    step = StepDir(ctx.workdir, "prepare", step_key("prepare", fields, inputs=input_fingerprints(ctx.loaded)))
+    if step.done and not ctx.force:
+        with ctx.tracker.step("prepare", cached=True):
+            ctx.tracker.metrics({f"rows_{k}": v for k, v in step.info()["rows"].items()})
+        ctx.record("prepare", step, True)
+        return step
+    data = spec.data
+    needed = [f.name for f in spec.features] + [data.label.column] + [c for c in (data.key, data.weight) if c]
+    with ctx.tracker.step("prepare"), step.build() as tmp:
+        splits = load_splits(ctx.loaded, needed)
+        rows = {}
+        feature_map = None
+        for name, frame in splits.items():
+            labels = labels_of(frame, data, f"{name} split")
+            weights = weights_of(frame, data, f"{name} split")
+            if name == "train" and spec.train.negative_downsampling is not None:
+                down = spec.train.negative_downsampling
+                keep = (labels > 0) | (unit_hash(frame[key_column(data)], down.seed) < down.rate)
+                frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
+            if name == "train":
+                if labels.min() == labels.max():
+                    raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
+                feature_map = FeatureMap.fit(spec.features, frame, weights)
+                (tmp / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
+            ids, values = feature_map.encode_frame(frame)
+            EncodedSplit.from_dense(ids, values, labels, weights, frame[key_column(data)]).save(tmp / "splits" / name)
+            rows[name] = frame.height
+        info = {"rows": rows, "num_ids": feature_map.num_ids,
+                "bins": {e.name: e.size for e in feature_map.encoders}}
+        ctx.tracker.params({"num_ids": feature_map.num_ids, **{f"rows.{k}": v for k, v in rows.items()}})
+        ctx.tracker.metrics({f"rows_{k}": v for k, v in rows.items()})
+        step.finish(tmp, info)
+    ctx.record("prepare", step, False)
+    return step
+
+
+def load_split(step: StepDir, name: str) -> EncodedSplit:
+    return EncodedSplit.load(step.path / "splits" / name)
+
+
+def load_feature_map(step: StepDir) -> FeatureMap:
+    return FeatureMap.from_json(json.loads((step.path / "feature_map.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train_step(ctx: Context) -> StepDir:
+    """Train the net on the encoded train split, early-stopping on validation; write the raw bundle."""
+    prepared = prepare_step(ctx)
+    spec = ctx.spec
+    fields = {"model": _dump(spec.model), "train": _dump(spec.train)}
+    step = StepDir(ctx.workdir, "train", step_key("train", fields, {"prepare": prepared.key}))
+    if step.done and not ctx.force:
+        with ctx.tracker.step("train", cached=True):
+            ctx.tracker.metrics(step.info()["metrics"])
+        ctx.record("train", step, True)
+        return step
+    feature_map = load_feature_map(prepared)
+    train, validation = load_split(prepared, "train"), load_split(prepared, "validation")
+    with ctx.tracker.step("train"), step.build() as tmp:
+        ctx.tracker.params({f"train.{k}": v for k, v in fields["train"].items()})
+        log(f"[train] {train.rows:,} rows, {feature_map.num_ids:,} ids, device {spec.train.device}")
+        result = train_model(
+            feature_map.num_ids, spec.model, spec.train, train, validation,
+            on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
+        )
+        best = result.history[result.best_epoch - 1]
+        summary = {"val_auc": best["val_auc"], "val_logloss": best["val_logloss"], "best_epoch": result.best_epoch,
+                   "epochs_run": len(result.history), "train_seconds": result.seconds}
+        down = spec.train.negative_downsampling
+        bundle = Bundle(spec, feature_map, result.state, Reader.from_spec(spec.data), key_column(spec.data),
+                        ctx.loaded.spec_hash, negative_rate=down.rate if down else 1.0, metrics={"train": summary})
+        bundle.save(tmp / "bundle")
+        (tmp / "history.json").write_text(json.dumps(result.history, indent=2))
+        ctx.tracker.metrics(summary)
+        ctx.tracker.artifact(tmp / "bundle", "bundle")
+        step.finish(tmp, {"metrics": summary, "device": result.device})
+    ctx.record("train", step, False)
+    return step
+
+
+# ----------------------------------------------------------------------------- calibrate
+
+
+def calibrate_step(ctx: Context) -> StepDir:
+    """Fit the calibrator on held-out (validation) raw scores; write a new, calibrated bundle."""
+    trained = train_step(ctx)
+    prepared = prepare_step_cached(ctx)
+    spec = ctx.spec
+    step = StepDir(ctx.workdir, "calibrate",
+                   step_key("calibrate", {"calibration": _dump(spec.calibration)}, {"train": trained.key}))
+    if step.done and not ctx.force:
+        with ctx.tracker.step("calibrate", cached=True):
+            ctx.tracker.metrics(step.info()["metrics"])
+        ctx.record("calibrate", step, True)
+        return step
+    raw_bundle = Bundle.load(trained.path / "bundle")
+    validation = load_split(prepared, "validation")
+    with ctx.tracker.step("calibrate"), step.build() as tmp:
+        raw = raw_probabilities(load_model(raw_bundle), validation)
+        corrected = downsampling_correction(raw, raw_bundle.negative_rate) if raw_bundle.negative_rate != 1 else raw
+        calibrator = None
+        if isinstance(spec.calibration, IsotonicCalibration):
+            calibrator = Isotonic.fit(corrected, validation.labels, validation.weights, spec.calibration)
+        bundle = raw_bundle.with_calibrator(calibrator, {})
+        calibrated = bundle.finish(raw)
+        y, w = validation.labels, validation.weights
+        summary = {
+            "val_logloss_raw": metrics.logloss(y, raw, w), "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
+            "val_calibration_ratio_raw": metrics.calibration_ratio(y, raw, w),
+            "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
+            "knots": float(len(calibrator.xs)) if calibrator else 0.0,
+        }
+        bundle.metrics["calibrate"] = summary
+        bundle.save(tmp / "bundle")
+        ctx.tracker.metrics(summary)
+        ctx.tracker.artifact(tmp / "bundle", "bundle")
+        step.finish(tmp, {"metrics": summary})
+    ctx.record("calibrate", step, False)
+    return step
+
+
+def prepare_step_cached(ctx: Context) -> StepDir:
+    """The prepare step already run in this command (no second log line or tracking run)."""
+    info = ctx.steps["prepare"]
+    return StepDir(ctx.workdir, "prepare", info["key"])
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path | None = None) -> dict:
+    """Metrics (raw and calibrated) per split, slices, plots, gates, parity -> a report folder."""
+    calibrated_step = calibrate_step(ctx)
+    spec = ctx.spec
+    bundle = Bundle.load(calibrated_step.path / "bundle")
+    baseline = baseline or (ctx.loaded.resolve(spec.validation.baseline) if spec.validation.baseline else None)
+    baseline_bundle = Bundle.load(baseline) if baseline else None
+    data = spec.data
+    needed = [f.name for f in spec.features] + [data.label.column] + list(spec.validation.slices) + \
+        [c for c in (data.key, data.weight) if c]
+    report_dir = ctx.workdir / "reports" / spec.name
+    tmp = ctx.workdir / "tmp" / f"validate-{calibrated_step.key[:12]}"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    result: dict = {"metrics": {}, "bundle": str(calibrated_step.path / "bundle")}
+    with ctx.tracker.step("validate"):
+        splits = load_splits(ctx.loaded, needed)
+        model = load_model(bundle)
+        evaluated = {"validation": splits.validation}
+        if splits.test is not None:
+            evaluated["test"] = splits.test
+        for name, frame in evaluated.items():
+            y, w = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
+            scored = score_frame(bundle, frame, model)
+            raw, final = scored["raw_score"].to_numpy(), scored["score"].to_numpy()
+            kw = {"eps": spec.validation.logloss_eps, "ece_bins": spec.validation.ece_bins}
+            split_metrics = {"raw": metrics.all_metrics(y, raw, w, **kw), "calibrated": metrics.all_metrics(y, final, w, **kw)}
+            if baseline_bundle is not None:
+                base = score_frame(baseline_bundle, frame)["score"].to_numpy()
+                split_metrics["baseline"] = metrics.all_metrics(y, base, w, **kw)
+            if spec.validation.slices:
+                split_metrics["slices"] = slice_metrics(frame, spec.validation.slices, y, final, w, **kw)
+            result["metrics"][name] = split_metrics
+            scored.with_columns(pl.Series("label", y)).write_parquet(tmp / f"predictions_{name}.parquet")
+            for kind in ("raw", "calibrated"):
+                ctx.tracker.metrics({f"{name}_{kind}_{k}": v for k, v in split_metrics[kind].items()})
+            if name == list(evaluated)[-1]:
+                curves = {"raw": raw, "calibrated": final}
+                reliability_png(tmp / "reliability.png", y, curves, w, spec.validation.ece_bins)
+                roc_png(tmp / "roc.png", y, curves, w)
+                result["gated_split"] = name
+                gated_scores = scored
+        gated = result["metrics"][result["gated_split"]]
+        verdict = evaluate_gates(spec.validation.gates, gated["calibrated"], gated.get("baseline"),
+                                 result["gated_split"], bundle_path=result["bundle"],
+                                 baseline_path=str(baseline) if baseline else None)
+        if compare_path is not None:
+            online = read_predictions(compare_path, bundle.key)
+            parity = compare(gated_scores, online, bundle.key, spec.parity)
+            (tmp / "parity.json").write_text(json.dumps(parity, indent=2, default=str))
+            result["parity"] = parity
+            ctx.tracker.metrics({f"parity_{k}": v for k, v in parity.items() if isinstance(v, (int, float))})
+            if not parity["passed"]:
+                verdict["passed"] = False
+                verdict["failures"].append(
+                    f"parity: {parity['rows_failing']} rows differ beyond atol={spec.parity.atol} rtol={spec.parity.rtol} "
+                    f"(max abs diff {parity['max_abs_diff']:.3g}; rows {parity['failing_keys']}), "
+                    f"{parity['missing_online']} offline rows missing online"
+                )
+        (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2))
+        (tmp / "verdict.json").write_text(json.dumps(verdict, indent=2))
+        report_dir.parent.mkdir(parents=True, exist_ok=True)
+        from .bundle import replace_folder
+
+        replace_folder(tmp, report_dir)
+        ctx.tracker.artifact(report_dir, "report")
+        ctx.tracker.metrics({"verdict_passed": float(verdict["passed"])})
+    result["verdict"] = verdict
+    result["report"] = str(report_dir)
+    log(f"[validate] report: {report_dir}")
+    return result
+
+
+def require_bundle(path: Path) -> Bundle:
+    if not path.exists():
+        raise ArtifactError(f"bundle {path} does not exist; run `snn fit SPEC` (or `snn calibrate SPEC`) first")
+    return Bundle.load(path)
+

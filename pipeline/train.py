@@ -1,0 +1,147 @@
+"""The training loop: shuffled CSR batches -> SparseNN -> weighted BCE -> optimizer step.
+
+Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r. Each epoch ends with validation
+metrics; early stopping keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import metrics
+from .encoded import CSRBatch, EncodedSplit
+from .errors import InputError
+from .model import SparseNN
+from .score import raw_probabilities
+from .spec import ModelSpec, TrainSpec
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("train.device is cuda but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch: CSRBatch, device: torch.device):
+    """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA)."""
+    def move(a, dtype=None):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if dtype is not None:
+            t = t.to(dtype)
+        if device.type == "cuda":
+            return t.pin_memory().to(device, non_blocking=True)
+        return t
+
+    return move(batch.ids), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
+
+
+def make_optimizer(model: SparseNN, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=spec.lr)
+    return torch.optim.Adam(model.parameters(), lr=spec.lr)
+
+
+def training_step(model, optimizer, batch: CSRBatch, device) -> torch.Tensor:
+    ids, values, offsets, labels, weights = to_device(batch, device)
+    logits = model(ids, values, offsets)
+    loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, np.ndarray]
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+class Progress:
+    """A progress bar on a terminal, a plain line per epoch otherwise (both on stderr)."""
+
+    def __init__(self, total_batches: int):
+        self.total, self.tty = total_batches, sys.stderr.isatty()
+
+    def batch(self, epoch: int, done: int):
+        if self.tty and (done % 20 == 0 or done == self.total):
+            filled = int(30 * done / self.total)
+            sys.stderr.write(f"\r  epoch {epoch} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
+            sys.stderr.flush()
+
+    def epoch(self, line: str):
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+        sys.stderr.write(line + "\n")
+
+
+def train_model(
+    num_ids: int,
+    model_spec: ModelSpec,
+    spec: TrainSpec,
+    train: EncodedSplit,
+    validation: EncodedSplit,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU."""
+    torch.manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    device = pick_device(spec.device)
+    model = SparseNN(num_ids, model_spec).to(device)
+    optimizer = make_optimizer(model, spec)
+    progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
+    higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"
+    watched = spec.early_stopping.metric if spec.early_stopping else "auc"
+    best_value, best_state, best_epoch, stale = None, None, 0, 0
+    result = TrainResult(state={}, device=str(device))
+    start = time.perf_counter()
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        epoch_start, total_loss, batches = time.perf_counter(), torch.zeros((), device=device), 0
+        for batch in train.batches(spec.batch_size, rng.permutation(train.rows)):
+            total_loss += training_step(model, optimizer, batch, device)
+            batches += 1
+            progress.batch(epoch, batches)
+        model.eval()
+        eval_model = model if device.type == "cpu" else model.cpu()
+        p = raw_probabilities(eval_model, validation)
+        model.to(device)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(total_loss) / max(batches, 1),
+            "val_auc": metrics.auc(validation.labels, p, validation.weights),
+            "val_logloss": metrics.logloss(validation.labels, p, validation.weights),
+            "rows_per_s": train.rows / (time.perf_counter() - epoch_start),
+        }
+        result.history.append(row)
+        progress.epoch(
+            f"  epoch {epoch}: train loss {row['train_loss']:.4f}  val auc {row['val_auc']:.4f}  "
+            f"val logloss {row['val_logloss']:.4f}  ({row['rows_per_s']:,.0f} rows/s)"
+        )
+        if on_epoch:
+            on_epoch(epoch, row)
+        value = row[f"val_{watched}"]
+        improved = spec.early_stopping is None or best_value is None or (value > best_value if higher_is_better else value < best_value)
+        if improved:
+            best_value, best_epoch, stale = value, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if spec.early_stopping and stale >= spec.early_stopping.patience:
+                progress.epoch(f"  early stop: no {watched} improvement for {stale} epochs; best epoch {best_epoch}")
+                break
+    result.state = {k: v.numpy() for k, v in best_state.items()}
+    result.best_epoch, result.seconds = best_epoch, time.perf_counter() - start
+    return result
