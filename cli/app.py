@@ -100,7 +100,7 @@ def fit(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, track
     result = _run_pipeline("fit", spec, "fit", force, tracking_uri)
     if not json_out:
         m = result["metrics"]
-        err(f"validation: auc {m['val_auc']:.4f}  logloss {m['val_logloss']:.4f}  (best epoch {m['best_epoch']})")
+        err(f"validation: auc {m['best_val_auc']:.4f}  logloss {m['best_val_logloss']:.4f}  (best epoch {m['best_epoch']})")
     _finish(result, json_out)
 
 

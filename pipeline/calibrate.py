@@ -61,8 +61,14 @@ class Isotonic:
         wsum = np.add.reduceat(w, first)
         ymean = np.add.reduceat(w * y, first) / wsum
         starts, means = pool_adjacent_violators(ymean, wsum)
-        block_w = np.add.reduceat(wsum, starts)
-        smoothed = (means * block_w + spec.pseudo_count / 2) / (block_w + spec.pseudo_count)
+        while True:  # smoothing can break monotonicity of small blocks: pool again until it holds
+            block_w = np.add.reduceat(wsum, starts)
+            means = np.add.reduceat(ymean * wsum, starts) / block_w
+            smoothed = (means * block_w + spec.pseudo_count / 2) / (block_w + spec.pseudo_count)
+            if np.all(np.diff(smoothed) > 0):
+                break
+            merged, _ = pool_adjacent_violators(smoothed, block_w + spec.pseudo_count)
+            starts = starts[merged]
         if spec.interpolation == "centered":
             centers = np.add.reduceat(ux * wsum, starts) / block_w
             return cls(centers, smoothed)

@@ -62,7 +62,7 @@ def percentile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.n
     """Sorted unique bin edges [e_0 .. e_k] for up to `bins` weighted equal-frequency bins.
 
     Heavy ties are handled explicitly: a value v holding >= 1/bins of the weight (e.g. the 0 of
-    capital-gain) gets its own bin [v, next edge); the remaining weight is split equal-frequency
+    capital-gain) gets a bin [v, nextafter(v)) holding exactly v; the remaining weight is split equal-frequency
     over the remaining bins. Without heavy values this is plain quantile edges (sklearn's
     KBinsDiscretizer(strategy="quantile") with averaged_inverted_cdf gives the same edges).
     """
@@ -73,9 +73,8 @@ def percentile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.n
     heavy = uniques[mass >= mass.sum() / bins]
     rest = ~np.isin(values, heavy)
     edges = [np.array([values.min(), values.max()])]
-    if heavy.size:
-        above = np.searchsorted(uniques, heavy, side="right")
-        edges += [heavy, uniques[np.minimum(above, len(uniques) - 1)]]
+    if heavy.size:  # [v, nextafter(v)) holds exactly v
+        edges += [heavy, np.nextafter(heavy, np.inf)]
     remaining_bins = bins - heavy.size
     if rest.any() and remaining_bins >= 1:
         qs = np.linspace(0.0, 1.0, remaining_bins + 1)

@@ -139,7 +139,7 @@ def train_step(ctx: Context) -> StepDir:
             on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
         )
         best = result.history[result.best_epoch - 1]
-        summary = {"val_auc": best["val_auc"], "val_logloss": best["val_logloss"], "best_epoch": result.best_epoch,
+        summary = {"best_val_auc": best["val_auc"], "best_val_logloss": best["val_logloss"], "best_epoch": result.best_epoch,
                    "epochs_run": len(result.history), "train_seconds": result.seconds}
         down = spec.train.negative_downsampling
         bundle = Bundle(spec, feature_map, result.state, Reader.from_spec(spec.data), key_column(spec.data),

@@ -1,0 +1,67 @@
+"""Shared fixtures: spec files written into temporary folders, pointing at the repo's data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from snn.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+ADULT_DIR = ROOT / "data" / "adult"
+SHARED_DATA = Path(os.environ.get("SNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CRITEO = SHARED_DATA / "criteo" / "train_examples.txt"
+ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
+                 "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week",
+                 "native_country", "income"]
+
+
+def adult_spec_dict(**overrides) -> dict:
+    """specs/adult.yaml with absolute data paths, updated by `overrides` (top-level keys)."""
+    spec = yaml.safe_load((ROOT / "specs" / "adult.yaml").read_text())
+    spec["data"]["train"]["path"] = str(ADULT_DIR / "adult.data")
+    spec["data"]["test"]["path"] = str(ADULT_DIR / "adult.test")
+    for key, value in overrides.items():
+        spec[key] = value
+    return spec
+
+
+def small_adult_spec_dict() -> dict:
+    """A fast Adult spec: 4,000 train rows, 1,500 test rows, 2 epochs."""
+    spec = adult_spec_dict()
+    spec["data"]["train"]["rows"] = [0, 4000]
+    spec["data"]["test"]["rows"] = [0, 1500]
+    spec["train"].update(epochs=2, early_stopping=None)
+    spec["validation"]["gates"] = {}
+    return spec
+
+
+def write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The small Adult spec, fitted and calibrated once for the session."""
+    folder = tmp_path_factory.mktemp("small")
+    spec_path = write_spec(folder, small_adult_spec_dict())
+    result = invoke(CliRunner(), "calibrate", spec_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    return spec_path

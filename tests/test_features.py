@@ -1,0 +1,122 @@
+"""Discretizers and vocabularies: sklearn cross-checks, ties, hashing, batch == online."""
+
+import hashlib
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.preprocessing import KBinsDiscretizer
+
+from snn.pipeline.data import Reader
+from snn.pipeline.errors import InputError
+from snn.pipeline.features import (
+    CategoricalEncoder,
+    ContinuousEncoder,
+    FeatureMap,
+    percentile_edges,
+    stable_bucket,
+    weighted_quantiles,
+)
+from snn.pipeline.spec import CategoricalFeature, ContinuousFeature, parse_spec
+
+from .conftest import ADULT_DIR, adult_spec_dict
+
+import yaml
+
+
+@pytest.fixture(scope="module")
+def adult():
+    reader = Reader("csv", tuple(adult_spec_dict()["data"]["columns"]), ",", ("", "?"))
+    return reader.read(ADULT_DIR / "adult.data"), reader.read(ADULT_DIR / "adult.test")
+
+
+def test_unweighted_quantiles_equal_numpy():
+    x = np.random.default_rng(0).lognormal(size=1001)
+    qs = np.linspace(0, 1, 17)
+    np.testing.assert_array_equal(weighted_quantiles(x, np.ones_like(x), qs),
+                                  np.quantile(x, qs, method="averaged_inverted_cdf"))
+
+
+def test_edges_and_bins_match_kbinsdiscretizer(adult):
+    train, test = adult
+    x = train["fnlwgt"].cast(pl.Float64).to_numpy()
+    kb = KBinsDiscretizer(n_bins=16, encode="ordinal", strategy="quantile", subsample=None,
+                          quantile_method="averaged_inverted_cdf").fit(x.reshape(-1, 1))
+    edges = percentile_edges(x, np.ones_like(x), 16)
+    np.testing.assert_allclose(edges, kb.bin_edges_[0], rtol=0, atol=0)
+    enc = ContinuousEncoder("fnlwgt", edges.tolist())
+    ids, values = enc.encode_series(test["fnlwgt"])
+    xt = test["fnlwgt"].cast(pl.Float64).to_numpy()
+    np.testing.assert_array_equal(ids, kb.transform(xt.reshape(-1, 1))[:, 0].astype(int))
+    assert np.all(values == 1.0)
+
+
+def test_bins_are_left_closed_and_clamped():
+    enc = ContinuousEncoder("x", [0.0, 1.0, 2.0, 3.0])
+    ids, _ = enc.encode_series(pl.Series("x", [-5.0, 0.0, 0.999, 1.0, 2.5, 3.0, 99.0, None]))
+    assert ids.tolist() == [0, 0, 0, 1, 2, 2, 2, 3]  # None -> its own id (n_bins)
+
+
+def test_heavy_ties_get_their_own_bin(adult):
+    train, _ = adult
+    x = train["capital_gain"].cast(pl.Float64).to_numpy()
+    edges = percentile_edges(x, np.ones_like(x), 32)
+    plain = np.unique(np.quantile(x, np.linspace(0, 1, 33), method="averaged_inverted_cdf"))
+    assert len(plain) - 1 <= 3          # equal-frequency collapses on 92% zeros
+    assert len(edges) - 1 >= 20         # we keep the non-zero values resolved
+    enc = ContinuousEncoder("capital_gain", edges.tolist())
+    ids, _ = enc.encode_series(pl.Series([0.0, 1.0, 2174.0]))
+    assert ids[0] != ids[1] and ids[1] != ids[2]
+    share = np.bincount(enc.encode_series(train["capital_gain"])[0]) / len(x)
+    assert share[0] == pytest.approx(np.mean(x == 0))  # the zeros, and only they, fill bin 0
+
+
+def test_weighted_edges_follow_the_weights():
+    x = np.arange(100, dtype=float)
+    w = np.where(x < 50, 3.0, 1.0)  # the lower half holds 75% of the weight
+    edges = percentile_edges(x, w, 4)
+    # cumulative weight 3(i+1) below 50: quartile targets 50, 100, 150 land on 16, 33 and (49+50)/2
+    assert edges.tolist() == [0.0, 16.0, 33.0, 49.5, 99.0]
+
+
+def test_vocabulary_min_count_oov_and_missing():
+    s = pl.Series("c", ["a", "a", "a", "b", "b", "c", None])
+    enc = CategoricalEncoder.fit(CategoricalFeature(name="c", kind="categorical", min_count=2), s, np.ones(7))
+    assert enc.vocabulary == ["a", "b"]
+    ids, _ = enc.encode_series(pl.Series("c", ["a", "b", "c", "never-seen", None]))
+    assert ids.tolist() == [0, 1, 2, 2, 3]
+    assert enc.encode_value("never-seen") == (2, 1.0) and enc.encode_value(None) == (3, 1.0)
+
+
+def test_hashing_is_stable_blake2b():
+    expected = int.from_bytes(hashlib.blake2b("c\x1fvalue".encode(), digest_size=8).digest(), "little") % 1000
+    assert stable_bucket("c", "value", buckets=1000) == expected
+    enc = CategoricalEncoder("c", buckets=1000)
+    ids, _ = enc.encode_series(pl.Series("c", ["value", None]))
+    assert ids.tolist() == [expected, 1000]
+
+
+def test_non_numeric_and_infinite_values_are_named(adult):
+    enc = ContinuousEncoder("age", [0.0, 50.0, 100.0])
+    with pytest.raises(InputError, match="non-numeric values such as \\['abc'\\]"):
+        enc.encode_series(pl.Series(["1", "abc"]))
+    with pytest.raises(InputError, match="infinite"):
+        enc.encode_series(pl.Series([1.0, float("inf")]))
+
+
+def test_online_encoding_equals_batch_on_adult(adult):
+    train, test = adult
+    spec = parse_spec(yaml.safe_dump(adult_spec_dict()))
+    extra = [ContinuousFeature(name="age_raw", kind="continuous", discretizer={"kind": "none"}),
+             ContinuousFeature(name="hours_hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 64}),
+             CategoricalFeature(name="occupation_hashed", kind="categorical", hash_buckets=50)]
+    aliases = {"age_raw": "age", "hours_hashed": "hours_per_week", "occupation_hashed": "occupation"}
+    train = train.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
+    test = test.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
+    fmap = FeatureMap.fit(list(spec.features) + extra, train, np.ones(train.height))
+    ids, values = fmap.encode_frame(test)
+    fmap2 = FeatureMap.from_json(fmap.to_json())
+    for i, record in enumerate(test.head(3000).iter_rows(named=True)):
+        online_ids, online_values = fmap2.encode_record(record)
+        assert online_ids == ids[i].tolist()
+        assert online_values == pytest.approx(values[i].tolist())
