@@ -196,6 +196,10 @@ def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
     """Read train / validation / test as the spec says, refusing overlaps unless allowed."""
     data = loaded.spec.data
     reader = Reader.from_spec(data)
+    for name, source in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        if source is not None and not loaded.resolve(source.path).is_file():
+            raise InputError(f"data.{name} file {loaded.resolve(source.path)} does not exist; fix the path in the "
+                             "spec (paths are relative to the spec file)")
     if not data.allow_overlap:
         for name, other in (("validation", data.validation), ("test", data.test)):
             if other is not None and _sources_overlap(data.train, other, loaded):

@@ -11,7 +11,8 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from .errors import TrackingError
@@ -82,15 +83,24 @@ class Tracker:
 
     @contextmanager
     def command(self, name: str, params: dict | None = None, spec_text: str | None = None):
-        mlflow = self._setup()
-        with mlflow.start_run(run_name=name) as run:
-            self.parent_id = run.info.run_id
-            mlflow.set_tag("snn.command", name)
-            if params:
-                mlflow.log_params(params)
-            if spec_text is not None:
-                mlflow.log_text(spec_text, "spec.yaml")
-            yield self
+        saved = os.environ.get("MLFLOW_TRACKING_URI")  # mlflow.set_tracking_uri overwrites it
+        # mlflow prints "View run ..." lines on stdout; stdout is reserved for --json
+        with redirect_stdout(sys.stderr):
+            try:
+                mlflow = self._setup()
+                with mlflow.start_run(run_name=name) as run:
+                    self.parent_id = run.info.run_id
+                    mlflow.set_tag("snn.command", name)
+                    if params:
+                        mlflow.log_params(params)
+                    if spec_text is not None:
+                        mlflow.log_text(spec_text, "spec.yaml")
+                    yield self
+            finally:
+                if saved is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = saved
 
     @contextmanager
     def step(self, name: str, cached: bool = False):
