@@ -81,10 +81,12 @@ def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tr
     return result
 
 
-def _finish(result: dict, as_json: bool) -> None:
+def _finish(result: dict, as_json: bool, summarize) -> None:
+    """Print the result (JSON on stdout, or `summarize(result)` and paths on stderr); exit 3 on a failed gate."""
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
+        summarize(result)
         err(f"bundle: {result.get('bundle')}")
         err(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
     verdict = result.get("verdict")
@@ -97,23 +99,25 @@ def _finish(result: dict, as_json: bool) -> None:
 @handled
 def fit(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
     """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
-    result = _run_pipeline("fit", spec, "fit", force, tracking_uri)
-    if not json_out:
-        m = result["metrics"]
-        err(f"validation: auc {m['best_val_auc']:.4f}  logloss {m['best_val_logloss']:.4f}  (best epoch {m['best_epoch']})")
-    _finish(result, json_out)
+    _finish(_run_pipeline("fit", spec, "fit", force, tracking_uri), json_out, _print_fit)
+
+
+def _print_fit(result: dict) -> None:
+    m = result["metrics"]
+    err(f"validation: auc {m['best_val_auc']:.4f}  logloss {m['best_val_logloss']:.4f}  (best epoch {m['best_epoch']})")
 
 
 @app.command()
 @handled
 def calibrate(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
     """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
-    result = _run_pipeline("calibrate", spec, "calibrate", force, tracking_uri)
-    if not json_out:
-        m = result["metrics"]
-        err(f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
-            f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}")
-    _finish(result, json_out)
+    _finish(_run_pipeline("calibrate", spec, "calibrate", force, tracking_uri), json_out, _print_calibrate)
+
+
+def _print_calibrate(result: dict) -> None:
+    m = result["metrics"]
+    err(f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
+        f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}")
 
 
 def _print_metrics(result: dict) -> None:
@@ -143,19 +147,14 @@ def validate(
 ):
     """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
     result = _run_pipeline("validate", spec, "validate", force, tracking_uri, compare_path=compare, baseline=baseline)
-    if not json_out:
-        _print_metrics(result)
-    _finish(result, json_out)
+    _finish(result, json_out, _print_metrics)
 
 
 @app.command()
 @handled
 def run(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
     """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
-    result = _run_pipeline("run", spec, "validate", force, tracking_uri)
-    if not json_out:
-        _print_metrics(result)
-    _finish(result, json_out)
+    _finish(_run_pipeline("run", spec, "validate", force, tracking_uri), json_out, _print_metrics)
 
 
 @app.command()

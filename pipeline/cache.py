@@ -1,7 +1,7 @@
 """Content-addressed step folders with atomic writes.
 
 key = sha256(step name, the spec fields the step reads, upstream keys, input file digests, snn
-version). A finished step lives in `<workdir>/steps/<name>-<key[:16]>/` with `step.json` written
+version, artifact layout). A finished step lives in `<workdir>/steps/<name>-<key[:16]>/` with `step.json` written
 last; it is built in a temporary folder and renamed into place, so a killed run leaves no half
 artifact, and an unchanged step is a cache hit.
 """
@@ -19,11 +19,14 @@ from pathlib import Path
 from . import __version__
 from .spec import canonical_json
 
+# Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
+ARTIFACT_LAYOUT = 2
+
 
 def step_key(name: str, fields: dict, upstream: dict[str, str] | None = None,
              inputs: dict[str, str] | None = None) -> str:
     payload = {"step": name, "fields": fields, "upstream": upstream or {}, "inputs": inputs or {},
-               "version": __version__}
+               "version": __version__, "layout": ARTIFACT_LAYOUT}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 

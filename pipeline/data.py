@@ -215,6 +215,11 @@ def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
         key = key_column(data)
         if df[key].null_count():
             raise InputError(f"key column {key!r} in {path} has {df[key].null_count()} missing values; every row needs a key")
+        duplicated = df[key].is_duplicated()
+        if duplicated.any():
+            examples = df[key].filter(duplicated).unique().head(3).to_list()
+            raise InputError(f"key column {key!r} in {path} repeats keys such as {examples}; parity joins on it, "
+                             "so every row needs a unique key (or drop data.key to use row_id)")
         return df
 
     train = read(data.train)

@@ -25,7 +25,6 @@ from .spec import (
     CategoricalFeature,
     ContinuousFeature,
     HashingDiscretizer,
-    PercentileDiscretizer,
     RawValue,
 )
 

@@ -32,17 +32,20 @@ def normalize(values: torch.Tensor, max_abs: torch.Tensor, bias: torch.Tensor) -
 class SparseLinear(nn.Module):
     """N_j = F( Σ_i W_ij · norm(v_i) + B_j ), norm(v_i) = v_i / max_abs_i + b_i (DESIGN.md).
 
-    `max_abs` [num_ids] is a non-trainable running max of |v| per id; `id_bias` [num_ids] is the
-    trainable b_i telling presence from absence. Training folds the whole batch into max_abs
+    `max_abs` [num_ids] is a non-trainable running max of |v| per id; `id_bias` [num_ids, 1] is the
+    trainable b_i telling presence from absence. Both per-id tables get sparse gradients (only the
+    rows a batch touches), so an optimizer step costs O(batch ids), not O(num_ids). Training folds the whole batch into max_abs
     before normalizing (order-independent within a batch); eval uses max(max_abs_i, |v|) with the
     buffer frozen, so v / max stays in [-1, 1]. The sum is one fused `embedding_bag` with
     per-sample weights, never a dense matmul.
     """
 
+    sparse_parameters = ("weight", "id_bias")
+
     def __init__(self, num_ids: int, width: int, act: Activation = "relu"):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_ids, width))
-        self.id_bias = nn.Parameter(torch.zeros(num_ids))
+        self.id_bias = nn.Parameter(torch.zeros(num_ids, 1))
         self.bias = nn.Parameter(torch.zeros(width))
         self.register_buffer("max_abs", torch.zeros(num_ids))
         self.act = activation(act, width)
@@ -57,8 +60,9 @@ class SparseLinear(nn.Module):
         return torch.maximum(self.max_abs[ids], values.abs())
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        weights = normalize(values, self.scale(ids, values), self.id_bias[ids])
-        pooled = F.embedding_bag(ids, self.weight, offsets, mode="sum", per_sample_weights=weights)
+        id_bias = F.embedding(ids, self.id_bias, sparse=True).squeeze(-1)
+        weights = normalize(values, self.scale(ids, values), id_bias)
+        pooled = F.embedding_bag(ids, self.weight, offsets, mode="sum", per_sample_weights=weights, sparse=True)
         return self.act(pooled + self.bias)
 
 

@@ -33,7 +33,8 @@ class OnlineScorer:
         self.bundle = bundle
         w = {k: np.asarray(v, dtype=np.float64) for k, v in bundle.weights.items()}
         spec = bundle.spec.model
-        self.table, self.id_bias, self.max_abs = w["sparse.weight"], w["sparse.id_bias"], w["sparse.max_abs"]
+        self.table, self.max_abs = w["sparse.weight"], w["sparse.max_abs"]
+        self.id_bias = w["sparse.id_bias"].reshape(-1)
         self.bias = w["sparse.bias"]
         self.sparse_act = (spec.sparse_linear.activation, w.get("sparse.act.weight"))
         # mirror SparseNN's Sequential layout: Linear [norm] act [dropout] ... Linear

@@ -11,13 +11,20 @@ import torch
 
 from .bundle import Bundle
 from .encoded import EncodedSplit
+from .errors import ArtifactError
 from .model import SparseNN
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
     model = SparseNN(bundle.feature_map.num_ids, bundle.spec.model)
     state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(
+            f"bundle weights do not fit the model its spec describes ({str(exc).splitlines()[-1].strip()[:160]}); "
+            "it was written by another snn version or damaged: rebuild it with `snn fit --force`"
+        ) from None
     return model.to(dtype).eval()
 
 

@@ -335,13 +335,12 @@ def _yaml_line(node, loc) -> int | None:
 def _format_errors(error: ValidationError, root_node, source: str) -> str:
     lines = []
     for item in error.errors():
-        # drop union-tag segments such as 'continuous' that pydantic inserts in loc
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         path_parts = []
         node_path = []
         for part in loc:
-            if isinstance(part, str) and node_path and _is_tag(part, item):
-                continue
+            if isinstance(part, str) and node_path and part in _TAGS:
+                continue  # pydantic puts the union tag in loc; it is not a YAML key
             path_parts.append(str(part))
             node_path.append(part)
         path = ".".join(path_parts) or "(top level)"
@@ -355,10 +354,6 @@ def _format_errors(error: ValidationError, root_node, source: str) -> str:
 
 
 _TAGS = {"continuous", "categorical", "binary", "percentile", "hashing", "none", "isotonic"}
-
-
-def _is_tag(part: str, item) -> bool:
-    return part in _TAGS
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,20 @@ when nothing they read changed.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from . import metrics
-from .bundle import Bundle
+from .bundle import Bundle, replace_folder
 from .cache import StepDir, link_latest, step_key
 from .calibrate import Isotonic, downsampling_correction
 from .data import Reader, input_fingerprints, key_column, labels_of, load_splits, unit_hash, weights_of
 from .encoded import EncodedSplit
-from .errors import ArtifactError, InputError
+from .errors import InputError
 from .evaluate import evaluate_gates, slice_metrics
 from .features import FeatureMap
 from .parity import compare, read_predictions
@@ -216,8 +216,6 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     report_dir = ctx.workdir / "reports" / spec.name
     tmp = ctx.workdir / "tmp" / f"validate-{calibrated_step.key[:12]}"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     result: dict = {"metrics": {}, "bundle": str(calibrated_step.path / "bundle")}
@@ -268,8 +266,6 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
         (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2))
         (tmp / "verdict.json").write_text(json.dumps(verdict, indent=2))
         report_dir.parent.mkdir(parents=True, exist_ok=True)
-        from .bundle import replace_folder
-
         replace_folder(tmp, report_dir)
         ctx.tracker.artifact(report_dir, "report")
         ctx.tracker.metrics({"verdict_passed": float(verdict["passed"])})
@@ -277,10 +273,4 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     result["report"] = str(report_dir)
     log(f"[validate] report: {report_dir}")
     return result
-
-
-def require_bundle(path: Path) -> Bundle:
-    if not path.exists():
-        raise ArtifactError(f"bundle {path} does not exist; run `snn fit SPEC` (or `snn calibrate SPEC`) first")
-    return Bundle.load(path)
 

@@ -44,19 +44,28 @@ def to_device(batch: CSRBatch, device: torch.device):
     return move(batch.ids), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
-def make_optimizer(model: SparseNN, spec: TrainSpec) -> torch.optim.Optimizer:
+def make_optimizers(model: SparseNN, spec: TrainSpec) -> list[torch.optim.Optimizer]:
+    """Row-wise updates for the per-id tables (sparse gradients), a dense optimizer for the rest.
+
+    adam: SparseAdam (lazy Adam: moments of a row advance only when the row is in the batch) for
+    the tables, Adam for the MLP. adagrad: Adagrad for both (it accepts sparse gradients).
+    """
+    sparse = [getattr(model.sparse, name) for name in model.sparse.sparse_parameters]
+    dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
     if spec.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=spec.lr)
-    return torch.optim.Adam(model.parameters(), lr=spec.lr)
+        return [torch.optim.Adagrad(sparse, lr=spec.lr), torch.optim.Adagrad(dense, lr=spec.lr)]
+    return [torch.optim.SparseAdam(sparse, lr=spec.lr), torch.optim.Adam(dense, lr=spec.lr)]
 
 
-def training_step(model, optimizer, batch: CSRBatch, device) -> torch.Tensor:
+def training_step(model, optimizers, batch: CSRBatch, device) -> torch.Tensor:
     ids, values, offsets, labels, weights = to_device(batch, device)
     logits = model(ids, values, offsets)
     loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
-    optimizer.zero_grad(set_to_none=True)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    for optimizer in optimizers:
+        optimizer.step()
     return loss.detach()
 
 
@@ -100,7 +109,7 @@ def train_model(
     rng = np.random.default_rng(spec.seed)
     device = pick_device(spec.device)
     model = SparseNN(num_ids, model_spec).to(device)
-    optimizer = make_optimizer(model, spec)
+    optimizers = make_optimizers(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
     higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"
     watched = spec.early_stopping.metric if spec.early_stopping else "auc"
@@ -111,7 +120,7 @@ def train_model(
         model.train()
         epoch_start, total_loss, batches = time.perf_counter(), torch.zeros((), device=device), 0
         for batch in train.batches(spec.batch_size, rng.permutation(train.rows)):
-            total_loss += training_step(model, optimizer, batch, device)
+            total_loss += training_step(model, optimizers, batch, device)
             batches += 1
             progress.batch(epoch, batches)
         model.eval()

@@ -133,6 +133,12 @@ def test_missing_and_corrupted_bundles(runner, tiny, small_run):
     (broken / "weights.npz").write_bytes(b"not a zip")
     assert_clean_error(invoke(runner, "predict", broken, ROOT / "data/adult/adult.test", "-o", out), 2, "is corrupted")
     assert not out.exists()
+    with np.load(bundle / "weights.npz") as npz:  # weights of another architecture
+        weights = {k: npz[k] for k in npz.files}
+    weights["sparse.id_bias"] = weights["sparse.id_bias"].reshape(-1)
+    np.savez(broken / "weights.npz", **weights)
+    assert_clean_error(invoke(runner, "predict", broken, ROOT / "data/adult/adult.test", "-o", out), 2,
+                       "bundle weights do not fit the model", "snn fit --force")
 
 
 def test_unseen_categories_at_predict_time_use_the_oov_id(runner, tiny, small_run):

@@ -1,7 +1,6 @@
 """The sparse linear layer's formula and state rules, and seeded training."""
 
 import numpy as np
-import pytest
 import torch
 
 from snn.pipeline.encoded import EncodedSplit
@@ -21,7 +20,7 @@ def test_forward_matches_the_formula():
     torch.manual_seed(0)
     layer = SparseLinear(4, 3, "none")
     with torch.no_grad():
-        layer.id_bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        layer.id_bias.copy_(torch.tensor([[0.1], [-0.2], [0.3], [0.0]]))
         layer.bias.copy_(torch.tensor([0.5, 0.0, -0.5]))
     ids, values, offsets = _batch()
     out = layer(ids, values, offsets)  # training mode: max folded in first
@@ -32,7 +31,7 @@ def test_forward_matches_the_formula():
         total = layer.bias.detach().clone()
         for k in row:
             i = ids[k]
-            total += W[i] * (values[k] / max_abs[i] + b[i])
+            total += W[i] * (values[k] / max_abs[i] + b[i, 0])
         expected.append(total)
     torch.testing.assert_close(out, torch.stack(expected))
     torch.testing.assert_close(layer.max_abs, max_abs)
