@@ -176,7 +176,8 @@ class ContinuousEncoder:
         if x is not None and math.isinf(x):
             raise InputError(f"feature {self.name!r} is infinite; send a finite number or null")
         if self.raw:
-            return (1, 1.0) if x is None else (0, x)
+            # values are stored as float32 in the batch path: round the same way
+            return (1, 1.0) if x is None else (0, float(np.float32(x)))
         b = self.n_bins if x is None else bisect.bisect_right(self.edges, x, 1, max(len(self.edges) - 1, 1)) - 1
         if self.buckets:
             return stable_bucket(self.name, "missing" if x is None else str(b), buckets=self.buckets), 1.0

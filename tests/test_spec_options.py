@@ -1,0 +1,93 @@
+"""Every spec option runs end to end, and the online scorer equals the batch scorer for each architecture."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from .conftest import invoke, write_spec
+
+
+def write_data(folder, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    flag = rng.uniform(size=n) < 0.5
+    city = rng.choice([f"city{i}" for i in range(30)], n)
+    logit = 1.5 * x + 1.0 * flag - 1.5 + (np.char.endswith(city.astype(str), "7") * 1.0)
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pl.DataFrame({
+        "uid": [f"u{seed}-{i}" for i in range(n)], "x": x.round(4), "amount": np.abs(x * 100).round(1),
+        "flag": np.where(flag, "yes", "no"), "city": city, "weight": rng.uniform(0.5, 2.0, n).round(3), "y": y,
+    })
+    frame.write_csv(folder / f"part{seed}.csv")
+
+
+def options_spec(variant: str) -> dict:
+    spec = {
+        "version": 1,
+        "name": f"options-{variant}",
+        "data": {"format": "csv", "train": {"path": "part0.csv"}, "validation": {"path": "part1.csv"},
+                 "test": {"path": "part2.csv"}, "label": {"column": "y"}, "key": "uid", "weight": "weight"},
+        "features": [
+            {"name": "x", "kind": "continuous", "discretizer": {"kind": "hashing", "bins": 16, "buckets": 64}},
+            {"name": "amount", "kind": "continuous", "discretizer": {"kind": "none"}},
+            {"name": "flag", "kind": "binary"},
+            {"name": "city", "kind": "categorical", "hash_buckets": 16},
+        ],
+        "train": {"epochs": 3, "batch_size": 128, "seed": 1, "device": "cpu"},
+    }
+    if variant == "a":
+        spec["model"] = {"sparse_linear": {"width": 8, "activation": "prelu"},
+                         "mlp": {"layers": [8], "activation": "prelu", "norm": "batch", "dropout": 0.1}}
+        spec["train"].update(optimizer="adagrad", lr=0.05, negative_downsampling={"rate": 0.5, "seed": 3})
+        spec["calibration"] = {"kind": "none"}
+    else:
+        spec["model"] = {"sparse_linear": {"width": 8, "activation": "tanh"},
+                         "mlp": {"layers": [8, 4], "activation": "sigmoid", "norm": "layer"}}
+        spec["train"]["early_stopping"] = {"metric": "logloss", "patience": 1}
+        spec["calibration"] = {"kind": "isotonic", "interpolation": "block_ends", "pseudo_count": 2.0}
+        spec["validation"] = {"ece_bins": 5, "logloss_eps": 1e-6, "gates": {"auc": {"max_drop_vs_baseline": 0.05},
+                                                                         "logloss": {"max_increase_vs_baseline": 0.05}}}
+        spec["parity"] = {"atol": 1e-9, "rtol": 0.0, "worst_rows": 3}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("options")
+    for seed, n in ((0, 3000), (1, 1000), (2, 1000)):
+        write_data(folder, n, seed)
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_options_run_and_online_equals_batch(runner, data_dir, variant):
+    spec = write_spec(data_dir, options_spec(variant), f"{variant}.yaml")
+    result = invoke(runner, "calibrate", spec, "--json")
+    assert result.exit_code == 0, result.stderr
+    bundle = json.loads(result.stdout)["steps"]["calibrate"]["bundle"]
+    meta = json.loads((data_dir / ".snn" / "bundles" / f"options-{variant}" / "bundle.json").read_text())
+    assert meta["sampling"]["negative_rate"] == (0.5 if variant == "a" else 1.0)
+    assert meta["calibrated"] is (variant == "b")
+    batch, online = data_dir / f"batch-{variant}.parquet", data_dir / f"online-{variant}.parquet"
+    assert invoke(runner, "predict", bundle, data_dir / "part2.csv", "-o", batch).exit_code == 0
+    assert invoke(runner, "predict", bundle, data_dir / "part2.csv", "-o", online, "--online").exit_code == 0
+    b, o = pl.read_parquet(batch), pl.read_parquet(online)
+    assert b["uid"].to_list() == o["uid"].to_list()
+    np.testing.assert_allclose(b["score"].to_numpy(), o["score"].to_numpy(), rtol=0, atol=1e-12)
+    args = ["validate", spec, "--compare", online, "--json"]
+    if variant == "b":
+        args += ["--baseline", bundle]  # the model against itself: every *_vs_baseline gate passes
+    result = invoke(runner, *args)
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["parity"]["passed"] and out["parity"]["rows_compared"] == 1000
+    test = out["metrics"]["test"]
+    assert test["calibrated"]["auc"] > 0.7
+    if variant == "a":  # the analytic correction undoes the 50% negative downsampling
+        assert abs(test["calibrated"]["calibration_ratio"] - 1) < 0.15
+        assert test["raw"]["calibration_ratio"] > test["calibrated"]["calibration_ratio"] + 0.1
+    else:
+        checks = {(c["metric"], c["rule"]) for c in out["verdict"]["checks"]}
+        assert checks == {("auc", "max_drop_vs_baseline"), ("logloss", "max_increase_vs_baseline")}
