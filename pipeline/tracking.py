@@ -8,6 +8,7 @@ URI precedence: --tracking-uri > MLFLOW_TRACKING_URI > spec.tracking.uri > the e
 from __future__ import annotations
 
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
@@ -117,8 +118,6 @@ class Tracker:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
 
     def metrics(self, values: dict, step: int | None = None) -> None:
-        import math
-
         import mlflow
 
         clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
