@@ -1,11 +1,15 @@
-"""Encoded splits as CSR arrays on disk, memory-mapped back; batches are vectorized slices.
+"""Encoded splits as CSR arrays on disk, written a chunk at a time and memory-mapped back.
 
-Layout of one split folder: `offsets.npy` int64 [n+1], `ids.npy` int64 [nnz], `values.npy`
-float32 [nnz], `labels.npy` float32 [n], `weights.npy` float32 [n], `keys.parquet` (the row key).
+Layout of one split folder (raw little-endian arrays, described by `meta.json`):
+`offsets.bin` int64 [n+1], `ids.bin` int64 [nnz], `values.bin` float32 [nnz], `labels.bin`
+float32 [n], `weights.bin` float32 [n], and `keys/part-*.parquet` (the row key, one part per
+chunk). `meta.json` holds n, nnz, and `width` when every row has the same number of entries
+(one per feature), which lets a batch gather be a plain 2-D row gather.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +18,8 @@ import polars as pl
 
 from .errors import ArtifactError
 
-ARRAYS = ("offsets", "ids", "values", "labels", "weights")
+DTYPES = {"offsets": np.int64, "ids": np.int64, "values": np.float32, "labels": np.float32, "weights": np.float32}
+ARRAYS = tuple(DTYPES)
 
 
 @dataclass
@@ -35,7 +40,9 @@ class EncodedSplit:
     values: np.ndarray
     labels: np.ndarray
     weights: np.ndarray
-    keys: pl.Series
+    keys: pl.Series | None
+    folder: Path | None = None
+    width: int | None = -1  # entries per row when every row has the same count; -1: work it out
 
     @classmethod
     def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights, keys: pl.Series) -> "EncodedSplit":
@@ -43,29 +50,46 @@ class EncodedSplit:
         n, width = ids.shape
         offsets = np.arange(n + 1, dtype=np.int64) * width
         return cls(offsets, ids.reshape(-1), values.reshape(-1), np.asarray(labels, np.float32),
-                   np.asarray(weights, np.float32), keys)
+                   np.asarray(weights, np.float32), keys, width=width)
 
     @property
     def rows(self) -> int:
         return len(self.offsets) - 1
 
+    def __post_init__(self):
+        if self.width == -1:
+            self.width = uniform_width(self.offsets)
+
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ARRAYS:
-            np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
-        pl.DataFrame({self.keys.name: self.keys}).write_parquet(folder / "keys.parquet")
+        with SplitWriter(folder) as writer:
+            writer.append(self.ids, self.values, np.diff(self.offsets), self.labels, self.weights, self.keys)
 
     @classmethod
     def load(cls, folder: Path) -> "EncodedSplit":
+        """Memory-map a split folder (copy-on-write: nothing is read until used)."""
         try:
-            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in ARRAYS}
-            keys = pl.read_parquet(folder / "keys.parquet").to_series()
-        except (OSError, ValueError) as exc:
+            meta = json.loads((folder / "meta.json").read_text())
+            sizes = {"offsets": meta["rows"] + 1, "ids": meta["nnz"], "values": meta["nnz"],
+                     "labels": meta["rows"], "weights": meta["rows"]}
+            arrays = {name: _map(folder / f"{name}.bin", DTYPES[name], sizes[name]) for name in ARRAYS}
+        except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
-        return cls(keys=keys, **arrays)
+        return cls(keys=None, **arrays, folder=folder, width=meta["width"])
+
+    def load_keys(self) -> pl.Series:
+        """The row keys [n] (read from the key parts on demand)."""
+        if self.keys is None:
+            self.keys = pl.read_parquet(self.folder / "keys" / "*.parquet").to_series()
+        return self.keys
 
     def take(self, rows: np.ndarray) -> CSRBatch:
         """Gather rows (any order) into one CSR batch without a per-row Python loop."""
+        width = self.width
+        if width is not None:
+            ids = self.ids.reshape(-1, width)[rows].reshape(-1)
+            values = self.values.reshape(-1, width)[rows].reshape(-1)
+            return CSRBatch(ids, values, np.arange(len(rows), dtype=np.int64) * width,
+                            self.labels[rows], self.weights[rows])
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
         lengths = stops - starts
         batch_offsets = np.zeros(len(rows), dtype=np.int64)
@@ -85,3 +109,57 @@ class EncodedSplit:
         for start in range(0, self.rows, batch_size):
             stop = min(start + batch_size, self.rows)
             yield self.slice(start, stop) if order is None else self.take(order[start:stop])
+
+
+def uniform_width(offsets: np.ndarray) -> int | None:
+    """w when offsets == [0, w, 2w, ...] (every row has w entries), else None."""
+    if len(offsets) < 2:
+        return None
+    width = int(offsets[1] - offsets[0])
+    return width if np.array_equal(np.diff(offsets), np.full(len(offsets) - 1, width)) else None
+
+
+def _map(path: Path, dtype, size: int) -> np.ndarray:
+    if path.stat().st_size != size * np.dtype(dtype).itemsize:
+        raise ValueError(f"{path.name} holds {path.stat().st_size} bytes, expected {size} x {np.dtype(dtype).name}")
+    if size == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="c", shape=(size,))
+
+
+class SplitWriter:
+    """Append encoded chunks to a split folder; `meta.json` is written last (a folder without it is
+    incomplete). Memory stays at one chunk whatever the number of rows."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.rows = self.nnz = self.parts = 0
+        self.widths: set[int] = set()
+        self.files = {}
+
+    def __enter__(self) -> "SplitWriter":
+        (self.folder / "keys").mkdir(parents=True, exist_ok=True)
+        self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in ARRAYS}
+        self.files["offsets"].write(np.zeros(1, np.int64).tobytes())
+        return self
+
+    def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None) -> None:
+        """One chunk: ids/values [nnz_c], lengths [n_c] (entries per row), labels/weights/keys [n_c]."""
+        offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
+        if len(lengths):
+            low, high = int(np.min(lengths)), int(np.max(lengths))
+            self.widths.update({low, high} if low != high else {low})
+        for name, array in (("ids", ids), ("values", values), ("offsets", offsets), ("labels", labels),
+                            ("weights", weights)):
+            self.files[name].write(np.ascontiguousarray(array, dtype=DTYPES[name]).tobytes())
+        if keys is not None:
+            pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
+        self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
+
+    def __exit__(self, kind, value, traceback) -> None:
+        for f in self.files.values():
+            f.close()
+        if kind is None:
+            (self.folder / "meta.json").write_text(json.dumps({
+                "rows": self.rows, "nnz": self.nnz, "chunks": self.parts,
+                "width": next(iter(self.widths)) if len(self.widths) == 1 else None}))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .rows import RowBatch, pool_rows
 from .spec import Activation, ModelSpec
 
 TINY = 1e-12
@@ -33,14 +34,14 @@ class SparseLinear(nn.Module):
     """N_j = F( Σ_i W_ij · norm(v_i) + B_j ), norm(v_i) = v_i / max_abs_i + b_i (DESIGN.md).
 
     `max_abs` [num_ids] is a non-trainable running max of |v| per id; `id_bias` [num_ids, 1] is the
-    trainable b_i telling presence from absence. Both per-id tables get sparse gradients (only the
-    rows a batch touches), so an optimizer step costs O(batch ids), not O(num_ids). Training folds the whole batch into max_abs
-    before normalizing (order-independent within a batch); eval uses max(max_abs_i, |v|) with the
+    trainable b_i telling presence from absence. Training (`forward_rows`) touches only the rows a
+    batch uses, so a step costs O(batch ids), not O(num_ids); it folds the whole batch into max_abs
+    before normalizing (order-independent within a batch). Eval uses max(max_abs_i, |v|) with the
     buffer frozen, so v / max stays in [-1, 1]. The sum is one fused `embedding_bag` with
     per-sample weights, never a dense matmul.
     """
 
-    sparse_parameters = ("weight", "id_bias")
+    sparse_parameters = ("weight", "id_bias")  # trained row-wise (rows.py), not by the dense optimizer
 
     def __init__(self, num_ids: int, width: int, act: Activation = "relu"):
         super().__init__()
@@ -56,14 +57,35 @@ class SparseLinear(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.max_abs.scatter_reduce_(0, ids, values.abs(), reduce="amax")
-            return self.max_abs[ids]
-        return torch.maximum(self.max_abs[ids], values.abs())
+            return self.max_abs.index_select(0, ids)
+        return torch.maximum(self.max_abs.index_select(0, ids), values.abs())
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        id_bias = F.embedding(ids, self.id_bias, sparse=True).squeeze(-1)
-        weights = normalize(values, self.scale(ids, values), id_bias)
-        pooled = F.embedding_bag(ids, self.weight, offsets, mode="sum", per_sample_weights=weights, sparse=True)
+        """Full-table path (scoring, and differentiable for tests): [nnz] x3 -> [B, width]."""
+        id_bias = self.id_bias.view(-1).index_select(0, ids)
+        weights = torch.addcdiv(id_bias, values, self.scale(ids, values).clamp_min(TINY))
+        pooled = F.embedding_bag(ids, self.weight, offsets, mode="sum", per_sample_weights=weights)
         return self.act(pooled + self.bias)
+
+    def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
+        """Copies of the touched rows of (weight [U, width], id_bias [U, 1]) as leaves that take gradients."""
+        return [getattr(self, name).detach().index_select(0, unique).requires_grad_()
+                for name in self.sparse_parameters]
+
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
+                     offsets: torch.Tensor) -> torch.Tensor:
+        """Training path on the gathered rows (see rows.py): same output as `forward` in train mode.
+
+        max_abs[u] ← max(max_abs[u], max |v| of the batch's entries with id u), then pooled with
+        norm_e = v_e / max_abs[u_e] + b[u_e].
+        """
+        with torch.no_grad():
+            scale = self.max_abs.index_select(0, batch.unique)
+            scale.scatter_reduce_(0, batch.inverse, values.abs(), reduce="amax")
+            self.max_abs.index_copy_(0, batch.unique, scale)
+            scaled = values / scale.clamp_min(TINY)[batch.inverse]
+        weight, id_bias = rows
+        return self.act(pool_rows(weight, id_bias.view(-1), scaled, batch, offsets) + self.bias)
 
 
 class SparseNN(nn.Module):
@@ -89,3 +111,8 @@ class SparseNN(nn.Module):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.sparse(ids, values, offsets)).squeeze(-1)
+
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
+                     offsets: torch.Tensor) -> torch.Tensor:
+        """Training path: gathered rows (SparseLinear.gather_rows) -> logits [B]."""
+        return self.mlp(self.sparse.forward_rows(rows, batch, values, offsets)).squeeze(-1)

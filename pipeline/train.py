@@ -19,6 +19,7 @@ from . import metrics
 from .encoded import CSRBatch, EncodedSplit
 from .errors import InputError
 from .model import SparseNN
+from .rows import RowAdagrad, RowAdam, RowOptimizer, deduplicate
 from .score import raw_probabilities
 from .spec import ModelSpec, TrainSpec
 
@@ -44,28 +45,36 @@ def to_device(batch: CSRBatch, device: torch.device):
     return move(batch.ids), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
-def make_optimizers(model: SparseNN, spec: TrainSpec) -> list[torch.optim.Optimizer]:
-    """Row-wise updates for the per-id tables (sparse gradients), a dense optimizer for the rest.
+@dataclass
+class Optimizers:
+    """Row-wise updates for the per-id tables (rows.py), a torch optimizer for the dense rest.
 
-    adam: SparseAdam (lazy Adam: moments of a row advance only when the row is in the batch) for
-    the tables, Adam for the MLP. adagrad: Adagrad for both (it accepts sparse gradients).
+    adam: lazy Adam on touched rows (SparseAdam's update) + Adam; adagrad: Adagrad for both.
     """
-    sparse = [getattr(model.sparse, name) for name in model.sparse.sparse_parameters]
-    dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
-    if spec.optimizer == "adagrad":
-        return [torch.optim.Adagrad(sparse, lr=spec.lr), torch.optim.Adagrad(dense, lr=spec.lr)]
-    return [torch.optim.SparseAdam(sparse, lr=spec.lr), torch.optim.Adam(dense, lr=spec.lr)]
+
+    rows: RowOptimizer
+    dense: torch.optim.Optimizer
+
+    @classmethod
+    def for_model(cls, model: SparseNN, spec: TrainSpec) -> "Optimizers":
+        tables = [getattr(model.sparse, name) for name in model.sparse.sparse_parameters]
+        dense = [p for p in model.parameters() if all(p is not t for t in tables)]
+        if spec.optimizer == "adagrad":
+            return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr))
+        return cls(RowAdam(tables, spec.lr), torch.optim.Adam(dense, lr=spec.lr))
 
 
-def training_step(model, optimizers, batch: CSRBatch, device) -> torch.Tensor:
+def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
+    """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
-    logits = model(ids, values, offsets)
+    structure = deduplicate(ids, offsets)
+    rows = model.sparse.gather_rows(structure.unique)
+    logits = model.forward_rows(rows, structure, values, offsets)
     loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
+    optimizers.dense.zero_grad(set_to_none=True)
     loss.backward()
-    for optimizer in optimizers:
-        optimizer.step()
+    optimizers.rows.step(structure.unique, rows)
+    optimizers.dense.step()
     return loss.detach()
 
 
@@ -109,7 +118,7 @@ def train_model(
     rng = np.random.default_rng(spec.seed)
     device = pick_device(spec.device)
     model = SparseNN(num_ids, model_spec).to(device)
-    optimizers = make_optimizers(model, spec)
+    optimizers = Optimizers.for_model(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
     higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"
     watched = spec.early_stopping.metric if spec.early_stopping else "auc"

@@ -1,0 +1,141 @@
+"""Row-wise training of the per-id tables: deduplicate a batch's ids, pool, update touched rows only.
+
+A batch of nnz entries touches U <= nnz distinct ids. Training works on those U rows alone:
+
+1. `deduplicate` sorts the ids once (stable) and derives the distinct ids, each entry's position
+   among them, and the entries grouped by id (the transposed batch);
+2. the rows are gathered into small leaf tensors [U, D] that take part in autograd;
+3. `pool_rows` pools them with one `embedding_bag`, and its backward is two more `embedding_bag`
+   calls over the transposed batch — no sort, no sparse-gradient coalescing;
+4. `RowAdam` / `RowAdagrad` update the U rows and their optimizer state in place.
+
+The updates are exactly those of torch's `SparseAdam` and `Adagrad` on sparse gradients (tests
+hold them equal); they differ only in never building a sparse gradient tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass
+class RowBatch:
+    """The id structure of one CSR batch (nnz entries in B rows, U distinct ids).
+
+    unique   int64 [U]    distinct ids, ascending
+    inverse  int64 [nnz]  unique[inverse[e]] == ids[e]
+    order    int64 [nnz]  entries sorted by id (stable): ids[order] is ascending
+    entry_rows int64 [nnz] batch row of entry order[k]
+    starts   int64 [U]    where each distinct id's run of entries begins in `order`
+    """
+
+    unique: torch.Tensor
+    inverse: torch.Tensor
+    order: torch.Tensor
+    entry_rows: torch.Tensor
+    starts: torch.Tensor
+
+
+def deduplicate(ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
+    """One stable sort of ids [nnz] (rows start at offsets [B]) -> RowBatch."""
+    sorted_ids, order = torch.sort(ids, stable=True)
+    first = torch.ones_like(sorted_ids, dtype=torch.bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    run = torch.cumsum(first, 0) - 1
+    inverse = torch.empty_like(run)
+    inverse[order] = run
+    lengths = torch.diff(offsets, append=offsets.new_tensor([len(ids)]))
+    row_of_entry = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths)
+    return RowBatch(sorted_ids[first], inverse, order, row_of_entry[order], torch.nonzero(first).squeeze(1))
+
+
+class _PoolRows(torch.autograd.Function):
+    """pooled[r] = Σ_{e in row r} rows[inverse_e] · (scaled_e + bias[inverse_e]); [B, D].
+
+    Backward over the transposed batch (entries grouped by id u):
+      ∂L/∂rows[u] = Σ_{e: id u} w_e · G[row_e]           (embedding_bag of G with weights w)
+      ∂L/∂bias[u] = rows[u] · Σ_{e: id u} G[row_e]       (unweighted embedding_bag of G, then a dot)
+    """
+
+    @staticmethod
+    def forward(ctx, rows, bias, scaled, batch: RowBatch, offsets):
+        weights = scaled + bias[batch.inverse]
+        ctx.batch = batch
+        ctx.save_for_backward(rows, weights)
+        return F.embedding_bag(batch.inverse, rows, offsets, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weights = ctx.saved_tensors
+        batch: RowBatch = ctx.batch
+        grad = grad.contiguous()
+        grad_rows = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum",
+                                    per_sample_weights=weights[batch.order])
+        summed = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum")
+        grad_bias = (rows * summed).sum(1)
+        return grad_rows, grad_bias, None, None, None
+
+
+def pool_rows(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, batch: RowBatch,
+              offsets: torch.Tensor) -> torch.Tensor:
+    """rows [U, D] and bias [U] (gathered leaves), scaled [nnz] = v / max_abs -> pooled [B, D]."""
+    return _PoolRows.apply(rows, bias, scaled, batch, offsets)
+
+
+class RowOptimizer:
+    """Updates rows `unique` of full tables from the gradients of their gathered copies."""
+
+    def __init__(self, tables: list[torch.Tensor], lr: float):
+        self.tables, self.lr, self.steps = tables, lr, 0
+
+    def step(self, unique: torch.Tensor, gathered: list[torch.Tensor]) -> None:
+        self.steps += 1
+        with torch.no_grad():
+            for index, (table, rows) in enumerate(zip(self.tables, gathered)):
+                if rows.grad is not None:
+                    table.index_copy_(0, unique, self.update(index, unique, rows.detach(), rows.grad))
+
+    def update(self, index: int, unique: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RowAdam(RowOptimizer):
+    """Lazy Adam, the update of torch.optim.SparseAdam (t counts steps of the whole table):
+
+    m_r ← β1·m_r + (1−β1)·g_r ;  v_r ← β2·v_r + (1−β2)·g_r² ;
+    θ_r ← θ_r − lr·√(1−β2^t)/(1−β1^t) · m_r / (√v_r + ε)   for touched rows r only.
+    """
+
+    def __init__(self, tables, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(tables, lr)
+        self.betas, self.eps = betas, eps
+        self.moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t in tables]
+
+    def update(self, index, unique, rows, grad):
+        (b1, b2), (m_table, v_table) = self.betas, self.moments[index]
+        m = m_table.index_select(0, unique).mul_(b1).add_(grad, alpha=1 - b1)
+        v = v_table.index_select(0, unique).mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        m_table.index_copy_(0, unique, m)
+        v_table.index_copy_(0, unique, v)
+        step_size = self.lr * (1 - b2**self.steps) ** 0.5 / (1 - b1**self.steps)
+        return rows.addcdiv(m, v.sqrt_().add_(self.eps), value=-step_size)
+
+
+class RowAdagrad(RowOptimizer):
+    """Adagrad on touched rows, the update of torch.optim.Adagrad on a sparse gradient:
+
+    s_r ← s_r + g_r² ;  θ_r ← θ_r − lr · g_r / (√s_r + ε)
+    """
+
+    def __init__(self, tables, lr: float, eps: float = 1e-10):
+        super().__init__(tables, lr)
+        self.eps = eps
+        self.sums = [torch.zeros_like(t) for t in tables]
+
+    def update(self, index, unique, rows, grad):
+        s = self.sums[index].index_select(0, unique).addcmul_(grad, grad)
+        self.sums[index].index_copy_(0, unique, s)
+        return rows.addcdiv(grad, s.sqrt().add_(self.eps), value=-self.lr)
