@@ -25,6 +25,10 @@ demo: $(STAMP)
 	@echo "Results: specs/.snn/reports/adult-income/ (metrics.json, verdict.json, reliability.png, roc.png)"
 	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/specs/.snn/mlflow.db"
 
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/snn bench --workdir .snn/bench -o bench-results/bench.json
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 

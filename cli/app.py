@@ -122,7 +122,7 @@ def _print_calibrate(result: dict) -> None:
 
 def _print_metrics(result: dict) -> None:
     for split, by_kind in result["metrics"].items():
-        for kind in ("raw", "calibrated", "baseline"):
+        for kind in ("raw", "calibrated", "baseline", "oracle"):
             if kind in by_kind:
                 m = by_kind[kind]
                 err(f"{split:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  rce {m['rce']:6.2f}  "
@@ -198,6 +198,61 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]):
     from snn.pipeline.inspect import describe
 
     sys.stdout.write(describe(bundle) + "\n")
+
+
+@app.command()
+@handled
+def bench(
+    size: Annotated[str, typer.Option("--size", help="full (the figures in the README) or tiny (a smoke run).")] = "full",
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where synthetic data and runs are cached.")] = Path(".snn/bench"),
+    json_out: JsonOpt = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
+):
+    """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
+    from snn.pipeline import bench as benchmarks
+    from snn.pipeline.errors import InputError
+
+    if size not in benchmarks.SIZES:
+        raise InputError(f"--size {size!r} is not one of: {', '.join(benchmarks.SIZES)}")
+    result = benchmarks.run(size, workdir)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2))
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(benchmarks.table(result) + "\n")
+
+
+data_app = typer.Typer(help="Data utilities: synthetic data with known true probabilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+@handled
+def data_synth(
+    output: Annotated[Path, typer.Argument(help="Parquet file to write.")],
+    rows: Annotated[int, typer.Option("--rows", help="Number of rows.")] = 1_000_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the planted model and the rows.")] = 0,
+    row_group: Annotated[int, typer.Option("--row-group", help="Rows per parquet row group (and per generated block).")] = 262_144,
+    spec_out: Annotated[Optional[Path], typer.Option("--spec", help="Also write a ready spec for the file here.")] = None,
+    json_out: JsonOpt = False,
+):
+    """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
+    import yaml
+
+    from snn.pipeline.synth import SynthConfig, synth_spec, write
+
+    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group))
+    if spec_out is not None:
+        data_path = os.path.relpath(output.resolve(), spec_out.resolve().parent)
+        spec_out.write_text(yaml.safe_dump(synth_spec(data_path, rows, name=output.stem), sort_keys=False))
+        summary["spec"] = str(spec_out)
+    if json_out:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        err(f"wrote {summary['rows']:,} rows to {output} (label rate {summary['label_rate']:.3f}; "
+            f"planted model in {output}.json)" + (f"; spec: {spec_out}" if spec_out else ""))
 
 
 def main():

@@ -86,19 +86,45 @@ class Reader:
         # blank lines come back as all-null rows
         return lf.with_columns(cleaned).filter(~pl.all_horizontal([pl.col(c).is_null() for c in data_cols]))
 
-    def read(self, path: Path, rows: tuple[int, int] | None = None) -> pl.DataFrame:
+    def _filtered(self, path: Path, rows: tuple[int, int] | None) -> pl.LazyFrame:
         lf = self.scan(path)
         if rows is not None:
             lf = lf.filter(pl.col(ROW_ID).is_between(rows[0], rows[1], closed="left"))
+        return lf.with_columns(pl.col(ROW_ID).cast(pl.Int64))
+
+    def _unreadable(self, path: Path, exc: Exception) -> InputError:
+        return InputError(f"cannot read {path} as {self.format}: {str(exc).splitlines()[0]}; "
+                          f"check data.format, data.separator and data.columns")
+
+    def read(self, path: Path, rows: tuple[int, int] | None = None) -> pl.DataFrame:
         try:
-            df = lf.collect()
+            df = self._filtered(path, rows).collect()
         except pl.exceptions.PolarsError as exc:
-            raise InputError(f"cannot read {path} as {self.format}: {str(exc).splitlines()[0]}; "
-                             f"check data.format, data.separator and data.columns") from None
+            raise self._unreadable(path, exc) from None
         if df.height == 0:
-            where = f" rows [{rows[0]}, {rows[1]})" if rows else ""
-            raise InputError(f"{path}{where} holds no data rows; point the spec at rows that exist")
-        return df.with_columns(pl.col(ROW_ID).cast(pl.Int64))
+            raise _no_rows(path, rows)
+        return df
+
+    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str] | None = None):
+        """Stream the file (or its row range) as frames of `chunk_rows` rows, in file order."""
+        lf = self._filtered(path, rows)
+        if columns is not None:
+            check_columns(list(lf.collect_schema()), columns, path)
+            lf = lf.select([ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)])
+        produced = 0
+        try:
+            for frame in lf.collect_batches(chunk_size=chunk_rows):
+                produced += frame.height
+                yield frame
+        except pl.exceptions.PolarsError as exc:
+            raise self._unreadable(path, exc) from None
+        if produced == 0:
+            raise _no_rows(path, rows)
+
+
+def _no_rows(path: Path, rows) -> InputError:
+    where = f" rows [{rows[0]}, {rows[1]})" if rows else ""
+    return InputError(f"{path}{where} holds no data rows; point the spec at rows that exist")
 
 
 def stable_hash64(values: np.ndarray | list, seed: int = 0) -> np.ndarray:
@@ -148,10 +174,10 @@ def key_column(data: DataSpec) -> str:
     return data.key or ROW_ID
 
 
-def check_columns(df: pl.DataFrame, needed: list[str], path: Path) -> None:
-    missing = [c for c in needed if c not in df.columns]
+def check_columns(available: list[str], needed: list[str], path: Path) -> None:
+    missing = [c for c in needed if c not in available]
     if missing:
-        have = ", ".join(c for c in df.columns if c != ROW_ID)
+        have = ", ".join(c for c in available if c != ROW_ID)
         raise InputError(
             f"column(s) {', '.join(missing)} not found in {path}; the file has: {have}. "
             "Fix the names in the spec (features, data.label, data.key, data.weight)."
@@ -192,10 +218,9 @@ def input_fingerprints(loaded: LoadedSpec) -> dict[str, str]:
     return {s.path: file_digest(loaded.resolve(s.path)) for s in sources if loaded.resolve(s.path).is_file()}
 
 
-def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
-    """Read train / validation / test as the spec says, refusing overlaps unless allowed."""
+def check_sources(loaded: LoadedSpec) -> None:
+    """Every named file exists, and train does not overlap validation/test unless allowed."""
     data = loaded.spec.data
-    reader = Reader.from_spec(data)
     for name, source in (("train", data.train), ("validation", data.validation), ("test", data.test)):
         if source is not None and not loaded.resolve(source.path).is_file():
             raise InputError(f"data.{name} file {loaded.resolve(source.path)} does not exist; fix the path in the "
@@ -208,10 +233,22 @@ def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
                     "ranges or files, or set data.allow_overlap: true if that is intended"
                 )
 
+
+def holdout_mask(keys: pl.Series, data: DataSpec) -> np.ndarray:
+    """bool [n]: rows of the train source held out for validation (stable key hash < fraction)."""
+    return unit_hash(keys, data.holdout.seed) < data.holdout.fraction
+
+
+def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
+    """Read train / validation / test as the spec says, refusing overlaps unless allowed."""
+    data = loaded.spec.data
+    reader = Reader.from_spec(data)
+    check_sources(loaded)
+
     def read(source: Source) -> pl.DataFrame:
         path = loaded.resolve(source.path)
         df = reader.read(path, source.rows)
-        check_columns(df, required_columns, path)
+        check_columns(df.columns, required_columns, path)
         key = key_column(data)
         if df[key].null_count():
             raise InputError(f"key column {key!r} in {path} has {df[key].null_count()} missing values; every row needs a key")
@@ -224,8 +261,7 @@ def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
 
     train = read(data.train)
     if data.holdout is not None:
-        u = unit_hash(train[key_column(data)], data.holdout.seed)
-        held = u < data.holdout.fraction
+        held = holdout_mask(train[key_column(data)], data)
         validation, train = train.filter(pl.Series(held)), train.filter(pl.Series(~held))
         if validation.height == 0 or train.height == 0:
             raise InputError("data.holdout leaves an empty train or validation split; change holdout.fraction")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+from itertools import repeat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,11 @@ from .spec import (
     RawValue,
 )
 
-QUANTILE_METHOD = "weighted averaged inverted CDF; values holding >= 1/bins of the weight get their own bin"
+QUANTILE_METHOD = (
+    "exact: weighted averaged-inverted-CDF quantiles over per-value weight totals accumulated chunk by chunk "
+    "(memory grows with distinct values, not rows); values holding >= 1/bins of the weight get their own bin"
+)
+COMPACT_AT = 2_000_000  # accumulated (value, total) rows before partial tables are merged
 
 
 def stable_bucket(*parts: str, buckets: int) -> int:
@@ -136,14 +141,9 @@ class ContinuousEncoder:
 
     @classmethod
     def fit(cls, feature: ContinuousFeature, series: pl.Series, weights: np.ndarray) -> "ContinuousEncoder":
-        values = _numeric(series, feature.name)
-        disc = feature.discretizer
-        if isinstance(disc, RawValue):
-            return cls(feature.name, [], raw=True, method="raw value")
-        present = ~np.isnan(values)
-        edges = percentile_edges(values[present], weights[present], disc.bins)
-        buckets = disc.buckets if isinstance(disc, HashingDiscretizer) else None
-        return cls(feature.name, [float(e) for e in edges], buckets)
+        fitter = ContinuousFitter(feature)
+        fitter.update(series, weights)
+        return fitter.finish()
 
     @property
     def n_bins(self) -> int:
@@ -183,9 +183,85 @@ class ContinuousEncoder:
             return stable_bucket(self.name, "missing" if x is None else str(b), buckets=self.buckets), 1.0
         return b, 1.0
 
+    def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
+        try:
+            x = _objects_with_nulls(raws, np.nan)[0].astype(np.float64)
+        except (TypeError, ValueError):
+            x = np.array([np.nan if (v := _to_float(r)) is None else v for r in raws], dtype=np.float64)
+        if np.isinf(x).any():
+            raise InputError(f"feature {self.name!r} is infinite; send a finite number or null")
+        missing = np.isnan(x)
+        if self.raw:
+            return missing.astype(np.int64), np.where(missing, 1.0, x.astype(np.float32)).astype(np.float64)
+        bins = np.searchsorted(np.asarray(self.edges[1:-1]), x, side="right")
+        bins[missing] = self.n_bins
+        ids = self._bin_ids()[bins] if self.buckets else bins.astype(np.int64)
+        return ids, np.ones(len(x))
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "edges": self.edges, "buckets": self.buckets,
                 "raw": self.raw, "method": self.method, "offset": self.offset}
+
+
+class _Totals:
+    """Per-key sums accumulated over chunks: partial tables are merged once they grow past COMPACT_AT."""
+
+    def __init__(self, key: str, total: str):
+        self.key, self.total, self.parts, self.pending = key, total, [], 0
+
+    def add(self, part: pl.DataFrame) -> None:
+        self.parts.append(part)
+        self.pending += part.height
+        if self.pending > COMPACT_AT and len(self.parts) > 1:
+            self.parts = [self.merged()]
+            self.pending = self.parts[0].height
+
+    def merged(self) -> pl.DataFrame:
+        if not self.parts:
+            return pl.DataFrame()
+        return pl.concat(self.parts).group_by(self.key).agg(pl.col(self.total).sum())
+
+
+class ContinuousFitter:
+    """Streaming, exact fit of a ContinuousEncoder: `update` per chunk, then `finish`.
+
+    Each chunk adds its weight total per distinct value; the edges are computed once on the merged
+    (value, total weight) table, which gives the same quantiles as sorting every row.
+    """
+
+    def __init__(self, feature: ContinuousFeature):
+        self.feature = feature
+        self.totals = _Totals("value", "weight")
+
+    def update(self, series: pl.Series, weights: np.ndarray) -> None:
+        values = _numeric(series, self.feature.name)
+        if isinstance(self.feature.discretizer, RawValue):
+            return
+        present = ~np.isnan(values)
+        part = pl.DataFrame({"value": values[present], "weight": weights[present].astype(np.float64)})
+        self.totals.add(part.group_by("value").agg(pl.col("weight").sum()))
+
+    def finish(self) -> ContinuousEncoder:
+        disc, name = self.feature.discretizer, self.feature.name
+        if isinstance(disc, RawValue):
+            return ContinuousEncoder(name, [], raw=True, method="raw value")
+        table = self.totals.merged()
+        if table.height:
+            table = table.sort("value")
+            edges = percentile_edges(table["value"].to_numpy(), table["weight"].to_numpy(), disc.bins)
+        else:
+            edges = np.zeros(1)
+        buckets = disc.buckets if isinstance(disc, HashingDiscretizer) else None
+        return ContinuousEncoder(name, [float(e) for e in edges], buckets)
+
+
+def _objects_with_nulls(raws: list, fill) -> tuple[np.ndarray, np.ndarray]:
+    """raws as an object array [n] with None replaced by `fill`, and the None mask [n]."""
+    x = np.array(raws, dtype=object)
+    null = np.equal(x, None)
+    x[null] = fill
+    return x, null
 
 
 def _category_text(series: pl.Series) -> pl.Series:
@@ -220,33 +296,59 @@ class CategoricalEncoder:
 
     def __post_init__(self):
         self._index = {v: i for i, v in enumerate(self.vocabulary)}
+        self._text_lookup: tuple[pl.Series, pl.Series] | None = None
+        self._int_lookup: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def fit(cls, feature: CategoricalFeature, series: pl.Series, weights: np.ndarray) -> "CategoricalEncoder":
-        if feature.hash_buckets:
-            return cls(feature.name, buckets=feature.hash_buckets)
-        counts = _category_text(series).drop_nulls().value_counts(name="count")
-        kept = counts.filter(pl.col("count") >= feature.min_count).sort(
-            ["count", series.name], descending=[True, False]
-        )
-        return cls(feature.name, kept[series.name].to_list(), min_count=feature.min_count)
+        fitter = CategoricalFitter(feature)
+        fitter.update(series, weights)
+        return fitter.finish()
 
     @property
     def size(self) -> int:
         return self.buckets + 1 if self.buckets else len(self.vocabulary) + 2
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        ones = np.ones(len(series), dtype=np.float32)
+        if self.buckets is None and series.dtype.is_integer():
+            return self._encode_integers(series), ones
         text = _category_text(series)
         if self.buckets:
-            uniques = text.drop_nulls().unique().to_list()
-            mapping = {u: stable_bucket(self.name, u, buckets=self.buckets) for u in uniques}
-            missing, oov = self.buckets, self.buckets
+            uniques = text.drop_nulls().unique()
+            buckets = [stable_bucket(self.name, u, buckets=self.buckets) for u in uniques.to_list()]
+            old, new, missing, oov = uniques, pl.Series(buckets, dtype=pl.Int64), self.buckets, self.buckets
         else:
-            mapping, missing, oov = self._index, len(self.vocabulary) + 1, len(self.vocabulary)
-        ids = text.replace_strict(mapping, default=oov, return_dtype=pl.Int64).fill_null(missing)
-        # replace_strict maps null to the default: restore missing explicitly
-        ids = pl.select(pl.when(text.is_null()).then(missing).otherwise(ids)).to_series()
-        return ids.to_numpy().astype(np.int64), np.ones(len(series), dtype=np.float32)
+            if self._text_lookup is None:
+                self._text_lookup = (pl.Series(self.vocabulary, dtype=pl.String),
+                                     pl.Series(np.arange(len(self.vocabulary), dtype=np.int64)))
+            (old, new), missing, oov = self._text_lookup, len(self.vocabulary) + 1, len(self.vocabulary)
+        ids = text.replace_strict(old, new, default=oov, return_dtype=pl.Int64)
+        ids = np.where(text.is_null().to_numpy(), missing, ids.to_numpy())
+        return ids.astype(np.int64), ones
+
+    def _encode_integers(self, series: pl.Series) -> np.ndarray:
+        """Integer columns without text: binary search in the vocabulary's integer values."""
+        return self._lookup_integers(series.fill_null(0).to_numpy().astype(np.int64, copy=False),
+                                     series.is_null().to_numpy())
+
+    def _lookup_integers(self, x: np.ndarray, null: np.ndarray) -> np.ndarray:
+        """Local ids int64 [n] of integer values x [n] (null [n] marks missing), numpy only."""
+        if self._int_lookup is None:
+            text = pl.Series(self.vocabulary, dtype=pl.String)
+            as_int = text.cast(pl.Int64, strict=False)
+            canonical = (as_int.cast(pl.String) == text).fill_null(False).to_numpy()
+            keys, local = as_int.to_numpy()[canonical].astype(np.int64), np.flatnonzero(canonical)
+            order = np.argsort(keys, kind="stable")
+            self._int_lookup = (keys[order], local[order])
+        keys, local = self._int_lookup
+        oov, missing = len(self.vocabulary), len(self.vocabulary) + 1
+        if len(keys) == 0:
+            return np.where(null, missing, oov).astype(np.int64)
+        pos = np.minimum(np.searchsorted(keys, x), len(keys) - 1)
+        ids = np.where(keys[pos] == x, local[pos], oov)
+        ids[null] = missing
+        return ids.astype(np.int64)
 
     def encode_value(self, raw) -> tuple[int, float]:
         value = _category_value(raw)
@@ -256,9 +358,47 @@ class CategoricalEncoder:
             return len(self.vocabulary) + 1, 1.0
         return self._index.get(value, len(self.vocabulary)), 1.0
 
+    def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
+        ones = np.ones(len(raws))
+        if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
+            x, null = _objects_with_nulls(raws, 0)
+            return self._lookup_integers(x.astype(np.int64), null), ones
+        return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), ones
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,
                 "min_count": self.min_count, "offset": self.offset}
+
+
+class CategoricalFitter:
+    """Streaming fit of a CategoricalEncoder: counts per value accumulated chunk by chunk (exact).
+
+    Integer columns are counted as integers and turned to text once at the end, so the vocabulary
+    (most frequent first, ties by text) is the same as counting the text of every row.
+    """
+
+    def __init__(self, feature: CategoricalFeature):
+        self.feature = feature
+        self.totals = _Totals("value", "count")
+
+    def update(self, series: pl.Series, weights: np.ndarray) -> None:
+        if self.feature.hash_buckets:
+            return
+        values = series if series.dtype.is_integer() else _category_text(series)
+        counts = values.drop_nulls().rename("value").value_counts(name="count")
+        self.totals.add(counts.with_columns(pl.col("count").cast(pl.Int64)))
+
+    def finish(self) -> CategoricalEncoder:
+        feature = self.feature
+        if feature.hash_buckets:
+            return CategoricalEncoder(feature.name, buckets=feature.hash_buckets)
+        table = self.totals.merged()
+        if table.height == 0:
+            return CategoricalEncoder(feature.name, [], min_count=feature.min_count)
+        kept = (table.with_columns(pl.col("value").cast(pl.String)).filter(pl.col("count") >= feature.min_count)
+                .sort(["count", "value"], descending=[True, False]))
+        return CategoricalEncoder(feature.name, kept["value"].to_list(), min_count=feature.min_count)
 
 
 _TRUE = {"1", "true", "t", "yes", "y", "1.0"}
@@ -267,7 +407,7 @@ _FALSE = {"0", "false", "f", "no", "n", "0.0"}
 
 @dataclass
 class BinaryEncoder:
-    """Local ids: 0 false, 1 true, 2 missing; value 1.0."""
+    """Local ids: 0 false, 1 true, 2 missing; value 1.0. Its fitter only checks the values."""
 
     name: str
     offset: int = 0
@@ -280,6 +420,10 @@ class BinaryEncoder:
         encoder = cls(feature.name)
         encoder.encode_series(series)  # validates the values
         return encoder
+
+    @classmethod
+    def fitter(cls, feature: BinaryFeature) -> "BinaryEncoder":
+        return _BinaryFitter(cls(feature.name))
 
     def _bad(self, examples) -> InputError:
         return InputError(
@@ -307,13 +451,32 @@ class BinaryEncoder:
             return 0, 1.0
         raise self._bad([value])
 
+    def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "offset": self.offset}
 
 
+@dataclass
+class _BinaryFitter:
+    encoder: BinaryEncoder
+
+    def update(self, series: pl.Series, weights: np.ndarray) -> None:
+        self.encoder.encode_series(series)
+
+    def finish(self) -> BinaryEncoder:
+        return self.encoder
+
+
 Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder
 _ENCODERS = {"continuous": ContinuousEncoder, "categorical": CategoricalEncoder, "binary": BinaryEncoder}
-_FOR_FEATURE = {ContinuousFeature: ContinuousEncoder, CategoricalFeature: CategoricalEncoder, BinaryFeature: BinaryEncoder}
+_FITTERS = {ContinuousFeature: ContinuousFitter, CategoricalFeature: CategoricalFitter, BinaryFeature: BinaryEncoder.fitter}
+
+
+def fitters(features) -> list:
+    """One streaming fitter per feature: `update(series, weights)` per chunk, then `finish()`."""
+    return [_FITTERS[type(f)](f) for f in features]
 
 
 @dataclass
@@ -331,7 +494,11 @@ class FeatureMap:
 
     @classmethod
     def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray) -> "FeatureMap":
-        return cls([_FOR_FEATURE[type(f)].fit(f, frame[f.name], weights) for f in features])
+        """Fit on one in-memory frame (the streaming path calls the fitters chunk by chunk)."""
+        running = fitters(features)
+        for feature, fitter in zip(features, running):
+            fitter.update(frame[feature.name], weights)
+        return cls([fitter.finish() for fitter in running])
 
     @property
     def names(self) -> list[str]:
@@ -359,6 +526,18 @@ class FeatureMap:
                 raise InputError(f"feature {encoder.name!r}: {exc}") from None
             ids.append(local + encoder.offset)
             values.append(value)
+        return ids, values
+
+    def encode_records(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """The online path for a request of many candidates: global ids int64 [n, F], values float64 [n, F]."""
+        ids = np.empty((len(records), len(self.encoders)), dtype=np.int64)
+        values = np.empty((len(records), len(self.encoders)), dtype=np.float64)
+        for j, encoder in enumerate(self.encoders):
+            try:
+                local, vals = encoder.encode_values(list(map(dict.get, records, repeat(encoder.name))))
+            except InputError as exc:
+                raise InputError(f"feature {encoder.name!r}: {exc}") from None
+            ids[:, j], values[:, j] = local + encoder.offset, vals
         return ids, values
 
     def to_json(self) -> dict:

@@ -1,15 +1,14 @@
 """The online scorer: one raw record (a dict) at a time, in plain Python + numpy.
 
-An independent re-implementation of the batch path — no polars, no torch — that parity tests
+An independent re-implementation of the batch path — numpy and scipy.sparse, no torch — that parity tests
 hold equal to it. For record r: (ids, values) = feature_map.encode_record(r);
 norm_i = v_i / max(max_abs_i, |v_i|) + b_i; h = F(Σ_i W[id_i] · norm_i + B); then the MLP.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from .bundle import Bundle
 
@@ -58,24 +57,32 @@ class OnlineScorer:
 
     def raw(self, record: dict) -> float:
         ids, values = self.bundle.feature_map.encode_record(record)
-        ids_a, v = np.asarray(ids), np.asarray(values, dtype=np.float64)
-        scale = np.maximum(np.maximum(self.max_abs[ids_a], np.abs(v)), 1e-12)
-        norm = v / scale + self.id_bias[ids_a]
-        h = _act(self.sparse_act[0], norm @ self.table[ids_a] + self.bias, self.sparse_act[1])
+        return float(self.raw_encoded(np.asarray(ids)[None, :], np.asarray(values, dtype=np.float64)[None, :])[0])
+
+    def raw_encoded(self, ids: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """ids [n, F], values [n, F] -> raw probabilities [n]."""
+        scale = np.maximum(np.maximum(self.max_abs[ids], np.abs(v)), 1e-12)
+        norm = v / scale + self.id_bias[ids]
+        n, width = ids.shape
+        rows = csr_matrix((norm.ravel(), ids.ravel(), np.arange(n + 1) * width), shape=(n, len(self.table)))
+        h = _act(self.sparse_act[0], rows @ self.table + self.bias, self.sparse_act[1])
         for layer in self.layers:
             if layer[0] == "linear":
                 h = h @ layer[1] + layer[2]
             elif layer[0] == "affine":
                 h = h * layer[1] + layer[2]
             elif layer[0] == "layernorm":
-                h = (h - h.mean()) / np.sqrt(h.var() + 1e-5) * layer[1] + layer[2]
+                mean, var = h.mean(axis=1, keepdims=True), h.var(axis=1, keepdims=True)
+                h = (h - mean) / np.sqrt(var + 1e-5) * layer[1] + layer[2]
             else:
                 h = _act(layer[1], h, layer[2])
-        logit = float(h[0])
-        return 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
+        logit = h[:, 0]
+        return np.where(logit >= 0, 1.0 / (1.0 + np.exp(-np.abs(logit))), np.exp(-np.abs(logit)) / (1.0 + np.exp(-np.abs(logit))))
 
     def score(self, record: dict) -> float:
         return float(self.bundle.finish(np.array([self.raw(record)]))[0])
 
-    def score_many(self, records) -> list[float]:
-        return [self.score(r) for r in records]
+    def score_many(self, records: list[dict]) -> np.ndarray:
+        """One request of many candidates, encoded and scored together: final scores [n]."""
+        ids, values = self.bundle.feature_map.encode_records(records)
+        return self.bundle.finish(self.raw_encoded(ids, values))

@@ -88,6 +88,11 @@ class DataSpec(Strict):
         description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based index in its file.",
     )
     weight: str | None = Field(default=None, description="Optional per-row weight column (>= 0).")
+    oracle: str | None = Field(
+        default=None,
+        description="Column holding each row's true probability (synthetic data, `snn data synth` writes "
+        "`p_true`); validate then reports the oracle's metrics next to the model's.",
+    )
     allow_overlap: bool = Field(
         default=False, description="Allow train rows to also appear in validation or test (normally refused)."
     )

@@ -13,18 +13,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from . import metrics
 from .bundle import Bundle, replace_folder
 from .cache import StepDir, link_latest, step_key
 from .calibrate import Isotonic, downsampling_correction
-from .data import Reader, input_fingerprints, key_column, labels_of, load_splits, unit_hash, weights_of
+from .data import Reader, input_fingerprints, key_column, labels_of, load_splits, weights_of
 from .encoded import EncodedSplit
 from .errors import InputError
 from .evaluate import evaluate_gates, slice_metrics
 from .features import FeatureMap
 from .parity import compare, read_predictions
+from .prepare import needed_columns, prepare
 from .plots import reliability_png, roc_png
 from .score import load_model, raw_probabilities, score_frame
 from .spec import IsotonicCalibration, LoadedSpec
@@ -67,7 +69,7 @@ def _dump(model) -> dict:
 
 
 def prepare_step(ctx: Context) -> StepDir:
-    """Fit discretizers and vocabularies on train, encode every split to CSR arrays."""
+    """Fit discretizers and vocabularies on train, encode every split to CSR arrays (prepare.py)."""
     spec = ctx.spec
     fields = {"data": _dump(spec.data), "features": [_dump(f) for f in spec.features],
               "negative_downsampling": _dump(spec.train.negative_downsampling)}
@@ -77,31 +79,13 @@ def prepare_step(ctx: Context) -> StepDir:
             ctx.tracker.metrics({f"rows_{k}": v for k, v in step.info()["rows"].items()})
         ctx.record("prepare", step, True)
         return step
-    data = spec.data
-    needed = [f.name for f in spec.features] + [data.label.column] + [c for c in (data.key, data.weight) if c]
     with ctx.tracker.step("prepare"), step.build() as tmp:
-        splits = load_splits(ctx.loaded, needed)
-        rows = {}
-        feature_map = None
-        for name, frame in splits.items():
-            labels = labels_of(frame, data, f"{name} split")
-            weights = weights_of(frame, data, f"{name} split")
-            if name == "train" and spec.train.negative_downsampling is not None:
-                down = spec.train.negative_downsampling
-                keep = (labels > 0) | (unit_hash(frame[key_column(data)], down.seed) < down.rate)
-                frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
-            if name == "train":
-                if labels.min() == labels.max():
-                    raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
-                feature_map = FeatureMap.fit(spec.features, frame, weights)
-                (tmp / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
-            ids, values = feature_map.encode_frame(frame)
-            EncodedSplit.from_dense(ids, values, labels, weights, frame[key_column(data)]).save(tmp / "splits" / name)
-            rows[name] = frame.height
-        info = {"rows": rows, "num_ids": feature_map.num_ids,
-                "bins": {e.name: e.size for e in feature_map.encoders}}
-        ctx.tracker.params({"num_ids": feature_map.num_ids, **{f"rows.{k}": v for k, v in rows.items()}})
-        ctx.tracker.metrics({f"rows_{k}": v for k, v in rows.items()})
+        info = prepare(ctx.loaded, tmp)
+        ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in info["rows"].items()}})
+        ctx.tracker.metrics({f"rows_{k}": v for k, v in info["rows"].items()} |
+                            {f"{k}_seconds": v for k, v in info["seconds"].items()})
+        log(f"[prepare] {sum(info['rows'].values()):,} rows fit in {info['seconds']['fit']:.1f}s, "
+            f"encoded in {info['seconds']['encode']:.1f}s")
         step.finish(tmp, info)
     ctx.record("prepare", step, False)
     return step
@@ -203,6 +187,14 @@ def prepare_step_cached(ctx: Context) -> StepDir:
 # ----------------------------------------------------------------------------- validate
 
 
+def oracle_probabilities(frame: pl.DataFrame, column: str) -> np.ndarray:
+    """The data's true probabilities float64 [n], checked to lie in [0, 1]."""
+    p = frame[column].cast(pl.Float64, strict=False)
+    if p.null_count() or not ((p >= 0) & (p <= 1)).all():
+        raise InputError(f"data.oracle column {column!r} must hold probabilities in [0, 1] in every row")
+    return p.to_numpy()
+
+
 def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path | None = None) -> dict:
     """Metrics (raw and calibrated) per split, slices, plots, gates, parity -> a report folder."""
     calibrated_step = calibrate_step(ctx)
@@ -211,8 +203,7 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     baseline = baseline or (ctx.loaded.resolve(spec.validation.baseline) if spec.validation.baseline else None)
     baseline_bundle = Bundle.load(baseline) if baseline else None
     data = spec.data
-    needed = [f.name for f in spec.features] + [data.label.column] + list(spec.validation.slices) + \
-        [c for c in (data.key, data.weight) if c]
+    needed = needed_columns(ctx.loaded, list(spec.validation.slices) + ([data.oracle] if data.oracle else []))
     report_dir = ctx.workdir / "reports" / spec.name
     tmp = ctx.workdir / "tmp" / f"validate-{calibrated_step.key[:12]}"
     if tmp.exists():
@@ -231,6 +222,8 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
             raw, final = scored["raw_score"].to_numpy(), scored["score"].to_numpy()
             kw = {"eps": spec.validation.logloss_eps, "ece_bins": spec.validation.ece_bins}
             split_metrics = {"raw": metrics.all_metrics(y, raw, w, **kw), "calibrated": metrics.all_metrics(y, final, w, **kw)}
+            if data.oracle is not None:
+                split_metrics["oracle"] = metrics.all_metrics(y, oracle_probabilities(frame, data.oracle), w, **kw)
             if baseline_bundle is not None:
                 base = score_frame(baseline_bundle, frame)["score"].to_numpy()
                 split_metrics["baseline"] = metrics.all_metrics(y, base, w, **kw)
@@ -238,7 +231,7 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
                 split_metrics["slices"] = slice_metrics(frame, spec.validation.slices, y, final, w, **kw)
             result["metrics"][name] = split_metrics
             scored.with_columns(pl.Series("label", y)).write_parquet(tmp / f"predictions_{name}.parquet")
-            for kind in ("raw", "calibrated"):
+            for kind in [k for k in ("raw", "calibrated", "oracle") if k in split_metrics]:
                 ctx.tracker.metrics({f"{name}_{kind}_{k}": v for k, v in split_metrics[kind].items()})
             if name == list(evaluated)[-1]:
                 curves = {"raw": raw, "calibrated": final}

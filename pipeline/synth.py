@@ -1,0 +1,188 @@
+"""Criteo-shaped synthetic data with a planted model, so every row's true probability is known.
+
+Columns: `label` (0/1), `I1..I13` continuous counts (log-normal, skewed, with missing values),
+`C1..C26` categorical ids (Zipf-distributed ranks hashed to 31-bit ints, cardinalities spaced
+evenly in log from 10 to 10^6, some with missing values), and `p_true` (the probability the label
+was drawn with). Written to parquet one row group at a time: memory holds one group, whatever
+the row count.
+
+The planted model (all parameters drawn from `seed`):
+
+    logit = b0 + Σ_j f_j(I_j) + Σ_k w_k[C_k] + Σ_(a,b) γ · u_a(row) · u_b(row)
+    f_j(x) = α_j · tanh((log1p(x) − μ_j) / σ_j), or ε_j when I_j is missing
+    w_k[r] ~ N(0, 0.6²) · (1 + r)^-RARE_DECAY per id rank r (rarer ids matter less)
+    u(row) = a N(0, 1) factor per id of a categorical, tanh(z-score of log1p(x)) for a continuous
+
+so a model needs the pairwise products (INTERACTIONS) to reach the oracle. b0 is solved so the
+positive rate is about `positive_rate`. Rows are drawn per row group from the generator
+`(seed, group)`, so any group can be regenerated alone and the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from .data import splitmix64
+from .errors import InputError
+
+CONTINUOUS = [f"I{j}" for j in range(1, 14)]
+CATEGORICAL = [f"C{k}" for k in range(1, 27)]
+ORACLE_COLUMN = "p_true"
+INTERACTIONS = (("C1", "C2"), ("C3", "C5"), ("C4", "I1"), ("C6", "C8"), ("I2", "I3"), ("C7", "C10"))
+ZIPF_EXPONENT = 1.15
+RARE_DECAY = 0.3  # per-id effects shrink as (1 + rank)^-0.3: rare ids carry less signal, as hashed tails do
+
+
+def cardinalities() -> dict[str, int]:
+    """C1..C26: 10 ... 10^6, evenly spaced in log."""
+    return {name: int(round(10 ** (1 + 5 * k / 25))) for k, name in enumerate(CATEGORICAL)}
+
+
+def zipf_ranks(rng: np.random.Generator, cardinality: int, n: int) -> np.ndarray:
+    """Ranks in [0, cardinality) with P(r) ∝ (r + 1)^-s (inverse CDF of the continuous power law): int64 [n]."""
+    s, u = ZIPF_EXPONENT, rng.random(n)
+    top = (cardinality + 1.0) ** (1 - s)
+    x = (1 + u * (top - 1)) ** (1 / (1 - s))
+    return np.minimum(x.astype(np.int64) - 1, cardinality - 1)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    rows: int
+    seed: int = 0
+    row_group: int = 262_144
+    positive_rate: float = 0.25
+    interaction_strength: float = 0.35
+
+
+class PlantedModel:
+    """The true model's parameters (drawn once from the seed) and the per-group row generator."""
+
+    def __init__(self, config: SynthConfig):
+        self.config = config
+        rng = np.random.default_rng([config.seed, 1 << 40])
+        self.cards = cardinalities()
+        self.cont = {name: {"mu": rng.uniform(0.5, 5.0), "sigma": rng.uniform(0.5, 2.0),
+                            "missing": rng.uniform(0.0, 0.45), "alpha": rng.normal(0, 0.45),
+                            "eps": rng.normal(0, 0.3)} for name in CONTINUOUS}
+        self.cat_missing = {name: (0.0, 0.05, 0.3)[k % 3] for k, name in enumerate(CATEGORICAL)}
+        self.effects = {name: rng.normal(0, 0.6, card) * (1.0 + np.arange(card)) ** -RARE_DECAY
+                        for name, card in self.cards.items()}
+        self.factors = {name: rng.normal(0, 1, self.cards[name]) for pair in INTERACTIONS for name in pair
+                        if name in self.cards}
+        self.b0 = 0.0
+        self.b0 = self._solve_bias()
+
+    def _solve_bias(self) -> float:
+        """b0 such that the mean true probability of a 200k-row draw is positive_rate (bisection)."""
+        logits = self._draw(np.random.default_rng([self.config.seed, 1 << 41]), 200_000)[1]
+        lo, hi = -10.0, 10.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if np.mean(_sigmoid(logits + mid)) < self.config.positive_rate else (lo, mid)
+        return (lo + hi) / 2
+
+    def _draw(self, rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray]:
+        """n rows: raw columns (with None masks) and their logits [n]."""
+        columns, logit, factor = {}, np.full(n, self.b0), {}
+        for name, p in self.cont.items():
+            z = rng.normal(p["mu"], p["sigma"], n)
+            x = np.floor(np.expm1(np.maximum(z, 0.0)))
+            missing = rng.random(n) < p["missing"]
+            standard = np.tanh((np.log1p(x) - p["mu"]) / p["sigma"])
+            logit += np.where(missing, p["eps"], p["alpha"] * standard)
+            factor[name] = np.where(missing, 0.0, standard)
+            columns[name] = _with_nulls(name, x, missing)
+        for k, name in enumerate(CATEGORICAL):
+            ranks = zipf_ranks(rng, self.cards[name], n)
+            missing = rng.random(n) < self.cat_missing[name]
+            logit += np.where(missing, 0.0, self.effects[name][ranks])
+            if name in self.factors:
+                factor[name] = np.where(missing, 0.0, self.factors[name][ranks])
+            hashed = (splitmix64(ranks, seed=k) >> np.uint64(33)).astype(np.int64)
+            columns[name] = _with_nulls(name, hashed, missing)
+        for a, b in INTERACTIONS:
+            logit += self.config.interaction_strength * factor[a] * factor[b]
+        return columns, logit
+
+    def group(self, index: int) -> pl.DataFrame:
+        """Row group `index` (rows [index·row_group, ...)), deterministic in (seed, index)."""
+        start = index * self.config.row_group
+        n = min(self.config.row_group, self.config.rows - start)
+        rng = np.random.default_rng([self.config.seed, index])
+        columns, logit = self._draw(rng, n)
+        p = _sigmoid(logit)
+        label = (rng.random(n) < p).astype(np.int8)
+        return pl.DataFrame([pl.Series("label", label), *(columns[c] for c in CONTINUOUS + CATEGORICAL),
+                             pl.Series(ORACLE_COLUMN, p)])
+
+    @property
+    def groups(self) -> int:
+        return -(-self.config.rows // self.config.row_group)
+
+
+def _with_nulls(name: str, values: np.ndarray, missing: np.ndarray) -> pl.Series:
+    """A Series of `values` with null where `missing`."""
+    frame = pl.DataFrame({name: values, "missing": missing})
+    return frame.select(pl.when(pl.col("missing")).then(None).otherwise(pl.col(name)).alias(name)).to_series()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def schema() -> dict:
+    return {"label": pl.Int8, **{c: pl.Float64 for c in CONTINUOUS}, **{c: pl.Int64 for c in CATEGORICAL},
+            ORACLE_COLUMN: pl.Float64}
+
+
+def write(path: Path, config: SynthConfig) -> dict:
+    """Stream `config.rows` rows to parquet at `path`, one row group at a time; returns a summary."""
+    if config.rows < 1 or config.row_group < 1:
+        raise InputError("--rows and --row-group must be at least 1")
+    model = PlantedModel(config)
+    stats = {"rows": 0, "positives": 0, "p_sum": 0.0}
+
+    def source(with_columns, predicate, n_rows, batch_size):
+        for index in range(model.groups):
+            frame = model.group(index)
+            stats["rows"] += frame.height
+            stats["positives"] += int(frame["label"].sum())
+            stats["p_sum"] += float(frame[ORACLE_COLUMN].sum())
+            yield frame if with_columns is None else frame.select(with_columns)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    register_io_source(source, schema=schema()).sink_parquet(tmp, row_group_size=config.row_group)
+    tmp.replace(path)
+    summary = {"path": str(path), **asdict(config), "label_rate": stats["positives"] / max(stats["rows"], 1),
+               "mean_p_true": stats["p_sum"] / max(stats["rows"], 1), "interactions": [list(p) for p in INTERACTIONS],
+               "cardinalities": cardinalities()}
+    path.with_name(path.name + ".json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def synth_spec(data_path: str, rows: int, name: str = "synth", test_fraction: float = 0.1, width: int = 64,
+               mlp: tuple[int, ...] = (32,), epochs: int = 1, batch_size: int = 1024, lr: float = 0.002) -> dict:
+    """A spec for a synthetic file: train rows [0, n·(1−test_fraction)) with a 5% key-hash holdout,
+    the rest as test, every column as its feature, and `p_true` as the oracle."""
+    cut = int(rows * (1 - test_fraction))
+    features = [{"name": c, "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 32}} for c in CONTINUOUS]
+    features += [{"name": c, "kind": "categorical", "min_count": 2} for c in CATEGORICAL]
+    return {
+        "version": 1,
+        "name": name,
+        "data": {"format": "parquet", "train": {"path": data_path, "rows": [0, cut]},
+                 "test": {"path": data_path, "rows": [cut, rows]}, "holdout": {"fraction": 0.05, "seed": 5},
+                 "label": {"column": "label"}, "oracle": ORACLE_COLUMN},
+        "features": features,
+        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": list(mlp)}},
+        "train": {"optimizer": "adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": 1},
+        "calibration": {"kind": "isotonic"},
+    }

@@ -1,0 +1,115 @@
+"""Synthetic data, streaming prepare (chunk-size invariant), batched online scoring, oracle metrics, bench JSON."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from snn.pipeline.bundle import Bundle
+from snn.pipeline.encoded import EncodedSplit
+from snn.pipeline.online import OnlineScorer
+from snn.pipeline.prepare import prepare
+from snn.pipeline.spec import load_spec
+from snn.pipeline.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, write
+
+from typer.testing import CliRunner
+
+from .conftest import invoke as invoke_with
+
+
+def invoke(args):
+    return invoke_with(CliRunner(), *args)
+
+ROWS = 6000
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synth")
+    write(folder / "s.parquet", SynthConfig(rows=ROWS, seed=3, row_group=1000))
+    spec = synth_spec("s.parquet", ROWS, name="s", width=8, batch_size=256)
+    (folder / "s.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def test_synth_is_deterministic_criteo_shaped_and_written_in_row_groups(synth, tmp_path):
+    write(tmp_path / "again.parquet", SynthConfig(rows=ROWS, seed=3, row_group=1000))
+    a, b = pl.read_parquet(synth / "s.parquet"), pl.read_parquet(tmp_path / "again.parquet")
+    assert a.equals(b)
+    assert a.columns == ["label"] + CONTINUOUS + CATEGORICAL + ["p_true"]
+    assert a["I1"].null_count() > 0 and a["I1"].max() > 50 * a["I1"].median()  # missing values, skewed
+    top = a["C26"].value_counts().sort("count", descending=True)["count"]
+    assert top[0] > 20 * top[len(top) // 2]  # Zipf: a heavy head, a long tail
+    assert a["p_true"].min() > 0 and a["p_true"].max() < 1
+    assert abs(a["label"].mean() - a["p_true"].mean()) < 0.03  # labels drawn from p_true
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(synth / "s.parquet").metadata.num_row_groups == ROWS // 1000
+
+
+def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
+    loaded = load_spec(synth / "s.yaml")
+    outputs = []
+    for chunk in (700, 100_000):
+        folder = tmp_path / str(chunk)
+        folder.mkdir()
+        info = prepare(loaded, folder, chunk_rows=chunk)
+        outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
+                        {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
+    (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
+    assert map_a == map_b and rows_a == rows_b
+    assert sum(rows_a.values()) == ROWS
+    for name in rows_a:
+        for array in ("ids", "values", "offsets", "labels", "weights"):
+            np.testing.assert_array_equal(getattr(splits_a[name], array), getattr(splits_b[name], array))
+        assert splits_a[name].width == len(CONTINUOUS) + len(CATEGORICAL)
+        assert splits_a[name].load_keys().equals(splits_b[name].load_keys())
+
+
+def test_validate_reports_the_oracle_and_batched_online_scores_equal_single_ones(synth):
+    result = invoke(["validate", str(synth / "s.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    test = report["metrics"]["test"]
+    frame = pl.read_parquet(synth / "s.parquet").slice(int(ROWS * 0.9))
+    from sklearn.metrics import roc_auc_score
+
+    assert test["oracle"]["auc"] == pytest.approx(roc_auc_score(frame["label"], frame["p_true"]), abs=1e-12)
+    assert 0.5 < test["raw"]["auc"] <= test["oracle"]["auc"] + 0.02
+    scorer = OnlineScorer(Bundle.load(report["bundle"]))
+    records = frame.drop("label", "p_true").head(300).to_dicts()
+    records[0]["C3"] = "a string id"  # mixed types fall back to the per-value path
+    np.testing.assert_allclose(scorer.score_many(records), [scorer.score(r) for r in records], rtol=0, atol=1e-12)
+
+
+def test_data_synth_command_writes_data_and_a_spec(tmp_path):
+    result = invoke(["data", "synth", str(tmp_path / "d.parquet"), "--rows", "500", "--row-group", "200",
+                     "--spec", str(tmp_path / "d.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 500 and pl.read_parquet(tmp_path / "d.parquet").height == 500
+    assert load_spec(tmp_path / "d.yaml").spec.data.oracle == "p_true"
+    bad = invoke(["data", "synth", str(tmp_path / "e.parquet"), "--rows", "0"])
+    assert bad.exit_code == 2 and "--rows" in bad.stderr
+
+
+def test_bench_tiny_reports_every_figure(tmp_path):
+    result = invoke(["bench", "--size", "tiny", "--workdir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    figures = {f["id"]: f for f in report["figures"]}
+    expected = ["B1.train_vs_embeddingbag", "B1.train_vs_sparse_mm", "B2.forward_batch_1", "B2.forward_batch_16",
+                "B2.forward_batch_64", "B2.forward_batch_256", "B3.fit_encode_20k", "B3.peak_rss_20k",
+                "B3.fit_encode_40k", "B3.peak_rss_40k", "Q.one_epoch_auc_vs_oracle", "Q.train_rows_per_s",
+                "B4.predict_rows_per_s", "B4.online_p50_ms", "B4.online_p99_ms", "B5.logistic_vs_vw"]
+    assert sorted(figures) == sorted(expected)
+    for name, f in figures.items():
+        assert f["snn"] is not None and f["snn"] > 0, name
+        if f["competitor_value"] is not None:
+            assert f["ratio"] == pytest.approx(f["snn"] / f["competitor_value"] if f["higher_is_better"]
+                                               else f["competitor_value"] / f["snn"])
+    for name in ("B1.train_vs_embeddingbag", "B2.forward_batch_1", "B3.fit_encode_20k"):
+        assert figures[name]["competitor_value"] > 0
+    assert figures["B5.logistic_vs_vw"]["competitor_value"] is not None or "skipped" in figures["B5.logistic_vs_vw"]["note"]
