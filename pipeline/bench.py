@@ -107,17 +107,22 @@ def synthetic_ids(rows: int, num_ids: int, seed: int = 0) -> tuple[np.ndarray, n
 # ----------------------------------------------------------------------------- B1 / B5: training
 
 
+def mlp_head(width: int, hidden: list[int]) -> nn.Sequential:
+    """relu -> (Linear -> relu) per hidden layer -> Linear(., 1): the MLP every B1 model shares."""
+    layers, last = [nn.ReLU()], width
+    for h in hidden:
+        layers += [nn.Linear(last, h), nn.ReLU()]
+        last = h
+    return nn.Sequential(*layers, nn.Linear(last, 1))
+
+
 class PlainEmbeddingBagModel(nn.Module):
     """The best plain PyTorch version: nn.EmbeddingBag(sparse=True) -> relu -> MLP."""
 
     def __init__(self, num_ids: int, width: int, hidden: list[int]):
         super().__init__()
         self.bag = nn.EmbeddingBag(num_ids, width, mode="sum", sparse=True)
-        layers, last = [nn.ReLU()], width
-        for h in hidden:
-            layers += [nn.Linear(last, h), nn.ReLU()]
-            last = h
-        self.mlp = nn.Sequential(*layers, nn.Linear(last, 1))
+        self.mlp = mlp_head(width, hidden)
 
     def forward(self, ids, values, offsets):
         return self.mlp(self.bag(ids, offsets, per_sample_weights=values)).squeeze(-1)
@@ -130,7 +135,7 @@ class SparseMatmulModel(nn.Module):
         super().__init__()
         self.num_ids = num_ids
         self.weight = nn.Parameter(torch.randn(num_ids, width) * 0.01)
-        self.head = PlainEmbeddingBagModel(1, width, hidden).mlp
+        self.head = mlp_head(width, hidden)
 
     def forward(self, ids, values, offsets):
         crow = torch.cat([offsets, offsets.new_tensor([len(ids)])])
@@ -321,8 +326,9 @@ def bench_fit_encode(size: dict, folder: Path) -> list[Figure]:
 # ----------------------------------------------------------------------------- Q, B4, B5
 
 
-def bench_quality_and_serving(size: dict, folder: Path) -> list[Figure]:
-    """Q (one epoch vs oracle), B4 (predict rows/s, online latency), via the real pipeline."""
+def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], Path]:
+    """Q (one epoch vs oracle), B4 (predict rows/s, online latency), via the real pipeline; also
+    returns the run's prepare folder (B5 trains on its encoded train split)."""
     import polars as pl
     import yaml
 
@@ -375,8 +381,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> list[Figure]:
                           float(np.percentile(latencies, 50)), higher_is_better=False))
     figures.append(Figure("B4.online_p99_ms", "online scoring, one request of 1,000 candidates, p99", "ms",
                           float(np.percentile(latencies, 99)), higher_is_better=False, target="<= 10 ms"))
-    figures += bench_logistic(size, Path(result["steps"]["prepare"]["path"]))
-    return figures
+    return figures, Path(result["steps"]["prepare"]["path"])
 
 
 def bench_logistic(size: dict, prepared: Path) -> list[Figure]:
@@ -438,8 +443,9 @@ def run(size_name: str, folder: Path) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     notes: list[str] = []
     started = time.perf_counter()
-    figures = bench_training(size, notes) + bench_forward(size) + bench_fit_encode(size, folder) + \
-        bench_quality_and_serving(size, folder)
+    figures = bench_training(size, notes) + bench_forward(size) + bench_fit_encode(size, folder)
+    quality, prepared = bench_quality_and_serving(size, folder)
+    figures += quality + bench_logistic(size, prepared)
     return {
         "size": size_name, "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},

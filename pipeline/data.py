@@ -86,7 +86,8 @@ class Reader:
         # blank lines come back as all-null rows
         return lf.with_columns(cleaned).filter(~pl.all_horizontal([pl.col(c).is_null() for c in data_cols]))
 
-    def _filtered(self, path: Path, rows: tuple[int, int] | None) -> pl.LazyFrame:
+    def scan_rows(self, path: Path, rows: tuple[int, int] | None) -> pl.LazyFrame:
+        """`scan` restricted to the half-open row range (when given), row_id as Int64."""
         lf = self.scan(path)
         if rows is not None:
             lf = lf.filter(pl.col(ROW_ID).is_between(rows[0], rows[1], closed="left"))
@@ -98,19 +99,18 @@ class Reader:
 
     def read(self, path: Path, rows: tuple[int, int] | None = None) -> pl.DataFrame:
         try:
-            df = self._filtered(path, rows).collect()
+            df = self.scan_rows(path, rows).collect()
         except pl.exceptions.PolarsError as exc:
             raise self._unreadable(path, exc) from None
         if df.height == 0:
             raise _no_rows(path, rows)
         return df
 
-    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str] | None = None):
-        """Stream the file (or its row range) as frames of `chunk_rows` rows, in file order."""
-        lf = self._filtered(path, rows)
-        if columns is not None:
-            check_columns(list(lf.collect_schema()), columns, path)
-            lf = lf.select([ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)])
+    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str]):
+        """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file order."""
+        lf = self.scan_rows(path, rows)
+        check_columns(list(lf.collect_schema()), columns, path)
+        lf = lf.select([ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)])
         produced = 0
         try:
             for frame in lf.collect_batches(chunk_size=chunk_rows):
@@ -218,6 +218,11 @@ def input_fingerprints(loaded: LoadedSpec) -> dict[str, str]:
     return {s.path: file_digest(loaded.resolve(s.path)) for s in sources if loaded.resolve(s.path).is_file()}
 
 
+def repeated_keys(key: str, path: Path, examples: list) -> InputError:
+    return InputError(f"key column {key!r} in {path} repeats keys such as {examples}; parity joins on it, "
+                      "so every row needs a unique key (or drop data.key to use row_id)")
+
+
 def check_sources(loaded: LoadedSpec) -> None:
     """Every named file exists, and train does not overlap validation/test unless allowed."""
     data = loaded.spec.data
@@ -254,9 +259,7 @@ def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
             raise InputError(f"key column {key!r} in {path} has {df[key].null_count()} missing values; every row needs a key")
         duplicated = df[key].is_duplicated()
         if duplicated.any():
-            examples = df[key].filter(duplicated).unique().head(3).to_list()
-            raise InputError(f"key column {key!r} in {path} repeats keys such as {examples}; parity joins on it, "
-                             "so every row needs a unique key (or drop data.key to use row_id)")
+            raise repeated_keys(key, path, df[key].filter(duplicated).unique().head(3).to_list())
         return df
 
     train = read(data.train)

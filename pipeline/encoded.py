@@ -60,10 +60,6 @@ class EncodedSplit:
         if self.width == -1:
             self.width = uniform_width(self.offsets)
 
-    def save(self, folder: Path) -> None:
-        with SplitWriter(folder) as writer:
-            writer.append(self.ids, self.values, np.diff(self.offsets), self.labels, self.weights, self.keys)
-
     @classmethod
     def load(cls, folder: Path) -> "EncodedSplit":
         """Memory-map a split folder (copy-on-write: nothing is read until used)."""

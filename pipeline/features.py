@@ -164,6 +164,10 @@ class ContinuousEncoder:
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         x = _numeric(series, self.name)
+        return self._encode_numbers(x)
+
+    def _encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Finite-or-NaN numbers float64 [n] -> local ids int64 [n], values float32 [n]."""
         missing = np.isnan(x)
         if self.raw:
             return missing.astype(np.int64), np.where(missing, 1.0, x).astype(np.float32)
@@ -191,13 +195,8 @@ class ContinuousEncoder:
             x = np.array([np.nan if (v := _to_float(r)) is None else v for r in raws], dtype=np.float64)
         if np.isinf(x).any():
             raise InputError(f"feature {self.name!r} is infinite; send a finite number or null")
-        missing = np.isnan(x)
-        if self.raw:
-            return missing.astype(np.int64), np.where(missing, 1.0, x.astype(np.float32)).astype(np.float64)
-        bins = np.searchsorted(np.asarray(self.edges[1:-1]), x, side="right")
-        bins[missing] = self.n_bins
-        ids = self._bin_ids()[bins] if self.buckets else bins.astype(np.int64)
-        return ids, np.ones(len(x))
+        ids, values = self._encode_numbers(x)
+        return ids, values.astype(np.float64)  # float32-rounded like the batch path
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "edges": self.edges, "buckets": self.buckets,

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
-from .data import Reader, check_sources, holdout_mask, key_column, labels_of, unit_hash, weights_of
+from .data import Reader, check_sources, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
 from .encoded import SplitWriter
 from .errors import InputError
 from .features import QUANTILE_METHOD, FeatureMap, fitters
@@ -60,8 +60,6 @@ def stream_parts(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...
         if source is None:
             continue
         path = loaded.resolve(source.path)
-        if data.key is not None:
-            _check_unique_keys(reader, path, source.rows, key)
         for frame in reader.chunks(path, source.rows, chunk_rows, columns):
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
@@ -77,21 +75,27 @@ def stream_parts(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...
             yield Part(name, frame, labels, weights)
 
 
-def _check_unique_keys(reader: Reader, path: Path, rows, key: str) -> None:
-    """data.key must be unique within a source (parity joins on it); reads the key column alone."""
-    lf = reader.scan(path)
-    if rows is not None:
-        lf = lf.filter(pl.col("row_id").is_between(rows[0], rows[1], closed="left"))
-    if key not in lf.collect_schema():
-        return  # reported with the other missing columns
-    repeated = lf.select(key).filter(pl.col(key).is_duplicated()).unique().head(3).collect()[key].to_list()
-    if repeated:
-        raise InputError(f"key column {key!r} in {path} repeats keys such as {repeated}; parity joins on it, "
-                         "so every row needs a unique key (or drop data.key to use row_id)")
+def check_unique_keys(loaded: LoadedSpec) -> None:
+    """data.key must be unique within each source (parity joins on it); reads the key column alone."""
+    data = loaded.spec.data
+    if data.key is None:
+        return  # row_id is unique by construction
+    reader = Reader.from_spec(data)
+    for source in (data.train, data.validation, data.test):
+        if source is None:
+            continue
+        path = loaded.resolve(source.path)
+        lf = reader.scan_rows(path, source.rows)
+        if data.key not in lf.collect_schema():
+            continue  # reported with the other missing columns
+        key = pl.col(data.key)
+        repeated = lf.select(key).filter(key.is_duplicated()).unique().head(3).collect()[data.key].to_list()
+        if repeated:
+            raise repeated_keys(data.key, path, repeated)
 
 
-def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> tuple[FeatureMap, int]:
-    """Pass 1: stream the train split through the fitters -> (feature map, train rows)."""
+def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
+    """Pass 1: stream the train split through the fitters -> the feature map."""
     features = loaded.spec.features
     running = fitters(features)
     rows, low, high = 0, np.inf, -np.inf
@@ -106,7 +110,7 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> tuple[F
         raise InputError("the train split is empty after holdout and downsampling; change holdout.fraction or the rows")
     if low == high:
         raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
-    return FeatureMap([fitter.finish() for fitter in running]), rows
+    return FeatureMap([fitter.finish() for fitter in running])
 
 
 def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
@@ -132,8 +136,9 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
 def prepare(loaded: LoadedSpec, folder: Path, chunk_rows: int = CHUNK_ROWS) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
     check_sources(loaded)
+    check_unique_keys(loaded)
     start = time.perf_counter()
-    feature_map, _ = fit_feature_map(loaded, chunk_rows)
+    feature_map = fit_feature_map(loaded, chunk_rows)
     (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
     fitted = time.perf_counter()
     rows = encode_splits(loaded, feature_map, folder / "splits", chunk_rows)
