@@ -173,9 +173,9 @@ def rows_per_second(step: Callable[[CSRBatch], None], split: EncodedSplit, batch
     return run
 
 
-def snn_trainer(num_ids: int, model_spec: ModelSpec, device: torch.device) -> Callable[[CSRBatch], None]:
+def snn_trainer(num_ids: int, num_fields: int, model_spec: ModelSpec, device: torch.device) -> Callable[[CSRBatch], None]:
     torch.manual_seed(0)
-    model = SparseNN(num_ids, model_spec).to(device)
+    model = SparseNN(num_ids, num_fields, model_spec).to(device)
     optimizers = Optimizers.for_model(model, TrainSpec(lr=1e-3, batch_size=BATCH))
     return lambda batch: training_step(model, optimizers, batch, device)
 
@@ -187,7 +187,7 @@ def bench_training(size: dict, notes: list[str]) -> list[Figure]:
     split = EncodedSplit.from_dense(ids, np.ones(ids.shape, np.float32), labels, np.ones(len(labels), np.float32), None)
     rng = np.random.default_rng(1)
     spec = ModelSpec.model_validate({"sparse_linear": {"width": 64}, "mlp": {"layers": [32]}})
-    snn = snn_trainer(num_ids, spec, torch.device("cpu"))
+    snn = snn_trainer(num_ids, ids.shape[1], spec, torch.device("cpu"))
     plain = PlainEmbeddingBagModel(num_ids, 64, [32])
     plain_opts = plain_optimizers(plain)
     spmm = SparseMatmulModel(num_ids, 64, [32])
@@ -208,7 +208,7 @@ def bench_training(size: dict, notes: list[str]) -> list[Figure]:
     ]
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        snn_gpu = snn_trainer(num_ids, spec, device)
+        snn_gpu = snn_trainer(num_ids, ids.shape[1], spec, device)
         plain_gpu = PlainEmbeddingBagModel(num_ids, 64, [32]).to(device)
         opts_gpu = plain_optimizers(plain_gpu)
 
@@ -389,12 +389,12 @@ def bench_logistic(size: dict, prepared: Path) -> list[Figure]:
     from .features import FeatureMap
 
     split = EncodedSplit.load(prepared / "splits" / "train")
-    num_ids = FeatureMap.from_json(json.loads((prepared / "feature_map.json").read_text())).num_ids
+    feature_map = FeatureMap.from_json(json.loads((prepared / "feature_map.json").read_text()))
     spec = ModelSpec.model_validate({"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}})
     rng = np.random.default_rng(4)
 
     def snn_pass() -> float:
-        step = snn_trainer(num_ids, spec, torch.device("cpu"))
+        step = snn_trainer(feature_map.num_ids, len(feature_map.encoders), spec, torch.device("cpu"))
         order = rng.permutation(split.rows)
         batches = [split.take(order[i:i + BATCH]) for i in range(0, split.rows, BATCH)]
         start = time.perf_counter()

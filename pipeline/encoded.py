@@ -147,7 +147,7 @@ class SplitWriter:
             self.widths.update({low, high} if low != high else {low})
         for name, array in (("ids", ids), ("values", values), ("offsets", offsets), ("labels", labels),
                             ("weights", weights)):
-            self.files[name].write(np.ascontiguousarray(array, dtype=DTYPES[name]).tobytes())
+            self.files[name].write(memoryview(np.ascontiguousarray(array, dtype=DTYPES[name])).cast("B"))
         if keys is not None:
             pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
         self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1

@@ -15,6 +15,7 @@ import bisect
 import hashlib
 import math
 from itertools import repeat
+from operator import itemgetter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,7 +191,7 @@ class ContinuousEncoder:
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
         try:
-            x = _objects_with_nulls(raws, np.nan)[0].astype(np.float64)
+            x = np.array(raws, dtype=np.float64)  # None -> NaN
         except (TypeError, ValueError):
             x = np.array([np.nan if (v := _to_float(r)) is None else v for r in raws], dtype=np.float64)
         if np.isinf(x).any():
@@ -255,14 +256,6 @@ class ContinuousFitter:
         return ContinuousEncoder(name, [float(e) for e in edges], buckets)
 
 
-def _objects_with_nulls(raws: list, fill) -> tuple[np.ndarray, np.ndarray]:
-    """raws as an object array [n] with None replaced by `fill`, and the None mask [n]."""
-    x = np.array(raws, dtype=object)
-    null = np.equal(x, None)
-    x[null] = fill
-    return x, null
-
-
 def _category_text(series: pl.Series) -> pl.Series:
     return series.cast(pl.String)
 
@@ -296,7 +289,8 @@ class CategoricalEncoder:
     def __post_init__(self):
         self._index = {v: i for i, v in enumerate(self.vocabulary)}
         self._text_lookup: tuple[pl.Series, pl.Series] | None = None
-        self._int_lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self._int_lookup: tuple[pl.Series, pl.Series] | None = None
+        self._int_index: dict | None = None
 
     @classmethod
     def fit(cls, feature: CategoricalFeature, series: pl.Series, weights: np.ndarray) -> "CategoricalEncoder":
@@ -327,27 +321,22 @@ class CategoricalEncoder:
         return ids.astype(np.int64), ones
 
     def _encode_integers(self, series: pl.Series) -> np.ndarray:
-        """Integer columns without text: binary search in the vocabulary's integer values."""
-        return self._lookup_integers(series.fill_null(0).to_numpy().astype(np.int64, copy=False),
-                                     series.is_null().to_numpy())
-
-    def _lookup_integers(self, x: np.ndarray, null: np.ndarray) -> np.ndarray:
-        """Local ids int64 [n] of integer values x [n] (null [n] marks missing), numpy only."""
+        """Integer columns without text: a hash lookup of the vocabulary's integer values."""
         if self._int_lookup is None:
-            text = pl.Series(self.vocabulary, dtype=pl.String)
-            as_int = text.cast(pl.Int64, strict=False)
-            canonical = (as_int.cast(pl.String) == text).fill_null(False).to_numpy()
-            keys, local = as_int.to_numpy()[canonical].astype(np.int64), np.flatnonzero(canonical)
-            order = np.argsort(keys, kind="stable")
-            self._int_lookup = (keys[order], local[order])
-        keys, local = self._int_lookup
-        oov, missing = len(self.vocabulary), len(self.vocabulary) + 1
-        if len(keys) == 0:
-            return np.where(null, missing, oov).astype(np.int64)
-        pos = np.minimum(np.searchsorted(keys, x), len(keys) - 1)
-        ids = np.where(keys[pos] == x, local[pos], oov)
-        ids[null] = missing
-        return ids.astype(np.int64)
+            keys, local = self._integer_keys()
+            self._int_lookup = (pl.Series(keys, dtype=pl.Int64), pl.Series(local, dtype=pl.Int64))
+        ids = series.cast(pl.Int64).replace_strict(*self._int_lookup, default=len(self.vocabulary),
+                                                   return_dtype=pl.Int64).to_numpy()
+        if series.null_count():
+            ids = np.where(series.is_null().to_numpy(), len(self.vocabulary) + 1, ids)
+        return ids
+
+    def _integer_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary entries that are integers in canonical text ("7", not "07"): values and local ids."""
+        text = pl.Series(self.vocabulary, dtype=pl.String)
+        as_int = text.cast(pl.Int64, strict=False)
+        canonical = (as_int.cast(pl.String) == text).fill_null(False).to_numpy()
+        return as_int.to_numpy()[canonical].astype(np.int64), np.flatnonzero(canonical)
 
     def encode_value(self, raw) -> tuple[int, float]:
         value = _category_value(raw)
@@ -361,9 +350,18 @@ class CategoricalEncoder:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
         ones = np.ones(len(raws))
         if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
-            x, null = _objects_with_nulls(raws, 0)
-            return self._lookup_integers(x.astype(np.int64), null), ones
+            lookup = self._integer_index().get
+            return np.fromiter(map(lookup, raws, repeat(len(self.vocabulary))), np.int64, len(raws)), ones
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), ones
+
+    def _integer_index(self) -> dict:
+        """{int value: local id} for the vocabulary entries that are integers in canonical text, and
+        None -> the missing id: the online twin of `_encode_integers` (a dict probe per value)."""
+        if self._int_index is None:
+            keys, local = self._integer_keys()
+            self._int_index = dict(zip(keys.tolist(), local.tolist()))
+            self._int_index[None] = len(self.vocabulary) + 1
+        return self._int_index
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,
@@ -505,15 +503,14 @@ class FeatureMap:
 
     def encode_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global ids int64 [n, F] and values float32 [n, F], one column per feature."""
-        ids = np.empty((frame.height, len(self.encoders)), dtype=np.int64)
-        values = np.empty((frame.height, len(self.encoders)), dtype=np.float32)
+        ids = np.empty((len(self.encoders), frame.height), dtype=np.int64)  # feature-major: contiguous writes
+        values = np.empty((len(self.encoders), frame.height), dtype=np.float32)
         for j, encoder in enumerate(self.encoders):
             if encoder.name not in frame.columns:
                 raise InputError(f"column {encoder.name!r} is missing from the data; the model needs: {', '.join(self.names)}")
-            local, vals = encoder.encode_series(frame[encoder.name])
-            ids[:, j] = local + encoder.offset
-            values[:, j] = vals
-        return ids, values
+            local, values[j] = encoder.encode_series(frame[encoder.name])
+            np.add(local, encoder.offset, out=ids[j])
+        return np.ascontiguousarray(ids.T), np.ascontiguousarray(values.T)
 
     def encode_record(self, record: dict) -> tuple[list[int], list[float]]:
         """The online path: one dict of raw values -> global ids [F] and values [F] (plain Python)."""
@@ -531,13 +528,22 @@ class FeatureMap:
         """The online path for a request of many candidates: global ids int64 [n, F], values float64 [n, F]."""
         ids = np.empty((len(records), len(self.encoders)), dtype=np.int64)
         values = np.empty((len(records), len(self.encoders)), dtype=np.float64)
-        for j, encoder in enumerate(self.encoders):
+        for j, (encoder, raws) in enumerate(zip(self.encoders, self._columns(records))):
             try:
-                local, vals = encoder.encode_values(list(map(dict.get, records, repeat(encoder.name))))
+                local, vals = encoder.encode_values(raws)
             except InputError as exc:
                 raise InputError(f"feature {encoder.name!r}: {exc}") from None
             ids[:, j], values[:, j] = local + encoder.offset, vals
         return ids, values
+
+    def _columns(self, records: list[dict]) -> list:
+        """Each feature's raw values across the records (None where a record lacks the key)."""
+        if len(self.encoders) > 1 and records:
+            try:  # every key present: one C-level getter per record, then a transpose
+                return list(zip(*map(itemgetter(*self.names), records)))
+            except KeyError:
+                pass
+        return [list(map(dict.get, records, repeat(name))) for name in self.names]
 
     def to_json(self) -> dict:
         return {"num_ids": self.num_ids, "encoders": [e.to_json() for e in self.encoders]}

@@ -1,7 +1,8 @@
-"""The network: a sparse linear layer with online normalization, then an MLP.
+"""The network: a sparse linear layer with online normalization, optional DLRM dot interactions, an MLP.
 
 Shapes: a batch is CSR — `ids` int64 [nnz], `values` float32 [nnz], `offsets` int64 [B]
-(start of each row, the embedding_bag convention) — and the model returns logits [B].
+(start of each row, the embedding_bag convention) — and the model returns logits [B]. Every
+feature emits exactly one entry per row, in feature order, so nnz = B·F for F features.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rows import RowBatch, pool_rows
+from .rows import RowBatch, gather_rows, pool_rows
 from .spec import Activation, ModelSpec
 
 TINY = 1e-12
@@ -23,11 +24,6 @@ def activation(name: Activation, width: int) -> nn.Module:
         "tanh": nn.Tanh,
         "none": nn.Identity,
     }.get(name, lambda: nn.PReLU(width))()
-
-
-def normalize(values: torch.Tensor, max_abs: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """norm(v_i) = v_i / max_abs_i + b_i (max_abs_i = 0 only where every v_i seen was 0)."""
-    return values / max_abs.clamp_min(TINY) + bias
 
 
 class SparseLinear(nn.Module):
@@ -60,42 +56,117 @@ class SparseLinear(nn.Module):
             return self.max_abs.index_select(0, ids)
         return torch.maximum(self.max_abs.index_select(0, ids), values.abs())
 
-    def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Full-table path (scoring, and differentiable for tests): [nnz] x3 -> [B, width]."""
-        id_bias = self.id_bias.view(-1).index_select(0, ids)
-        weights = torch.addcdiv(id_bias, values, self.scale(ids, values).clamp_min(TINY))
+    def scaled(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """v / max_abs per entry [nnz] (in train mode, after folding the batch into max_abs)."""
+        return values / self.scale(ids, values).clamp_min(TINY)
+
+    def pool(self, ids: torch.Tensor, scaled: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """F(Σ_i W_i · (scaled_i + b_i) + B) over each row: [B, width]."""
+        weights = scaled + self.id_bias.view(-1).index_select(0, ids)
         pooled = F.embedding_bag(ids, self.weight, offsets, mode="sum", per_sample_weights=weights)
         return self.act(pooled + self.bias)
 
-    def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
-        """Copies of the touched rows of (weight [U, width], id_bias [U, 1]) as leaves that take gradients."""
-        return [getattr(self, name).detach().index_select(0, unique).requires_grad_()
-                for name in self.sparse_parameters]
+    def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Full-table path (scoring, and differentiable for tests): [nnz] x3 -> [B, width]."""
+        return self.pool(ids, self.scaled(ids, values), offsets)
 
-    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
-                     offsets: torch.Tensor) -> torch.Tensor:
-        """Training path on the gathered rows (see rows.py): same output as `forward` in train mode.
-
-        max_abs[u] ← max(max_abs[u], max |v| of the batch's entries with id u), then pooled with
-        norm_e = v_e / max_abs[u_e] + b[u_e].
-        """
+    def scaled_rows(self, batch: RowBatch, values: torch.Tensor) -> torch.Tensor:
+        """Training path's v / max_abs [nnz]: max_abs[u] ← max(max_abs[u], max |v| of the batch's
+        entries with id u), then each entry divided by its id's max."""
         with torch.no_grad():
             scale = self.max_abs.index_select(0, batch.unique)
             scale.scatter_reduce_(0, batch.inverse, values.abs(), reduce="amax")
             self.max_abs.index_copy_(0, batch.unique, scale)
-            scaled = values / scale.clamp_min(TINY)[batch.inverse]
+            return values / scale.clamp_min(TINY)[batch.inverse]
+
+    def pool_rows(self, rows: list[torch.Tensor], batch: RowBatch, scaled: torch.Tensor,
+                  offsets: torch.Tensor) -> torch.Tensor:
+        """`pool` on the gathered rows (weight [U, width], id_bias [U, 1]; see rows.py): [B, width]."""
         weight, id_bias = rows
         return self.act(pool_rows(weight, id_bias.view(-1), scaled, batch, offsets) + self.bias)
 
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
+                     offsets: torch.Tensor) -> torch.Tensor:
+        """Training path on the gathered rows: same output as `forward` in train mode."""
+        return self.pool_rows(rows, batch, self.scaled_rows(batch, values), offsets)
+
+
+class FieldEmbeddings(nn.Module):
+    """One dim-d vector per feature and row: e[r, f] = V[id_rf] · s_rf, [B, F, d].
+
+    V [num_ids, d] is a per-id table (trained row-wise like the sparse layer's); s = v / max_abs is
+    the sparse layer's normalized value, 1 for one-hot (binned or categorical) features.
+    """
+
+    sparse_parameters = ("weight",)
+
+    def __init__(self, num_ids: int, num_fields: int, dim: int, init_std: float = 0.05):
+        super().__init__()
+        self.num_fields, self.dim = num_fields, dim
+        self.weight = nn.Parameter(torch.randn(num_ids, dim) * init_std)
+
+    def _shape(self, vectors: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
+        if vectors.shape[0] % self.num_fields:
+            raise ValueError(f"{vectors.shape[0]} entries do not split into rows of {self.num_fields} features")
+        return (vectors * scaled.unsqueeze(1)).view(-1, self.num_fields, self.dim)
+
+    def forward(self, ids: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
+        """ids, scaled [B·F] (row-major, feature order) -> [B, F, d]."""
+        return self._shape(self.weight.index_select(0, ids), scaled)
+
+    def forward_rows(self, rows: torch.Tensor, batch: RowBatch, scaled: torch.Tensor) -> torch.Tensor:
+        """The same on gathered rows [U, d]: the backward scatter-adds into the U rows only."""
+        return self._shape(rows.index_select(0, batch.inverse), scaled)
+
+
+class DotInteraction(nn.Module):
+    """DLRM's interaction: every pairwise dot product of n vectors, z = (g_i · g_j)_{i<j}.
+
+    [B, n, d] -> [B, n(n−1)/2], read off the upper triangle of the Gram matrix G Gᵀ (one bmm).
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        upper = torch.triu_indices(n, n, offset=1)
+        self.register_buffer("pairs", upper[0] * n + upper[1], persistent=False)
+        self.n = n
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(vectors, vectors.transpose(1, 2))
+        return gram.flatten(1).index_select(1, self.pairs)
+
+
+class Interactions(nn.Module):
+    """DLRM-style dot interactions on top of the sparse layer's output h [B, width]:
+
+    G = [P·h + c ; e_1 … e_F]  [B, F+1, d]  (h projected to d, then the F field embeddings)
+    x = [h, (G_i · G_j)_{i<j}]  [B, width + (F+1)F/2]  — the MLP's input.
+    """
+
+    def __init__(self, num_ids: int, num_fields: int, width: int, dim: int):
+        super().__init__()
+        self.embedding = FieldEmbeddings(num_ids, num_fields, dim)
+        self.project = nn.Linear(width, dim)
+        self.dot = DotInteraction(num_fields + 1)
+        self.width = width + (num_fields + 1) * num_fields // 2
+
+    def forward(self, h: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        vectors = torch.cat([self.project(h).unsqueeze(1), embedded], 1)
+        return torch.cat([h, self.dot(vectors)], 1)
+
 
 class SparseNN(nn.Module):
-    """SparseLinear -> MLP (hidden layers, each Linear -> norm -> activation -> dropout) -> logit [B]."""
+    """SparseLinear -> [Interactions] -> MLP (hidden layers, each Linear -> norm -> activation -> dropout) -> logit [B]."""
 
-    def __init__(self, num_ids: int, spec: ModelSpec):
+    def __init__(self, num_ids: int, num_fields: int, spec: ModelSpec):
         super().__init__()
         self.sparse = SparseLinear(num_ids, spec.sparse_linear.width, spec.sparse_linear.activation)
-        layers: list[nn.Module] = []
         width = spec.sparse_linear.width
+        self.interactions = None
+        if spec.interactions is not None:
+            self.interactions = Interactions(num_ids, num_fields, width, spec.interactions.dim)
+            width = self.interactions.width
+        layers: list[nn.Module] = []
         for hidden in spec.mlp.layers:
             layers.append(nn.Linear(width, hidden))
             if spec.mlp.norm == "batch":
@@ -109,10 +180,27 @@ class SparseNN(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
+    def row_tables(self) -> list[nn.Parameter]:
+        """The per-id tables, trained row-wise (rows.py) rather than by the dense optimizer."""
+        modules = [self.sparse] + ([self.interactions.embedding] if self.interactions is not None else [])
+        return [getattr(m, name) for m in modules for name in m.sparse_parameters]
+
+    def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
+        """Copies of rows `unique` [U] of every per-id table, as leaves that take gradients."""
+        return gather_rows(self.row_tables(), unique)
+
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.sparse(ids, values, offsets)).squeeze(-1)
+        scaled = self.sparse.scaled(ids, values)
+        h = self.sparse.pool(ids, scaled, offsets)
+        if self.interactions is not None:
+            h = self.interactions(h, self.interactions.embedding(ids, scaled))
+        return self.mlp(h).squeeze(-1)
 
     def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
                      offsets: torch.Tensor) -> torch.Tensor:
-        """Training path: gathered rows (SparseLinear.gather_rows) -> logits [B]."""
-        return self.mlp(self.sparse.forward_rows(rows, batch, values, offsets)).squeeze(-1)
+        """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode."""
+        scaled = self.sparse.scaled_rows(batch, values)
+        h = self.sparse.pool_rows(rows[:2], batch, scaled, offsets)
+        if self.interactions is not None:
+            h = self.interactions(h, self.interactions.embedding.forward_rows(rows[2], batch, scaled))
+        return self.mlp(h).squeeze(-1)

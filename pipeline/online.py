@@ -2,7 +2,8 @@
 
 An independent re-implementation of the batch path — numpy and scipy.sparse, no torch — that parity tests
 hold equal to it. For record r: (ids, values) = feature_map.encode_record(r);
-norm_i = v_i / max(max_abs_i, |v_i|) + b_i; h = F(Σ_i W[id_i] · norm_i + B); then the MLP.
+s_i = v_i / max(max_abs_i, |v_i|); h = F(Σ_i W[id_i] · (s_i + b_i) + B); with interactions,
+x = [h, (g_a · g_b)_{a<b}] for g = [P·h + c, V[id_1]·s_1, …, V[id_F]·s_F]; then the MLP.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class OnlineScorer:
         self.id_bias = w["sparse.id_bias"].reshape(-1)
         self.bias = w["sparse.bias"]
         self.sparse_act = (spec.sparse_linear.activation, w.get("sparse.act.weight"))
+        self.interactions = None
+        if spec.interactions is not None:
+            n = len(bundle.feature_map.encoders) + 1
+            upper = np.triu_indices(n, 1)
+            self.interactions = (w["interactions.embedding.weight"], w["interactions.project.weight"].T.copy(),
+                                 w["interactions.project.bias"], upper[0] * n + upper[1])
         # mirror SparseNN's Sequential layout: Linear [norm] act [dropout] ... Linear
         self.layers = []
         index = 0
@@ -61,11 +68,13 @@ class OnlineScorer:
 
     def raw_encoded(self, ids: np.ndarray, v: np.ndarray) -> np.ndarray:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""
-        scale = np.maximum(np.maximum(self.max_abs[ids], np.abs(v)), 1e-12)
-        norm = v / scale + self.id_bias[ids]
+        scaled = v / np.maximum(np.maximum(self.max_abs[ids], np.abs(v)), 1e-12)
         n, width = ids.shape
-        rows = csr_matrix((norm.ravel(), ids.ravel(), np.arange(n + 1) * width), shape=(n, len(self.table)))
+        rows = csr_matrix(((scaled + self.id_bias[ids]).ravel(), ids.ravel(), np.arange(n + 1) * width),
+                          shape=(n, len(self.table)))
         h = _act(self.sparse_act[0], rows @ self.table + self.bias, self.sparse_act[1])
+        if self.interactions is not None:
+            h = self._interact(h, ids, scaled)
         for layer in self.layers:
             if layer[0] == "linear":
                 h = h @ layer[1] + layer[2]
@@ -78,6 +87,13 @@ class OnlineScorer:
                 h = _act(layer[1], h, layer[2])
         logit = h[:, 0]
         return np.where(logit >= 0, 1.0 / (1.0 + np.exp(-np.abs(logit))), np.exp(-np.abs(logit)) / (1.0 + np.exp(-np.abs(logit))))
+
+    def _interact(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """h [n, width] -> [h, upper triangle of G Gᵀ] [n, width + (F+1)F/2], G [n, F+1, d]."""
+        table, project, project_bias, pairs = self.interactions
+        g = np.concatenate([(h @ project + project_bias)[:, None, :], table[ids] * scaled[:, :, None]], axis=1)
+        gram = np.matmul(g, g.transpose(0, 2, 1)).reshape(len(h), -1)
+        return np.concatenate([h, gram[:, pairs]], axis=1)
 
     def score(self, record: dict) -> float:
         return float(self.bundle.finish(np.array([self.raw(record)]))[0])

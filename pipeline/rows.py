@@ -85,6 +85,11 @@ def pool_rows(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, batc
     return _PoolRows.apply(rows, bias, scaled, batch, offsets)
 
 
+def gather_rows(tables: list[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:
+    """Copies of rows `unique` [U] of each table [N, D] -> [U, D], as leaves that take gradients."""
+    return [table.detach().index_select(0, unique).requires_grad_() for table in tables]
+
+
 class RowOptimizer:
     """Updates rows `unique` of full tables from the gradients of their gathered copies."""
 

@@ -16,7 +16,7 @@ from .model import SparseNN
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
-    model = SparseNN(bundle.feature_map.num_ids, bundle.spec.model)
+    model = SparseNN(bundle.feature_map.num_ids, len(bundle.feature_map.encoders), bundle.spec.model)
     state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()}
     try:
         model.load_state_dict(state)

@@ -188,8 +188,18 @@ class MLPSpec(Strict):
     norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalization after each hidden layer.")
 
 
+class InteractionSpec(Strict):
+    """DLRM dot interactions: a dim-d embedding per feature, every pairwise dot product fed to the MLP."""
+
+    dim: int = Field(default=16, ge=1, le=256, description="Embedding size d of each feature (and of the sparse layer's projection).")
+
+
 class ModelSpec(Strict):
     sparse_linear: SparseLinearSpec = Field(default_factory=SparseLinearSpec, description="The sparse linear layer.")
+    interactions: InteractionSpec | None = Field(
+        default=None,
+        description="Optional DLRM dot interactions between per-feature embeddings and the sparse layer's output.",
+    )
     mlp: MLPSpec = Field(default_factory=MLPSpec, description="The MLP on top of it.")
 
 

@@ -119,7 +119,7 @@ def train_step(ctx: Context) -> StepDir:
         ctx.tracker.params({f"train.{k}": v for k, v in fields["train"].items()})
         log(f"[train] {train.rows:,} rows, {feature_map.num_ids:,} ids, device {spec.train.device}")
         result = train_model(
-            feature_map.num_ids, spec.model, spec.train, train, validation,
+            feature_map.num_ids, len(feature_map.encoders), spec.model, spec.train, train, validation,
             on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
         )
         best = result.history[result.best_epoch - 1]

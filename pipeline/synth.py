@@ -169,9 +169,11 @@ def write(path: Path, config: SynthConfig) -> dict:
 
 
 def synth_spec(data_path: str, rows: int, name: str = "synth", test_fraction: float = 0.1, width: int = 64,
-               mlp: tuple[int, ...] = (32,), epochs: int = 1, batch_size: int = 1024, lr: float = 0.002) -> dict:
+               mlp: tuple[int, ...] = (32,), interaction_dim: int | None = 16, epochs: int = 1, batch_size: int = 1024,
+               lr: float = 0.01) -> dict:
     """A spec for a synthetic file: train rows [0, n·(1−test_fraction)) with a 5% key-hash holdout,
-    the rest as test, every column as its feature, and `p_true` as the oracle."""
+    the rest as test, every column as its feature, `p_true` as the oracle, and DLRM dot
+    interactions (dim `interaction_dim`; None for none) so the planted pairwise products can be learned."""
     cut = int(rows * (1 - test_fraction))
     features = [{"name": c, "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 32}} for c in CONTINUOUS]
     features += [{"name": c, "kind": "categorical", "min_count": 2} for c in CATEGORICAL]
@@ -182,7 +184,8 @@ def synth_spec(data_path: str, rows: int, name: str = "synth", test_fraction: fl
                  "test": {"path": data_path, "rows": [cut, rows]}, "holdout": {"fraction": 0.05, "seed": 5},
                  "label": {"column": "label"}, "oracle": ORACLE_COLUMN},
         "features": features,
-        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": list(mlp)}},
+        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": list(mlp)},
+                  **({"interactions": {"dim": interaction_dim}} if interaction_dim else {})},
         "train": {"optimizer": "adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": 1},
         "calibration": {"kind": "isotonic"},
     }

@@ -57,7 +57,7 @@ class Optimizers:
 
     @classmethod
     def for_model(cls, model: SparseNN, spec: TrainSpec) -> "Optimizers":
-        tables = [getattr(model.sparse, name) for name in model.sparse.sparse_parameters]
+        tables = model.row_tables()
         dense = [p for p in model.parameters() if all(p is not t for t in tables)]
         if spec.optimizer == "adagrad":
             return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr))
@@ -68,7 +68,7 @@ def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, devi
     """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
     structure = deduplicate(ids, offsets)
-    rows = model.sparse.gather_rows(structure.unique)
+    rows = model.gather_rows(structure.unique)
     logits = model.forward_rows(rows, structure, values, offsets)
     loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
     optimizers.dense.zero_grad(set_to_none=True)
@@ -107,6 +107,7 @@ class Progress:
 
 def train_model(
     num_ids: int,
+    num_fields: int,
     model_spec: ModelSpec,
     spec: TrainSpec,
     train: EncodedSplit,
@@ -117,7 +118,7 @@ def train_model(
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     device = pick_device(spec.device)
-    model = SparseNN(num_ids, model_spec).to(device)
+    model = SparseNN(num_ids, num_fields, model_spec).to(device)
     optimizers = Optimizers.for_model(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
     higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"

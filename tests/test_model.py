@@ -73,8 +73,8 @@ def _split(n, seed):
 def test_seeded_training_is_bit_reproducible():
     train, val = _split(2000, 0), _split(500, 1)
     spec = TrainSpec(epochs=2, batch_size=128, seed=3, device="cpu")
-    a = train_model(50, ModelSpec(), spec, train, val)
-    b = train_model(50, ModelSpec(), spec, train, val)
+    a = train_model(50, 5, ModelSpec(), spec, train, val)
+    b = train_model(50, 5, ModelSpec(), spec, train, val)
     for k in a.state:
         np.testing.assert_array_equal(a.state[k], b.state[k])
     assert a.history[-1]["val_auc"] > 0.95

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from snn.pipeline.model import SparseLinear
-from snn.pipeline.rows import RowAdagrad, RowAdam, deduplicate
+from snn.pipeline.model import DotInteraction, SparseLinear, SparseNN
+from snn.pipeline.spec import ModelSpec
+from snn.pipeline.rows import RowAdagrad, RowAdam, deduplicate, gather_rows
 
 NUM_IDS, WIDTH = 50, 6
 
@@ -40,7 +41,7 @@ def test_forward_rows_matches_the_full_table_path_in_output_and_gradients():
     ids, values, offsets, target = next(_batches())
     out_full = full(ids, values, offsets)
     batch = deduplicate(ids, offsets)
-    rows = rowwise.gather_rows(batch.unique)
+    rows = gather_rows([getattr(rowwise, name) for name in SparseLinear.sparse_parameters], batch.unique)
     out_rows = rowwise.forward_rows(rows, batch, values, offsets)
     torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(rowwise.max_abs, full.max_abs, rtol=0, atol=0)
@@ -74,3 +75,33 @@ def test_row_optimizers_equal_torch_sparse_optimizers(kind):
         ((pooled - target) ** 2).sum().backward()
         row_opt.step(batch.unique, [rows])
     torch.testing.assert_close(table, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_nn_with_interactions_trains_row_wise_like_the_full_tables():
+    """forward_rows == forward (train mode) in logits and in every per-id table's gradient."""
+    spec = ModelSpec.model_validate({"sparse_linear": {"width": WIDTH}, "interactions": {"dim": 3},
+                                     "mlp": {"layers": [4]}})
+    torch.manual_seed(3)
+    full, rowwise = SparseNN(NUM_IDS, 5, spec), SparseNN(NUM_IDS, 5, spec)
+    rowwise.load_state_dict(full.state_dict())
+    ids, values, offsets, _ = next(_batches())  # 16 rows of 5 entries: one per field
+    target = torch.randn(len(offsets))
+    out_full = full(ids, values, offsets)
+    batch = deduplicate(ids, offsets)
+    rows = rowwise.gather_rows(batch.unique)
+    out_rows = rowwise.forward_rows(rows, batch, values, offsets)
+    torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
+    ((out_full - target) ** 2).sum().backward()
+    ((out_rows - target) ** 2).sum().backward()
+    assert len(rows) == 3  # sparse weight, id_bias, field embeddings
+    for table, gathered in zip(full.row_tables(), rows):
+        torch.testing.assert_close(gathered.grad, table.grad[batch.unique], rtol=1e-5, atol=1e-6)
+    for name, p in full.named_parameters():
+        if all(p is not t for t in full.row_tables()):
+            torch.testing.assert_close(dict(rowwise.named_parameters())[name].grad, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_dot_interaction_is_every_pairwise_dot_product():
+    vectors = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(4))
+    expected = torch.stack([(vectors[:, i] * vectors[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5)], 1)
+    torch.testing.assert_close(DotInteraction(5)(vectors), expected)

@@ -43,7 +43,7 @@ def options_spec(variant: str) -> dict:
         spec["train"].update(optimizer="adagrad", lr=0.05, negative_downsampling={"rate": 0.5, "seed": 3})
         spec["calibration"] = {"kind": "none"}
     else:
-        spec["model"] = {"sparse_linear": {"width": 8, "activation": "tanh"},
+        spec["model"] = {"sparse_linear": {"width": 8, "activation": "tanh"}, "interactions": {"dim": 4},
                          "mlp": {"layers": [8, 4], "activation": "sigmoid", "norm": "layer"}}
         spec["train"]["early_stopping"] = {"metric": "logloss", "patience": 1}
         spec["calibration"] = {"kind": "isotonic", "interpolation": "block_ends", "pseudo_count": 2.0}
