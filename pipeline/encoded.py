@@ -123,6 +123,9 @@ def _map(path: Path, dtype, size: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="c", shape=(size,))
 
 
+BLOCK_ROWS = 1 << 14
+
+
 class SplitWriter:
     """Append encoded chunks to a split folder; `meta.json` is written last (a folder without it is
     incomplete). Memory stays at one chunk whatever the number of rows."""
@@ -132,6 +135,7 @@ class SplitWriter:
         self.rows = self.nnz = self.parts = 0
         self.widths: set[int] = set()
         self.files = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "SplitWriter":
         (self.folder / "keys").mkdir(parents=True, exist_ok=True)
@@ -140,17 +144,34 @@ class SplitWriter:
         return self
 
     def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None) -> None:
-        """One chunk: ids/values [nnz_c], lengths [n_c] (entries per row), labels/weights/keys [n_c]."""
+        """One chunk: ids/values [nnz_c] (or [n_c, width] views, written row-major), lengths [n_c]
+        (entries per row), labels/weights/keys [n_c]."""
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
             low, high = int(np.min(lengths)), int(np.max(lengths))
             self.widths.update({low, high} if low != high else {low})
         for name, array in (("ids", ids), ("values", values), ("offsets", offsets), ("labels", labels),
                             ("weights", weights)):
-            self.files[name].write(memoryview(np.ascontiguousarray(array, dtype=DTYPES[name])).cast("B"))
+            self._write(name, array)
         if keys is not None:
             pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
         self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
+
+    def _write(self, name: str, array: np.ndarray) -> None:
+        """Append `array` row-major; a strided view (a transposed feature-major chunk) is copied in
+        blocks of BLOCK_ROWS rows through one reused buffer, never as a whole fresh copy."""
+        array = np.asarray(array)
+        if array.flags.c_contiguous and array.dtype == DTYPES[name]:
+            self.files[name].write(memoryview(array).cast("B"))
+            return
+        rows = array.reshape(len(array), -1)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape[1:] != rows.shape[1:]:
+            buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *rows.shape[1:]), DTYPES[name])
+        for start in range(0, len(rows), BLOCK_ROWS):
+            block = buffer[:len(rows[start:start + BLOCK_ROWS])]
+            block[...] = rows[start:start + BLOCK_ROWS]
+            self.files[name].write(memoryview(block).cast("B"))
 
     def __exit__(self, kind, value, traceback) -> None:
         for f in self.files.values():

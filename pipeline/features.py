@@ -503,14 +503,24 @@ class FeatureMap:
 
     def encode_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global ids int64 [n, F] and values float32 [n, F], one column per feature."""
-        ids = np.empty((len(self.encoders), frame.height), dtype=np.int64)  # feature-major: contiguous writes
-        values = np.empty((len(self.encoders), frame.height), dtype=np.float32)
+        ids, values = self.encode_columns(frame)
+        return np.ascontiguousarray(ids.T), np.ascontiguousarray(values.T)
+
+    def encode_columns(self, frame: pl.DataFrame, buffers: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Feature-major: global ids int64 [F, n] and values float32 [F, n] (each feature's row
+        contiguous), written into the first n columns of `buffers` (int64, float32 [F, >= n]) when
+        given, so a chunked caller reuses memory it has already touched."""
+        if buffers is None or buffers[0].shape[1] < frame.height:
+            buffers = (np.empty((len(self.encoders), frame.height), dtype=np.int64),
+                       np.empty((len(self.encoders), frame.height), dtype=np.float32))
+        ids, values = buffers[0][:, :frame.height], buffers[1][:, :frame.height]
         for j, encoder in enumerate(self.encoders):
             if encoder.name not in frame.columns:
                 raise InputError(f"column {encoder.name!r} is missing from the data; the model needs: {', '.join(self.names)}")
             local, values[j] = encoder.encode_series(frame[encoder.name])
             np.add(local, encoder.offset, out=ids[j])
-        return np.ascontiguousarray(ids.T), np.ascontiguousarray(values.T)
+        return ids, values
 
     def encode_record(self, record: dict) -> tuple[list[int], list[float]]:
         """The online path: one dict of raw values -> global ids [F] and values [F] (plain Python)."""

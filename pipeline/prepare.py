@@ -121,11 +121,12 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     key, width = key_column(data), len(feature_map.encoders)
     with ExitStack() as stack:
         writers = {name: stack.enter_context(SplitWriter(folder / name)) for name in names}
+        buffers = None
         for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
             if part.frame.height == 0:
                 continue
-            ids, values = feature_map.encode_frame(part.frame)
-            writers[part.split].append(ids.reshape(-1), values.reshape(-1), np.full(part.frame.height, width),
+            ids, values = buffers = feature_map.encode_columns(part.frame, buffers)
+            writers[part.split].append(ids.T, values.T, np.full(part.frame.height, width),
                                        part.labels, part.weights, part.frame[key])
         rows = {name: writer.rows for name, writer in writers.items()}
     if rows["validation"] == 0:

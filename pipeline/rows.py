@@ -40,16 +40,24 @@ class RowBatch:
 
 
 def deduplicate(ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
-    """One stable sort of ids [nnz] (rows start at offsets [B]) -> RowBatch."""
-    sorted_ids, order = torch.sort(ids, stable=True)
+    """One stable sort of ids [nnz] (rows start at offsets [B]) -> RowBatch.
+
+    Ids below 2^31 are sorted as int32 (about twice as fast as int64 on CPU); rows of one width w
+    (one entry per feature) give each entry's row as position // w, without a repeat.
+    """
+    keys = ids.to(torch.int32) if len(ids) and int(ids.max()) < 2**31 else ids
+    sorted_ids, order = torch.sort(keys, stable=True)
     first = torch.ones_like(sorted_ids, dtype=torch.bool)
     first[1:] = sorted_ids[1:] != sorted_ids[:-1]
     run = torch.cumsum(first, 0) - 1
     inverse = torch.empty_like(run)
     inverse[order] = run
     lengths = torch.diff(offsets, append=offsets.new_tensor([len(ids)]))
-    row_of_entry = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths)
-    return RowBatch(sorted_ids[first], inverse, order, row_of_entry[order], torch.nonzero(first).squeeze(1))
+    if len(offsets) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
+        entry_rows = torch.div(order, int(lengths[0]), rounding_mode="floor")
+    else:
+        entry_rows = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths)[order]
+    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, order, entry_rows, torch.nonzero(first).squeeze(1))
 
 
 class _PoolRows(torch.autograd.Function):
