@@ -51,6 +51,10 @@ class Reader:
 
     def scan(self, path: Path) -> pl.LazyFrame:
         """Lazy frame of the file with a `row_id` column; string columns stripped, nulls mapped."""
+        return self._clean(self._source(path))
+
+    def _source(self, path: Path) -> pl.LazyFrame:
+        """The file as read, with `row_id` (the row's index in the file)."""
         if not path.is_file():
             raise InputError(f"data file {path} does not exist; fix the path in the spec (paths are relative to the spec file)")
         if path.stat().st_size == 0:
@@ -72,6 +76,10 @@ class Reader:
                 row_index_name=ROW_ID,
                 truncate_ragged_lines=False,
             )
+        return lf
+
+    def _clean(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """Strip strings, map null markers to null, drop blank (all-null) rows."""
         schema = lf.collect_schema()
         cleaned = []
         for name, dtype in schema.items():
@@ -110,16 +118,28 @@ class Reader:
         """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file order."""
         lf = self.scan_rows(path, rows)
         check_columns(list(lf.collect_schema()), columns, path)
-        lf = lf.select([ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)])
+        selected = [ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)]
         produced = 0
         try:
-            for frame in lf.collect_batches(chunk_size=chunk_rows):
+            for frame in (self._parquet_slices(path, rows, chunk_rows, selected) if self.format == "parquet"
+                          else lf.select(selected).collect_batches(chunk_size=chunk_rows)):
                 produced += frame.height
                 yield frame
         except pl.exceptions.PolarsError as exc:
             raise self._unreadable(path, exc) from None
         if produced == 0:
             raise _no_rows(path, rows)
+
+
+    def _parquet_slices(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, selected: list[str]):
+        """Parquet chunks as slices of the file (read row group by row group, one chunk in memory at
+        a time; the streaming engine's batches read ahead of a slow consumer)."""
+        source = self._source(path)
+        total = source.select(pl.len()).collect().item()
+        start, stop = (rows[0], min(rows[1], total)) if rows is not None else (0, total)
+        for offset in range(start, stop, chunk_rows):
+            piece = source.slice(offset, min(chunk_rows, stop - offset))
+            yield self._clean(piece).with_columns(pl.col(ROW_ID).cast(pl.Int64)).select(selected).collect()
 
 
 def _no_rows(path: Path, rows) -> InputError:

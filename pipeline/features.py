@@ -287,7 +287,7 @@ class CategoricalEncoder:
     kind = "categorical"
 
     def __post_init__(self):
-        self._index = {v: i for i, v in enumerate(self.vocabulary)}
+        self._index: dict[str, int] | None = None  # built on the first online lookup
         self._text_lookup: tuple[pl.Series, pl.Series] | None = None
         self._int_lookup: tuple[pl.Series, pl.Series] | None = None
         self._int_index: dict | None = None
@@ -344,6 +344,8 @@ class CategoricalEncoder:
             return (self.buckets if value is None else stable_bucket(self.name, value, buckets=self.buckets)), 1.0
         if value is None:
             return len(self.vocabulary) + 1, 1.0
+        if self._index is None:
+            self._index = {v: i for i, v in enumerate(self.vocabulary)}
         return self._index.get(value, len(self.vocabulary)), 1.0
 
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
