@@ -29,8 +29,9 @@ def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
 
 
 @torch.no_grad()
-def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 65536) -> np.ndarray:
-    """σ(logit) for every row of an encoded split, float64 [n]."""
+def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 4096) -> np.ndarray:
+    """σ(logit) for every row of an encoded split, float64 [n]. Batches of 4,096 rows keep the
+    interactions' [B, F+1, F+1] Gram matrices in cache-sized pieces."""
     dtype = next(model.parameters()).dtype
     out = np.empty(split.rows, dtype=np.float64)
     row = 0

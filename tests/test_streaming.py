@@ -66,6 +66,9 @@ def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
             np.testing.assert_array_equal(getattr(splits_a[name], array), getattr(splits_b[name], array))
         assert splits_a[name].width == len(CONTINUOUS) + len(CATEGORICAL)
         assert splits_a[name].load_keys().equals(splits_b[name].load_keys())
+    cut = int(ROWS * 0.9)  # synth_spec: train rows [0, cut) with a key-hash holdout, test rows [cut, ROWS)
+    assert splits_a["test"].load_keys().to_list() == list(range(cut, ROWS))
+    assert sorted(splits_a["train"].load_keys().to_list() + splits_a["validation"].load_keys().to_list()) == list(range(cut))
 
 
 def test_validate_reports_the_oracle_and_batched_online_scores_equal_single_ones(synth):
