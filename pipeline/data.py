@@ -130,7 +130,6 @@ class Reader:
         if produced == 0:
             raise _no_rows(path, rows)
 
-
     def _parquet_slices(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, selected: list[str]):
         """Parquet chunks as slices of the file (read row group by row group, one chunk in memory at
         a time; the streaming engine's batches read ahead of a slow consumer)."""

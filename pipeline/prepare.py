@@ -121,11 +121,12 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     key, width = key_column(data), len(feature_map.encoders)
     with ExitStack() as stack:
         writers = {name: stack.enter_context(SplitWriter(folder / name)) for name in names}
-        buffers = None
+        # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows)
+        buffers = (np.empty((width, chunk_rows), np.int64), np.empty((width, chunk_rows), np.float32))
         for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
             if part.frame.height == 0:
                 continue
-            ids, values = buffers = feature_map.encode_columns(part.frame, buffers)
+            ids, values = feature_map.encode_columns(part.frame, buffers)
             writers[part.split].append(ids.T, values.T, np.full(part.frame.height, width),
                                        part.labels, part.weights, part.frame[key])
         rows = {name: writer.rows for name, writer in writers.items()}
