@@ -11,10 +11,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .rows import RowBatch, gather_rows, pool_rows
+from .rows import IdBitmap, RowBatch, deduplicate, gather_rows, pool_rows
 from .spec import Activation, ModelSpec
 
 TINY = 1e-12
+NARROW_ROWS = 4  # per-id tables at most this wide train from scattered batches (no sort) ...
+BITMAP_IDS_PER_ENTRY = 16  # ... when scanning the id space's bitmap costs less than sorting the batch
 
 
 def activation(name: Activation, width: int) -> nn.Module:
@@ -161,6 +163,7 @@ class SparseNN(nn.Module):
     def __init__(self, num_ids: int, num_fields: int, spec: ModelSpec):
         super().__init__()
         self.sparse = SparseLinear(num_ids, spec.sparse_linear.width, spec.sparse_linear.activation)
+        self._bitmap: IdBitmap | None = None
         width = spec.sparse_linear.width
         self.interactions = None
         if spec.interactions is not None:
@@ -184,6 +187,18 @@ class SparseNN(nn.Module):
         """The per-id tables, trained row-wise (rows.py) rather than by the dense optimizer."""
         modules = [self.sparse] + ([self.interactions.embedding] if self.interactions is not None else [])
         return [getattr(m, name) for m in modules for name in m.sparse_parameters]
+
+    def deduplicate(self, ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
+        """The batch's id structure for row-wise training: grouped by id (one sort) when any per-id
+        table is wider than NARROW_ROWS or the id space exceeds BITMAP_IDS_PER_ENTRY x nnz, else
+        scattered through a bitmap of the id space (no sort; see rows.deduplicate). The bitmap is
+        scratch, built on first use, not part of the state."""
+        num_ids = self.sparse.weight.shape[0]
+        if max(table.shape[1] for table in self.row_tables()) > NARROW_ROWS or num_ids > BITMAP_IDS_PER_ENTRY * len(ids):
+            return deduplicate(ids, offsets)
+        if self._bitmap is None or self._bitmap.seen.device != ids.device:
+            self._bitmap = IdBitmap(num_ids, ids.device)
+        return deduplicate(ids, offsets, self._bitmap)
 
     def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
         """Copies of rows `unique` [U] of every per-id table, as leaves that take gradients."""

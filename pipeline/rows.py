@@ -3,10 +3,12 @@
 A batch of nnz entries touches U <= nnz distinct ids. Training works on those U rows alone:
 
 1. `deduplicate` sorts the ids once (stable) and derives the distinct ids, each entry's position
-   among them, and the entries grouped by id (the transposed batch);
+   among them, and the entries grouped by id (the transposed batch) — or, for narrow tables over a
+   small id space, takes the distinct ids from a bitmap (`IdBitmap`) with no sort at all;
 2. the rows are gathered into small leaf tensors [U, D] that take part in autograd;
 3. `pool_rows` pools them with one `embedding_bag`, and its backward is two more `embedding_bag`
-   calls over the transposed batch — no sort, no sparse-gradient coalescing;
+   calls over the transposed batch (or per-entry scatter-adds for narrow rows) — no sparse-gradient
+   coalescing;
 4. `RowAdam` / `RowAdagrad` update the U rows and their optimizer state in place.
 
 The updates are exactly those of torch's `SparseAdam` and `Adagrad` on sparse gradients (tests
@@ -25,26 +27,59 @@ from torch.nn import functional as F
 class RowBatch:
     """The id structure of one CSR batch (nnz entries in B rows, U distinct ids).
 
-    unique   int64 [U]    distinct ids, ascending
-    inverse  int64 [nnz]  unique[inverse[e]] == ids[e]
-    order    int64 [nnz]  entries sorted by id (stable): ids[order] is ascending
-    entry_rows int64 [nnz] batch row of entry order[k]
-    starts   int64 [U]    where each distinct id's run of entries begins in `order`
+    unique       int64 [U]    distinct ids, ascending
+    inverse      int64 [nnz]  unique[inverse[e]] == ids[e]
+    row_of_entry int64 [nnz]  batch row of entry e
+    and, for a grouped batch (the transposed batch; None when scattered):
+    order        int64 [nnz]  entries sorted by id (stable): ids[order] is ascending
+    entry_rows   int64 [nnz]  batch row of entry order[k]
+    starts       int64 [U]    where each distinct id's run of entries begins in `order`
     """
 
     unique: torch.Tensor
     inverse: torch.Tensor
-    order: torch.Tensor
-    entry_rows: torch.Tensor
-    starts: torch.Tensor
+    row_of_entry: torch.Tensor
+    order: torch.Tensor | None = None
+    entry_rows: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
 
-def deduplicate(ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
-    """One stable sort of ids [nnz] (rows start at offsets [B]) -> RowBatch.
+def rows_of_entries(offsets: torch.Tensor, nnz: int) -> torch.Tensor:
+    """The batch row of each of nnz entries [nnz]: position // w when every row has w entries."""
+    lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
+    positions = torch.arange(nnz, device=offsets.device)
+    if len(offsets) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
+        return torch.div(positions, int(lengths[0]), rounding_mode="floor")
+    return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)
 
-    Ids below 2^31 are sorted as int32 (about twice as fast as int64 on CPU); rows of one width w
-    (one entry per feature) give each entry's row as position // w, without a repeat.
+
+class IdBitmap:
+    """Reusable scratch for sort-free deduplication over an id space of num_ids ids: a bitmap of
+    the ids seen and each seen id's slot. Allocated once; cleared in O(U) after each use."""
+
+    def __init__(self, num_ids: int, device: torch.device):
+        self.seen = torch.zeros(num_ids, dtype=torch.bool, device=device)
+        self.slot = torch.empty(num_ids, dtype=torch.int64, device=device)
+
+    def distinct(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [nnz] -> (distinct ids ascending [U], inverse [nnz]) in O(nnz + num_ids), no sort."""
+        self.seen.index_fill_(0, ids, True)
+        unique = torch.nonzero(self.seen).squeeze(1)
+        self.seen.index_fill_(0, unique, False)
+        self.slot.index_copy_(0, unique, torch.arange(len(unique), device=ids.device))
+        return unique, self.slot.index_select(0, ids)
+
+
+def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, bitmap: IdBitmap | None = None) -> RowBatch:
+    """ids [nnz] (rows start at offsets [B]) -> RowBatch.
+
+    With a bitmap: scattered (the distinct ids alone, no sort). Else grouped: one stable sort of
+    the ids gives the transposed batch too (ids below 2^31 are sorted as int32, about twice as
+    fast as int64 on CPU).
     """
+    row_of_entry = rows_of_entries(offsets, len(ids))
+    if bitmap is not None:
+        return RowBatch(*bitmap.distinct(ids), row_of_entry)
     keys = ids.to(torch.int32) if len(ids) and int(ids.max()) < 2**31 else ids
     sorted_ids, order = torch.sort(keys, stable=True)
     first = torch.ones_like(sorted_ids, dtype=torch.bool)
@@ -52,20 +87,18 @@ def deduplicate(ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
     run = torch.cumsum(first, 0) - 1
     inverse = torch.empty_like(run)
     inverse[order] = run
-    lengths = torch.diff(offsets, append=offsets.new_tensor([len(ids)]))
-    if len(offsets) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
-        entry_rows = torch.div(order, int(lengths[0]), rounding_mode="floor")
-    else:
-        entry_rows = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths)[order]
-    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, order, entry_rows, torch.nonzero(first).squeeze(1))
+    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, row_of_entry, order, row_of_entry[order],
+                    torch.nonzero(first).squeeze(1))
 
 
 class _PoolRows(torch.autograd.Function):
     """pooled[r] = Σ_{e in row r} rows[inverse_e] · (scaled_e + bias[inverse_e]); [B, D].
 
-    Backward over the transposed batch (entries grouped by id u):
-      ∂L/∂rows[u] = Σ_{e: id u} w_e · G[row_e]           (embedding_bag of G with weights w)
-      ∂L/∂bias[u] = rows[u] · Σ_{e: id u} G[row_e]       (unweighted embedding_bag of G, then a dot)
+    Backward, per distinct id u:
+      ∂L/∂rows[u] = Σ_{e: id u} w_e · G[row_e]
+      ∂L/∂bias[u] = rows[u] · Σ_{e: id u} G[row_e]
+    over the transposed batch when grouped (two embedding_bag calls), else by scatter-adding the
+    [nnz, D] per-entry terms (cheap only for narrow rows: the logistic-regression tables).
     """
 
     @staticmethod
@@ -80,9 +113,14 @@ class _PoolRows(torch.autograd.Function):
         rows, weights = ctx.saved_tensors
         batch: RowBatch = ctx.batch
         grad = grad.contiguous()
-        grad_rows = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum",
-                                    per_sample_weights=weights[batch.order])
-        summed = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum")
+        if batch.order is None:
+            per_entry = grad.index_select(0, batch.row_of_entry)
+            grad_rows = torch.zeros_like(rows).index_add_(0, batch.inverse, per_entry * weights.unsqueeze(1))
+            summed = torch.zeros_like(rows).index_add_(0, batch.inverse, per_entry)
+        else:
+            grad_rows = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum",
+                                        per_sample_weights=weights[batch.order])
+            summed = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum")
         grad_bias = (rows * summed).sum(1)
         return grad_rows, grad_bias, None, None, None
 

@@ -105,3 +105,34 @@ def test_dot_interaction_is_every_pairwise_dot_product():
     vectors = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(4))
     expected = torch.stack([(vectors[:, i] * vectors[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5)], 1)
     torch.testing.assert_close(DotInteraction(5)(vectors), expected)
+
+
+def test_narrow_tables_train_sort_free_with_the_same_updates():
+    """A logistic-regression model (width 1) deduplicates through the bitmap (scattered batch) and
+    takes the same steps as the grouped (sorted) path, which the tests above hold to torch."""
+    from snn.pipeline import model as model_module
+    from snn.pipeline.encoded import CSRBatch
+    from snn.pipeline.spec import TrainSpec
+    from snn.pipeline.train import Optimizers, training_step
+
+    spec = ModelSpec.model_validate({"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}})
+    models = []
+    for narrow in (model_module.NARROW_ROWS, 0):  # 0: every table counts as wide -> grouped
+        torch.manual_seed(5)
+        net = SparseNN(NUM_IDS, 5, spec)
+        optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
+        original = model_module.NARROW_ROWS
+        model_module.NARROW_ROWS = narrow
+        try:
+            for ids, values, offsets, _ in _batches(steps=5):
+                batch = CSRBatch(ids.numpy(), values.numpy(), offsets.numpy(),
+                                 (torch.arange(len(offsets)) % 2).float().numpy(), torch.ones(len(offsets)).numpy())
+                structure = net.deduplicate(ids, offsets)
+                assert (structure.order is None) == (narrow > 0)
+                training_step(net, optimizers, batch, torch.device("cpu"))
+        finally:
+            model_module.NARROW_ROWS = original
+        models.append(net)
+    scattered, grouped = models
+    for name, tensor in scattered.state_dict().items():
+        torch.testing.assert_close(tensor, grouped.state_dict()[name], rtol=1e-5, atol=1e-6)
