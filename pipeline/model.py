@@ -79,7 +79,7 @@ class SparseLinear(nn.Module):
             scale = self.max_abs.index_select(0, batch.unique)
             scale.scatter_reduce_(0, batch.inverse, values.abs(), reduce="amax")
             self.max_abs.index_copy_(0, batch.unique, scale)
-            return values / scale.clamp_min(TINY)[batch.inverse]
+            return values / scale.clamp_min(TINY).index_select(0, batch.inverse)
 
     def pool_rows(self, rows: list[torch.Tensor], batch: RowBatch, scaled: torch.Tensor,
                   offsets: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,9 @@ class DotInteraction(nn.Module):
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(vectors, vectors.transpose(1, 2))
-        return gram.flatten(1)[:, self.pairs]  # advanced indexing: ~3x faster than index_select on dim 1
+        if gram.requires_grad:  # training: index_select's backward (index_add) is the cheap one
+            return gram.flatten(1).index_select(1, self.pairs)
+        return gram.flatten(1)[:, self.pairs]  # scoring: advanced indexing reads ~3x faster
 
 
 class Interactions(nn.Module):

@@ -103,7 +103,7 @@ class _PoolRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, bias, scaled, batch: RowBatch, offsets):
-        weights = scaled + bias[batch.inverse]
+        weights = scaled + bias.index_select(0, batch.inverse)
         ctx.batch = batch
         ctx.save_for_backward(rows, weights)
         return F.embedding_bag(batch.inverse, rows, offsets, mode="sum", per_sample_weights=weights)
@@ -119,7 +119,7 @@ class _PoolRows(torch.autograd.Function):
             summed = torch.zeros_like(rows).index_add_(0, batch.inverse, per_entry)
         else:
             grad_rows = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum",
-                                        per_sample_weights=weights[batch.order])
+                                        per_sample_weights=weights.index_select(0, batch.order))
             summed = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum")
         grad_bias = (rows * summed).sum(1)
         return grad_rows, grad_bias, None, None, None
