@@ -174,21 +174,6 @@ def unit_hash(keys: pl.Series, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-@dataclass
-class Splits:
-    """The train / validation / (optional) test frames of a spec."""
-
-    train: pl.DataFrame
-    validation: pl.DataFrame
-    test: pl.DataFrame | None
-
-    def items(self):
-        out = [("train", self.train), ("validation", self.validation)]
-        if self.test is not None:
-            out.append(("test", self.test))
-        return out
-
-
 def key_column(data: DataSpec) -> str:
     return data.key or ROW_ID
 
@@ -261,36 +246,6 @@ def check_sources(loaded: LoadedSpec) -> None:
 def holdout_mask(keys: pl.Series, data: DataSpec) -> np.ndarray:
     """bool [n]: rows of the train source held out for validation (stable key hash < fraction)."""
     return unit_hash(keys, data.holdout.seed) < data.holdout.fraction
-
-
-def load_splits(loaded: LoadedSpec, required_columns: list[str]) -> Splits:
-    """Read train / validation / test as the spec says, refusing overlaps unless allowed."""
-    data = loaded.spec.data
-    reader = Reader.from_spec(data)
-    check_sources(loaded)
-
-    def read(source: Source) -> pl.DataFrame:
-        path = loaded.resolve(source.path)
-        df = reader.read(path, source.rows)
-        check_columns(df.columns, required_columns, path)
-        key = key_column(data)
-        if df[key].null_count():
-            raise InputError(f"key column {key!r} in {path} has {df[key].null_count()} missing values; every row needs a key")
-        duplicated = df[key].is_duplicated()
-        if duplicated.any():
-            raise repeated_keys(key, path, df[key].filter(duplicated).unique().head(3).to_list())
-        return df
-
-    train = read(data.train)
-    if data.holdout is not None:
-        held = holdout_mask(train[key_column(data)], data)
-        validation, train = train.filter(pl.Series(held)), train.filter(pl.Series(~held))
-        if validation.height == 0 or train.height == 0:
-            raise InputError("data.holdout leaves an empty train or validation split; change holdout.fraction")
-    else:
-        validation = read(data.validation)
-    test = read(data.test) if data.test is not None else None
-    return Splits(train, validation, test)
 
 
 def labels_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:

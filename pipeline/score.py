@@ -9,10 +9,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from dataclasses import dataclass
+
 from .bundle import Bundle
 from .encoded import EncodedSplit
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError
 from .model import SparseNN
+from .prepare import needed_columns, stream_parts
+from .spec import LoadedSpec
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
@@ -62,3 +66,56 @@ def score_frame(bundle: Bundle, frame: pl.DataFrame, model: SparseNN | None = No
     model = model or load_model(bundle)
     raw = raw_probabilities(model, encode(bundle, frame))
     return pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raw), "raw_score": raw})
+
+
+def oracle_probabilities(frame: pl.DataFrame, column: str) -> np.ndarray:
+    """The data's true probabilities float64 [n], checked to lie in [0, 1]."""
+    p = frame[column].cast(pl.Float64, strict=False)
+    if p.null_count() or not ((p >= 0) & (p <= 1)).all():
+        raise InputError(f"data.oracle column {column!r} must hold probabilities in [0, 1] in every row")
+    return p.to_numpy()
+
+
+@dataclass
+class ScoredSplit:
+    """One evaluation split, scored chunk by chunk: per-row results [n], never the raw rows.
+
+    scored: (key, score, raw_score); labels, weights; oracle (the data's true p) and baseline (a
+    baseline bundle's scores) when asked for; slices: the validation slice columns.
+    """
+
+    scored: pl.DataFrame
+    labels: np.ndarray
+    weights: np.ndarray
+    oracle: np.ndarray | None
+    baseline: np.ndarray | None
+    slices: pl.DataFrame
+
+
+def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
+                 baseline: Bundle | None = None) -> dict[str, ScoredSplit]:
+    """Stream the validation split (the holdout of the train source, or its own source) and the test
+    split through the batch scorer. Memory: one chunk plus the per-row results."""
+    data, slices = loaded.spec.data, list(loaded.spec.validation.slices)
+    columns = needed_columns(loaded, slices + ([data.oracle] if data.oracle else []))
+    sources = ("train",) if data.holdout is not None else ("validation",)
+    baseline_model = load_model(baseline) if baseline is not None else None
+    chunks: dict[str, list[ScoredSplit]] = {}
+    for part in stream_parts(loaded, columns, sources + (("test",) if data.test is not None else ())):
+        if part.split == "train" or part.frame.height == 0:
+            continue
+        frame = part.frame
+        chunks.setdefault(part.split, []).append(ScoredSplit(
+            score_frame(bundle, frame, model), part.labels, part.weights,
+            oracle_probabilities(frame, data.oracle) if data.oracle else None,
+            score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
+            frame.select(slices)))
+    if "validation" not in chunks:
+        raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
+
+    def joined(parts: list[ScoredSplit]) -> ScoredSplit:
+        arrays = lambda name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+        return ScoredSplit(pl.concat([p.scored for p in parts]), arrays("labels"), arrays("weights"), arrays("oracle"),
+                           arrays("baseline"), pl.concat([p.slices for p in parts]))
+
+    return {name: joined(parts) for name, parts in chunks.items()}

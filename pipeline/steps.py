@@ -13,22 +13,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from . import metrics
 from .bundle import Bundle, replace_folder
 from .cache import StepDir, link_latest, step_key
 from .calibrate import Isotonic, downsampling_correction
-from .data import Reader, input_fingerprints, key_column, labels_of, load_splits, weights_of
+from .data import Reader, check_sources, input_fingerprints, key_column
 from .encoded import EncodedSplit
-from .errors import InputError
 from .evaluate import evaluate_gates, slice_metrics
 from .features import FeatureMap
 from .parity import compare, read_predictions
-from .prepare import needed_columns, prepare
+from .prepare import check_unique_keys, prepare
 from .plots import reliability_png, roc_png
-from .score import load_model, raw_probabilities, score_frame
+from .score import load_model, raw_probabilities, score_splits
 from .spec import IsotonicCalibration, LoadedSpec
 from .tracking import Tracker
 from .train import train_model
@@ -187,14 +185,6 @@ def prepare_step_cached(ctx: Context) -> StepDir:
 # ----------------------------------------------------------------------------- validate
 
 
-def oracle_probabilities(frame: pl.DataFrame, column: str) -> np.ndarray:
-    """The data's true probabilities float64 [n], checked to lie in [0, 1]."""
-    p = frame[column].cast(pl.Float64, strict=False)
-    if p.null_count() or not ((p >= 0) & (p <= 1)).all():
-        raise InputError(f"data.oracle column {column!r} must hold probabilities in [0, 1] in every row")
-    return p.to_numpy()
-
-
 def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path | None = None) -> dict:
     """Metrics (raw and calibrated) per split, slices, plots, gates, parity -> a report folder."""
     calibrated_step = calibrate_step(ctx)
@@ -202,8 +192,6 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     bundle = Bundle.load(calibrated_step.path / "bundle")
     baseline = baseline or (ctx.loaded.resolve(spec.validation.baseline) if spec.validation.baseline else None)
     baseline_bundle = Bundle.load(baseline) if baseline else None
-    data = spec.data
-    needed = needed_columns(ctx.loaded, list(spec.validation.slices) + ([data.oracle] if data.oracle else []))
     report_dir = ctx.workdir / "reports" / spec.name
     tmp = ctx.workdir / "tmp" / f"validate-{calibrated_step.key[:12]}"
     if tmp.exists():
@@ -211,24 +199,20 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     tmp.mkdir(parents=True)
     result: dict = {"metrics": {}, "bundle": str(calibrated_step.path / "bundle")}
     with ctx.tracker.step("validate"):
-        splits = load_splits(ctx.loaded, needed)
-        model = load_model(bundle)
-        evaluated = {"validation": splits.validation}
-        if splits.test is not None:
-            evaluated["test"] = splits.test
-        for name, frame in evaluated.items():
-            y, w = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
-            scored = score_frame(bundle, frame, model)
+        check_sources(ctx.loaded)
+        check_unique_keys(ctx.loaded)
+        evaluated = score_splits(ctx.loaded, bundle, load_model(bundle), baseline_bundle)
+        for name, split in evaluated.items():
+            scored, y, w = split.scored, split.labels, split.weights
             raw, final = scored["raw_score"].to_numpy(), scored["score"].to_numpy()
             kw = {"eps": spec.validation.logloss_eps, "ece_bins": spec.validation.ece_bins}
             split_metrics = {"raw": metrics.all_metrics(y, raw, w, **kw), "calibrated": metrics.all_metrics(y, final, w, **kw)}
-            if data.oracle is not None:
-                split_metrics["oracle"] = metrics.all_metrics(y, oracle_probabilities(frame, data.oracle), w, **kw)
-            if baseline_bundle is not None:
-                base = score_frame(baseline_bundle, frame)["score"].to_numpy()
-                split_metrics["baseline"] = metrics.all_metrics(y, base, w, **kw)
+            if split.oracle is not None:
+                split_metrics["oracle"] = metrics.all_metrics(y, split.oracle, w, **kw)
+            if split.baseline is not None:
+                split_metrics["baseline"] = metrics.all_metrics(y, split.baseline, w, **kw)
             if spec.validation.slices:
-                split_metrics["slices"] = slice_metrics(frame, spec.validation.slices, y, final, w, **kw)
+                split_metrics["slices"] = slice_metrics(split.slices, spec.validation.slices, y, final, w, **kw)
             result["metrics"][name] = split_metrics
             scored.with_columns(pl.Series("label", y)).write_parquet(tmp / f"predictions_{name}.parquet")
             for kind in [k for k in ("raw", "calibrated", "oracle") if k in split_metrics]:
