@@ -24,13 +24,15 @@ ARRAYS = tuple(DTYPES)
 
 @dataclass
 class CSRBatch:
-    """One batch: ids [nnz], values [nnz], offsets [B] (row starts), labels [B], weights [B]."""
+    """One batch: ids [nnz], values [nnz], offsets [B] (row starts), labels [B], weights [B];
+    width: entries per row when every row has the same count (None: ragged)."""
 
     ids: np.ndarray
     values: np.ndarray
     offsets: np.ndarray
     labels: np.ndarray
     weights: np.ndarray
+    width: int | None = None
 
 
 @dataclass
@@ -85,7 +87,7 @@ class EncodedSplit:
             ids = self.ids.reshape(-1, width)[rows].reshape(-1)
             values = self.values.reshape(-1, width)[rows].reshape(-1)
             return CSRBatch(ids, values, np.arange(len(rows), dtype=np.int64) * width,
-                            self.labels[rows], self.weights[rows])
+                            self.labels[rows], self.weights[rows], width)
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
         lengths = stops - starts
         batch_offsets = np.zeros(len(rows), dtype=np.int64)
@@ -98,7 +100,7 @@ class EncodedSplit:
         """Contiguous rows [start, stop) as zero-copy views."""
         a, b = self.offsets[start], self.offsets[stop]
         return CSRBatch(self.ids[a:b], self.values[a:b], self.offsets[start:stop] - a,
-                        self.labels[start:stop], self.weights[start:stop])
+                        self.labels[start:stop], self.weights[start:stop], self.width)
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):
         """Yield CSR batches in `order` (a permutation of rows) or file order."""

@@ -131,7 +131,6 @@ class DotInteraction(nn.Module):
         super().__init__()
         upper = torch.triu_indices(n, n, offset=1)
         self.register_buffer("pairs", upper[0] * n + upper[1], persistent=False)
-        self.n = n
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(vectors, vectors.transpose(1, 2))
@@ -190,17 +189,17 @@ class SparseNN(nn.Module):
         modules = [self.sparse] + ([self.interactions.embedding] if self.interactions is not None else [])
         return [getattr(m, name) for m in modules for name in m.sparse_parameters]
 
-    def deduplicate(self, ids: torch.Tensor, offsets: torch.Tensor) -> RowBatch:
+    def deduplicate(self, ids: torch.Tensor, offsets: torch.Tensor, width: int | None = None) -> RowBatch:
         """The batch's id structure for row-wise training: grouped by id (one sort) when any per-id
         table is wider than NARROW_ROWS or the id space exceeds BITMAP_IDS_PER_ENTRY x nnz, else
         scattered through a bitmap of the id space (no sort; see rows.deduplicate). The bitmap is
         scratch, built on first use, not part of the state."""
         num_ids = self.sparse.weight.shape[0]
         if max(table.shape[1] for table in self.row_tables()) > NARROW_ROWS or num_ids > BITMAP_IDS_PER_ENTRY * len(ids):
-            return deduplicate(ids, offsets)
+            return deduplicate(ids, offsets, num_ids, width)
         if self._bitmap is None or self._bitmap.seen.device != ids.device:
             self._bitmap = IdBitmap(num_ids, ids.device)
-        return deduplicate(ids, offsets, self._bitmap)
+        return deduplicate(ids, offsets, num_ids, width, self._bitmap)
 
     def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
         """Copies of rows `unique` [U] of every per-id table, as leaves that take gradients."""

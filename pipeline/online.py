@@ -78,7 +78,8 @@ class OnlineScorer:
         h = _act(self.sparse_act[0], rows @ self.table + self.bias, self.sparse_act[1])
         logit = np.concatenate([self._head(h[start:start + BLOCK_ROWS], ids[start:start + BLOCK_ROWS],
                                            scaled[start:start + BLOCK_ROWS]) for start in range(0, n, BLOCK_ROWS)])
-        return np.where(logit >= 0, 1.0 / (1.0 + np.exp(-np.abs(logit))), np.exp(-np.abs(logit)) / (1.0 + np.exp(-np.abs(logit))))
+        small = np.exp(-np.abs(logit))  # σ without overflow: 1/(1+e^-|x|) for x >= 0, e^-|x|/(1+e^-|x|) below
+        return np.where(logit >= 0, 1.0, small) / (1.0 + small)
 
     def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""

@@ -44,12 +44,12 @@ class RowBatch:
     starts: torch.Tensor | None = None
 
 
-def rows_of_entries(offsets: torch.Tensor, nnz: int) -> torch.Tensor:
-    """The batch row of each of nnz entries [nnz]: position // w when every row has w entries."""
+def rows_of_entries(offsets: torch.Tensor, nnz: int, width: int | None) -> torch.Tensor:
+    """The batch row of each of nnz entries [nnz]: position // width when every row has `width`
+    entries (known where the batch was cut, so no device sync), else from the row lengths."""
+    if width:
+        return torch.div(torch.arange(nnz, device=offsets.device), width, rounding_mode="floor")
     lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
-    positions = torch.arange(nnz, device=offsets.device)
-    if len(offsets) and bool((lengths == lengths[0]).all()) and int(lengths[0]) > 0:
-        return torch.div(positions, int(lengths[0]), rounding_mode="floor")
     return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)
 
 
@@ -70,17 +70,18 @@ class IdBitmap:
         return unique, self.slot.index_select(0, ids)
 
 
-def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, bitmap: IdBitmap | None = None) -> RowBatch:
-    """ids [nnz] (rows start at offsets [B]) -> RowBatch.
+def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: int | None = None,
+                bitmap: IdBitmap | None = None) -> RowBatch:
+    """ids [nnz] in [0, num_ids) (rows start at offsets [B]; `width` entries per row, or None) -> RowBatch.
 
     With a bitmap: scattered (the distinct ids alone, no sort). Else grouped: one stable sort of
-    the ids gives the transposed batch too (ids below 2^31 are sorted as int32, about twice as
-    fast as int64 on CPU).
+    the ids gives the transposed batch too (an id space below 2^31 is sorted as int32, about
+    twice as fast as int64 on CPU).
     """
-    row_of_entry = rows_of_entries(offsets, len(ids))
+    row_of_entry = rows_of_entries(offsets, len(ids), width)
     if bitmap is not None:
         return RowBatch(*bitmap.distinct(ids), row_of_entry)
-    keys = ids.to(torch.int32) if len(ids) and int(ids.max()) < 2**31 else ids
+    keys = ids.to(torch.int32) if num_ids <= 2**31 else ids
     sorted_ids, order = torch.sort(keys, stable=True)
     first = torch.ones_like(sorted_ids, dtype=torch.bool)
     first[1:] = sorted_ids[1:] != sorted_ids[:-1]

@@ -114,7 +114,10 @@ def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
 
     def joined(parts: list[ScoredSplit]) -> ScoredSplit:
-        arrays = lambda name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+        def arrays(name: str) -> np.ndarray | None:
+            first = getattr(parts[0], name)
+            return None if first is None else np.concatenate([getattr(p, name) for p in parts])
+
         return ScoredSplit(pl.concat([p.scored for p in parts]), arrays("labels"), arrays("weights"), arrays("oracle"),
                            arrays("baseline"), pl.concat([p.slices for p in parts]))
 

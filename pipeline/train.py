@@ -67,7 +67,7 @@ class Optimizers:
 def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
     """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
-    structure = model.deduplicate(ids, offsets)
+    structure = model.deduplicate(ids, offsets, batch.width)
     rows = model.gather_rows(structure.unique)
     logits = model.forward_rows(rows, structure, values, offsets)
     loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)

@@ -24,12 +24,15 @@ def _batches(steps=6, rows=16, per_row=5, seed=0):
 def test_deduplicate_describes_the_batch():
     ids = torch.tensor([7, 3, 7, 1, 3, 7])
     offsets = torch.tensor([0, 2, 5])  # rows: [7, 3], [7, 1, 3], [7]
-    batch = deduplicate(ids, offsets)
+    batch = deduplicate(ids, offsets, NUM_IDS)
     assert batch.unique.tolist() == [1, 3, 7]
     assert torch.equal(batch.unique[batch.inverse], ids)
     assert ids[batch.order].tolist() == [1, 3, 3, 7, 7, 7]
     assert batch.entry_rows.tolist() == [1, 0, 1, 0, 1, 2]
     assert batch.starts.tolist() == [0, 1, 3]
+    uniform = torch.tensor([0, 2, 4])  # the same ids as rows of width 2: [7, 3], [7, 1], [3, 7]
+    known, derived = deduplicate(ids, uniform, NUM_IDS, width=2), deduplicate(ids, uniform, NUM_IDS)
+    assert known.row_of_entry.tolist() == derived.row_of_entry.tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_forward_rows_matches_the_full_table_path_in_output_and_gradients():
@@ -40,7 +43,7 @@ def test_forward_rows_matches_the_full_table_path_in_output_and_gradients():
     rowwise.load_state_dict(full.state_dict())
     ids, values, offsets, target = next(_batches())
     out_full = full(ids, values, offsets)
-    batch = deduplicate(ids, offsets)
+    batch = deduplicate(ids, offsets, NUM_IDS)
     rows = gather_rows([getattr(rowwise, name) for name in SparseLinear.sparse_parameters], batch.unique)
     out_rows = rowwise.forward_rows(rows, batch, values, offsets)
     torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
@@ -69,7 +72,7 @@ def test_row_optimizers_equal_torch_sparse_optimizers(kind):
         ((pooled - target) ** 2).sum().backward()
         torch_opt.step()
 
-        batch = deduplicate(ids, offsets)
+        batch = deduplicate(ids, offsets, NUM_IDS)
         rows = table.index_select(0, batch.unique).requires_grad_()
         pooled = F.embedding_bag(batch.inverse, rows, offsets, mode="sum", per_sample_weights=values)
         ((pooled - target) ** 2).sum().backward()
@@ -87,7 +90,7 @@ def test_sparse_nn_with_interactions_trains_row_wise_like_the_full_tables():
     ids, values, offsets, _ = next(_batches())  # 16 rows of 5 entries: one per field
     target = torch.randn(len(offsets))
     out_full = full(ids, values, offsets)
-    batch = deduplicate(ids, offsets)
+    batch = deduplicate(ids, offsets, NUM_IDS)
     rows = rowwise.gather_rows(batch.unique)
     out_rows = rowwise.forward_rows(rows, batch, values, offsets)
     torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
