@@ -338,7 +338,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
     from .bundle import Bundle
     from .online import OnlineScorer
     from .predict import predict_file
-    from .synth import synth_spec
+    from .synth import synth_spec, train_rows
 
     rows = size["quality_rows"]
     path = synth_file(folder, rows)
@@ -359,7 +359,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
         Figure("Q.train_rows_per_s", "pipeline training rows/s in that run", "rows/s", history[0]["rows_per_s"]),
     ]
     bundle_path = Path(result["bundle"])
-    cut = int(rows * 0.9)
+    cut = train_rows(rows)
     predict_runs = []
     for _ in range(size["repeats"]):
         start = time.perf_counter()

@@ -35,12 +35,12 @@ def run_snn(path: Path, rows: int, workdir: Path) -> None:
 def run_sklearn(path: Path, rows: int, workdir: Path) -> None:
     from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
 
-    from .synth import CATEGORICAL, CONTINUOUS
+    from .synth import CATEGORICAL, CONTINUOUS, train_rows
 
     frame = pl.read_parquet(path, columns=CONTINUOUS + CATEGORICAL)
     continuous = frame.select(CONTINUOUS).fill_null(-1.0).to_numpy()
     categorical = frame.select(CATEGORICAL).fill_null(-1).to_numpy()
-    cut = int(rows * 0.9)
+    cut = train_rows(rows)
     bins = KBinsDiscretizer(n_bins=32, encode="onehot", strategy="quantile", quantile_method="averaged_inverted_cdf",
                             subsample=None).fit(continuous[:cut])
     onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=2).fit(categorical[:cut])

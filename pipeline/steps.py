@@ -19,12 +19,12 @@ from . import metrics
 from .bundle import Bundle, replace_folder
 from .cache import StepDir, link_latest, step_key
 from .calibrate import Isotonic, downsampling_correction
-from .data import Reader, check_sources, input_fingerprints, key_column
+from .data import Reader, input_fingerprints, key_column
 from .encoded import EncodedSplit
 from .evaluate import evaluate_gates, slice_metrics
 from .features import FeatureMap
 from .parity import compare, read_predictions
-from .prepare import check_unique_keys, prepare
+from .prepare import prepare
 from .plots import reliability_png, roc_png
 from .score import load_model, raw_probabilities, score_splits
 from .spec import IsotonicCalibration, LoadedSpec
@@ -199,8 +199,6 @@ def validate_step(ctx: Context, compare_path: Path | None = None, baseline: Path
     tmp.mkdir(parents=True)
     result: dict = {"metrics": {}, "bundle": str(calibrated_step.path / "bundle")}
     with ctx.tracker.step("validate"):
-        check_sources(ctx.loaded)
-        check_unique_keys(ctx.loaded)
         evaluated = score_splits(ctx.loaded, bundle, load_model(bundle), baseline_bundle)
         for name, split in evaluated.items():
             scored, y, w = split.scored, split.labels, split.weights

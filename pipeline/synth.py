@@ -36,6 +36,7 @@ CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
 INTERACTIONS = (("C1", "C2"), ("C3", "C5"), ("C4", "I1"), ("C6", "C8"), ("I2", "I3"), ("C7", "C10"))
 ZIPF_EXPONENT = 1.15
+TEST_FRACTION = 0.1  # synth_spec's test split: the file's last 10% of rows
 RARE_DECAY = 0.3  # per-id effects shrink as (1 + rank)^-0.3: rare ids carry less signal, as hashed tails do
 
 
@@ -168,13 +169,16 @@ def write(path: Path, config: SynthConfig) -> dict:
     return summary
 
 
-def synth_spec(data_path: str, rows: int, name: str = "synth", test_fraction: float = 0.1, width: int = 64,
-               mlp: tuple[int, ...] = (32,), interaction_dim: int | None = 16, epochs: int = 1, batch_size: int = 1024,
-               lr: float = 0.01) -> dict:
-    """A spec for a synthetic file: train rows [0, n·(1−test_fraction)) with a 5% key-hash holdout,
-    the rest as test, every column as its feature, `p_true` as the oracle, and DLRM dot
-    interactions (dim `interaction_dim`; None for none) so the planted pairwise products can be learned."""
-    cut = int(rows * (1 - test_fraction))
+def train_rows(rows: int) -> int:
+    """The synthetic specs' train/test cut: rows [0, cut) train (with the holdout), [cut, rows) test."""
+    return int(rows * (1 - TEST_FRACTION))
+
+
+def synth_spec(data_path: str, rows: int, name: str = "synth", width: int = 64, batch_size: int = 1024) -> dict:
+    """A spec for a synthetic file: train rows [0, train_rows(n)) with a 5% key-hash holdout, the
+    rest as test, every column as its feature, `p_true` as the oracle, and DLRM dot interactions
+    (dim 16) so the planted pairwise products can be learned; one epoch at lr 0.01."""
+    cut = train_rows(rows)
     features = [{"name": c, "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 32}} for c in CONTINUOUS]
     features += [{"name": c, "kind": "categorical", "min_count": 2} for c in CATEGORICAL]
     return {
@@ -184,8 +188,8 @@ def synth_spec(data_path: str, rows: int, name: str = "synth", test_fraction: fl
                  "test": {"path": data_path, "rows": [cut, rows]}, "holdout": {"fraction": 0.05, "seed": 5},
                  "label": {"column": "label"}, "oracle": ORACLE_COLUMN},
         "features": features,
-        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": list(mlp)},
-                  **({"interactions": {"dim": interaction_dim}} if interaction_dim else {})},
-        "train": {"optimizer": "adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": 1},
+        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": [32]},
+                  "interactions": {"dim": 16}},
+        "train": {"optimizer": "adam", "lr": 0.01, "batch_size": batch_size, "epochs": 1, "seed": 1},
         "calibration": {"kind": "isotonic"},
     }

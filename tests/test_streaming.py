@@ -12,7 +12,7 @@ from snn.pipeline.encoded import EncodedSplit
 from snn.pipeline.online import OnlineScorer
 from snn.pipeline.prepare import prepare
 from snn.pipeline.spec import load_spec
-from snn.pipeline.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, write
+from snn.pipeline.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
 
 from typer.testing import CliRunner
 
@@ -66,7 +66,7 @@ def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
             np.testing.assert_array_equal(getattr(splits_a[name], array), getattr(splits_b[name], array))
         assert splits_a[name].width == len(CONTINUOUS) + len(CATEGORICAL)
         assert splits_a[name].load_keys().equals(splits_b[name].load_keys())
-    cut = int(ROWS * 0.9)  # synth_spec: train rows [0, cut) with a key-hash holdout, test rows [cut, ROWS)
+    cut = train_rows(ROWS)  # synth_spec: train rows [0, cut) with a key-hash holdout, test rows [cut, ROWS)
     assert splits_a["test"].load_keys().to_list() == list(range(cut, ROWS))
     assert sorted(splits_a["train"].load_keys().to_list() + splits_a["validation"].load_keys().to_list()) == list(range(cut))
 
@@ -76,7 +76,7 @@ def test_validate_reports_the_oracle_and_batched_online_scores_equal_single_ones
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     test = report["metrics"]["test"]
-    frame = pl.read_parquet(synth / "s.parquet").slice(int(ROWS * 0.9))
+    frame = pl.read_parquet(synth / "s.parquet").slice(train_rows(ROWS))
     from sklearn.metrics import roc_auc_score
 
     assert test["oracle"]["auc"] == pytest.approx(roc_auc_score(frame["label"], frame["p_true"]), abs=1e-12)
