@@ -88,7 +88,8 @@ def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: i
     run = torch.cumsum(first, 0) - 1
     inverse = torch.empty_like(run)
     inverse[order] = run
-    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, row_of_entry, order, row_of_entry[order],
+    entry_rows = torch.div(order, width, rounding_mode="floor") if width else row_of_entry.index_select(0, order)
+    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, row_of_entry, order, entry_rows,
                     torch.nonzero(first).squeeze(1))
 
 
