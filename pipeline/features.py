@@ -14,9 +14,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
-from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -156,6 +157,12 @@ class ContinuousEncoder:
             return 2
         return self.buckets if self.buckets else self.n_bins + 1
 
+    @cached_property
+    def _inner_edges(self) -> np.ndarray:
+        """The edges between bins, float64 [n_bins - 1] (the outer two only bound the fitted range)."""
+        return np.asarray(self.edges[1:-1], dtype=np.float64)
+
+    @cached_property
     def _bin_ids(self) -> np.ndarray:
         """Local id of each bin and of missing (last entry): int64 [n_bins + 1]."""
         if self.buckets:
@@ -172,9 +179,9 @@ class ContinuousEncoder:
         missing = np.isnan(x)
         if self.raw:
             return missing.astype(np.int64), np.where(missing, 1.0, x).astype(np.float32)
-        bins = np.searchsorted(np.asarray(self.edges[1:-1]), x, side="right")
+        bins = np.searchsorted(self._inner_edges, x, side="right")
         bins[missing] = self.n_bins
-        return self._bin_ids()[bins], np.ones(len(x), dtype=np.float32)
+        return self._bin_ids[bins], np.ones(len(x), dtype=np.float32)
 
     def encode_value(self, raw) -> tuple[int, float]:
         x = _to_float(raw)
@@ -269,6 +276,38 @@ def _category_value(raw) -> str | None:
     return raw.strip() if isinstance(raw, str) else str(raw)
 
 
+class IntegerLookup:
+    """A map from distinct int64 keys to int64 values, vectorized: `lookup(x [n]) -> values [n]`, with
+    `default` for absent keys. Keys spanning at most max(4 * count, 2^16) integers get a dense table (one
+    gather per value); wider key sets a binary search of the sorted queries in the sorted keys."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, default: int):
+        self.default = default
+        self.low = int(keys.min()) if len(keys) else 0
+        span = int(keys.max()) - self.low + 1 if len(keys) else 0
+        self.dense = None
+        if span <= max(4 * len(keys), 1 << 16):
+            self.dense = np.full(span, default, dtype=np.int64)
+            self.dense[keys - self.low] = values
+        else:
+            order = np.argsort(keys)
+            self.keys, self.values = keys[order], values[order]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.full(len(x), self.default, dtype=np.int64)
+        if self.dense is not None:
+            at = x - self.low
+            inside = (at >= 0) & (at < len(self.dense))
+            out[inside] = self.dense[at[inside]]
+        elif len(self.keys):
+            order = np.argsort(x)  # sorted needles walk the keys in order: about 2x fewer cache misses
+            at = np.empty_like(order)
+            at[order] = np.minimum(np.searchsorted(self.keys, x[order]), len(self.keys) - 1)
+            found = self.keys[at] == x
+            out[found] = self.values[at[found]]
+        return out
+
+
 @dataclass
 class CategoricalEncoder:
     """Vocabulary (values seen >= min_count times, most frequent first) or stable hash buckets.
@@ -290,7 +329,7 @@ class CategoricalEncoder:
         self._index: dict[str, int] | None = None  # built on the first online lookup
         self._text_lookup: tuple[pl.Series, pl.Series] | None = None
         self._int_lookup: tuple[pl.Series, pl.Series] | None = None
-        self._int_index: dict | None = None
+        self._int_lookup_online: IntegerLookup | None = None
 
     @classmethod
     def fit(cls, feature: CategoricalFeature, series: pl.Series, weights: np.ndarray) -> "CategoricalEncoder":
@@ -350,20 +389,21 @@ class CategoricalEncoder:
 
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
-        ones = np.ones(len(raws))
         if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
-            lookup = self._integer_index().get
-            return np.fromiter(map(lookup, raws, repeat(len(self.vocabulary))), np.int64, len(raws)), ones
-        return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), ones
+            x = np.array(raws, dtype=np.float64)  # None -> NaN, in one C pass
+            if (np.abs(np.where(np.isnan(x), 0.0, x)) < 2.0 ** 53).all():  # every int exact in float64
+                return self._lookup_integers(x)
+        return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
 
-    def _integer_index(self) -> dict:
-        """{int value: local id} for the vocabulary entries that are integers in canonical text, and
-        None -> the missing id: the online twin of `_encode_integers` (a dict probe per value)."""
-        if self._int_index is None:
-            keys, local = self._integer_keys()
-            self._int_index = dict(zip(keys.tolist(), local.tolist()))
-            self._int_index[None] = len(self.vocabulary) + 1
-        return self._int_index
+    def _lookup_integers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integers (exact in float64) or NaN for missing, float64 [n] -> ids int64 [n], values float64 [n]:
+        the online twin of `_encode_integers`, one vectorized lookup of the vocabulary's integer entries."""
+        if self._int_lookup_online is None:
+            self._int_lookup_online = IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
+        missing = np.isnan(x)
+        ids = self._int_lookup_online(np.where(missing, 0.0, x).astype(np.int64))
+        ids[missing] = len(self.vocabulary) + 1
+        return ids, np.ones(len(x))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,

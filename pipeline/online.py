@@ -76,15 +76,17 @@ class OnlineScorer:
         rows = csr_matrix(((scaled + np.take(self.id_bias, ids)).ravel(), ids.ravel(), np.arange(n + 1) * width),
                           shape=(n, len(self.table)))
         h = _act(self.sparse_act[0], rows @ self.table + self.bias, self.sparse_act[1])
+        unit_scales = bool((scaled == 1.0).all())
         logit = np.concatenate([self._head(h[start:start + BLOCK_ROWS], ids[start:start + BLOCK_ROWS],
-                                           scaled[start:start + BLOCK_ROWS]) for start in range(0, n, BLOCK_ROWS)])
+                                           scaled[start:start + BLOCK_ROWS], unit_scales)
+                                for start in range(0, n, BLOCK_ROWS)])
         small = np.exp(-np.abs(logit))  # σ without overflow: 1/(1+e^-|x|) for x >= 0, e^-|x|/(1+e^-|x|) below
         return np.where(logit >= 0, 1.0, small) / (1.0 + small)
 
-    def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""
         if self.interactions is not None:
-            h = self._interact(h, ids, scaled)
+            h = self._interact(h, ids, scaled, unit_scales)
         for layer in self.layers:
             if layer[0] == "linear":
                 h = h @ layer[1] + layer[2]
@@ -97,13 +99,17 @@ class OnlineScorer:
                 h = _act(layer[1], h, layer[2])
         return h[:, 0]
 
-    def _interact(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-        """h [n, width] -> [h, upper triangle of G Gᵀ] [n, width + (F+1)F/2], G [n, F+1, d]."""
+    def _interact(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
+        """h [n, width] -> [h, upper triangle of G Gᵀ] [n, width + (F+1)F/2], G [n, F+1, d];
+        `unit_scales`: every scaled value is exactly 1 (skip the multiply)."""
         table, project, project_bias, pairs = self.interactions
         g = np.empty((len(h), ids.shape[1] + 1, table.shape[1]))
         np.matmul(h, project, out=g[:, 0])
         g[:, 0] += project_bias
-        np.multiply(np.take(table, ids, axis=0), scaled[:, :, None], out=g[:, 1:])
+        if unit_scales:  # one-hot entries (v = 1 = max |v|): the embeddings as they are
+            g[:, 1:] = np.take(table, ids, axis=0)
+        else:
+            np.multiply(np.take(table, ids, axis=0), scaled[:, :, None], out=g[:, 1:])
         gram = np.matmul(g, g.transpose(0, 2, 1)).reshape(len(h), -1)
         return np.concatenate([h, np.take(gram, pairs, axis=1)], axis=1)
 

@@ -13,6 +13,7 @@ from snn.pipeline.features import (
     CategoricalEncoder,
     ContinuousEncoder,
     FeatureMap,
+    IntegerLookup,
     percentile_edges,
     stable_bucket,
     weighted_quantiles,
@@ -86,6 +87,35 @@ def test_vocabulary_min_count_oov_and_missing():
     ids, _ = enc.encode_series(pl.Series("c", ["a", "b", "c", "never-seen", None]))
     assert ids.tolist() == [0, 1, 2, 2, 3]
     assert enc.encode_value("never-seen") == (2, 1.0) and enc.encode_value(None) == (3, 1.0)
+
+
+@pytest.mark.parametrize("high", [3_000, 2**40], ids=["dense-keys", "sparse-keys"])
+def test_integer_ids_online_equal_batch_and_single_values(high):
+    rng = np.random.default_rng(7)
+    seen = rng.choice(rng.integers(-high, high, 500), 5_000)
+    feature = CategoricalFeature(name="c", kind="categorical", min_count=2)
+    enc = CategoricalEncoder.fit(feature, pl.Series("c", seen, dtype=pl.Int64), np.ones(len(seen)))
+    assert len(enc.vocabulary) > 400
+    queries = [int(v) for v in rng.choice(seen, 400)] + [int(v) for v in rng.integers(-high, high, 400)]
+    queries += [None, high * 4, -high * 4]
+    batch, _ = enc.encode_series(pl.Series("c", queries, dtype=pl.Int64))
+    online, values = enc.encode_values(queries)
+    assert online.tolist() == batch.tolist() == [enc.encode_value(v)[0] for v in queries]
+    assert values.tolist() == [1.0] * len(queries)
+    assert (enc._int_lookup_online.dense is not None) == (high < 2**16)
+    beyond_float = [2**60 + 1, None, queries[0]]  # past 2^53: the per-value path, same answers
+    assert enc.encode_values(beyond_float)[0].tolist() == [enc.encode_value(v)[0] for v in beyond_float]
+
+
+@pytest.mark.parametrize("keys", [np.arange(0, 300, 3), np.array([5, -2**50, 2**50, 17, 0])], ids=["dense", "sparse"])
+def test_integer_lookup_equals_a_dict(keys):
+    values = np.arange(len(keys)) * 10
+    lookup = IntegerLookup(keys, values, default=-1)
+    assert (lookup.dense is not None) == (len(keys) > 5)
+    queries = np.concatenate([keys, keys + 1, keys - 1, [2**62, -2**62]])
+    expected = dict(zip(keys.tolist(), values.tolist()))
+    assert lookup(queries).tolist() == [expected.get(q, -1) for q in queries.tolist()]
+    assert IntegerLookup(np.array([], dtype=np.int64), np.array([], dtype=np.int64), default=9)(queries).tolist() == [9] * len(queries)
 
 
 def test_hashing_is_stable_blake2b():
