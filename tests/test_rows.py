@@ -110,15 +110,17 @@ def test_dot_interaction_is_every_pairwise_dot_product():
     torch.testing.assert_close(DotInteraction(5)(vectors), expected)
 
 
-def test_narrow_tables_train_sort_free_with_the_same_updates():
-    """A logistic-regression model (width 1) deduplicates through the bitmap (scattered batch) and
-    takes the same steps as the grouped (sorted) path, which the tests above hold to torch."""
+@pytest.mark.parametrize("width", [1, 3])
+def test_narrow_tables_train_sort_free_with_the_same_updates(width):
+    """A logistic-regression model (width 1; and 3, the 2-D backward) deduplicates through the bitmap
+    (scattered batch) and takes the same steps as the grouped (sorted) path, which the tests above hold
+    to torch."""
     from snn.pipeline import model as model_module
     from snn.pipeline.encoded import CSRBatch
     from snn.pipeline.spec import TrainSpec
     from snn.pipeline.train import Optimizers, training_step
 
-    spec = ModelSpec.model_validate({"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}})
+    spec = ModelSpec.model_validate({"sparse_linear": {"width": width, "activation": "none"}, "mlp": {"layers": []}})
     models = []
     for narrow in (model_module.NARROW_ROWS, 0):  # 0: every table counts as wide -> grouped
         torch.manual_seed(5)
