@@ -20,7 +20,7 @@ from . import __version__
 from .spec import canonical_json
 
 # Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
-ARTIFACT_LAYOUT = 3
+ARTIFACT_LAYOUT = 4
 
 
 def step_key(name: str, fields: dict, upstream: dict[str, str] | None = None,

@@ -1,10 +1,12 @@
 """Encoded splits as CSR arrays on disk, written a chunk at a time and memory-mapped back.
 
 Layout of one split folder (raw little-endian arrays, described by `meta.json`):
-`offsets.bin` int64 [n+1], `ids.bin` int64 [nnz], `values.bin` float32 [nnz], `labels.bin`
-float32 [n], `weights.bin` float32 [n], and `keys/part-*.parquet` (the row key, one part per
-chunk). `meta.json` holds n, nnz, and `width` when every row has the same number of entries
-(one per feature), which lets a batch gather be a plain 2-D row gather.
+`offsets.bin` int64 [n+1], `ids.bin` int32 [nnz] (int64 when the id space reaches 2^31),
+`values.bin` float32 [nnz], `labels.bin` float32 [n], `weights.bin` float32 [n], and
+`keys/part-*.parquet` (the row key, one part per chunk). `meta.json` holds n, nnz, the ids'
+dtype, `width` when every row has the same number of entries (one per feature), which lets a
+batch gather be a plain 2-D row gather, and `values: "ones"` when every feature is one-hot
+(binned or categorical): then every value is 1.0 and `values.bin` is not written at all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from .errors import ArtifactError
 
 DTYPES = {"offsets": np.int64, "ids": np.int64, "values": np.float32, "labels": np.float32, "weights": np.float32}
 ARRAYS = tuple(DTYPES)
+
+
+def ids_dtype(num_ids: int) -> type:
+    """The narrowest id dtype for an id space of num_ids ids: int32 below 2^31 (half the bytes of
+    int64 on disk and in every batch gather), else int64."""
+    return np.int32 if num_ids <= np.iinfo(np.int32).max else np.int64
+
+
+def ones(count: int) -> np.ndarray:
+    """float32 [count] of 1.0 that takes no memory (a read-only broadcast view): the values of a
+    split whose features are all one-hot."""
+    return np.broadcast_to(np.float32(1.0), (count,))
 
 
 @dataclass
@@ -69,8 +83,11 @@ class EncodedSplit:
             meta = json.loads((folder / "meta.json").read_text())
             sizes = {"offsets": meta["rows"] + 1, "ids": meta["nnz"], "values": meta["nnz"],
                      "labels": meta["rows"], "weights": meta["rows"]}
-            arrays = {name: _map(folder / f"{name}.bin", DTYPES[name], sizes[name]) for name in ARRAYS}
-        except (OSError, ValueError, KeyError) as exc:
+            dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
+            stored = [name for name in ARRAYS if not (name == "values" and meta["values"] == "ones")]
+            arrays = {name: _map(folder / f"{name}.bin", dtypes[name], sizes[name]) for name in stored}
+            arrays.setdefault("values", ones(meta["nnz"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
         return cls(keys=None, **arrays, folder=folder, width=meta["width"])
 
@@ -130,10 +147,15 @@ BLOCK_ROWS = 1 << 14
 
 class SplitWriter:
     """Append encoded chunks to a split folder; `meta.json` is written last (a folder without it is
-    incomplete). Memory stays at one chunk whatever the number of rows."""
+    incomplete). Memory stays at one chunk whatever the number of rows.
 
-    def __init__(self, folder: Path):
+    ids are stored as `ids` (int32 or int64: `ids_dtype`); with `one_hot` every value is 1.0 and
+    the values are not stored."""
+
+    def __init__(self, folder: Path, ids: type = np.int64, one_hot: bool = False):
         self.folder = folder
+        self.dtypes = {**DTYPES, "ids": ids}
+        self.arrays = tuple(name for name in ARRAYS if not (one_hot and name == "values"))
         self.rows = self.nnz = self.parts = 0
         self.widths: set[int] = set()
         self.files = {}
@@ -141,7 +163,7 @@ class SplitWriter:
 
     def __enter__(self) -> "SplitWriter":
         (self.folder / "keys").mkdir(parents=True, exist_ok=True)
-        self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in ARRAYS}
+        self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in self.arrays}
         self.files["offsets"].write(np.zeros(1, np.int64).tobytes())
         return self
 
@@ -154,7 +176,8 @@ class SplitWriter:
             self.widths.update({low, high} if low != high else {low})
         for name, array in (("ids", ids), ("values", values), ("offsets", offsets), ("labels", labels),
                             ("weights", weights)):
-            self._write(name, array)
+            if name in self.files:
+                self._write(name, array)
         if keys is not None:
             pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
         self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
@@ -163,13 +186,13 @@ class SplitWriter:
         """Append `array` row-major; a strided view (a transposed feature-major chunk) is copied in
         blocks of BLOCK_ROWS rows through one reused buffer, never as a whole fresh copy."""
         array = np.asarray(array)
-        if array.flags.c_contiguous and array.dtype == DTYPES[name]:
+        if array.flags.c_contiguous and array.dtype == self.dtypes[name]:
             self.files[name].write(memoryview(array).cast("B"))
             return
         rows = array.reshape(len(array), -1)
         buffer = self.buffers.get(name)
         if buffer is None or buffer.shape[1:] != rows.shape[1:]:
-            buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *rows.shape[1:]), DTYPES[name])
+            buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *rows.shape[1:]), self.dtypes[name])
         for start in range(0, len(rows), BLOCK_ROWS):
             block = buffer[:len(rows[start:start + BLOCK_ROWS])]
             block[...] = rows[start:start + BLOCK_ROWS]
@@ -181,4 +204,6 @@ class SplitWriter:
         if kind is None:
             (self.folder / "meta.json").write_text(json.dumps({
                 "rows": self.rows, "nnz": self.nnz, "chunks": self.parts,
-                "width": next(iter(self.widths)) if len(self.widths) == 1 else None}))
+                "width": next(iter(self.widths)) if len(self.widths) == 1 else None,
+                "ids": np.dtype(self.dtypes["ids"]).name,
+                "values": "float32" if "values" in self.arrays else "ones"}))

@@ -16,6 +16,7 @@ import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -23,9 +24,9 @@ import numpy as np
 import polars as pl
 
 from .data import Reader, check_sources, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
-from .encoded import SplitWriter
+from .encoded import SplitWriter, ids_dtype
 from .errors import InputError
-from .features import QUANTILE_METHOD, FeatureMap, fitters
+from .features import QUANTILE_METHOD, FeatureMap, each_feature, fitters
 from .spec import LoadedSpec
 
 CHUNK_ROWS = 1 << 19
@@ -94,6 +95,12 @@ def check_unique_keys(loaded: LoadedSpec) -> None:
             raise repeated_keys(data.key, path, repeated)
 
 
+def _update(part: Part, pair: tuple) -> None:
+    """One fitter (pair: feature, fitter) takes one chunk's column."""
+    feature, fitter = pair
+    fitter.update(part.frame[feature.name], part.weights)
+
+
 def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
     """Pass 1: stream the train split through the fitters -> the feature map."""
     features = loaded.spec.features
@@ -102,8 +109,7 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     for part in stream_parts(loaded, needed_columns(loaded), ("train",), chunk_rows):
         if part.split != "train" or part.frame.height == 0:
             continue
-        for feature, fitter in zip(features, running):
-            fitter.update(part.frame[feature.name], part.weights)
+        each_feature(partial(_update, part), zip(features, running))
         rows += part.frame.height
         low, high = min(low, float(part.labels.min())), max(high, float(part.labels.max()))
     if rows == 0:
@@ -118,11 +124,11 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     """Pass 2: encode every split's chunks into `folder/<split>/` CSR files -> rows per split."""
     data = loaded.spec.data
     names = ["train", "validation"] + (["test"] if data.test is not None else [])
-    key, width = key_column(data), len(feature_map.encoders)
+    key, width, ids = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(SplitWriter(folder / name)) for name in names}
+        writers = {name: stack.enter_context(SplitWriter(folder / name, ids, feature_map.one_hot)) for name in names}
         # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows)
-        buffers = (np.empty((width, chunk_rows), np.int64), np.empty((width, chunk_rows), np.float32))
+        buffers = (np.empty((width, chunk_rows), ids), np.empty((width, chunk_rows), np.float32))
         for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
             if part.frame.height == 0:
                 continue

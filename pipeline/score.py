@@ -41,8 +41,8 @@ def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 40
     row = 0
     for batch in split.batches(batch_size):
         logits = model(
-            torch.from_numpy(np.asarray(batch.ids)),
-            torch.from_numpy(np.asarray(batch.values)).to(dtype),
+            torch.from_numpy(np.asarray(batch.ids, dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(batch.values)).to(dtype),
             torch.from_numpy(np.asarray(batch.offsets)),
         )
         out[row : row + len(batch.labels)] = torch.sigmoid(logits).numpy()

@@ -33,16 +33,15 @@ def pick_device(name: str) -> torch.device:
 
 
 def to_device(batch: CSRBatch, device: torch.device):
-    """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA)."""
+    """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA); ids arrive as int64
+    (stored int32 ids widen after the copy, so half the bytes cross to a GPU)."""
     def move(a, dtype=None):
         t = torch.from_numpy(np.ascontiguousarray(a))
-        if dtype is not None:
-            t = t.to(dtype)
         if device.type == "cuda":
-            return t.pin_memory().to(device, non_blocking=True)
-        return t
+            t = t.pin_memory().to(device, non_blocking=True)
+        return t if dtype is None else t.to(dtype)
 
-    return move(batch.ids), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
+    return move(batch.ids, torch.int64), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
 @dataclass

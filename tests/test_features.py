@@ -144,6 +144,7 @@ def test_online_encoding_equals_batch_on_adult(adult):
     train = train.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
     test = test.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
     fmap = FeatureMap.fit(list(spec.features) + extra, train, np.ones(train.height))
+    assert FeatureMap.fit(spec.features, train.head(500), np.ones(500)).one_hot and not fmap.one_hot  # age_raw
     ids, values = fmap.encode_frame(test)
     fmap2 = FeatureMap.from_json(fmap.to_json())
     for i, record in enumerate(test.head(3000).iter_rows(named=True)):
