@@ -39,7 +39,8 @@ def ones(count: int) -> np.ndarray:
 @dataclass
 class CSRBatch:
     """One batch: ids [nnz], values [nnz], offsets [B] (row starts), labels [B], weights [B];
-    width: entries per row when every row has the same count (None: ragged)."""
+    width: entries per row when every row has the same count (None: ragged); one_hot: every value
+    is 1.0 (training then skips the values altogether)."""
 
     ids: np.ndarray
     values: np.ndarray
@@ -47,6 +48,7 @@ class CSRBatch:
     labels: np.ndarray
     weights: np.ndarray
     width: int | None = None
+    one_hot: bool = False
 
 
 @dataclass
@@ -59,14 +61,16 @@ class EncodedSplit:
     keys: pl.Series | None
     folder: Path | None = None
     width: int | None = -1  # entries per row when every row has the same count; -1: work it out
+    one_hot: bool = False  # every value is 1.0 (values is a view of ones, nothing stored)
 
     @classmethod
     def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights, keys: pl.Series) -> "EncodedSplit":
-        """From per-feature arrays ids/values [n, F] (one entry per feature and row)."""
+        """From per-feature arrays ids/values [n, F] (one entry per feature and row); one-hot when
+        every value is 1.0."""
         n, width = ids.shape
         offsets = np.arange(n + 1, dtype=np.int64) * width
         return cls(offsets, ids.reshape(-1), values.reshape(-1), np.asarray(labels, np.float32),
-                   np.asarray(weights, np.float32), keys, width=width)
+                   np.asarray(weights, np.float32), keys, width=width, one_hot=bool((values == 1.0).all()))
 
     @property
     def rows(self) -> int:
@@ -89,7 +93,7 @@ class EncodedSplit:
             arrays.setdefault("values", ones(meta["nnz"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
-        return cls(keys=None, **arrays, folder=folder, width=meta["width"])
+        return cls(keys=None, **arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")
 
     def load_keys(self) -> pl.Series:
         """The row keys [n] (read from the key parts on demand)."""
@@ -104,20 +108,20 @@ class EncodedSplit:
             ids = self.ids.reshape(-1, width)[rows].reshape(-1)
             values = self.values.reshape(-1, width)[rows].reshape(-1)
             return CSRBatch(ids, values, np.arange(len(rows), dtype=np.int64) * width,
-                            self.labels[rows], self.weights[rows], width)
+                            self.labels[rows], self.weights[rows], width, self.one_hot)
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
         lengths = stops - starts
         batch_offsets = np.zeros(len(rows), dtype=np.int64)
         np.cumsum(lengths[:-1], out=batch_offsets[1:])
         positions = np.repeat(starts - batch_offsets, lengths) + np.arange(lengths.sum(), dtype=np.int64)
         return CSRBatch(self.ids[positions], self.values[positions], batch_offsets,
-                        self.labels[rows], self.weights[rows])
+                        self.labels[rows], self.weights[rows], one_hot=self.one_hot)
 
     def slice(self, start: int, stop: int) -> CSRBatch:
         """Contiguous rows [start, stop) as zero-copy views."""
         a, b = self.offsets[start], self.offsets[stop]
         return CSRBatch(self.ids[a:b], self.values[a:b], self.offsets[start:stop] - a,
-                        self.labels[start:stop], self.weights[start:stop], self.width)
+                        self.labels[start:stop], self.weights[start:stop], self.width, self.one_hot)
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):
         """Yield CSR batches in `order` (a permutation of rows) or file order."""

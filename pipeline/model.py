@@ -72,11 +72,16 @@ class SparseLinear(nn.Module):
         """Full-table path (scoring, and differentiable for tests): [nnz] x3 -> [B, width]."""
         return self.pool(ids, self.scaled(ids, values), offsets)
 
-    def scaled_rows(self, batch: RowBatch, values: torch.Tensor) -> torch.Tensor:
+    def scaled_rows(self, batch: RowBatch, values: torch.Tensor | None) -> torch.Tensor:
         """Training path's v / max_abs [nnz]: max_abs[u] ← max(max_abs[u], max |v| of the batch's
-        entries with id u), then each entry divided by its id's max."""
+        entries with id u), then each entry divided by its id's max. values None: a one-hot batch,
+        every v = 1, so max_abs[u] ← max(max_abs[u], 1) with no per-entry reduction."""
         with torch.no_grad():
             scale = self.max_abs.index_select(0, batch.unique)
+            if values is None:
+                scale.clamp_min_(1.0)
+                self.max_abs.index_copy_(0, batch.unique, scale)
+                return scale.reciprocal_().index_select(0, batch.inverse)
             scale.scatter_reduce_(0, batch.inverse, values.abs(), reduce="amax")
             self.max_abs.index_copy_(0, batch.unique, scale)
             return values / scale.clamp_min(TINY).index_select(0, batch.inverse)
@@ -87,9 +92,10 @@ class SparseLinear(nn.Module):
         weight, id_bias = rows
         return self.act(pool_rows(weight, id_bias.view(-1), scaled, batch, offsets) + self.bias)
 
-    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,
                      offsets: torch.Tensor) -> torch.Tensor:
-        """Training path on the gathered rows: same output as `forward` in train mode."""
+        """Training path on the gathered rows: same output as `forward` in train mode (values None:
+        one-hot, every value 1)."""
         return self.pool_rows(rows, batch, self.scaled_rows(batch, values), offsets)
 
 
@@ -212,9 +218,10 @@ class SparseNN(nn.Module):
             h = self.interactions(h, self.interactions.embedding(ids, scaled))
         return self.mlp(h).squeeze(-1)
 
-    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor,
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,
                      offsets: torch.Tensor) -> torch.Tensor:
-        """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode."""
+        """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode
+        (values None: a one-hot batch, every value 1)."""
         scaled = self.sparse.scaled_rows(batch, values)
         h = self.sparse.pool_rows(rows[:2], batch, scaled, offsets)
         if self.interactions is not None:

@@ -34,14 +34,16 @@ def pick_device(name: str) -> torch.device:
 
 def to_device(batch: CSRBatch, device: torch.device):
     """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA); ids arrive as int64
-    (stored int32 ids widen after the copy, so half the bytes cross to a GPU)."""
+    (stored int32 ids widen after the copy, so half the bytes cross to a GPU); values are None
+    for a one-hot batch (every value 1.0)."""
     def move(a, dtype=None):
         t = torch.from_numpy(np.ascontiguousarray(a))
         if device.type == "cuda":
             t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
 
-    return move(batch.ids, torch.int64), move(batch.values), move(batch.offsets), move(batch.labels), move(batch.weights)
+    values = None if batch.one_hot else move(batch.values)
+    return move(batch.ids, torch.int64), values, move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Row-wise training equals the reference: autograd through full tables, torch SparseAdam / Adagrad."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -141,3 +142,28 @@ def test_narrow_tables_train_sort_free_with_the_same_updates(width):
     scattered, grouped = models
     for name, tensor in scattered.state_dict().items():
         torch.testing.assert_close(tensor, grouped.state_dict()[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 8], ids=["scattered", "grouped"])
+def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
+    """A batch flagged one-hot trains without a values tensor (max_abs ← max(max_abs, 1)) and takes
+    exactly the steps of the same batch with explicit values of 1.0."""
+    from snn.pipeline.encoded import CSRBatch
+    from snn.pipeline.spec import TrainSpec
+    from snn.pipeline.train import Optimizers, training_step
+
+    spec = ModelSpec.model_validate({"sparse_linear": {"width": width}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}})
+    states = []
+    for one_hot in (True, False):
+        torch.manual_seed(3)
+        net = SparseNN(NUM_IDS, 5, spec)
+        optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
+        for ids, _, offsets, _ in _batches(steps=4):
+            batch = CSRBatch(ids.numpy(), np.ones(len(ids), np.float32), offsets.numpy(),
+                             (torch.arange(len(offsets)) % 2).float().numpy(), np.ones(len(offsets), np.float32),
+                             width=5, one_hot=one_hot)
+            assert (net.deduplicate(ids, offsets).order is None) == (width == 1)
+            training_step(net, optimizers, batch, torch.device("cpu"))
+        states.append(net.state_dict())
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
