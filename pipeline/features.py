@@ -403,19 +403,20 @@ class CategoricalEncoder:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
         if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
             x = np.array(raws, dtype=np.float64)  # None -> NaN, in one C pass
-            if (np.abs(np.where(np.isnan(x), 0.0, x)) < 2.0 ** 53).all():  # every int exact in float64
-                return self._lookup_integers(x)
+            missing = np.isnan(x)
+            x[missing] = 0.0
+            if np.abs(x).max(initial=0.0) < 2.0 ** 53:  # every int exact in float64
+                return self._lookup_integers(x.astype(np.int64), missing), np.ones(len(raws))
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
 
-    def _lookup_integers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integers (exact in float64) or NaN for missing, float64 [n] -> ids int64 [n], values float64 [n]:
-        the online twin of `_encode_integers`, one vectorized lookup of the vocabulary's integer entries."""
+    def _lookup_integers(self, x: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Integers int64 [n] (and which are missing, bool [n]) -> local ids int64 [n]: the online twin
+        of `_encode_integers`, one vectorized lookup of the vocabulary's integer entries."""
         if self._int_lookup_online is None:
             self._int_lookup_online = IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
-        missing = np.isnan(x)
-        ids = self._int_lookup_online(np.where(missing, 0.0, x).astype(np.int64))
+        ids = self._int_lookup_online(x)
         ids[missing] = len(self.vocabulary) + 1
-        return ids, np.ones(len(x))
+        return ids
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,

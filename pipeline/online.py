@@ -64,6 +64,10 @@ class OnlineScorer:
             if spec.mlp.dropout:
                 index += 1
         self.layers.append(("linear", w[f"mlp.{index}.weight"].T.copy(), w[f"mlp.{index}.bias"]))
+        if self.interactions is not None:  # the first layer reads [h, pairs]: split its weight by rows, so
+            _, weight, bias = self.layers[0]  # h @ W_h + pairs @ W_p needs no concatenated copy (4x faster)
+            width = spec.sparse_linear.width
+            self.layers[0] = ("split linear", (weight[:width].copy(), weight[width:].copy()), bias)
 
     def raw(self, record: dict) -> float:
         ids, values = self.bundle.feature_map.encode_record(record)
@@ -86,10 +90,12 @@ class OnlineScorer:
     def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""
         if self.interactions is not None:
-            h = self._interact(h, ids, scaled, unit_scales)
+            h = (h, self._pairs(h, ids, scaled, unit_scales))
         for layer in self.layers:
             if layer[0] == "linear":
                 h = h @ layer[1] + layer[2]
+            elif layer[0] == "split linear":
+                h = h[0] @ layer[1][0] + h[1] @ layer[1][1] + layer[2]
             elif layer[0] == "affine":
                 h = h * layer[1] + layer[2]
             elif layer[0] == "layernorm":
@@ -99,9 +105,9 @@ class OnlineScorer:
                 h = _act(layer[1], h, layer[2])
         return h[:, 0]
 
-    def _interact(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
-        """h [n, width] -> [h, upper triangle of G Gᵀ] [n, width + (F+1)F/2], G [n, F+1, d];
-        `unit_scales`: every scaled value is exactly 1 (skip the multiply)."""
+    def _pairs(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
+        """h [n, width] -> the upper triangle of G Gᵀ [n, (F+1)F/2], G [n, F+1, d] (the MLP reads
+        [h, pairs]); `unit_scales`: every scaled value is exactly 1 (skip the multiply)."""
         table, project, project_bias, pairs = self.interactions
         g = np.empty((len(h), ids.shape[1] + 1, table.shape[1]))
         np.matmul(h, project, out=g[:, 0])
@@ -111,7 +117,7 @@ class OnlineScorer:
         else:
             np.multiply(np.take(table, ids, axis=0), scaled[:, :, None], out=g[:, 1:])
         gram = np.matmul(g, g.transpose(0, 2, 1)).reshape(len(h), -1)
-        return np.concatenate([h, np.take(gram, pairs, axis=1)], axis=1)
+        return np.take(gram, pairs, axis=1)
 
     def score(self, record: dict) -> float:
         return float(self.bundle.finish(np.array([self.raw(record)]))[0])
