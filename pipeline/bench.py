@@ -146,7 +146,7 @@ class SparseMatmulModel(nn.Module):
 def plain_optimizers(model: nn.Module, lr: float = 1e-3) -> list[torch.optim.Optimizer]:
     sparse = [p for n, p in model.named_parameters() if n.startswith("bag.")]
     dense = [p for n, p in model.named_parameters() if not n.startswith("bag.")]
-    return ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else []) + [torch.optim.Adam(dense, lr=lr)]
+    return ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else []) + [torch.optim.Adam(dense, lr=lr, fused=True)]
 
 
 def plain_step(model: nn.Module, optimizers, batch: CSRBatch, device: torch.device = torch.device("cpu")) -> None:
