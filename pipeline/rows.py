@@ -191,9 +191,10 @@ class RowAdam(RowOptimizer):
         self.betas, self.eps = betas, eps
         self.first = [torch.zeros_like(t) for t in tables]
         self.second = [torch.zeros_like(t) for t in tables]
+        self.step_count = [torch.zeros((), device=t.device) for t in tables]  # t, on the device (no host copy)
 
     def update(self, index, unique, rows, grad):
-        (b1, b2), step = self.betas, torch.tensor(float(self.steps), device=rows.device)
+        (b1, b2), step = self.betas, self.step_count[index].fill_(float(self.steps))
         m, v = self.first[index].index_select(0, unique), self.second[index].index_select(0, unique)
         torch._fused_adam_([rows], [grad.contiguous()], [m], [v], [], [step], lr=self.lr, beta1=b1, beta2=b2,
                            weight_decay=0.0, eps=self.eps / (1 - b2**self.steps) ** 0.5, amsgrad=False,
