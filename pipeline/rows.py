@@ -18,6 +18,7 @@ hold them equal); they differ only in never building a sparse gradient tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -46,12 +47,20 @@ class RowBatch:
 
 
 def rows_of_entries(offsets: torch.Tensor, nnz: int, width: int | None) -> torch.Tensor:
-    """The batch row of each of nnz entries [nnz]: each row index repeated `width` times when every row
-    has `width` entries (known where the batch was cut, so no device sync), else from the row lengths."""
-    if width:  # a broadcast copy: position // width is about 8x slower (torch's int64 division on CPU)
-        return torch.arange(len(offsets), device=offsets.device).unsqueeze(1).expand(-1, width).reshape(-1)
+    """The batch row of each of nnz entries [nnz] (read-only: fixed-width results are shared): each
+    row index repeated `width` times when every row has `width` entries (known where the batch was
+    cut, so no device sync), else from the row lengths."""
+    if width:
+        return _repeated_rows(len(offsets), width, offsets.device)
     lengths = torch.diff(offsets, append=offsets.new_tensor([nnz]))
     return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths)
+
+
+@lru_cache(maxsize=8)
+def _repeated_rows(rows: int, width: int, device: torch.device) -> torch.Tensor:
+    """[0]*width + [1]*width + ... [rows*width], built once per batch shape: every full batch of a
+    split has the same one (and position // width is about 8x slower: torch's int64 division)."""
+    return torch.arange(rows, device=device).unsqueeze(1).expand(-1, width).reshape(-1)
 
 
 class IdBitmap:

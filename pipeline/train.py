@@ -46,18 +46,46 @@ def to_device(batch: CSRBatch, device: torch.device):
     return move(batch.ids, torch.int64), values, move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
+class FusedAdam:
+    """torch.optim.Adam (no weight decay, no amsgrad) for the dense parameters: the same update in
+    one call of torch's fused kernel per step, without torch.optim's per-step Python bookkeeping
+    (about 150 us a step on this CPU, a twentieth of a logistic-regression step). State per
+    parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.step_count = [torch.zeros((), device=p.device) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        steps = [self.step_count[i] for i in live]
+        torch._foreach_add_(steps, 1.0)
+        torch._fused_adam_([self.params[i] for i in live], [self.params[i].grad for i in live],
+                           [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [], steps,
+                           lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                           amsgrad=False, maximize=False)
+
+
 @dataclass
 class Optimizers:
     """Row-wise updates for the per-id tables (rows.py), a torch optimizer for the dense rest.
 
-    adam: lazy Adam on touched rows (SparseAdam's update) + Adam; adagrad: Adagrad for both. The
-    dense optimizer runs torch's fused kernel (one call per step instead of a Python loop over the
-    parameters: +17% on a logistic-regression pass, whose steps are short); torch fuses Adagrad on
-    CPU only.
+    adam: lazy Adam on touched rows (SparseAdam's update) + Adam (`FusedAdam`); adagrad: Adagrad for
+    both (torch's, fused on CPU). Short steps (logistic regression) pay for every bit of per-step
+    Python: the fused dense updates took that pass from 1.27M to 1.50M rows/s.
     """
 
     rows: RowOptimizer
-    dense: torch.optim.Optimizer
+    dense: FusedAdam | torch.optim.Optimizer
 
     @classmethod
     def for_model(cls, model: SparseNN, spec: TrainSpec) -> "Optimizers":
@@ -66,7 +94,7 @@ class Optimizers:
         if spec.optimizer == "adagrad":
             on_cpu = all(p.device.type == "cpu" for p in dense)
             return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr, fused=on_cpu or None))
-        return cls(RowAdam(tables, spec.lr), torch.optim.Adam(dense, lr=spec.lr, fused=True))
+        return cls(RowAdam(tables, spec.lr), FusedAdam(dense, lr=spec.lr))
 
 
 def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
@@ -76,7 +104,7 @@ def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, devi
     rows = model.gather_rows(structure.unique)
     logits = model.forward_rows(rows, structure, values, offsets)
     loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
-    optimizers.dense.zero_grad(set_to_none=True)
+    optimizers.dense.zero_grad()
     loss.backward()
     optimizers.rows.step(structure.unique, rows)
     optimizers.dense.step()

@@ -167,3 +167,24 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
         states.append(net.state_dict())
     for name, tensor in states[0].items():
         assert torch.equal(tensor, states[1][name]), name
+
+
+def test_fused_dense_adam_equals_torch_adam():
+    from snn.pipeline.train import FusedAdam
+
+    torch.manual_seed(4)
+    ours = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
+    for step in range(6):
+        grads = [torch.randn_like(p) for p in ours]
+        for params in (ours, theirs):
+            for index, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if (index == 2 and step % 2) else g.clone()  # a parameter without a gradient is left alone
+        mine.step()
+        reference.step()
+        mine.zero_grad()
+        reference.zero_grad()
+        assert all(p.grad is None for p in ours)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
