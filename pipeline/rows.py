@@ -75,6 +75,7 @@ class IdBitmap:
         """ids [nnz] -> (distinct ids ascending [U], inverse [nnz]) in O(nnz + num_ids), no sort."""
         if ids.device.type == "cpu":
             return self._distinct_numpy(ids)
+        ids = ids.long()
         self.seen.index_fill_(0, ids, True)
         unique = torch.nonzero(self.seen).squeeze(1)
         self.seen.index_fill_(0, unique, False)
@@ -95,7 +96,8 @@ class IdBitmap:
 
 def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: int | None = None,
                 bitmap: IdBitmap | None = None) -> RowBatch:
-    """ids [nnz] in [0, num_ids) (rows start at offsets [B]; `width` entries per row, or None) -> RowBatch.
+    """ids int32 or int64 [nnz] in [0, num_ids) (rows start at offsets [B]; `width` entries per row,
+    or None) -> RowBatch (its index tensors int64).
 
     With a bitmap: scattered (the distinct ids alone, no sort). Else grouped: one stable sort of
     the ids gives the transposed batch too (an id space below 2^31 is sorted as int32, about
@@ -112,7 +114,7 @@ def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: i
     inverse = torch.empty_like(run)
     inverse[order] = run
     entry_rows = row_of_entry.index_select(0, order)
-    return RowBatch(sorted_ids[first].to(ids.dtype), inverse, row_of_entry, order, entry_rows,
+    return RowBatch(sorted_ids[first].long(), inverse, row_of_entry, order, entry_rows,
                     torch.nonzero(first).squeeze(1))
 
 

@@ -33,17 +33,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def to_device(batch: CSRBatch, device: torch.device):
-    """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA); ids arrive as int64
-    (stored int32 ids widen after the copy, so half the bytes cross to a GPU); values are None
-    for a one-hot batch (every value 1.0)."""
-    def move(a, dtype=None):
+    """Batch arrays -> tensors on device (pinned, non-blocking copies on CUDA); values are None for a
+    one-hot batch (every value 1.0). Stored int32 ids cross to a GPU as they are (half the bytes;
+    `deduplicate` takes either) and are widened to int64 on the CPU, by numpy: numpy and torch
+    index with int64, and torch's own widening copy is several times slower there."""
+    def move(a):
         t = torch.from_numpy(np.ascontiguousarray(a))
-        if device.type == "cuda":
-            t = t.pin_memory().to(device, non_blocking=True)
-        return t if dtype is None else t.to(dtype)
+        return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
+    ids = batch.ids if device.type == "cuda" else np.asarray(batch.ids, dtype=np.int64)
     values = None if batch.one_hot else move(batch.values)
-    return move(batch.ids, torch.int64), values, move(batch.offsets), move(batch.labels), move(batch.weights)
+    return move(ids), values, move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
 class FusedAdam:

@@ -147,7 +147,8 @@ def test_narrow_tables_train_sort_free_with_the_same_updates(width):
 @pytest.mark.parametrize("width", [1, 8], ids=["scattered", "grouped"])
 def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
     """A batch flagged one-hot trains without a values tensor (max_abs ← max(max_abs, 1)) and takes
-    exactly the steps of the same batch with explicit values of 1.0."""
+    exactly the steps of the same batch with explicit values of 1.0; int32 ids (as stored) train
+    exactly like int64 ones."""
     from snn.pipeline.encoded import CSRBatch
     from snn.pipeline.spec import TrainSpec
     from snn.pipeline.train import Optimizers, training_step
@@ -159,7 +160,8 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
         net = SparseNN(NUM_IDS, 5, spec)
         optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
         for ids, _, offsets, _ in _batches(steps=4):
-            batch = CSRBatch(ids.numpy(), np.ones(len(ids), np.float32), offsets.numpy(),
+            stored = ids.numpy().astype(np.int32 if one_hot else np.int64)
+            batch = CSRBatch(stored, np.ones(len(ids), np.float32), offsets.numpy(),
                              (torch.arange(len(offsets)) % 2).float().numpy(), np.ones(len(offsets), np.float32),
                              width=5, one_hot=one_hot)
             assert (net.deduplicate(ids, offsets).order is None) == (width == 1)
