@@ -172,8 +172,8 @@ class SplitWriter:
         return self
 
     def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None) -> None:
-        """One chunk: ids/values [nnz_c] (or [n_c, width] views, written row-major), lengths [n_c]
-        (entries per row), labels/weights/keys [n_c]."""
+        """One chunk: ids/values [nnz_c] (or [n_c, width] views, written row-major; values None for
+        a one-hot writer), lengths [n_c] (entries per row), labels/weights/keys [n_c]."""
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
             low, high = int(np.min(lengths)), int(np.max(lengths))

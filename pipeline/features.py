@@ -97,6 +97,12 @@ def percentile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.n
 # ----------------------------------------------------------------------------- encoders
 
 
+def unit_values(count: int) -> np.ndarray:
+    """float32 [count] of 1.0, the values of one-hot entries, as a read-only broadcast view (no memory
+    to allocate or fault in: a 1M-row chunk would be 4 MB per feature)."""
+    return np.broadcast_to(np.float32(1.0), (count,))
+
+
 def _to_float(raw) -> float | None:
     """Online twin of the batch numeric cast: None/NaN -> None, numbers and numeric strings -> float."""
     if raw is None:
@@ -192,7 +198,7 @@ class ContinuousEncoder:
             return missing.astype(np.int64), np.where(missing, 1.0, x).astype(np.float32)
         bins = np.searchsorted(self._inner_edges, x, side="right")
         bins[missing] = self.n_bins
-        return self._bin_ids[bins], np.ones(len(x), dtype=np.float32)
+        return (self._bin_ids[bins] if self.buckets else bins), unit_values(len(x))
 
     def encode_value(self, raw) -> tuple[int, float]:
         x = _to_float(raw)
@@ -354,7 +360,7 @@ class CategoricalEncoder:
         return self.buckets + 1 if self.buckets else len(self.vocabulary) + 2
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        ones = np.ones(len(series), dtype=np.float32)
+        ones = unit_values(len(series))
         if self.buckets is None and series.dtype.is_integer():
             return self._encode_integers(series), ones
         text = _category_text(series)
@@ -491,7 +497,7 @@ class BinaryEncoder:
         if bad.any():
             raise self._bad(text.filter(bad).unique().head(3).to_list())
         ids = np.where(text.is_null().to_numpy(), 2, np.where(is_true.to_numpy(), 1, 0))
-        return ids.astype(np.int64), np.ones(len(series), dtype=np.float32)
+        return ids.astype(np.int64), unit_values(len(series))
 
     def encode_value(self, raw) -> tuple[int, float]:
         value = _category_value(raw)
@@ -581,24 +587,27 @@ class FeatureMap:
         ids, values = self.encode_columns(frame)
         return np.ascontiguousarray(ids.T), np.ascontiguousarray(values.T)
 
-    def encode_columns(self, frame: pl.DataFrame, buffers: tuple[np.ndarray, np.ndarray] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def encode_columns(self, frame: pl.DataFrame, buffers: tuple[np.ndarray, np.ndarray | None] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
         """Feature-major: global ids int64 [F, n] and values float32 [F, n] (each feature's row
         contiguous), written into the first n columns of `buffers` (ids int64 or int32 when every id
-        fits, values float32; [F, >= n]) when given, so a chunked caller reuses memory it has
-        already touched."""
+        fits, values float32 or None to skip them (one-hot); [F, >= n]) when given, so a chunked
+        caller reuses memory it has already touched."""
         if buffers is None or buffers[0].shape[1] < frame.height:
             buffers = (np.empty((len(self.encoders), frame.height), dtype=np.int64),
                        np.empty((len(self.encoders), frame.height), dtype=np.float32))
-        ids, values = buffers[0][:, :frame.height], buffers[1][:, :frame.height]
+        ids = buffers[0][:, :frame.height]
+        values = None if buffers[1] is None else buffers[1][:, :frame.height]
         missing = [name for name in self.names if name not in frame.columns]
         if missing:
             raise InputError(f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}")
 
         def encode(j: int) -> None:
             encoder = self.encoders[j]
-            local, values[j] = encoder.encode_series(frame[encoder.name])
+            local, encoded = encoder.encode_series(frame[encoder.name])
             np.add(local, encoder.offset, out=ids[j])
+            if values is not None:
+                values[j] = encoded
 
         each_feature(encode, range(len(self.encoders)))
         return ids, values

@@ -127,13 +127,15 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     key, width, ids = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
         writers = {name: stack.enter_context(SplitWriter(folder / name, ids, feature_map.one_hot)) for name in names}
-        # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows)
-        buffers = (np.empty((width, chunk_rows), ids), np.empty((width, chunk_rows), np.float32))
+        # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows);
+        # one-hot maps store no values, so none are encoded
+        buffers = (np.empty((width, chunk_rows), ids),
+                   None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32))
         for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
             if part.frame.height == 0:
                 continue
             ids, values = feature_map.encode_columns(part.frame, buffers)
-            writers[part.split].append(ids.T, values.T, np.full(part.frame.height, width),
+            writers[part.split].append(ids.T, None if values is None else values.T, np.full(part.frame.height, width),
                                        part.labels, part.weights, part.frame[key])
         rows = {name: writer.rows for name, writer in writers.items()}
     if rows["validation"] == 0:
