@@ -153,12 +153,12 @@ class SplitWriter:
     """Append encoded chunks to a split folder; `meta.json` is written last (a folder without it is
     incomplete). Memory stays at one chunk whatever the number of rows.
 
-    ids are stored as `ids` (int32 or int64: `ids_dtype`); with `one_hot` every value is 1.0 and
-    the values are not stored."""
+    ids are stored as `id_dtype` (int32 or int64: see `ids_dtype`); with `one_hot` every value is
+    1.0 and the values are not stored."""
 
-    def __init__(self, folder: Path, ids: type = np.int64, one_hot: bool = False):
+    def __init__(self, folder: Path, id_dtype: type = np.int64, one_hot: bool = False):
         self.folder = folder
-        self.dtypes = {**DTYPES, "ids": ids}
+        self.dtypes = {**DTYPES, "ids": id_dtype}
         self.arrays = tuple(name for name in ARRAYS if not (one_hot and name == "values"))
         self.rows = self.nnz = self.parts = 0
         self.widths: set[int] = set()

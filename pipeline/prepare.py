@@ -124,12 +124,12 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     """Pass 2: encode every split's chunks into `folder/<split>/` CSR files -> rows per split."""
     data = loaded.spec.data
     names = ["train", "validation"] + (["test"] if data.test is not None else [])
-    key, width, ids = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
+    key, width, id_dtype = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(SplitWriter(folder / name, ids, feature_map.one_hot)) for name in names}
+        writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in names}
         # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows);
         # one-hot maps store no values, so none are encoded
-        buffers = (np.empty((width, chunk_rows), ids),
+        buffers = (np.empty((width, chunk_rows), id_dtype),
                    None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32))
         for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
             if part.frame.height == 0:
