@@ -30,9 +30,9 @@ def ids_dtype(num_ids: int) -> type:
     return np.int32 if num_ids <= np.iinfo(np.int32).max else np.int64
 
 
-def ones(count: int) -> np.ndarray:
-    """float32 [count] of 1.0 that takes no memory (a read-only broadcast view): the values of a
-    split whose features are all one-hot."""
+def unit_values(count: int) -> np.ndarray:
+    """float32 [count] of 1.0, the values of one-hot entries, as a read-only broadcast view: no memory
+    to allocate or fault in (a 1M-row chunk would be 4 MB per feature; a stored split, its whole nnz)."""
     return np.broadcast_to(np.float32(1.0), (count,))
 
 
@@ -90,7 +90,7 @@ class EncodedSplit:
             dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
             stored = [name for name in ARRAYS if not (name == "values" and meta["values"] == "ones")]
             arrays = {name: _map(folder / f"{name}.bin", dtypes[name], sizes[name]) for name in stored}
-            arrays.setdefault("values", ones(meta["nnz"]))
+            arrays.setdefault("values", unit_values(meta["nnz"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
         return cls(keys=None, **arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")

@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 import polars as pl
 
+from .encoded import unit_values
 from .errors import ArtifactError, InputError
 from .spec import (
     BinaryFeature,
@@ -95,12 +96,6 @@ def percentile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.n
 
 
 # ----------------------------------------------------------------------------- encoders
-
-
-def unit_values(count: int) -> np.ndarray:
-    """float32 [count] of 1.0, the values of one-hot entries, as a read-only broadcast view (no memory
-    to allocate or fault in: a 1M-row chunk would be 4 MB per feature)."""
-    return np.broadcast_to(np.float32(1.0), (count,))
 
 
 def _to_float(raw) -> float | None:
