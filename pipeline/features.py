@@ -547,6 +547,14 @@ def fitters(features) -> list:
     return [_FITTERS[type(f)](f) for f in features]
 
 
+def update_fitters(features, running: list, frame: pl.DataFrame, weights: np.ndarray) -> None:
+    """Every fitter takes its feature's column of one chunk (weights [n]), side by side."""
+    def update(j: int) -> None:
+        running[j].update(frame[features[j].name], weights)
+
+    each_feature(update, range(len(features)))
+
+
 @dataclass
 class FeatureMap:
     """All encoders, laid out in one id space of `num_ids` ids (encoder i owns [offset_i, offset_i + size_i))."""
@@ -564,8 +572,7 @@ class FeatureMap:
     def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray) -> "FeatureMap":
         """Fit on one in-memory frame (the streaming path calls the fitters chunk by chunk)."""
         running = fitters(features)
-        for feature, fitter in zip(features, running):
-            fitter.update(frame[feature.name], weights)
+        update_fitters(features, running, frame, weights)
         return cls([fitter.finish() for fitter in running])
 
     @property

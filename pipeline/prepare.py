@@ -16,7 +16,6 @@ import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +25,7 @@ import polars as pl
 from .data import Reader, check_sources, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
 from .encoded import SplitWriter, ids_dtype
 from .errors import InputError
-from .features import QUANTILE_METHOD, FeatureMap, each_feature, fitters
+from .features import QUANTILE_METHOD, FeatureMap, fitters, update_fitters
 from .spec import LoadedSpec
 
 CHUNK_ROWS = 1 << 19
@@ -95,12 +94,6 @@ def check_unique_keys(loaded: LoadedSpec) -> None:
             raise repeated_keys(data.key, path, repeated)
 
 
-def _update(part: Part, pair: tuple) -> None:
-    """One fitter (pair: feature, fitter) takes one chunk's column."""
-    feature, fitter = pair
-    fitter.update(part.frame[feature.name], part.weights)
-
-
 def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
     """Pass 1: stream the train split through the fitters -> the feature map."""
     features = loaded.spec.features
@@ -109,7 +102,7 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     for part in stream_parts(loaded, needed_columns(loaded), ("train",), chunk_rows):
         if part.split != "train" or part.frame.height == 0:
             continue
-        each_feature(partial(_update, part), zip(features, running))
+        update_fitters(features, running, part.frame, part.weights)
         rows += part.frame.height
         low, high = min(low, float(part.labels.min())), max(high, float(part.labels.max()))
     if rows == 0:
