@@ -48,7 +48,6 @@ SIZES = {
              "repeats": 2, "b2_repeats": 5, "requests": 5},
 }
 BATCH = 4096
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 @dataclass
@@ -396,14 +395,9 @@ def bench_logistic(size: dict, prepared: Path) -> list[Figure]:
     spec = ModelSpec.model_validate({"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}})
     rng = np.random.default_rng(4)
 
-    def snn_pass() -> float:
+    def snn_pass() -> float:  # a fresh model, one pass over every row
         step = snn_trainer(feature_map.num_ids, len(feature_map.encoders), spec, torch.device("cpu"))
-        order = rng.permutation(split.rows)
-        batches = [split.take(order[i:i + BATCH]) for i in range(0, split.rows, BATCH)]
-        start = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        return split.rows / (time.perf_counter() - start)
+        return rows_per_second(step, split, -(-split.rows // BATCH), rng)()
 
     if importlib.util.find_spec("vowpalwabbit") is None:
         value = interleaved({"snn": snn_pass}, size["repeats"])["snn"]
@@ -444,6 +438,7 @@ def run(size_name: str, folder: Path) -> dict:
     size = SIZES[size_name]
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # the competitors
     notes: list[str] = []
     started = time.perf_counter()
     figures = bench_training(size, notes) + bench_forward(size) + bench_fit_encode(size, folder)
