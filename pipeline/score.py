@@ -5,11 +5,11 @@ float64 keeps the offline path numerically equal to the online numpy path (parit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import torch
-
-from dataclasses import dataclass
 
 from .bundle import Bundle
 from .encoded import EncodedSplit
@@ -91,6 +91,16 @@ class ScoredSplit:
     baseline: np.ndarray | None
     slices: pl.DataFrame
 
+    @classmethod
+    def concat(cls, parts: list["ScoredSplit"]) -> "ScoredSplit":
+        """The chunks of one split, in order, as one."""
+        def arrays(name: str) -> np.ndarray | None:
+            first = getattr(parts[0], name)
+            return None if first is None else np.concatenate([getattr(p, name) for p in parts])
+
+        return cls(pl.concat([p.scored for p in parts]), arrays("labels"), arrays("weights"), arrays("oracle"),
+                   arrays("baseline"), pl.concat([p.slices for p in parts]))
+
 
 def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
                  baseline: Bundle | None = None) -> dict[str, ScoredSplit]:
@@ -112,13 +122,4 @@ def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
             frame.select(slices)))
     if "validation" not in chunks:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
-
-    def joined(parts: list[ScoredSplit]) -> ScoredSplit:
-        def arrays(name: str) -> np.ndarray | None:
-            first = getattr(parts[0], name)
-            return None if first is None else np.concatenate([getattr(p, name) for p in parts])
-
-        return ScoredSplit(pl.concat([p.scored for p in parts]), arrays("labels"), arrays("weights"), arrays("oracle"),
-                           arrays("baseline"), pl.concat([p.slices for p in parts]))
-
-    return {name: joined(parts) for name, parts in chunks.items()}
+    return {name: ScoredSplit.concat(parts) for name, parts in chunks.items()}
