@@ -26,7 +26,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ SIZES = {
              "repeats": 2, "b2_repeats": 5, "requests": 5},
 }
 BATCH = 4096
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,13 +71,18 @@ class Figure:
             self.ratio = self.snn / self.competitor_value if self.higher_is_better else self.competitor_value / self.snn
 
 
-def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Call each run in turn, `repeats` rounds; median of each run's results."""
+def interleaved_results(runs: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """Call each run in turn, `repeats` rounds: every run's results, in order."""
     results = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             results[name].append(run())
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Call each run in turn, `repeats` rounds; median of each run's results."""
+    return {name: statistics.median(values) for name, values in interleaved_results(runs, repeats).items()}
 
 
 # ----------------------------------------------------------------------------- synthetic ids
@@ -309,10 +315,7 @@ def bench_fit_encode(size: dict, folder: Path) -> list[Figure]:
         runs = {"snn": lambda p=path, r=rows: _worker("snn", p, r, folder)}
         if compare:
             runs["sklearn"] = lambda p=path, r=rows: _worker("sklearn", p, r, folder)
-        results = {name: [] for name in runs}
-        for _ in range(size["repeats"] if compare else 1):
-            for name, run in runs.items():
-                results[name].append(run())
+        results = interleaved_results(runs, size["repeats"] if compare else 1)
         rate = {n: statistics.median(r["rows"] / r["seconds"] for r in rs) for n, rs in results.items()}
         rss = {n: max(r["peak_rss_mb"] for r in rs) for n, rs in results.items()}
         label = f"{rows / 1e6:g}M" if rows >= 1e6 else f"{rows // 1000}k"
