@@ -103,8 +103,8 @@ def test_bench_tiny_reports_every_figure(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     figures = {f["id"]: f for f in report["figures"]}
-    expected = ["B1.train_vs_embeddingbag", "B1.train_vs_sparse_mm", "B2.forward_batch_1", "B2.forward_batch_16",
-                "B2.forward_batch_64", "B2.forward_batch_256", "B3.fit_encode_20k", "B3.peak_rss_20k",
+    forward = [f"B2.forward_{setting}_batch_{batch}" for setting in ("hot", "cold") for batch in (1, 16, 64, 256)]
+    expected = ["B1.train_vs_embeddingbag", "B1.train_vs_sparse_mm", *forward, "B3.fit_encode_20k", "B3.peak_rss_20k",
                 "B3.fit_encode_40k", "B3.peak_rss_40k", "Q.one_epoch_auc_vs_oracle", "Q.train_rows_per_s",
                 "B4.predict_rows_per_s", "B4.online_p50_ms", "B4.online_p99_ms", "B5.logistic_vs_vw"]
     assert sorted(figures) == sorted(expected)
@@ -113,6 +113,6 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         if f["competitor_value"] is not None:
             assert f["ratio"] == pytest.approx(f["snn"] / f["competitor_value"] if f["higher_is_better"]
                                                else f["competitor_value"] / f["snn"])
-    for name in ("B1.train_vs_embeddingbag", "B2.forward_batch_1", "B3.fit_encode_20k"):
+    for name in ("B1.train_vs_embeddingbag", "B2.forward_hot_batch_1", "B2.forward_cold_batch_256", "B3.fit_encode_20k"):
         assert figures[name]["competitor_value"] > 0
     assert figures["B5.logistic_vs_vw"]["competitor_value"] is not None or "skipped" in figures["B5.logistic_vs_vw"]["note"]

@@ -1,0 +1,130 @@
+"""The native sparse-linear kernel equals the torch path, refuses bad input, and is optional."""
+
+import shutil
+
+import pytest
+import torch
+
+from snn.pipeline import native
+from snn.pipeline.model import SparseLinear
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                    reason="no C compiler: the native kernel cannot be built")
+
+
+def _layer(num_ids: int, width: int, act: str = "none", seed: int = 0) -> SparseLinear:
+    torch.manual_seed(seed)
+    layer = SparseLinear(num_ids, width, act).eval()
+    with torch.no_grad():
+        layer.max_abs.uniform_(0.0, 2.0)
+        layer.max_abs[::7] = 0.0  # ids never seen in training: v / |v|
+        layer.id_bias.normal_(std=0.3)
+        layer.bias.normal_()
+    return layer
+
+
+def _csr(num_ids: int, lengths: list[int], seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    nnz = sum(lengths)
+    ids = torch.randint(0, num_ids, (nnz,), generator=g)
+    values = torch.randn(nnz, generator=g) * 2  # beyond max_abs too: clipped to ±1
+    values[::11] = 0.0
+    offsets = torch.tensor([0] + lengths[:-1]).cumsum(0)
+    return ids, values, offsets
+
+
+@needs_compiler
+@pytest.mark.parametrize("width", [1, 3, 8, 50, 64, 70, 150])
+@pytest.mark.parametrize("lengths", [[5], [0, 4, 0, 9, 1], [40] * 300])  # the last crosses the threaded size
+def test_kernel_equals_the_torch_path(width, lengths):
+    layer = _layer(1000, width)
+    ids, values, offsets = _csr(1000, lengths)
+    with torch.no_grad():
+        expected = layer.pool(ids, layer.scaled(ids, values), offsets)
+        fused = native.sparse_linear(ids, values, offsets, layer.weight, layer.max_abs, layer.id_bias, layer.bias)
+    assert fused is not None, "the kernel did not build"
+    assert fused.shape == (len(lengths), width)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "prelu"])
+def test_eval_forward_uses_the_kernel_and_keeps_the_activation(act, monkeypatch):
+    layer = _layer(300, 20, act)
+    ids, values, offsets = _csr(300, [30] * 12)
+    with torch.inference_mode():
+        expected = layer.pool(ids, layer.scaled(ids, values), offsets)
+        calls = []
+        kernel = native.sparse_linear
+        monkeypatch.setattr(native, "sparse_linear", lambda *args: calls.append(1) or kernel(*args))
+        got = layer(ids, values, offsets)
+    assert calls == [1]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_autograd_keep_the_torch_path(monkeypatch):
+    monkeypatch.setattr(native, "sparse_linear", lambda *args: pytest.fail("kernel used where gradients flow"))
+    layer = _layer(100, 4)
+    ids, values, offsets = _csr(100, [6] * 5)
+    layer(ids, values, offsets).sum().backward()  # eval mode, grad enabled
+    assert layer.weight.grad is not None
+    layer.train()
+    with torch.no_grad():
+        layer(ids, values, offsets)
+
+
+@needs_compiler
+@pytest.mark.parametrize("bad", [-1, 1000])
+def test_out_of_range_ids_raise_instead_of_reading_memory(bad):
+    layer = _layer(1000, 8)
+    ids, values, offsets = _csr(1000, [10, 10, 10])
+    ids[17] = bad
+    with torch.inference_mode(), pytest.raises(IndexError, match=r"outside \[0, 1000\)"):
+        layer(ids, values, offsets)
+
+
+@needs_compiler
+def test_offsets_out_of_order_raise():
+    layer = _layer(100, 8)
+    ids, values, _ = _csr(100, [10, 10, 10])
+    with torch.inference_mode(), pytest.raises(IndexError, match="non-decreasing row starts"):
+        layer(ids, values, torch.tensor([0, 20, 10]))
+
+
+def test_other_dtypes_and_layouts_fall_back():
+    layer = _layer(100, 8).double()
+    ids, values, offsets = _csr(100, [6] * 4)
+    values = values.double()
+    assert native.sparse_linear(ids, values, offsets, layer.weight, layer.max_abs, layer.id_bias, layer.bias) is None
+    strided = torch.stack([values.float(), values.float()], 1)[:, 0]
+    layer = _layer(100, 8)
+    assert native.sparse_linear(ids, strided, offsets, layer.weight, layer.max_abs, layer.id_bias, layer.bias) is None
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(ids, strided, offsets), layer.pool(ids, layer.scaled(ids, strided), offsets))
+
+
+def test_without_a_compiler_the_layer_keeps_working(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SNN_NATIVE_CACHE", str(tmp_path / "native"))
+    monkeypatch.setenv("CC", "/bin/false")
+    native.library.cache_clear()
+    try:
+        assert native.library() is None
+        assert "native kernels unavailable" in caplog.text
+        layer = _layer(100, 8)
+        ids, values, offsets = _csr(100, [6] * 4)
+        with torch.inference_mode():
+            torch.testing.assert_close(layer(ids, values, offsets), layer.pool(ids, layer.scaled(ids, values), offsets))
+    finally:
+        native.library.cache_clear()
+
+
+@needs_compiler
+def test_the_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNN_NATIVE_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        assert native.library() is not None
+        built = list(tmp_path.glob("snn_native_*.so"))
+        assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no scratch left
+    finally:
+        native.library.cache_clear()
