@@ -51,6 +51,7 @@ def library() -> ctypes.CDLL | None:
     target = cache_folder() / f"snn_native_{key}.so"
     try:
         if not target.exists():
+            log.info("snn: compiling the native kernels into %s (once per version)", target)
             _compile(SOURCE, target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as error:
