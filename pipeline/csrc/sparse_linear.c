@@ -7,11 +7,11 @@
  * starts, the last at nnz), weight float32 [num_ids, width], max_abs and id_bias float32 [num_ids],
  * bias float32 [width], out float32 [rows, width].
  *
- * A row is done CHUNK entries at a time: first each entry's normalized weight s_e, with its max,
- * bias and table row prefetched AHEAD entries early (the tables are far larger than the cache),
- * then Σ s_e · W[id_e] over 64 columns at a time held in vector registers, from rows now cached. Rows are split over `threads` OpenMP threads when the batch has at least
- * PARALLEL_ENTRIES entries. The row kernel is compiled for AVX-512, AVX2 and plain x86-64 and
- * picked at load time (target_clones).
+ * One pass per row (per 64 columns): each entry's normalized weight s_e is computed and its table
+ * row summed into vector registers, the max, bias and row of the entry AHEAD places on prefetched
+ * (the tables are far larger than the cache). Rows are split over `threads` OpenMP threads when
+ * the batch has at least PARALLEL_ENTRIES entries. The row kernel is compiled for AVX-512, AVX2
+ * and plain x86-64 and picked at load time (target_clones).
  *
  * Returns 0, or -1 when an id lies outside [0, num_ids) or the offsets are not non-decreasing row
  * starts within [0, nnz]; nothing is read out of bounds, and the output is then undefined.
@@ -22,7 +22,6 @@
 
 #define TINY 1e-12f
 #define AHEAD 16
-#define CHUNK 256
 #define LANES 8
 #define BLOCK_VECTORS 8 /* 64 columns per pass */
 #define PARALLEL_ENTRIES 1024
@@ -46,59 +45,50 @@ static inline __attribute__((always_inline)) void prefetch_span(const float *p, 
     __builtin_prefetch(p + count - 1);
 }
 
-/* y[0:width] += Σ_e s[e] · weight[ids[e], 0:width] over n entries whose ids are all valid. Columns
- * past the last full vector are summed by one more vector ending at the block's last column (it
- * overlaps the previous one; only its new lanes are kept), so every sum stays in a register. */
-static inline __attribute__((always_inline)) void add_rows(const int64_t *ids, const float *s, int64_t n,
-                                                          const float *weight, int64_t width, float *y) {
-    for (int64_t c = 0; c < width; c += LANES * BLOCK_VECTORS) {
-        const int64_t cols = width - c < LANES * BLOCK_VECTORS ? width - c : LANES * BLOCK_VECTORS;
-        const int64_t full = cols / LANES, tail = cols - full * LANES;
-        if (full == 0) { /* fewer than LANES columns in all */
-            for (int64_t e = 0; e < n; ++e)
-                for (int64_t t = 0; t < tail; ++t) y[c + t] += s[e] * weight[ids[e] * width + c + t];
-            continue;
-        }
-        v8f acc[BLOCK_VECTORS], last = (v8f){0};
-        for (int j = 0; j < BLOCK_VECTORS; ++j) acc[j] = (v8f){0};
-        for (int64_t e = 0; e < n; ++e) {
-            const float *w = weight + ids[e] * width + c;
-            const v8f se = (v8f){0} + s[e];
-            for (int j = 0; j < BLOCK_VECTORS; ++j)
-                if (j < full) acc[j] += se * load8(w + j * LANES);
-            if (tail) last += se * load8(w + cols - LANES);
-        }
-        for (int64_t j = 0; j < full; ++j)
-            for (int t = 0; t < LANES; ++t) y[c + j * LANES + t] += acc[j][t];
-        for (int64_t t = 0; t < tail; ++t) y[c + full * LANES + t] += last[LANES - tail + t];
-    }
-}
-
-/* One CSR row into y[0:width]; returns 0, or -1 on an id outside [0, num_ids). */
+/* One CSR row of n entries into y[0:width]; returns 0, or -1 on an id outside [0, num_ids).
+ * Columns go BLOCK_VECTORS vectors at a time (one block for width <= 64); within a block each entry's
+ * s_e is computed as it is summed, so every sum stays in a register. Columns past the block's last
+ * full vector are summed by one more vector ending at the block's last column (it overlaps the
+ * previous one; only its new lanes are kept). */
 CLONES static int pool_row(const int64_t *ids, const float *values, int64_t n, const float *weight,
                            int64_t num_ids, int64_t width, const float *max_abs, const float *id_bias,
                            const float *bias, float *y) {
-    float s[CHUNK];
-    memset(y, 0, (size_t)width * sizeof(float));
-    for (int64_t first = 0; first < n; first += CHUNK) {
-        const int64_t count = n - first < CHUNK ? n - first : CHUNK;
-        const int64_t *chunk = ids + first;
-        for (int64_t e = 0; e < count; ++e) {
-            if (e + AHEAD < count && (uint64_t)chunk[e + AHEAD] < (uint64_t)num_ids) {
-                __builtin_prefetch(max_abs + chunk[e + AHEAD]);
-                __builtin_prefetch(id_bias + chunk[e + AHEAD]);
-                prefetch_span(weight + chunk[e + AHEAD] * width, width);
+    uint64_t outside = 0;
+    for (int64_t e = 0; e < n; ++e) outside |= (uint64_t)ids[e] >= (uint64_t)num_ids;
+    if (outside) return -1;
+    for (int64_t c = 0; c < width; c += LANES * BLOCK_VECTORS) {
+        const int64_t cols = width - c < LANES * BLOCK_VECTORS ? width - c : LANES * BLOCK_VECTORS;
+        const int64_t full = cols / LANES, tail = cols - full * LANES;
+        v8f acc[BLOCK_VECTORS], last = (v8f){0};
+        float narrow[LANES] = {0}; /* blocks narrower than one vector */
+        for (int j = 0; j < BLOCK_VECTORS; ++j) acc[j] = (v8f){0};
+        for (int64_t e = 0; e < n; ++e) {
+            if (e + AHEAD < n) {
+                const int64_t ahead = ids[e + AHEAD];
+                __builtin_prefetch(max_abs + ahead);
+                __builtin_prefetch(id_bias + ahead);
+                prefetch_span(weight + ahead * width + c, cols);
             }
-            const int64_t id = chunk[e];
-            if ((uint64_t)id >= (uint64_t)num_ids) return -1;
-            const float v = values[first + e], magnitude = fabsf(v);
-            float scale = max_abs[id] > magnitude ? max_abs[id] : magnitude; /* not fmaxf: a libm call */
+            const int64_t id = ids[e];
+            const float v = values[e], magnitude = fabsf(v), m = max_abs[id];
+            float scale = m > magnitude ? m : magnitude; /* not fmaxf: a libm call */
             scale = scale > TINY ? scale : TINY;
-            s[e] = v / scale + id_bias[id];
+            const float s = v / scale + id_bias[id];
+            const float *w = weight + id * width + c;
+            if (full == 0) {
+                for (int64_t t = 0; t < tail; ++t) narrow[t] += s * w[t];
+                continue;
+            }
+            const v8f sv = (v8f){0} + s;
+            for (int j = 0; j < BLOCK_VECTORS; ++j)
+                if (j < full) acc[j] += sv * load8(w + j * LANES);
+            if (tail) last += sv * load8(w + cols - LANES);
         }
-        add_rows(chunk, s, count, weight, width, y);
+        for (int64_t j = 0; j < full; ++j)
+            for (int t = 0; t < LANES; ++t) y[c + j * LANES + t] = acc[j][t] + bias[c + j * LANES + t];
+        for (int64_t t = 0; t < tail; ++t)
+            y[c + full * LANES + t] = (full ? last[LANES - tail + t] : narrow[t]) + bias[c + full * LANES + t];
     }
-    for (int64_t k = 0; k < width; ++k) y[k] += bias[k];
     return 0;
 }
 
