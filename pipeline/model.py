@@ -220,10 +220,13 @@ class SparseNN(nn.Module):
         return gather_rows(self.row_tables(), unique)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Full-table path -> logits [B]. Without interactions the sparse layer runs whole (its
+        fused native kernel in float32 inference); the interactions reuse its scaled values."""
+        if self.interactions is None:
+            return self.mlp(self.sparse(ids, values, offsets)).squeeze(-1)
         scaled = self.sparse.scaled(ids, values)
         h = self.sparse.pool(ids, scaled, offsets)
-        if self.interactions is not None:
-            h = self.interactions(h, self.interactions.embedding(ids, scaled))
+        h = self.interactions(h, self.interactions.embedding(ids, scaled))
         return self.mlp(h).squeeze(-1)
 
     def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,

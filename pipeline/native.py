@@ -33,14 +33,19 @@ def cache_folder() -> Path:
     return Path(os.environ.get("SNN_NATIVE_CACHE") or Path.home() / ".cache" / "snn" / "native")
 
 
+def compiler() -> str | None:
+    """The C compiler to build with: $CC, else cc or gcc on the PATH (None: there is none)."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def _compile(source: Path, target: Path) -> None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
+    compiler_path = compiler()
+    if compiler_path is None:
         raise OSError("no C compiler found (install gcc, or set CC)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        subprocess.run([compiler, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, text=True)
+        subprocess.run([compiler_path, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, text=True)
         os.replace(built, target)
 
 

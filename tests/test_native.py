@@ -1,15 +1,13 @@
 """The native sparse-linear kernel equals the torch path, refuses bad input, and is optional."""
 
-import shutil
-
 import pytest
 import torch
 
 from snn.pipeline import native
-from snn.pipeline.model import SparseLinear
+from snn.pipeline.model import SparseLinear, SparseNN
+from snn.pipeline.spec import ModelSpec
 
-needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                    reason="no C compiler: the native kernel cannot be built")
+needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C compiler: the native kernel cannot be built")
 
 
 def _layer(num_ids: int, width: int, act: str = "none", seed: int = 0) -> SparseLinear:
@@ -60,6 +58,25 @@ def test_eval_forward_uses_the_kernel_and_keeps_the_activation(act, monkeypatch)
         got = layer(ids, values, offsets)
     assert calls == [1]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_model_inference_uses_the_kernel_and_equals_the_torch_path(monkeypatch):
+    torch.manual_seed(0)
+    model = SparseNN(500, 10, ModelSpec.model_validate({"sparse_linear": {"width": 12}, "mlp": {"layers": [8]}})).eval()
+    with torch.no_grad():
+        model.sparse.max_abs.uniform_(0.0, 2.0)
+        model.sparse.id_bias.normal_(std=0.3)
+    ids, values, offsets = _csr(500, [10] * 40)
+    calls = []
+    kernel = native.sparse_linear
+    monkeypatch.setattr(native, "sparse_linear", lambda *args: calls.append(1) or kernel(*args))
+    with torch.inference_mode():
+        fused = model(ids, values, offsets)
+        monkeypatch.setattr(native, "sparse_linear", lambda *args: None)  # the torch path
+        expected = model(ids, values, offsets)
+    assert calls == [1]
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_training_and_autograd_keep_the_torch_path(monkeypatch):
