@@ -28,6 +28,7 @@ import polars as pl
 
 from .encoded import unit_values
 from .errors import ArtifactError, InputError
+from .hash_table import IntegerLookup, Totals, bin_ids
 from .spec import (
     BinaryFeature,
     CategoricalFeature,
@@ -42,7 +43,6 @@ QUANTILE_METHOD = (
     "exact: weighted averaged-inverted-CDF quantiles over per-value weight totals accumulated chunk by chunk "
     "(memory grows with distinct values, not rows); values holding >= 1/bins of the weight get their own bin"
 )
-COMPACT_AT = 2_000_000  # accumulated (value, total) rows before partial tables are merged
 
 
 def stable_bucket(*parts: str, buckets: int) -> int:
@@ -117,14 +117,14 @@ def _to_float(raw) -> float | None:
 def _numeric(series: pl.Series, name: str) -> np.ndarray:
     """float64 [n] with NaN for missing; non-numeric text or infinities raise InputError."""
     cast = series.cast(pl.Float64, strict=False)
-    bad = cast.is_null() & series.is_not_null()
-    if bad.any():
+    bad = None if series.dtype.is_numeric() else cast.is_null() & series.is_not_null()  # numbers always cast
+    if bad is not None and bad.any():
         examples = series.filter(bad).unique().head(3).to_list()
         raise InputError(
             f"feature {name!r} is continuous but has non-numeric values such as {examples}; "
             "clean the column, add the marker to data.null_values, or declare the feature categorical"
         )
-    arr = cast.fill_null(float("nan")).to_numpy()
+    arr = cast.to_numpy()  # nulls -> NaN
     if np.isinf(arr).any():
         raise InputError(f"feature {name!r} has infinite values; replace them (or mark them missing) before training")
     return arr
@@ -188,12 +188,12 @@ class ContinuousEncoder:
 
     def _encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Finite-or-NaN numbers float64 [n] -> local ids int64 [n], values float32 [n]."""
-        missing = np.isnan(x)
         if self.raw:
+            missing = np.isnan(x)
             return missing.astype(np.int64), np.where(missing, 1.0, x).astype(np.float32)
-        bins = np.searchsorted(self._inner_edges, x, side="right")
-        bins[missing] = self.n_bins
-        return (self._bin_ids[bins] if self.buckets else bins), unit_values(len(x))
+        ids = np.empty(len(x), dtype=np.int64)
+        bin_ids(x, self._inner_edges, self._bin_ids if self.buckets else None, self.n_bins, 0, ids)
+        return ids, unit_values(len(x))
 
     def encode_value(self, raw) -> tuple[int, float]:
         x = _to_float(raw)
@@ -223,25 +223,6 @@ class ContinuousEncoder:
                 "raw": self.raw, "method": self.method, "offset": self.offset}
 
 
-class _Totals:
-    """Per-key sums accumulated over chunks: partial tables are merged once they grow past COMPACT_AT."""
-
-    def __init__(self, key: str, total: str):
-        self.key, self.total, self.parts, self.pending = key, total, [], 0
-
-    def add(self, part: pl.DataFrame) -> None:
-        self.parts.append(part)
-        self.pending += part.height
-        if self.pending > COMPACT_AT and len(self.parts) > 1:
-            self.parts = [self.merged()]
-            self.pending = self.parts[0].height
-
-    def merged(self) -> pl.DataFrame:
-        if not self.parts:
-            return pl.DataFrame()
-        return pl.concat(self.parts).group_by(self.key).agg(pl.col(self.total).sum())
-
-
 class ContinuousFitter:
     """Streaming, exact fit of a ContinuousEncoder: `update` per chunk, then `finish`.
 
@@ -251,24 +232,22 @@ class ContinuousFitter:
 
     def __init__(self, feature: ContinuousFeature):
         self.feature = feature
-        self.totals = _Totals("value", "weight")
+        self.totals = Totals()
 
     def update(self, series: pl.Series, weights: np.ndarray) -> None:
         values = _numeric(series, self.feature.name)
         if isinstance(self.feature.discretizer, RawValue):
             return
-        present = ~np.isnan(values)
-        part = pl.DataFrame({"value": values[present], "weight": weights[present].astype(np.float64)})
-        self.totals.add(part.group_by("value").agg(pl.col("weight").sum()))
+        self.totals.add(values, weights)
 
     def finish(self) -> ContinuousEncoder:
         disc, name = self.feature.discretizer, self.feature.name
         if isinstance(disc, RawValue):
             return ContinuousEncoder(name, [], raw=True, method="raw value")
-        table = self.totals.merged()
+        table = self.totals.result()
         if table.height:
-            table = table.sort("value")
-            edges = percentile_edges(table["value"].to_numpy(), table["weight"].to_numpy(), disc.bins)
+            table = table.sort("key")
+            edges = percentile_edges(table["key"].to_numpy(), table["total"].to_numpy(), disc.bins)
         else:
             edges = np.zeros(1)
         buckets = disc.buckets if isinstance(disc, HashingDiscretizer) else None
@@ -286,38 +265,6 @@ def _category_value(raw) -> str | None:
     if isinstance(raw, bool):
         return "true" if raw else "false"
     return raw.strip() if isinstance(raw, str) else str(raw)
-
-
-class IntegerLookup:
-    """A map from distinct int64 keys to int64 values, vectorized: `lookup(x [n]) -> values [n]`, with
-    `default` for absent keys. Keys spanning at most max(4 * count, 2^16) integers get a dense table (one
-    gather per value); wider key sets a binary search of the sorted queries in the sorted keys."""
-
-    def __init__(self, keys: np.ndarray, values: np.ndarray, default: int):
-        self.default = default
-        self.low = int(keys.min()) if len(keys) else 0
-        span = int(keys.max()) - self.low + 1 if len(keys) else 0
-        self.dense = None
-        if span <= max(4 * len(keys), 1 << 16):
-            self.dense = np.full(span, default, dtype=np.int64)
-            self.dense[keys - self.low] = values
-        else:
-            order = np.argsort(keys)
-            self.keys, self.values = keys[order], values[order]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = np.full(len(x), self.default, dtype=np.int64)
-        if self.dense is not None:
-            at = x - self.low
-            inside = (at >= 0) & (at < len(self.dense))
-            out[inside] = self.dense[at[inside]]
-        elif len(self.keys):
-            order = np.argsort(x)  # sorted needles walk the keys in order: about 2x fewer cache misses
-            at = np.empty_like(order)
-            at[order] = np.minimum(np.searchsorted(self.keys, x[order]), len(self.keys) - 1)
-            found = self.keys[at] == x
-            out[found] = self.values[at[found]]
-        return out
 
 
 @dataclass
@@ -341,8 +288,7 @@ class CategoricalEncoder:
     def __post_init__(self):
         self._index: dict[str, int] | None = None  # built on the first online lookup
         self._text_lookup: tuple[pl.Series, pl.Series] | None = None
-        self._int_lookup: tuple[pl.Series, pl.Series] | None = None
-        self._int_lookup_online: IntegerLookup | None = None
+        self._int_lookup: IntegerLookup | None = None  # integer vocabulary entries -> local ids
 
     @classmethod
     def fit(cls, feature: CategoricalFeature, series: pl.Series, weights: np.ndarray) -> "CategoricalEncoder":
@@ -374,14 +320,8 @@ class CategoricalEncoder:
 
     def _encode_integers(self, series: pl.Series) -> np.ndarray:
         """Integer columns without text: a hash lookup of the vocabulary's integer values."""
-        if self._int_lookup is None:
-            keys, local = self._integer_keys()
-            self._int_lookup = (pl.Series(keys, dtype=pl.Int64), pl.Series(local, dtype=pl.Int64))
-        ids = series.cast(pl.Int64).replace_strict(*self._int_lookup, default=len(self.vocabulary),
-                                                   return_dtype=pl.Int64).to_numpy()
-        if series.null_count():
-            ids = np.where(series.is_null().to_numpy(), len(self.vocabulary) + 1, ids)
-        return ids
+        missing = series.is_null().to_numpy() if series.null_count() else None
+        return self._lookup_integers(series.cast(pl.Int64).fill_null(0).to_numpy(), missing)
 
     def _integer_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """The vocabulary entries that are integers in canonical text ("7", not "07"): values and local ids."""
@@ -410,14 +350,12 @@ class CategoricalEncoder:
                 return self._lookup_integers(x.astype(np.int64), missing), np.ones(len(raws))
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
 
-    def _lookup_integers(self, x: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        """Integers int64 [n] (and which are missing, bool [n]) -> local ids int64 [n]: the online twin
-        of `_encode_integers`, one vectorized lookup of the vocabulary's integer entries."""
-        if self._int_lookup_online is None:
-            self._int_lookup_online = IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
-        ids = self._int_lookup_online(x)
-        ids[missing] = len(self.vocabulary) + 1
-        return ids
+    def _lookup_integers(self, x: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
+        """Integers int64 [n] (and which are missing, bool [n] or None) -> local ids int64 [n]: one
+        vectorized lookup of the vocabulary's integer entries (batch and online)."""
+        if self._int_lookup is None:
+            self._int_lookup = IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
+        return self._int_lookup(x, missing, missing_id=len(self.vocabulary) + 1)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,
@@ -433,25 +371,24 @@ class CategoricalFitter:
 
     def __init__(self, feature: CategoricalFeature):
         self.feature = feature
-        self.totals = _Totals("value", "count")
+        self.totals = Totals()
 
     def update(self, series: pl.Series, weights: np.ndarray) -> None:
         if self.feature.hash_buckets:
             return
-        values = series if series.dtype.is_integer() else _category_text(series)
-        counts = values.drop_nulls().rename("value").value_counts(name="count")
-        self.totals.add(counts.with_columns(pl.col("count").cast(pl.Int64)))
+        self.totals.add(series if series.dtype.is_integer() else _category_text(series))
 
     def finish(self) -> CategoricalEncoder:
         feature = self.feature
         if feature.hash_buckets:
             return CategoricalEncoder(feature.name, buckets=feature.hash_buckets)
-        table = self.totals.merged()
+        table = self.totals.result()
         if table.height == 0:
             return CategoricalEncoder(feature.name, [], min_count=feature.min_count)
-        kept = (table.with_columns(pl.col("value").cast(pl.String)).filter(pl.col("count") >= feature.min_count)
-                .sort(["count", "value"], descending=[True, False]))
-        return CategoricalEncoder(feature.name, kept["value"].to_list(), min_count=feature.min_count)
+        kept = (table.filter(pl.col("total") >= feature.min_count)
+                .select(pl.col("key").cast(pl.String), pl.col("total").cast(pl.Int64))
+                .sort(["total", "key"], descending=[True, False]))
+        return CategoricalEncoder(feature.name, kept["key"].to_list(), min_count=feature.min_count)
 
 
 _TRUE = {"1", "true", "t", "yes", "y", "1.0"}

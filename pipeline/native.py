@@ -1,11 +1,17 @@
 """Native CPU kernels, compiled on first use with the system C compiler and loaded with ctypes.
 
-One kernel today: the sparse linear layer's fused inference forward (csrc/sparse_linear.c). The
-shared library is built once per source version, compiler flags and machine into
-`$SNN_NATIVE_CACHE` (default `~/.cache/snn/native`), written to a temporary name and renamed into
-place, so concurrent processes never load a half-written file. Without a compiler, or when the
-build fails, `sparse_linear` returns None and callers keep their torch path: the kernel is a speed
-path, never a requirement, and tests hold both paths equal.
+Two libraries from csrc/*.c:
+- `library()`: the encoders' hash tables and binning (hash_table.c, through hash_table.py) and the
+  online scorer's float64 sparse sums and dot interactions (online.c); serial, no torch, so the
+  data path and the online scorer run without torch;
+- `torch_library()`: the sparse linear layer's fused inference forward (sparse_linear.c), threaded
+  with OpenMP and loaded after torch so that both share torch's libgomp.
+Each is built once per source version, compiler flags and machine into `$SNN_NATIVE_CACHE`
+(default `~/.cache/snn/native`), written to a temporary name and renamed into place, so concurrent
+processes never load a half-written file; a compiler without OpenMP builds the torch kernel serial.
+Without a compiler, or when a build fails, the library is None and every caller keeps its numpy,
+polars or torch path: the kernels are a speed path, never a requirement, and tests hold both paths
+equal.
 """
 
 from __future__ import annotations
@@ -20,13 +26,27 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "sparse_linear.c"
-FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]  # OpenMP resolves to torch's libgomp
+CSRC = Path(__file__).with_name("csrc")
+FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
+# the torch-side kernel splits rows over OpenMP threads: built with -fopenmp and loaded after torch,
+# so it shares torch's libgomp (dropped where the compiler has no OpenMP: it then runs serial)
+OPENMP = "-fopenmp"
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+SIGNATURES = {  # name: (return type, argument types), as declared in csrc/*.c
+    "snn_sparse_linear_f32": (_INT, [_P, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _INT]),
+    "snn_table_add": (_I64, [_P, _P, _P, _I64, _P, _I64, _P, _INT, _P, _P, _I64, _I64]),
+    "snn_table_find": (None, [_P, _P, _P, _I64, _P, _INT, _P, _I64, _I64, _I64, _I64, _P, _INT]),
+    "snn_bin": (_I64, [_P, _I64, _P, _I64, _P, _I64, _I64, _P, _INT]),
+    "snn_online_sparse": (_INT, [_P, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _P]),
+    "snn_online_pairs": (_INT, [_P, _P, _I64, _I64, _P, _P, _I64, _I64, _P]),
+}
 
 
 def cache_folder() -> Path:
@@ -38,39 +58,55 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _compile(source: Path, target: Path) -> None:
+def _compile(sources: list[Path], flags: list[str], target: Path) -> None:
     compiler_path = compiler()
     if compiler_path is None:
         raise OSError("no C compiler found (install gcc, or set CC)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        subprocess.run([compiler_path, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, text=True)
+        command = [compiler_path, *FLAGS, *map(str, sources), "-o", str(built)]
+        try:
+            subprocess.run([*command, *flags], check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError:
+            if not flags:
+                raise
+            subprocess.run(command, check=True, capture_output=True, text=True)  # e.g. Apple clang: no OpenMP
         os.replace(built, target)
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None (logged once) where they cannot be built or loaded."""
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + platform.machine().encode()).hexdigest()[:16]
-    target = cache_folder() / f"snn_native_{key}.so"
+def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...]) -> ctypes.CDLL | None:
+    """Library `name` built from csrc/`sources`, or None (logged once) where it cannot be built or loaded."""
+    paths = [CSRC / source for source in sources]
+    text = b"".join(path.read_bytes() for path in paths) + " ".join(FLAGS + list(flags)).encode()
+    target = cache_folder() / f"snn_{name}_{hashlib.sha256(text + platform.machine().encode()).hexdigest()[:16]}.so"
     try:
         if not target.exists():
             log.info("snn: compiling the native kernels into %s (once per version)", target)
-            _compile(SOURCE, target)
+            _compile(paths, list(flags), target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
-        log.warning("snn native kernels unavailable, using the torch path: %s", detail)
+        log.warning("snn native kernels %s unavailable, using the numpy/torch paths: %s", name, detail)
         return None
-    pointer, int64 = ctypes.c_void_p, ctypes.c_int64
-    lib.snn_sparse_linear_f32.argtypes = [pointer, pointer, pointer, int64, int64, pointer, int64, int64,
-                                          pointer, pointer, pointer, pointer, ctypes.c_int]
-    lib.snn_sparse_linear_f32.restype = ctypes.c_int
+    for function_name, (restype, argtypes) in SIGNATURES.items():
+        if hasattr(lib, function_name):
+            function = getattr(lib, function_name)
+            function.restype, function.argtypes = restype, argtypes
     return lib
 
 
-KERNEL_DTYPES = (torch.int64, torch.int64) + (torch.float32,) * 5  # ids, offsets, then the float tensors
+def library() -> ctypes.CDLL | None:
+    """The data-path and online kernels (hash tables, binning, float64 scoring): no OpenMP, no torch."""
+    return _load("kernels", ("hash_table.c", "online.c"), ())
+
+
+def torch_library() -> ctypes.CDLL | None:
+    """The sparse linear layer's kernel (OpenMP threads), loaded after torch so it shares torch's libgomp."""
+    import torch  # noqa: F401  (torch's libgomp first)
+
+    return _load("torch_kernels", ("sparse_linear.c",), (OPENMP,))
 
 
 def sparse_linear(ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor,
@@ -80,10 +116,13 @@ def sparse_linear(ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
     contiguous on the CPU; or no kernel). Shapes: ids, values [nnz]; offsets [rows] (row starts);
     weight [num_ids, width]; max_abs, id_bias [num_ids] (or [num_ids, 1]); bias [width]. No
     autograd: inference only. Checks stay lean: at batch 1 they are a third of the call."""
+    import torch
+
     tensors = (ids, offsets, values, weight, max_abs, id_bias, bias)
-    if tuple(t.dtype for t in tensors) != KERNEL_DTYPES or not all(t.is_cpu and t.is_contiguous() for t in tensors):
+    dtypes = (torch.int64, torch.int64) + (torch.float32,) * 5  # ids, offsets, then the float tensors
+    if tuple(t.dtype for t in tensors) != dtypes or not all(t.is_cpu and t.is_contiguous() for t in tensors):
         return None
-    lib = library()
+    lib = torch_library()
     if lib is None:
         return None
     rows, (num_ids, width) = len(offsets), weight.shape

@@ -65,3 +65,17 @@ def small_run(tmp_path_factory):
     result = invoke(CliRunner(), "calibrate", spec_path, "--json")
     assert result.exit_code == 0, result.stderr
     return spec_path
+
+
+@pytest.fixture(params=["native", "fallback"])
+def kernels(request, monkeypatch):
+    """Runs a test twice: with the native data kernels, and with them unavailable (the numpy and
+    polars paths every caller falls back to)."""
+    from snn.pipeline import native
+
+    if request.param == "native":
+        if native.library() is None:
+            pytest.skip("no C compiler: the native kernels cannot be built")
+    else:
+        monkeypatch.setattr(native, "library", lambda: None)
+    return request.param

@@ -13,11 +13,11 @@ from snn.pipeline.features import (
     CategoricalEncoder,
     ContinuousEncoder,
     FeatureMap,
-    IntegerLookup,
     percentile_edges,
     stable_bucket,
     weighted_quantiles,
 )
+from snn.pipeline.hash_table import IntegerLookup
 from snn.pipeline.spec import CategoricalFeature, ContinuousFeature, parse_spec
 
 from .conftest import ADULT_DIR, adult_spec_dict
@@ -90,7 +90,7 @@ def test_vocabulary_min_count_oov_and_missing():
 
 
 @pytest.mark.parametrize("high", [3_000, 2**40], ids=["dense-keys", "sparse-keys"])
-def test_integer_ids_online_equal_batch_and_single_values(high):
+def test_integer_ids_online_equal_batch_and_single_values(high, kernels):
     rng = np.random.default_rng(7)
     seen = rng.choice(rng.integers(-high, high, 500), 5_000)
     feature = CategoricalFeature(name="c", kind="categorical", min_count=2)
@@ -102,20 +102,28 @@ def test_integer_ids_online_equal_batch_and_single_values(high):
     online, values = enc.encode_values(queries)
     assert online.tolist() == batch.tolist() == [enc.encode_value(v)[0] for v in queries]
     assert values.tolist() == [1.0] * len(queries)
-    assert (enc._int_lookup_online.dense is not None) == (high < 2**16)
+    if kernels == "fallback":
+        assert (enc._int_lookup.dense is not None) == (high < 2**16)
     beyond_float = [2**60 + 1, None, queries[0]]  # past 2^53: the per-value path, same answers
     assert enc.encode_values(beyond_float)[0].tolist() == [enc.encode_value(v)[0] for v in beyond_float]
 
 
 @pytest.mark.parametrize("keys", [np.arange(0, 300, 3), np.array([5, -2**50, 2**50, 17, 0])], ids=["dense", "sparse"])
-def test_integer_lookup_equals_a_dict(keys):
+def test_integer_lookup_equals_a_dict(keys, kernels):
     values = np.arange(len(keys)) * 10
     lookup = IntegerLookup(keys, values, default=-1)
-    assert (lookup.dense is not None) == (len(keys) > 5)
+    assert (lookup.table is not None) == (kernels == "native")
+    if kernels == "fallback":
+        assert (lookup.dense is not None) == (len(keys) > 5)
     queries = np.concatenate([keys, keys + 1, keys - 1, [2**62, -2**62]])
     expected = dict(zip(keys.tolist(), values.tolist()))
     assert lookup(queries).tolist() == [expected.get(q, -1) for q in queries.tolist()]
-    assert IntegerLookup(np.array([], dtype=np.int64), np.array([], dtype=np.int64), default=9)(queries).tolist() == [9] * len(queries)
+    missing = np.arange(len(queries)) % 3 == 0
+    into = np.zeros(len(queries), dtype=np.int32)
+    lookup(queries, missing, missing_id=-7, offset=100, out=into)
+    assert into.tolist() == [-7 + 100 if m else expected.get(q, -1) + 100 for q, m in zip(queries.tolist(), missing)]
+    empty = IntegerLookup(np.array([], dtype=np.int64), np.array([], dtype=np.int64), default=9)
+    assert empty(queries).tolist() == [9] * len(queries)
 
 
 def test_hashing_is_stable_blake2b():

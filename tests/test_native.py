@@ -123,25 +123,29 @@ def test_other_dtypes_and_layouts_fall_back():
 def test_without_a_compiler_the_layer_keeps_working(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SNN_NATIVE_CACHE", str(tmp_path / "native"))
     monkeypatch.setenv("CC", "/bin/false")
-    native.library.cache_clear()
+    native._load.cache_clear()
     try:
-        assert native.library() is None
-        assert "native kernels unavailable" in caplog.text
+        assert native.torch_library() is None and native.library() is None
+        assert "native kernels torch_kernels unavailable" in caplog.text
         layer = _layer(100, 8)
         ids, values, offsets = _csr(100, [6] * 4)
         with torch.inference_mode():
             torch.testing.assert_close(layer(ids, values, offsets), layer.pool(ids, layer.scaled(ids, values), offsets))
     finally:
-        native.library.cache_clear()
+        native._load.cache_clear()
 
 
 @needs_compiler
 def test_the_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SNN_NATIVE_CACHE", str(tmp_path))
-    native.library.cache_clear()
+    native._load.cache_clear()
     try:
-        assert native.library() is not None
-        built = list(tmp_path.glob("snn_native_*.so"))
-        assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no scratch left
+        assert native.torch_library() is not None and native.library() is not None
+        first = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+        native._load.cache_clear()
+        assert native.torch_library() is not None and native.library() is not None
+        assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == first  # loaded, not rebuilt
+        built = sorted(p.name.rsplit("_", 1)[0] for p in tmp_path.glob("snn_*.so"))
+        assert built == ["snn_kernels", "snn_torch_kernels"] and len(list(tmp_path.iterdir())) == 2  # no scratch
     finally:
-        native.library.cache_clear()
+        native._load.cache_clear()
