@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from .encoded import unit_values
+from . import native
 from .errors import ArtifactError, InputError
 from .hash_table import IntegerLookup, Totals, bin_ids
 from .spec import (
@@ -105,7 +106,10 @@ def _to_float(raw) -> float | None:
     if isinstance(raw, bool):
         return float(raw)
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an int past the float range: infinite, which the encoders reject
+            value = math.inf if raw > 0 else -math.inf
     else:
         try:
             value = float(str(raw).strip())
@@ -211,8 +215,15 @@ class ContinuousEncoder:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
         try:
             x = np.array(raws, dtype=np.float64)  # None -> NaN
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             x = np.array([np.nan if (v := _to_float(r)) is None else v for r in raws], dtype=np.float64)
+        return self.encode_numbers(x)
+
+    number_kinds = native.SEEN_INT | native.SEEN_FLOAT | native.SEEN_NONE | native.SEEN_BOOL | native.SEEN_BIG
+
+    def encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_values` of values already read as numbers, float64 [n] (NaN missing); equal to it
+        for values of `number_kinds` (ints, floats, None, bools)."""
         if np.isinf(x).any():
             raise InputError(f"feature {self.name!r} is infinite; send a finite number or null")
         ids, values = self._encode_numbers(x)
@@ -344,11 +355,20 @@ class CategoricalEncoder:
         """Vectorized `encode_value` over a list of raw values: ids int64 [n], values float64 [n]."""
         if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
             x = np.array(raws, dtype=np.float64)  # None -> NaN, in one C pass
-            missing = np.isnan(x)
-            x[missing] = 0.0
-            if np.abs(x).max(initial=0.0) < 2.0 ** 53:  # every int exact in float64
-                return self._lookup_integers(x.astype(np.int64), missing), np.ones(len(raws))
+            if np.abs(np.nan_to_num(x)).max(initial=0.0) < 2.0 ** 53:  # every int exact in float64
+                return self.encode_numbers(x)
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
+
+    @property
+    def number_kinds(self) -> int:
+        """The kinds of raw value `encode_numbers` takes: ints within ±2^53 and None (vocabularies;
+        hashed buckets hash the text, so they take the raw values)."""
+        return 0 if self.buckets else native.SEEN_INT | native.SEEN_NONE
+
+    def encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_values` of ints read as numbers, float64 [n] (NaN missing)."""
+        missing = np.isnan(x)
+        return self._lookup_integers(np.where(missing, 0.0, x).astype(np.int64), missing), np.ones(len(x))
 
     def _lookup_integers(self, x: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
         """Integers int64 [n] (and which are missing, bool [n] or None) -> local ids int64 [n]: one
@@ -441,6 +461,8 @@ class BinaryEncoder:
         if value in _FALSE:
             return 0, 1.0
         raise self._bad([value])
+
+    number_kinds = 0  # bools, numbers and text alike go through `encode_value`
 
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))
@@ -564,12 +586,22 @@ class FeatureMap:
         return ids, values
 
     def encode_records(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        """The online path for a request of many candidates: global ids int64 [n, F], values float64 [n, F]."""
+        """The online path for a request of many candidates: global ids int64 [n, F], values float64 [n, F].
+
+        The request's values are read as numbers in one native pass where it is built (records.c);
+        a feature whose column holds a kind of value its encoder does not take as a number (text, say)
+        is encoded from its raw values instead, as every feature is without the kernel."""
         ids = np.empty((len(records), len(self.encoders)), dtype=np.int64)
         values = np.empty((len(records), len(self.encoders)), dtype=np.float64)
-        for j, (encoder, raws) in enumerate(zip(self.encoders, self._columns(records))):
+        numbers = native.records_to_numbers(records, tuple(self.names)) if records else None
+        columns = None
+        for j, encoder in enumerate(self.encoders):
             try:
-                local, vals = encoder.encode_values(raws)
+                if numbers is not None and encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:
+                    local, vals = encoder.encode_numbers(numbers[0][j])
+                else:
+                    columns = self._columns(records) if columns is None else columns
+                    local, vals = encoder.encode_values(columns[j])
             except InputError as exc:
                 raise InputError(f"feature {encoder.name!r}: {exc}") from None
             ids[:, j], values[:, j] = local + encoder.offset, vals

@@ -1,9 +1,11 @@
 """Native CPU kernels, compiled on first use with the system C compiler and loaded with ctypes.
 
-Two libraries from csrc/*.c:
+Three libraries from csrc/*.c:
 - `library()`: the encoders' hash tables and binning (hash_table.c, through hash_table.py) and the
   online scorer's float64 sparse sums and dot interactions (online.c); serial, no torch, so the
   data path and the online scorer run without torch;
+- `python_library()`: reads an online request's dicts into numbers (records.c), through the Python
+  C API (needs the interpreter's headers);
 - `torch_library()`: the sparse linear layer's fused inference forward (sparse_linear.c), threaded
   with OpenMP and loaded after torch so that both share torch's libgomp.
 Each is built once per source version, compiler flags and machine into `$SNN_NATIVE_CACHE`
@@ -24,9 +26,13 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +52,7 @@ SIGNATURES = {  # name: (return type, argument types), as declared in csrc/*.c
     "snn_bin": (_I64, [_P, _I64, _P, _I64, _P, _I64, _I64, _P, _INT]),
     "snn_online_sparse": (_INT, [_P, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _P]),
     "snn_online_pairs": (_INT, [_P, _P, _I64, _I64, _P, _P, _I64, _I64, _P]),
+    "snn_records_to_numbers": (_INT, [ctypes.py_object, ctypes.py_object, _P, _P]),
 }
 
 
@@ -76,16 +83,17 @@ def _compile(sources: list[Path], flags: list[str], target: Path) -> None:
 
 
 @functools.cache
-def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...]) -> ctypes.CDLL | None:
+def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...], loader=ctypes.CDLL) -> ctypes.CDLL | None:
     """Library `name` built from csrc/`sources`, or None (logged once) where it cannot be built or loaded."""
     paths = [CSRC / source for source in sources]
     text = b"".join(path.read_bytes() for path in paths) + " ".join(FLAGS + list(flags)).encode()
+    text += sys.implementation.cache_tag.encode()
     target = cache_folder() / f"snn_{name}_{hashlib.sha256(text + platform.machine().encode()).hexdigest()[:16]}.so"
     try:
         if not target.exists():
             log.info("snn: compiling the native kernels into %s (once per version)", target)
             _compile(paths, list(flags), target)
-        lib = ctypes.CDLL(str(target))
+        lib = loader(str(target))
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or error
         log.warning("snn native kernels %s unavailable, using the numpy/torch paths: %s", name, detail)
@@ -100,6 +108,31 @@ def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...]) -> ctypes
 def library() -> ctypes.CDLL | None:
     """The data-path and online kernels (hash tables, binning, float64 scoring): no OpenMP, no torch."""
     return _load("kernels", ("hash_table.c", "online.c"), ())
+
+
+def python_library() -> ctypes.PyDLL | None:
+    """The kernel that reads a request's dicts through the Python C API (records.c): loaded with
+    PyDLL, so the GIL is held while it runs; built against this interpreter's headers."""
+    include = sysconfig.get_paths()["include"]
+    return _load("python_kernels", ("records.c",), (f"-I{include}",), ctypes.PyDLL)
+
+
+# the kinds of value records.c reports per feature (a bit mask; see there)
+SEEN_INT, SEEN_FLOAT, SEEN_NONE, SEEN_BOOL, SEEN_BIG, SEEN_OTHER = 1, 2, 4, 8, 16, 32
+
+
+def records_to_numbers(records: list[dict], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A request's values as numbers, float64 [F, n] (NaN for None, absent keys and non-numbers), and
+    the kinds of value met in each feature's column, int32 [F] (SEEN_* bits); None where the kernel
+    is not built or `records` is not a list of dicts."""
+    lib = python_library()
+    if lib is None:
+        return None
+    numbers = np.empty((len(names), len(records)), dtype=np.float64)
+    seen = np.empty(len(names), dtype=np.int32)
+    if lib.snn_records_to_numbers(records, names, numbers.ctypes.data, seen.ctypes.data) != 0:
+        return None
+    return numbers, seen
 
 
 def torch_library() -> ctypes.CDLL | None:

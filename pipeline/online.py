@@ -1,6 +1,7 @@
 """The online scorer: one raw record (a dict) at a time, in plain Python + numpy.
 
-An independent re-implementation of the batch path — numpy and scipy.sparse, no torch — that parity tests
+An independent re-implementation of the batch path — numpy and scipy.sparse, no torch; the sparse sums
+and dot interactions in native float64 kernels (csrc/online.c) where they are built — that parity tests
 hold equal to it. For record r: (ids, values) = feature_map.encode_record(r);
 s_i = v_i / max(max_abs_i, |v_i|); h = F(Σ_i W[id_i] · (s_i + b_i) + B); with interactions,
 x = [h, (g_a · g_b)_{a<b}] for g = [P·h + c, V[id_1]·s_1, …, V[id_F]·s_F]; then the MLP.
@@ -11,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from . import native
 from .bundle import Bundle
 
-BLOCK_ROWS = 64  # the head runs 64 candidates at a time: every temporary stays small enough to be
+BLOCK_ROWS = 128  # the head runs 128 candidates at a time: every temporary stays small enough to be
 # reused from the heap instead of freshly mapped (page faults were most of a 1,000-candidate request)
 
 
@@ -27,6 +29,13 @@ def _act(name: str, x: np.ndarray, prelu: np.ndarray | None = None) -> np.ndarra
     if name == "tanh":
         return np.tanh(x)
     return x
+
+
+def _check(status: int, num_ids: int) -> None:
+    if status == -1:
+        raise IndexError(f"online scoring: an id outside [0, {num_ids}); the feature map and weights disagree")
+    if status != 0:
+        raise MemoryError("online scoring: the native kernel could not allocate its buffer")
 
 
 class OnlineScorer:
@@ -75,17 +84,36 @@ class OnlineScorer:
 
     def raw_encoded(self, ids: np.ndarray, v: np.ndarray) -> np.ndarray:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""
-        scaled = v / np.maximum(np.maximum(np.take(self.max_abs, ids), np.abs(v)), 1e-12)
-        n, width = ids.shape
-        rows = csr_matrix(((scaled + np.take(self.id_bias, ids)).ravel(), ids.ravel(), np.arange(n + 1) * width),
-                          shape=(n, len(self.table)))
-        h = _act(self.sparse_act[0], rows @ self.table + self.bias, self.sparse_act[1])
-        unit_scales = bool((scaled == 1.0).all())
+        ids, v = np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(v, dtype=np.float64)
+        lib = native.library()
+        scaled, pre = self._sparse(ids, v) if lib is None else self._sparse_native(lib, ids, v)
+        h = _act(self.sparse_act[0], pre, self.sparse_act[1])
+        n = len(ids)
+        unit_scales = lib is None and bool((scaled == 1.0).all())
         logit = np.concatenate([self._head(h[start:start + BLOCK_ROWS], ids[start:start + BLOCK_ROWS],
                                            scaled[start:start + BLOCK_ROWS], unit_scales)
                                 for start in range(0, n, BLOCK_ROWS)])
         small = np.exp(-np.abs(logit))  # σ without overflow: 1/(1+e^-|x|) for x >= 0, e^-|x|/(1+e^-|x|) below
         return np.where(logit >= 0, 1.0, small) / (1.0 + small)
+
+    def _sparse(self, ids: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ids [n, F], values [n, F] -> (scaled values s [n, F], the sparse layer before its activation
+        [n, width]), in numpy and scipy."""
+        scaled = v / np.maximum(np.maximum(np.take(self.max_abs, ids), np.abs(v)), 1e-12)
+        n, fields = ids.shape
+        rows = csr_matrix(((scaled + np.take(self.id_bias, ids)).ravel(), ids.ravel(), np.arange(n + 1) * fields),
+                          shape=(n, len(self.table)))
+        return scaled, rows @ self.table + self.bias
+
+    def _sparse_native(self, lib, ids: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_sparse` in one native pass (csrc/online.c); ids int64 and v float64, contiguous."""
+        (n, fields), width = ids.shape, self.table.shape[1]
+        scaled, pre = np.empty((n, fields)), np.empty((n, width))
+        status = lib.snn_online_sparse(ids.ctypes.data, v.ctypes.data, n, fields, self.table.ctypes.data,
+                                       len(self.table), width, self.max_abs.ctypes.data, self.id_bias.ctypes.data,
+                                       self.bias.ctypes.data, scaled.ctypes.data, pre.ctypes.data)
+        _check(status, len(self.table))
+        return scaled, pre
 
     def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""
@@ -109,6 +137,14 @@ class OnlineScorer:
         """h [n, width] -> the upper triangle of G Gᵀ [n, (F+1)F/2], G [n, F+1, d] (the MLP reads
         [h, pairs]); `unit_scales`: every scaled value is exactly 1 (skip the multiply)."""
         table, project, project_bias, pairs = self.interactions
+        lib = native.library()
+        if lib is not None:  # G built and dotted row by row in one native pass (csrc/online.c)
+            g0 = h @ project + project_bias
+            out = np.empty((len(h), len(pairs)))
+            status = lib.snn_online_pairs(g0.ctypes.data, table.ctypes.data, len(table), table.shape[1],
+                                          ids.ctypes.data, scaled.ctypes.data, len(h), ids.shape[1], out.ctypes.data)
+            _check(status, len(table))
+            return out
         g = np.empty((len(h), ids.shape[1] + 1, table.shape[1]))
         np.matmul(h, project, out=g[:, 0])
         g[:, 0] += project_bias

@@ -78,4 +78,5 @@ def kernels(request, monkeypatch):
             pytest.skip("no C compiler: the native kernels cannot be built")
     else:
         monkeypatch.setattr(native, "library", lambda: None)
+        monkeypatch.setattr(native, "python_library", lambda: None)
     return request.param

@@ -18,7 +18,7 @@ from snn.pipeline.features import (
     weighted_quantiles,
 )
 from snn.pipeline.hash_table import IntegerLookup
-from snn.pipeline.spec import CategoricalFeature, ContinuousFeature, parse_spec
+from snn.pipeline.spec import BinaryFeature, CategoricalFeature, ContinuousFeature, parse_spec
 
 from .conftest import ADULT_DIR, adult_spec_dict
 
@@ -159,3 +159,33 @@ def test_online_encoding_equals_batch_on_adult(adult):
         online_ids, online_values = fmap2.encode_record(record)
         assert online_ids == ids[i].tolist()
         assert online_values == pytest.approx(values[i].tolist())
+
+
+def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels):
+    train = pl.DataFrame({
+        "n": [0.5, 1.5, 2.5, 3.5, None] * 4, "raw": [1.0, -2.0, 3.0, None, 5.0] * 4,
+        "hashed": [1.0, 2.0, 3.0, 4.0, 5.0] * 4, "code": [7, 8, 9, 2**40, None] * 4,
+        "word": ["a", "b", "c", None, "a"] * 4, "tag": ["x", "y", "z", "x", None] * 4, "flag": [0, 1, 1, 0, 1] * 4,
+    })
+    features = [ContinuousFeature(name="n", kind="continuous", discretizer={"kind": "percentile", "bins": 3}),
+                ContinuousFeature(name="raw", kind="continuous", discretizer={"kind": "none"}),
+                ContinuousFeature(name="hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 16}),
+                CategoricalFeature(name="code", kind="categorical"), CategoricalFeature(name="word", kind="categorical"),
+                CategoricalFeature(name="tag", kind="categorical", hash_buckets=8), BinaryFeature(name="flag", kind="binary")]
+    fmap = FeatureMap.fit(features, train, np.ones(train.height))
+    plain = [{"n": 1.0, "raw": 2.5, "hashed": 3.0, "code": 8, "word": "b", "tag": "y", "flag": 1},
+             {"n": None, "raw": None, "hashed": None, "code": None, "word": None, "tag": None, "flag": 0},
+             {"n": 7, "raw": -4, "code": 2**40, "word": "never", "flag": True},  # ints; absent keys
+             {"n": np.float64(2.0), "raw": True, "hashed": 2**60, "code": 12345, "word": "a", "tag": "q", "flag": "yes"}]
+    mixed = plain + [{"n": "2.25", "raw": "1e3", "hashed": False, "code": 2**60 + 1, "word": 5, "tag": 3.0, "flag": 1.0},
+                     {"n": float("nan"), "raw": -0.0, "hashed": 1.5, "code": 8.0, "word": True, "tag": None, "flag": None}]
+    for request in (plain, mixed, tuple(mixed)):  # a tuple of records takes the Python path
+        ids, values = fmap.encode_records(request)
+        singles = [fmap.encode_record(record) for record in request]
+        assert ids.tolist() == [row for row, _ in singles]
+        assert values.tolist() == [row for _, row in singles]
+    with pytest.raises(InputError, match="feature 'n'.*infinite"):
+        fmap.encode_records(plain + [{"n": 10**400}])
+    with pytest.raises(InputError, match="feature 'raw'.*infinite"):
+        fmap.encode_records(plain + [{"raw": float("-inf")}])
+    assert fmap.encode_records([])[0].shape == (0, len(features))

@@ -1,4 +1,4 @@
-"""The numpy online scorer equals the torch batch scorer across model shapes and value kinds."""
+"""The online scorer (numpy, or its native kernels) equals the torch batch scorer across model shapes and value kinds."""
 
 import numpy as np
 import polars as pl
@@ -36,7 +36,7 @@ def _frame(seed: int) -> pl.DataFrame:
     {"sparse_linear": {"width": 6}, "interactions": {"dim": 3}, "mlp": {"layers": [5, 4], "norm": "layer"}},
     {"sparse_linear": {"width": 6, "activation": "tanh"}, "interactions": {"dim": 3}, "mlp": {"layers": []}},
 ], ids=["plain", "interactions", "interactions-no-hidden"])
-def test_online_scores_equal_batch_scores(model, raw_amount):
+def test_online_scores_equal_batch_scores(model, raw_amount, kernels):
     amount = {"kind": "none"} if raw_amount else {"kind": "percentile", "bins": 8}
     spec = parse_spec(yaml.safe_dump({
         "version": 1, "name": "online", "data": {"format": "parquet", "train": {"path": "t.parquet"},
