@@ -171,35 +171,43 @@ class SplitWriter:
         self.files["offsets"].write(np.zeros(1, np.int64).tobytes())
         return self
 
-    def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None) -> None:
+    def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None,
+               rows: np.ndarray | None = None) -> None:
         """One chunk: ids/values [nnz_c] (or [n_c, width] views, written row-major; values None for
-        a one-hot writer), lengths [n_c] (entries per row), labels/weights/keys [n_c]."""
+        a one-hot writer), labels/weights/keys [n_c]; with `rows` (ascending row indices, int64 [k])
+        only those rows of [n_c, width] ids/values and of labels/weights/keys are written. lengths:
+        entries per written row ([n_c], or [k] with rows)."""
+        if rows is not None:
+            labels, weights, keys = labels[rows], weights[rows], None if keys is None else keys.gather(rows)
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
             low, high = int(np.min(lengths)), int(np.max(lengths))
             self.widths.update({low, high} if low != high else {low})
-        for name, array in (("ids", ids), ("values", values), ("offsets", offsets), ("labels", labels),
-                            ("weights", weights)):
+        for name, array, selected in (("ids", ids, rows), ("values", values, rows), ("offsets", offsets, None),
+                                      ("labels", labels, None), ("weights", weights, None)):
             if name in self.files:
-                self._write(name, array)
+                self._write(name, array, selected)
         if keys is not None:
             pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
         self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
 
-    def _write(self, name: str, array: np.ndarray) -> None:
-        """Append `array` row-major; a strided view (a transposed feature-major chunk) is copied in
-        blocks of BLOCK_ROWS rows through one reused buffer, never as a whole fresh copy."""
+    def _write(self, name: str, array: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Append `array` row-major (only `rows`, ascending indices, when given); a strided view (a
+        transposed feature-major chunk) or a selection is copied in blocks of BLOCK_ROWS rows through
+        one reused buffer, never as a whole fresh copy. Selected rows are gathered column by column
+        (each a contiguous feature row of a feature-major chunk), then transposed in the block."""
         array = np.asarray(array)
-        if array.flags.c_contiguous and array.dtype == self.dtypes[name]:
+        if rows is None and array.flags.c_contiguous and array.dtype == self.dtypes[name]:
             self.files[name].write(memoryview(array).cast("B"))
             return
-        rows = array.reshape(len(array), -1)
+        table = array.reshape(len(array), -1)
         buffer = self.buffers.get(name)
-        if buffer is None or buffer.shape[1:] != rows.shape[1:]:
-            buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *rows.shape[1:]), self.dtypes[name])
-        for start in range(0, len(rows), BLOCK_ROWS):
-            block = buffer[:len(rows[start:start + BLOCK_ROWS])]
-            block[...] = rows[start:start + BLOCK_ROWS]
+        if buffer is None or buffer.shape[1:] != table.shape[1:]:
+            buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *table.shape[1:]), self.dtypes[name])
+        count = len(table) if rows is None else len(rows)
+        for start in range(0, count, BLOCK_ROWS):
+            block = buffer[:min(BLOCK_ROWS, count - start)]
+            block[...] = table[start:start + BLOCK_ROWS] if rows is None else table.T[:, rows[start:start + BLOCK_ROWS]].T
             self.files[name].write(memoryview(block).cast("B"))
 
     def __exit__(self, kind, value, traceback) -> None:

@@ -245,11 +245,12 @@ class ContinuousFitter:
         self.feature = feature
         self.totals = Totals()
 
-    def update(self, series: pl.Series, weights: np.ndarray) -> None:
-        values = _numeric(series, self.feature.name)
+    def update(self, series: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """One chunk's column and weights [n]; only the rows of the bool mask `rows` [n] count."""
+        values = _numeric(series, self.feature.name)  # every row is checked
         if isinstance(self.feature.discretizer, RawValue):
             return
-        self.totals.add(values, weights)
+        self.totals.add(values, weights, rows)
 
     def finish(self) -> ContinuousEncoder:
         disc, name = self.feature.discretizer, self.feature.name
@@ -393,10 +394,11 @@ class CategoricalFitter:
         self.feature = feature
         self.totals = Totals()
 
-    def update(self, series: pl.Series, weights: np.ndarray) -> None:
+    def update(self, series: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """One chunk's column (counts ignore the weights); only the rows of the bool mask `rows` [n] count."""
         if self.feature.hash_buckets:
             return
-        self.totals.add(series if series.dtype.is_integer() else _category_text(series))
+        self.totals.add(series if series.dtype.is_integer() else _category_text(series), None, rows)
 
     def finish(self) -> CategoricalEncoder:
         feature = self.feature
@@ -475,8 +477,8 @@ class BinaryEncoder:
 class _BinaryFitter:
     encoder: BinaryEncoder
 
-    def update(self, series: pl.Series, weights: np.ndarray) -> None:
-        self.encoder.encode_series(series)
+    def update(self, series: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
+        self.encoder.encode_series(series)  # nothing to fit: every row is checked
 
     def finish(self) -> BinaryEncoder:
         return self.encoder
@@ -506,10 +508,23 @@ def fitters(features) -> list:
     return [_FITTERS[type(f)](f) for f in features]
 
 
-def update_fitters(features, running: list, frame: pl.DataFrame, weights: np.ndarray) -> None:
-    """Every fitter takes its feature's column of one chunk (weights [n]), side by side."""
+def finish_fitters(running: list) -> list:
+    """Every fitter's encoder, side by side (sorting a vocabulary or a histogram releases the GIL)."""
+    encoders = [None] * len(running)
+
+    def finish(j: int) -> None:
+        encoders[j] = running[j].finish()
+
+    each_feature(finish, range(len(running)))
+    return encoders
+
+
+def update_fitters(features, running: list, frame: pl.DataFrame, weights: np.ndarray,
+                   rows: np.ndarray | None = None) -> None:
+    """Every fitter takes its feature's column of one chunk (weights [n]; only the rows of the bool
+    mask `rows` [n] count, every row without it), side by side."""
     def update(j: int) -> None:
-        running[j].update(frame[features[j].name], weights)
+        running[j].update(frame[features[j].name], weights, rows)
 
     each_feature(update, range(len(features)))
 
@@ -532,7 +547,7 @@ class FeatureMap:
         """Fit on one in-memory frame (the streaming path calls the fitters chunk by chunk)."""
         running = fitters(features)
         update_fitters(features, running, frame, weights)
-        return cls([fitter.finish() for fitter in running])
+        return cls(finish_fitters(running))
 
     @property
     def one_hot(self) -> bool:

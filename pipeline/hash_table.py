@@ -90,28 +90,35 @@ class HashTable:
 
 
 class Totals:
-    """Per-key weight totals accumulated chunk by chunk (exact). `add(keys, weights)`: keys a numpy
-    float64 array (NaN skipped) or a polars Series (nulls skipped), weights float64 [n] or None
-    (count 1 each); `result()` -> DataFrame (key, total), unordered. Numeric keys go to the native
-    hash table when it is built; text keys, or every key without it, to polars tables merged as they
-    grow past COMPACT_AT rows."""
+    """Per-key weight totals accumulated chunk by chunk (exact). `add(keys, weights, rows)`: keys a
+    numpy float64 array (NaN skipped) or a polars Series (nulls skipped), weights float64 [n] or
+    None (count 1 each), rows a bool mask [n] of the entries that count (None: all); `result()` ->
+    DataFrame (key, total), unordered. Numeric keys go to the native hash table when it is built
+    (masked rows skipped in place); text keys, or every key without it, to polars tables merged as
+    they grow past COMPACT_AT rows."""
 
     def __init__(self):
         self.table: HashTable | None = None
         self.parts: list[pl.DataFrame] = []
         self.pending = 0
 
-    def add(self, keys: np.ndarray | pl.Series, weights: np.ndarray | None = None) -> None:
+    def add(self, keys: np.ndarray | pl.Series, weights: np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> None:
         lib = native.library()
         if isinstance(keys, np.ndarray):
             if lib is not None:
-                return self._native(lib).add(keys.astype(np.float64, copy=False), weights)
-            present = ~np.isnan(keys)
+                return self._native(lib).add(keys.astype(np.float64, copy=False), weights,
+                                             None if rows is None else ~rows)
+            present = ~np.isnan(keys) if rows is None else ~np.isnan(keys) & rows
             weights = np.ones(len(keys)) if weights is None else weights
             return self._add_part(pl.DataFrame({"key": keys[present], "total": weights[present].astype(np.float64)}))
         if lib is not None and keys.dtype.is_integer() and weights is None:
-            missing = keys.is_null().to_numpy() if keys.null_count() else None
-            return self._native(lib).add(keys.cast(pl.Int64).fill_null(0).to_numpy(), None, missing)
+            skip = keys.is_null().to_numpy() if keys.null_count() else None
+            if rows is not None:
+                skip = ~rows if skip is None else skip | ~rows
+            return self._native(lib).add(keys.cast(pl.Int64).fill_null(0).to_numpy(), None, skip)
+        if rows is not None:
+            keys, weights = keys.filter(pl.Series(rows)), None if weights is None else weights[rows]
         present = keys.drop_nulls().rename("key")
         if weights is not None:
             weights = weights[~keys.is_null().to_numpy()]

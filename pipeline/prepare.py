@@ -17,7 +17,8 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, TypeVar
 
 import numpy as np
 import polars as pl
@@ -25,21 +26,42 @@ import polars as pl
 from .data import Reader, check_sources, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
 from .encoded import SplitWriter, ids_dtype
 from .errors import InputError
-from .features import QUANTILE_METHOD, FeatureMap, fitters, update_fitters
+from .features import QUANTILE_METHOD, FeatureMap, finish_fitters, fitters, update_fitters
 from .spec import LoadedSpec
 
 CHUNK_ROWS = 1 << 19
+T = TypeVar("T")
 VOCABULARY_METHOD = "exact: counts per value accumulated chunk by chunk; most frequent first, ties by text"
 
 
 @dataclass
-class Part:
-    """One chunk's rows for one split, with labels [n] and weights [n]."""
+class Chunk:
+    """One chunk of one source, every row read once: labels and weights [n], and `routes`, the split
+    each row goes to as (split, rows) pairs, rows a bool mask [n] or None for every row. Splits are
+    routed by mask rather than by copying the frame: the fit and encode passes read the masked rows
+    in place, and only scoring takes copies (`part`)."""
 
-    split: str
     frame: pl.DataFrame
     labels: np.ndarray
     weights: np.ndarray
+    routes: list[tuple[str, np.ndarray | None]]
+
+    def part(self, rows: np.ndarray | None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """(frame, labels, weights) of the masked rows."""
+        if rows is None:
+            return self.frame, self.labels, self.weights
+        return self.frame.filter(pl.Series(rows)), self.labels[rows], self.weights[rows]
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of `items`, the next one produced on a background thread while the caller works on
+    the current one (reading overlaps fitting and encoding; memory: one more chunk)."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(next, items, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = pool.submit(next, items, done)
+            yield item
 
 
 def needed_columns(loaded: LoadedSpec, extra: list[str] = ()) -> list[str]:
@@ -48,10 +70,10 @@ def needed_columns(loaded: LoadedSpec, extra: list[str] = ()) -> list[str]:
         [c for c in (data.key, data.weight) if c]
 
 
-def stream_parts(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...],
-                 chunk_rows: int = CHUNK_ROWS) -> Iterator[Part]:
-    """Chunks of the named sources, routed to splits: the train source yields `train` parts (after
-    negative downsampling) and, with a holdout, `validation` parts."""
+def stream_chunks(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...],
+                  chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+    """Chunks of the named sources, routed to splits: rows of the train source go to `train` (after
+    negative downsampling, which drops rows) or, with a holdout, to `validation` by key hash."""
     data = loaded.spec.data
     reader = Reader.from_spec(data)
     key = key_column(data)
@@ -60,19 +82,19 @@ def stream_parts(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...
         if source is None:
             continue
         path = loaded.resolve(source.path)
-        for frame in reader.chunks(path, source.rows, chunk_rows, columns):
+        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns)):
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
-            if name == "train" and data.holdout is not None:
-                held = holdout_mask(frame[key], data)
-                yield Part("validation", frame.filter(pl.Series(held)), labels[held], weights[held])
-                frame, labels, weights = frame.filter(pl.Series(~held)), labels[~held], weights[~held]
+            held = holdout_mask(frame[key], data) if name == "train" and data.holdout is not None else None
             if name == "train" and loaded.spec.train.negative_downsampling is not None:
-                down = loaded.spec.train.negative_downsampling
+                down = loaded.spec.train.negative_downsampling  # held-out rows are never downsampled
                 keep = (labels > 0) | (unit_hash(frame[key], down.seed) < down.rate)
+                keep = keep if held is None else keep | held
                 frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
-            yield Part(name, frame, labels, weights)
+                held = None if held is None else held[keep]
+            routes = [(name, None)] if held is None else [("validation", held), ("train", ~held)]
+            yield Chunk(frame, labels, weights, routes)
 
 
 def check_unique_keys(loaded: LoadedSpec) -> None:
@@ -99,17 +121,19 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     features = loaded.spec.features
     running = fitters(features)
     rows, low, high = 0, np.inf, -np.inf
-    for part in stream_parts(loaded, needed_columns(loaded), ("train",), chunk_rows):
-        if part.split != "train" or part.frame.height == 0:
-            continue
-        update_fitters(features, running, part.frame, part.weights)
-        rows += part.frame.height
-        low, high = min(low, float(part.labels.min())), max(high, float(part.labels.max()))
+    for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows):
+        for split, selected in chunk.routes:
+            labels = chunk.labels if selected is None else chunk.labels[selected]
+            if split != "train" or len(labels) == 0:
+                continue
+            update_fitters(features, running, chunk.frame, chunk.weights, selected)
+            rows += len(labels)
+            low, high = min(low, float(labels.min())), max(high, float(labels.max()))
     if rows == 0:
         raise InputError("the train split is empty after holdout and downsampling; change holdout.fraction or the rows")
     if low == high:
         raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
-    return FeatureMap([fitter.finish() for fitter in running])
+    return FeatureMap(finish_fitters(running))
 
 
 def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
@@ -124,12 +148,15 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
         # one-hot maps store no values, so none are encoded
         buffers = (np.empty((width, chunk_rows), id_dtype),
                    None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32))
-        for part in stream_parts(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
-            if part.frame.height == 0:
+        for chunk in stream_chunks(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
+            if chunk.frame.height == 0:
                 continue
-            ids, values = feature_map.encode_columns(part.frame, buffers)
-            writers[part.split].append(ids.T, None if values is None else values.T, np.full(part.frame.height, width),
-                                       part.labels, part.weights, part.frame[key])
+            ids, values = feature_map.encode_columns(chunk.frame, buffers)  # every row once, then routed
+            for split, selected in chunk.routes:
+                rows = None if selected is None else np.flatnonzero(selected)
+                count = chunk.frame.height if rows is None else len(rows)
+                writers[split].append(ids.T, None if values is None else values.T, np.full(count, width),
+                                      chunk.labels, chunk.weights, chunk.frame[key], rows)
         rows = {name: writer.rows for name, writer in writers.items()}
     if rows["validation"] == 0:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")

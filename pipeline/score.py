@@ -15,7 +15,7 @@ from .bundle import Bundle
 from .encoded import EncodedSplit
 from .errors import ArtifactError, InputError
 from .model import SparseNN
-from .prepare import needed_columns, stream_parts
+from .prepare import needed_columns, stream_chunks
 from .spec import LoadedSpec
 
 
@@ -111,15 +111,18 @@ def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}
-    for part in stream_parts(loaded, columns, sources + (("test",) if data.test is not None else ())):
-        if part.split == "train" or part.frame.height == 0:
-            continue
-        frame = part.frame
-        chunks.setdefault(part.split, []).append(ScoredSplit(
-            score_frame(bundle, frame, model), part.labels, part.weights,
-            oracle_probabilities(frame, data.oracle) if data.oracle else None,
-            score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
-            frame.select(slices)))
+    for chunk in stream_chunks(loaded, columns, sources + (("test",) if data.test is not None else ())):
+        for split, selected in chunk.routes:
+            if split == "train":
+                continue
+            frame, labels, weights = chunk.part(selected)
+            if frame.height == 0:
+                continue
+            chunks.setdefault(split, []).append(ScoredSplit(
+                score_frame(bundle, frame, model), labels, weights,
+                oracle_probabilities(frame, data.oracle) if data.oracle else None,
+                score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
+                frame.select(slices)))
     if "validation" not in chunks:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
     return {name: ScoredSplit.concat(parts) for name, parts in chunks.items()}

@@ -2,8 +2,7 @@
  * encoders' per-value work (see pipeline/hash_table.py and features.py).
  *
  * A table is three caller-owned arrays of `capacity` slots (a power of two): keys int64, payload
- * double, used uint8 (0: empty). Keys are hashed with murmur3's 64-bit finalizer and probed
- * linearly. Input keys are int64, or float64 read by their bits (`is_float`): NaN is missing and
+ * double, used uint8 (0: empty). Keys are hashed by Fibonacci hashing and probed linearly. Input keys are int64, or float64 read by their bits (`is_float`): NaN is missing and
  * -0.0 is read as 0.0, so equal numbers share one key.
  *
  *   snn_table_add:  payload[key] += weight (1 without weights) for each present input key
@@ -16,13 +15,10 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline uint64_t mix(uint64_t k) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
+/* Fibonacci hashing: the top `bits` bits of key * 2^64/φ (every key bit reaches them, so float keys,
+ * whose low bits are mostly zero, spread too). */
+static inline uint64_t slot_of(int64_t key, int bits) {
+    return ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> (64 - bits);
 }
 
 /* Key i of the input: 1 and *key set, or 0 when it is missing (NaN, or flagged in `missing`). */
@@ -53,11 +49,12 @@ int64_t snn_table_add(int64_t *keys, double *payload, uint8_t *used, int64_t cap
                       int64_t limit, const void *data, int is_float, const uint8_t *missing,
                       const double *weights, int64_t start, int64_t n) {
     const uint64_t mask = (uint64_t)capacity - 1;
+    const int bits = __builtin_ctzll((uint64_t)capacity);
     int64_t held = *count;
     for (int64_t i = start; i < n; ++i) {
         int64_t key;
         if (!read_key(data, is_float, missing, i, &key)) continue;
-        uint64_t slot = mix((uint64_t)key) & mask;
+        uint64_t slot = slot_of(key, bits);
         while (used[slot] && keys[slot] != key) slot = (slot + 1) & mask;
         if (!used[slot]) {
             if (held >= limit) {
@@ -79,10 +76,11 @@ void snn_table_find(const int64_t *keys, const double *payload, const uint8_t *u
                     const void *data, int is_float, const uint8_t *missing, int64_t n, int64_t default_id,
                     int64_t missing_id, int64_t offset, void *out, int out_is_32) {
     const uint64_t mask = (uint64_t)capacity - 1;
+    const int bits = __builtin_ctzll((uint64_t)capacity);
     for (int64_t i = 0; i < n; ++i) {
         int64_t key, id = missing_id;
         if (read_key(data, is_float, missing, i, &key)) {
-            uint64_t slot = mix((uint64_t)key) & mask;
+            uint64_t slot = slot_of(key, bits);
             while (used[slot] && keys[slot] != key) slot = (slot + 1) & mask;
             id = used[slot] ? (int64_t)payload[slot] : default_id;
         }
