@@ -116,3 +116,58 @@ def test_bench_tiny_reports_every_figure(tmp_path):
     for name in ("B1.train_vs_embeddingbag", "B2.forward_hot_batch_1", "B2.forward_cold_batch_256", "B3.fit_encode_20k"):
         assert figures[name]["competitor_value"] > 0
     assert figures["B5.logistic_vs_vw"]["competitor_value"] is not None or "skipped" in figures["B5.logistic_vs_vw"]["note"]
+
+
+def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path, monkeypatch):
+    from snn.pipeline import native
+    from snn.pipeline.data import holdout_mask, unit_hash
+    from snn.pipeline.features import FeatureMap
+
+    spec = synth_spec(str(synth / "s.parquet"), ROWS, name="s", width=8, batch_size=256)
+    spec["train"]["negative_downsampling"] = {"rate": 0.4, "seed": 3}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    loaded = load_spec(tmp_path / "s.yaml")
+    outputs = []
+    for mode in ("native", "fallback"):
+        if mode == "fallback":
+            monkeypatch.setattr(native, "library", lambda: None)
+        folder = tmp_path / mode
+        folder.mkdir()
+        info = prepare(loaded, folder, chunk_rows=700)
+        outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
+                        {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
+    (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
+    assert map_a == map_b and rows_a == rows_b
+    for name in rows_a:
+        for array in ("ids", "offsets", "labels", "weights"):
+            np.testing.assert_array_equal(getattr(splits_a[name], array), getattr(splits_b[name], array))
+
+    # the same split made directly on the whole frame: held-out rows by key hash, never downsampled;
+    # train rows: positives and the negatives whose key hash falls under the rate
+    frame = pl.read_parquet(synth / "s.parquet").head(train_rows(ROWS)).with_row_index("row_id").with_columns(
+        pl.col("row_id").cast(pl.Int64))
+    held = holdout_mask(frame["row_id"], loaded.spec.data)
+    kept = ~held & ((frame["label"].to_numpy() > 0) | (unit_hash(frame["row_id"], 3) < 0.4))
+    assert splits_a["validation"].load_keys().to_list() == np.flatnonzero(held).tolist()
+    assert splits_a["train"].load_keys().to_list() == np.flatnonzero(kept).tolist()
+    train = frame.filter(pl.Series(kept))
+    direct = FeatureMap.fit(loaded.spec.features, train, np.ones(train.height))
+    assert direct.to_json() == map_a
+    ids, _ = direct.encode_frame(train)
+    np.testing.assert_array_equal(splits_a["train"].ids.reshape(train.height, -1), ids)
+
+
+def test_read_ahead_keeps_the_order_and_raises_where_the_reader_does():
+    from snn.pipeline.errors import InputError
+    from snn.pipeline.prepare import read_ahead
+
+    def chunks():
+        yield from range(3)
+        raise InputError("chunk 3 is unreadable")
+
+    seen = []
+    with pytest.raises(InputError, match="chunk 3"):
+        for item in read_ahead(chunks()):
+            seen.append(item)
+    assert seen == [0, 1, 2]
+    assert list(read_ahead(iter([]))) == []
