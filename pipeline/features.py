@@ -26,8 +26,8 @@ from typing import TypeVar
 import numpy as np
 import polars as pl
 
-from .encoded import unit_values
 from . import native
+from .encoded import unit_values
 from .errors import ArtifactError, InputError
 from .hash_table import IntegerLookup, Totals, bin_ids
 from .spec import (
@@ -151,6 +151,8 @@ class ContinuousEncoder:
     offset: int = 0
 
     kind = "continuous"
+    # the kinds of raw value (native.SEEN_*) `encode_numbers` takes as read by records_to_numbers
+    number_kinds = native.SEEN_INT | native.SEEN_FLOAT | native.SEEN_NONE | native.SEEN_BOOL | native.SEEN_BIG
 
     @classmethod
     def fit(cls, feature: ContinuousFeature, series: pl.Series, weights: np.ndarray) -> "ContinuousEncoder":
@@ -218,8 +220,6 @@ class ContinuousEncoder:
         except (TypeError, ValueError, OverflowError):
             x = np.array([np.nan if (v := _to_float(r)) is None else v for r in raws], dtype=np.float64)
         return self.encode_numbers(x)
-
-    number_kinds = native.SEEN_INT | native.SEEN_FLOAT | native.SEEN_NONE | native.SEEN_BOOL | native.SEEN_BIG
 
     def encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`encode_values` of values already read as numbers, float64 [n] (NaN missing); equal to it
@@ -314,7 +314,7 @@ class CategoricalEncoder:
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         ones = unit_values(len(series))
-        if self.buckets is None and series.dtype.is_integer():
+        if self.buckets is None and series.dtype.is_integer() and series.dtype != pl.UInt64:  # UInt64: as text
             return self._encode_integers(series), ones
         text = _category_text(series)
         if self.buckets:
@@ -425,6 +425,7 @@ class BinaryEncoder:
     offset: int = 0
 
     kind = "binary"
+    number_kinds = 0  # bools, numbers and text alike go through `encode_value`
     size = 3
     one_hot = True  # every value it emits is 1.0
 
@@ -463,8 +464,6 @@ class BinaryEncoder:
         if value in _FALSE:
             return 0, 1.0
         raise self._bad([value])
-
-    number_kinds = 0  # bools, numbers and text alike go through `encode_value`
 
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         return np.array([self.encode_value(r)[0] for r in raws], dtype=np.int64), np.ones(len(raws))

@@ -93,9 +93,9 @@ class Totals:
     """Per-key weight totals accumulated chunk by chunk (exact). `add(keys, weights, rows)`: keys a
     numpy float64 array (NaN skipped) or a polars Series (nulls skipped), weights float64 [n] or
     None (count 1 each), rows a bool mask [n] of the entries that count (None: all); `result()` ->
-    DataFrame (key, total), unordered. Numeric keys go to the native hash table when it is built
-    (masked rows skipped in place); text keys, or every key without it, to polars tables merged as
-    they grow past COMPACT_AT rows."""
+    DataFrame (key, total), unordered. Numbers and integers that fit int64 go to the native hash
+    table when it is built (masked rows skipped in place); text and UInt64 keys, or every key
+    without it, to polars tables merged as they grow past COMPACT_AT rows."""
 
     def __init__(self):
         self.table: HashTable | None = None
@@ -112,7 +112,7 @@ class Totals:
             present = ~np.isnan(keys) if rows is None else ~np.isnan(keys) & rows
             weights = np.ones(len(keys)) if weights is None else weights
             return self._add_part(pl.DataFrame({"key": keys[present], "total": weights[present].astype(np.float64)}))
-        if lib is not None and keys.dtype.is_integer() and weights is None:
+        if lib is not None and keys.dtype.is_integer() and keys.dtype != pl.UInt64 and weights is None:
             skip = keys.is_null().to_numpy() if keys.null_count() else None
             if rows is not None:
                 skip = ~rows if skip is None else skip | ~rows

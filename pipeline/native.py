@@ -82,9 +82,8 @@ def _compile(sources: list[Path], flags: list[str], target: Path) -> None:
         os.replace(built, target)
 
 
-@functools.cache
 def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...], loader=ctypes.CDLL) -> ctypes.CDLL | None:
-    """Library `name` built from csrc/`sources`, or None (logged once) where it cannot be built or loaded."""
+    """Library `name` built from csrc/`sources`, or None (logged) where it cannot be built or loaded."""
     paths = [CSRC / source for source in sources]
     text = b"".join(path.read_bytes() for path in paths) + " ".join(FLAGS + list(flags)).encode()
     text += sys.implementation.cache_tag.encode()
@@ -105,11 +104,13 @@ def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...], loader=ct
     return lib
 
 
+@functools.cache
 def library() -> ctypes.CDLL | None:
     """The data-path and online kernels (hash tables, binning, float64 scoring): no OpenMP, no torch."""
     return _load("kernels", ("hash_table.c", "online.c"), ())
 
 
+@functools.cache
 def python_library() -> ctypes.PyDLL | None:
     """The kernel that reads a request's dicts through the Python C API (records.c): loaded with
     PyDLL, so the GIL is held while it runs; built against this interpreter's headers."""
@@ -119,6 +120,12 @@ def python_library() -> ctypes.PyDLL | None:
 
 # the kinds of value records.c reports per feature (a bit mask; see there)
 SEEN_INT, SEEN_FLOAT, SEEN_NONE, SEEN_BOOL, SEEN_BIG, SEEN_OTHER = 1, 2, 4, 8, 16, 32
+
+
+def forget_libraries() -> None:
+    """Load (or build) the libraries afresh on their next use: after $SNN_NATIVE_CACHE or $CC change."""
+    for loaded in (library, python_library, torch_library):
+        loaded.cache_clear()
 
 
 def records_to_numbers(records: list[dict], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -135,6 +142,7 @@ def records_to_numbers(records: list[dict], names: tuple[str, ...]) -> tuple[np.
     return numbers, seen
 
 
+@functools.cache
 def torch_library() -> ctypes.CDLL | None:
     """The sparse linear layer's kernel (OpenMP threads), loaded after torch so it shares torch's libgomp."""
     import torch  # noqa: F401  (torch's libgomp first)

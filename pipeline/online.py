@@ -1,4 +1,4 @@
-"""The online scorer: one raw record (a dict) at a time, in plain Python + numpy.
+"""The online scorer: raw records (dicts), one or a request of many at a time, in numpy.
 
 An independent re-implementation of the batch path — numpy and scipy.sparse, no torch; the sparse sums
 and dot interactions in native float64 kernels (csrc/online.c) where they are built — that parity tests
@@ -89,7 +89,7 @@ class OnlineScorer:
         scaled, pre = self._sparse(ids, v) if lib is None else self._sparse_native(lib, ids, v)
         h = _act(self.sparse_act[0], pre, self.sparse_act[1])
         n = len(ids)
-        unit_scales = lib is None and bool((scaled == 1.0).all())
+        unit_scales = lib is None and bool((scaled == 1.0).all())  # numpy pairs skip a multiply
         logit = np.concatenate([self._head(h[start:start + BLOCK_ROWS], ids[start:start + BLOCK_ROWS],
                                            scaled[start:start + BLOCK_ROWS], unit_scales)
                                 for start in range(0, n, BLOCK_ROWS)])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, TypeVar
 
 import numpy as np
@@ -144,19 +144,30 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     key, width, id_dtype = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
         writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in names}
-        # one chunk's feature-major arrays, reused by every chunk (parts are at most chunk_rows rows);
-        # one-hot maps store no values, so none are encoded
-        buffers = (np.empty((width, chunk_rows), id_dtype),
-                   None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32))
-        for chunk in stream_chunks(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
-            if chunk.frame.height == 0:
-                continue
-            ids, values = feature_map.encode_columns(chunk.frame, buffers)  # every row once, then routed
+
+        def write(chunk: Chunk, ids: np.ndarray, values: np.ndarray | None) -> None:
             for split, selected in chunk.routes:
                 rows = None if selected is None else np.flatnonzero(selected)
                 count = chunk.frame.height if rows is None else len(rows)
                 writers[split].append(ids.T, None if values is None else values.T, np.full(count, width),
                                       chunk.labels, chunk.weights, chunk.frame[key], rows)
+
+        # a chunk is written on a background thread while the next one is encoded, so two chunks'
+        # feature-major arrays take turns (each at most chunk_rows rows; one-hot maps store no values)
+        buffers = [(np.empty((width, chunk_rows), id_dtype),
+                    None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32)) for _ in range(2)]
+        writing = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        pending, turn = None, 0
+        for chunk in stream_chunks(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
+            if chunk.frame.height == 0:
+                continue
+            ids, values = feature_map.encode_columns(chunk.frame, buffers[turn])  # every row once, then routed
+            turn = 1 - turn
+            if pending is not None:
+                pending.result()  # the previous chunk is written: its buffers are free for the next one
+            pending = writing.submit(write, chunk, ids, values)
+        if pending is not None:
+            pending.result()
         rows = {name: writer.rows for name, writer in writers.items()}
     if rows["validation"] == 0:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")

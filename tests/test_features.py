@@ -189,3 +189,12 @@ def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels
     with pytest.raises(InputError, match="feature 'raw'.*infinite"):
         fmap.encode_records(plain + [{"raw": float("-inf")}])
     assert fmap.encode_records([])[0].shape == (0, len(features))
+
+
+def test_uint64_categories_past_int64_keep_their_vocabulary_ids(kernels):
+    big = 2**64 - 5
+    series = pl.Series("c", [big, big, 3, 3, 3, None], dtype=pl.UInt64)
+    enc = CategoricalEncoder.fit(CategoricalFeature(name="c", kind="categorical"), series, np.ones(6))
+    assert enc.vocabulary == ["3", str(big)]
+    ids, _ = enc.encode_series(pl.Series("c", [big, 3, 7, None], dtype=pl.UInt64))
+    assert ids.tolist() == [1, 0, 2, 3]
