@@ -158,7 +158,10 @@ class OnlineScorer:
     def score(self, record: dict) -> float:
         return float(self.bundle.finish(np.array([self.raw(record)]))[0])
 
+    def raw_many(self, records: list[dict]) -> np.ndarray:
+        """One request of many candidates, encoded and scored together: raw probabilities [n]."""
+        return self.raw_encoded(*self.bundle.feature_map.encode_records(records))
+
     def score_many(self, records: list[dict]) -> np.ndarray:
         """One request of many candidates, encoded and scored together: final scores [n]."""
-        ids, values = self.bundle.feature_map.encode_records(records)
-        return self.bundle.finish(self.raw_encoded(ids, values))
+        return self.bundle.finish(self.raw_many(records))

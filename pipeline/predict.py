@@ -1,15 +1,18 @@
-"""`snn predict`: score a data file with a bundle, batch (torch) or online (record by record)."""
+"""`snn predict`: score a data file with a bundle, batch (torch) or online (the serving scorer, in requests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from .bundle import Bundle
 from .errors import InputError
 from .online import OnlineScorer
 from .score import score_frame
+
+REQUEST_ROWS = 1000
 
 
 def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None) -> pl.DataFrame:
@@ -24,10 +27,11 @@ def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = Fal
     """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count."""
     bundle = Bundle.load(bundle_path)
     frame = read_rows(bundle, data, rows)
-    if online:
+    if online:  # the serving scorer, fed requests of REQUEST_ROWS candidates as a server would
         scorer = OnlineScorer(bundle)
-        raws = [scorer.raw(record) for record in frame.iter_rows(named=True)]
-        out = pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raws).tolist(), "raw_score": raws})
+        raws = np.concatenate([scorer.raw_many(frame.slice(start, REQUEST_ROWS).to_dicts())
+                               for start in range(0, frame.height, REQUEST_ROWS)] or [np.empty(0)])
+        out = pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raws), "raw_score": raws})
     else:
         out = score_frame(bundle, frame)
     output.parent.mkdir(parents=True, exist_ok=True)
