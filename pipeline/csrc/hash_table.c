@@ -1,8 +1,9 @@
 /* Open-addressing hash tables of int64 keys with a double payload, and percentile binning: the
  * encoders' per-value work (see pipeline/hash_table.py and features.py).
  *
- * A table is three caller-owned arrays of `capacity` slots (a power of two): keys int64, payload
- * double, used uint8 (0: empty). Keys are hashed by Fibonacci hashing and probed linearly. Input keys are int64, or float64 read by their bits (`is_float`): NaN is missing and
+ * A table is three caller-owned arrays of `capacity` slots (a power of two, at least 2): keys
+ * int64, payload double, used uint8 (0: empty). Keys are hashed by Fibonacci hashing and probed
+ * linearly. Input keys are int64, or float64 read by their bits (`is_float`): NaN is missing and
  * -0.0 is read as 0.0, so equal numbers share one key.
  *
  *   snn_table_add:  payload[key] += weight (1 without weights) for each present input key
