@@ -29,7 +29,7 @@ import polars as pl
 from . import native
 from .encoded import unit_values
 from .errors import ArtifactError, InputError
-from .hash_table import IntegerLookup, Totals, bin_ids
+from .hash_table import IntegerLookup, Totals, bin_ids, fits_int64
 from .spec import (
     BinaryFeature,
     CategoricalFeature,
@@ -250,7 +250,7 @@ class ContinuousFitter:
         values = _numeric(series, self.feature.name)  # every row is checked
         if isinstance(self.feature.discretizer, RawValue):
             return
-        self.totals.add(values, weights, rows)
+        self.totals.add_numbers(values, weights, rows)
 
     def finish(self) -> ContinuousEncoder:
         disc, name = self.feature.discretizer, self.feature.name
@@ -314,7 +314,7 @@ class CategoricalEncoder:
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         ones = unit_values(len(series))
-        if self.buckets is None and series.dtype.is_integer() and series.dtype != pl.UInt64:  # UInt64: as text
+        if self.buckets is None and fits_int64(series.dtype):
             return self._encode_integers(series), ones
         text = _category_text(series)
         if self.buckets:
@@ -398,7 +398,7 @@ class CategoricalFitter:
         """One chunk's column (counts ignore the weights); only the rows of the bool mask `rows` [n] count."""
         if self.feature.hash_buckets:
             return
-        self.totals.add(series if series.dtype.is_integer() else _category_text(series), None, rows)
+        self.totals.count(series if fits_int64(series.dtype) else _category_text(series), rows)
 
     def finish(self) -> CategoricalEncoder:
         feature = self.feature

@@ -1,7 +1,7 @@
 """Per-value totals and integer lookups for the encoders: the native hash table (csrc/hash_table.c)
 where it is built, polars and numpy otherwise (same results; tests hold both equal).
 
-- `Totals`: exact per-key weight totals over chunks (a discretizer's weighted value histogram, a
+- `Totals`: exact per-key totals over chunks (a discretizer's weighted value histogram, a
   vocabulary's counts); memory is the distinct keys, never the rows.
 - `IntegerLookup`: int64 keys -> int64 values, vectorized, with a default for absent keys.
 - `bin_ids`: numbers -> percentile bin ids.
@@ -89,41 +89,42 @@ class HashTable:
                                 len(data), default_id, missing_id, offset, pointer, is_32)
 
 
+def fits_int64(dtype: pl.DataType) -> bool:
+    """An integer dtype every value of which fits int64 (all but UInt64): such columns are looked up
+    and counted as integers; UInt64 columns go as text."""
+    return dtype.is_integer() and dtype != pl.UInt64
+
+
 class Totals:
-    """Per-key weight totals accumulated chunk by chunk (exact). `add(keys, weights, rows)`: keys a
-    numpy float64 array (NaN skipped) or a polars Series (nulls skipped), weights float64 [n] or
-    None (count 1 each), rows a bool mask [n] of the entries that count (None: all); `result()` ->
-    DataFrame (key, total), unordered. Numbers and integers that fit int64 go to the native hash
-    table when it is built (masked rows skipped in place); text and UInt64 keys, or every key
-    without it, to polars tables merged as they grow past COMPACT_AT rows."""
+    """Per-key totals accumulated chunk by chunk (exact); `result()` -> DataFrame (key, total),
+    unordered. `add_numbers`: weight totals of float64 values (a discretizer's histogram); `count`:
+    counts of a column's values (a vocabulary). Numbers and int64-sized integers go to the native
+    hash table when it is built (masked rows skipped in place); text, or everything without it, to
+    polars tables merged as they grow past COMPACT_AT rows."""
 
     def __init__(self):
         self.table: HashTable | None = None
         self.parts: list[pl.DataFrame] = []
         self.pending = 0
 
-    def add(self, keys: np.ndarray | pl.Series, weights: np.ndarray | None = None,
-            rows: np.ndarray | None = None) -> None:
+    def add_numbers(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """values float64 [n] (NaN skipped), weights [n]; only the rows of the bool mask `rows` [n] count."""
         lib = native.library()
-        if isinstance(keys, np.ndarray):
-            if lib is not None:
-                return self._native(lib).add(keys.astype(np.float64, copy=False), weights,
-                                             None if rows is None else ~rows)
-            present = ~np.isnan(keys) if rows is None else ~np.isnan(keys) & rows
-            weights = np.ones(len(keys)) if weights is None else weights
-            return self._add_part(pl.DataFrame({"key": keys[present], "total": weights[present].astype(np.float64)}))
-        if lib is not None and keys.dtype.is_integer() and keys.dtype != pl.UInt64 and weights is None:
+        if lib is not None:
+            return self._native(lib).add(values, weights, None if rows is None else ~rows)
+        present = ~np.isnan(values) if rows is None else ~np.isnan(values) & rows
+        self._add_part(pl.DataFrame({"key": values[present], "total": weights[present].astype(np.float64)}))
+
+    def count(self, keys: pl.Series, rows: np.ndarray | None = None) -> None:
+        """Each value of `keys` [n] counts 1 (nulls skipped); only the rows of the bool mask `rows` [n] count."""
+        lib = native.library()
+        if lib is not None and fits_int64(keys.dtype):
             skip = keys.is_null().to_numpy() if keys.null_count() else None
             if rows is not None:
                 skip = ~rows if skip is None else skip | ~rows
             return self._native(lib).add(keys.cast(pl.Int64).fill_null(0).to_numpy(), None, skip)
-        if rows is not None:
-            keys, weights = keys.filter(pl.Series(rows)), None if weights is None else weights[rows]
-        present = keys.drop_nulls().rename("key")
-        if weights is not None:
-            weights = weights[~keys.is_null().to_numpy()]
-        part = pl.DataFrame({"key": present, "total": np.ones(len(present)) if weights is None else weights})
-        self._add_part(part)
+        present = (keys if rows is None else keys.filter(pl.Series(rows))).drop_nulls().rename("key")
+        self._add_part(pl.DataFrame({"key": present, "total": np.ones(len(present))}))
 
     def _native(self, lib: ctypes.CDLL) -> HashTable:
         if self.table is None:

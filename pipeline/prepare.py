@@ -4,8 +4,9 @@ Two passes over the train source, one over each other source, each holding one c
 
 1. fit: every train chunk updates the streaming fitters (exact weighted per-value totals for
    percentile bins, counts for vocabularies; see features.py);
-2. encode: every chunk of every source is routed to its split (holdout by key hash, negative
-   downsampling by key hash), encoded, and appended to that split's CSR files (encoded.py).
+2. encode: every chunk of every source is encoded once, then its rows are routed to their
+   splits (holdout by key hash; negative downsampling by key hash drops rows first) and appended
+   to each split's CSR files (encoded.py).
 
 Memory is one chunk plus the fitters' tables (distinct values), never the row count.
 """
@@ -123,8 +124,10 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     rows, low, high = 0, np.inf, -np.inf
     for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows):
         for split, selected in chunk.routes:
+            if split != "train":
+                continue
             labels = chunk.labels if selected is None else chunk.labels[selected]
-            if split != "train" or len(labels) == 0:
+            if len(labels) == 0:
                 continue
             update_fitters(features, running, chunk.frame, chunk.weights, selected)
             rows += len(labels)

@@ -25,7 +25,7 @@ def test_float_totals_equal_a_group_by(kernels):
     totals = Totals()
     for chunk in range(3):  # chunks accumulate
         part = slice(chunk * 10_000, (chunk + 1) * 10_000)
-        totals.add(values[part], weights[part])
+        totals.add_numbers(values[part], weights[part])
     present = ~np.isnan(values)
     expected = (pl.DataFrame({"key": values[present] + 0.0, "total": weights[present]})
                 .group_by("key").agg(pl.col("total").sum()))
@@ -39,11 +39,11 @@ def test_float_totals_equal_a_group_by(kernels):
 def test_integer_counts_skip_nulls_and_text_counts_too(kernels):
     series = pl.Series("c", [5, None, -2**62, 5, 7, None, 2**62, 5], dtype=pl.Int64)
     totals = Totals()
-    totals.add(series)
-    totals.add(series.head(2))
+    totals.count(series)
+    totals.count(series.head(2))
     assert _as_dict(totals.result()) == {5: 4.0, -2**62: 1.0, 7: 1.0, 2**62: 1.0}
     text = Totals()
-    text.add(pl.Series("c", ["a", None, "b", "a"]))
+    text.count(pl.Series("c", ["a", None, "b", "a"]))
     assert _as_dict(text.result()) == {"a": 2.0, "b": 1.0}
     assert Totals().result().height == 0
 
