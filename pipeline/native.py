@@ -161,19 +161,24 @@ def sparse_linear(ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
     autograd: inference only. Checks stay lean: at batch 1 they are a third of the call."""
     import torch
 
+    int64, float32 = torch.int64, torch.float32
+    if not (ids.dtype is int64 and offsets.dtype is int64 and values.dtype is float32 and weight.dtype is float32
+            and max_abs.dtype is float32 and id_bias.dtype is float32 and bias.dtype is float32):
+        return None
     tensors = (ids, offsets, values, weight, max_abs, id_bias, bias)
-    dtypes = (torch.int64, torch.int64) + (torch.float32,) * 5  # ids, offsets, then the float tensors
-    if tuple(t.dtype for t in tensors) != dtypes or not all(t.is_cpu and t.is_contiguous() for t in tensors):
+    if not all(t.is_cpu and t.is_contiguous() for t in tensors):
         return None
     lib = torch_library()
     if lib is None:
         return None
-    rows, (num_ids, width) = len(offsets), weight.shape
-    out = torch.empty(rows, width, dtype=torch.float32)
-    status = lib.snn_sparse_linear_f32(ids.data_ptr(), values.data_ptr(), offsets.data_ptr(), rows, len(ids),
+    rows, nnz, (num_ids, width) = offsets.shape[0], ids.shape[0], weight.shape
+    out = torch.empty(rows, width, dtype=float32)
+    status = lib.snn_sparse_linear_f32(ids.data_ptr(), values.data_ptr(), offsets.data_ptr(), rows, nnz,
                                        weight.data_ptr(), num_ids, width, max_abs.data_ptr(), id_bias.data_ptr(),
                                        bias.data_ptr(), out.data_ptr(), torch.get_num_threads())
+    if status == -2:
+        raise MemoryError("sparse linear forward: no memory for the partial sums of a split row")
     if status != 0:
         raise IndexError(f"sparse linear forward: an id outside [0, {num_ids}) or offsets that are not "
-                         f"non-decreasing row starts within [0, {len(ids)}]")
+                         f"non-decreasing row starts within [0, {nnz}]")
     return out

@@ -34,10 +34,23 @@ def _csr(num_ids: int, lengths: list[int], seed: int = 1):
     return ids, values, offsets
 
 
+@pytest.fixture(params=[1, 2, 4], ids=lambda n: f"{n}threads")
+def threads(request):
+    """torch's thread count, which the kernel takes as its own, restored after the test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @needs_compiler
 @pytest.mark.parametrize("width", [1, 3, 8, 50, 64, 70, 150])
-@pytest.mark.parametrize("lengths", [[5], [0, 4, 0, 9, 1], [40] * 300])  # the last crosses the threaded size
-def test_kernel_equals_the_torch_path(width, lengths):
+@pytest.mark.parametrize("lengths", [
+    [5], [0, 4, 0, 9, 1],
+    [40] * 300,  # crosses the threaded size: rows over the threads
+    [600], [0, 300], [300, 7],  # fewer rows than threads: each row's entries split over them
+])
+def test_kernel_equals_the_torch_path(width, lengths, threads):
     layer = _layer(1000, width)
     ids, values, offsets = _csr(1000, lengths)
     with torch.no_grad():
@@ -95,20 +108,22 @@ def test_training_and_autograd_keep_the_torch_path(monkeypatch):
 
 @needs_compiler
 @pytest.mark.parametrize("bad", [-1, 1000])
-def test_out_of_range_ids_raise_instead_of_reading_memory(bad):
+@pytest.mark.parametrize("lengths", [[10, 10, 10], [600]])  # the second split over threads
+def test_out_of_range_ids_raise_instead_of_reading_memory(bad, lengths, threads):
     layer = _layer(1000, 8)
-    ids, values, offsets = _csr(1000, [10, 10, 10])
-    ids[17] = bad
+    ids, values, offsets = _csr(1000, lengths)
+    ids[-17] = bad
     with torch.inference_mode(), pytest.raises(IndexError, match=r"outside \[0, 1000\)"):
         layer(ids, values, offsets)
 
 
 @needs_compiler
-def test_offsets_out_of_order_raise():
+@pytest.mark.parametrize("offsets", [[0, 20, 10], [301, 0], [-1]])
+def test_offsets_out_of_order_raise(offsets, threads):
     layer = _layer(100, 8)
-    ids, values, _ = _csr(100, [10, 10, 10])
+    ids, values, _ = _csr(100, [150, 150])
     with torch.inference_mode(), pytest.raises(IndexError, match="non-decreasing row starts"):
-        layer(ids, values, torch.tensor([0, 20, 10]))
+        layer(ids, values, torch.tensor(offsets))
 
 
 def test_other_dtypes_and_layouts_fall_back():
