@@ -29,7 +29,7 @@ import polars as pl
 from . import native
 from .encoded import unit_values
 from .errors import ArtifactError, InputError
-from .hash_table import IntegerLookup, Totals, bin_ids, fits_int64
+from .hash_table import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
 from .spec import (
     BinaryFeature,
     CategoricalFeature,
@@ -118,8 +118,8 @@ def _to_float(raw) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _numeric(series: pl.Series, name: str) -> np.ndarray:
-    """float64 [n] with NaN for missing; non-numeric text or infinities raise InputError."""
+def _as_float(series: pl.Series, name: str) -> pl.Series:
+    """The column as Float64 (nulls kept; free when it already is); non-numeric text raises InputError."""
     cast = series.cast(pl.Float64, strict=False)
     bad = None if series.dtype.is_numeric() else cast.is_null() & series.is_not_null()  # numbers always cast
     if bad is not None and bad.any():
@@ -128,10 +128,26 @@ def _numeric(series: pl.Series, name: str) -> np.ndarray:
             f"feature {name!r} is continuous but has non-numeric values such as {examples}; "
             "clean the column, add the marker to data.null_values, or declare the feature categorical"
         )
-    arr = cast.to_numpy()  # nulls -> NaN
+    return cast
+
+
+def _infinite_values(name: str) -> InputError:
+    return InputError(f"feature {name!r} has infinite values; replace them (or mark them missing) before training")
+
+
+def _numeric(series: pl.Series, name: str) -> np.ndarray:
+    """float64 [n] with NaN for missing; non-numeric text or infinities raise InputError."""
+    arr = _as_float(series, name).to_numpy()  # nulls -> NaN
     if np.isinf(arr).any():
-        raise InputError(f"feature {name!r} has infinite values; replace them (or mark them missing) before training")
+        raise _infinite_values(name)
     return arr
+
+
+def _offset_into(encoder, series: pl.Series, out: np.ndarray) -> np.ndarray:
+    """`encode_into` by way of `encode_series`: local ids + offset copied into `out`."""
+    local, values = encoder.encode_series(series)
+    np.add(local, encoder.offset, out=out, casting="unsafe")
+    return values
 
 
 @dataclass
@@ -189,8 +205,23 @@ class ContinuousEncoder:
         return np.arange(self.n_bins + 1, dtype=np.int64)
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        x = _numeric(series, self.name)
-        return self._encode_numbers(x)
+        if self.raw:
+            return self._encode_numbers(_numeric(series, self.name))
+        ids = np.empty(len(series), dtype=np.int64)
+        return ids, self._bin_into(series, ids, 0)
+
+    def encode_into(self, series: pl.Series, out: np.ndarray) -> np.ndarray:
+        """Global ids (local + offset) into `out` int64 or int32 [n]; returns the values float32 [n]."""
+        if self.raw:
+            return _offset_into(self, series, out)
+        return self._bin_into(series, out, self.offset)
+
+    def _bin_into(self, series: pl.Series, out: np.ndarray, offset: int) -> np.ndarray:
+        """Bin ids + offset into `out`, the column read in place (no NaN-filled copy); values float32 [n]."""
+        if bin_column(_as_float(series, self.name), self._inner_edges, self._bin_ids if self.buckets else None,
+                      self.n_bins, offset, out):
+            raise _infinite_values(self.name)
+        return unit_values(len(series))
 
     def _encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Finite-or-NaN numbers float64 [n] -> local ids int64 [n], values float32 [n]."""
@@ -247,10 +278,12 @@ class ContinuousFitter:
 
     def update(self, series: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
         """One chunk's column and weights [n]; only the rows of the bool mask `rows` [n] count."""
-        values = _numeric(series, self.feature.name)  # every row is checked
+        column = _as_float(series, self.feature.name)  # every row is checked
+        if column.is_infinite().any():
+            raise _infinite_values(self.feature.name)
         if isinstance(self.feature.discretizer, RawValue):
             return
-        self.totals.add_numbers(values, weights, rows)
+        self.totals.add_weighted(column, weights, rows)
 
     def finish(self) -> ContinuousEncoder:
         disc, name = self.feature.discretizer, self.feature.name
@@ -300,7 +333,6 @@ class CategoricalEncoder:
     def __post_init__(self):
         self._index: dict[str, int] | None = None  # built on the first online lookup
         self._text_lookup: tuple[pl.Series, pl.Series] | None = None
-        self._int_lookup: IntegerLookup | None = None  # integer vocabulary entries -> local ids
 
     @classmethod
     def fit(cls, feature: CategoricalFeature, series: pl.Series, weights: np.ndarray) -> "CategoricalEncoder":
@@ -330,10 +362,18 @@ class CategoricalEncoder:
         ids = np.where(text.is_null().to_numpy(), missing, ids.to_numpy())
         return ids.astype(np.int64), ones
 
-    def _encode_integers(self, series: pl.Series) -> np.ndarray:
-        """Integer columns without text: a hash lookup of the vocabulary's integer values."""
-        missing = series.is_null().to_numpy() if series.null_count() else None
-        return self._lookup_integers(series.cast(pl.Int64).fill_null(0).to_numpy(), missing)
+    def _encode_integers(self, series: pl.Series, out: np.ndarray | None = None, offset: int = 0) -> np.ndarray:
+        """Integer columns without text: a hash lookup of the vocabulary's integer values, the column
+        read in place; local ids + offset into `out` int64 or int32 [n] (a new int64 array without)."""
+        out = np.empty(len(series), dtype=np.int64) if out is None else out
+        return self._integer_lookup.lookup_column(series.cast(pl.Int64), len(self.vocabulary) + 1, offset, out)
+
+    def encode_into(self, series: pl.Series, out: np.ndarray) -> np.ndarray:
+        """Global ids (local + offset) into `out` int64 or int32 [n]; returns the values float32 [n]."""
+        if self.buckets is None and fits_int64(series.dtype):
+            self._encode_integers(series, out, self.offset)
+            return unit_values(len(series))
+        return _offset_into(self, series, out)
 
     def _integer_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """The vocabulary entries that are integers in canonical text ("7", not "07"): values and local ids."""
@@ -374,9 +414,11 @@ class CategoricalEncoder:
     def _lookup_integers(self, x: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
         """Integers int64 [n] (and which are missing, bool [n] or None) -> local ids int64 [n]: one
         vectorized lookup of the vocabulary's integer entries (batch and online)."""
-        if self._int_lookup is None:
-            self._int_lookup = IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
-        return self._int_lookup(x, missing, missing_id=len(self.vocabulary) + 1)
+        return self._integer_lookup(x, missing, missing_id=len(self.vocabulary) + 1)
+
+    @cached_property
+    def _integer_lookup(self) -> IntegerLookup:
+        return IntegerLookup(*self._integer_keys(), default=len(self.vocabulary))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,
@@ -453,6 +495,10 @@ class BinaryEncoder:
             raise self._bad(text.filter(bad).unique().head(3).to_list())
         ids = np.where(text.is_null().to_numpy(), 2, np.where(is_true.to_numpy(), 1, 0))
         return ids.astype(np.int64), unit_values(len(series))
+
+    def encode_into(self, series: pl.Series, out: np.ndarray) -> np.ndarray:
+        """Global ids (local + offset) into `out` int64 or int32 [n]; returns the values float32 [n]."""
+        return _offset_into(self, series, out)
 
     def encode_value(self, raw) -> tuple[int, float]:
         value = _category_value(raw)
@@ -579,8 +625,7 @@ class FeatureMap:
 
         def encode(j: int) -> None:
             encoder = self.encoders[j]
-            local, encoded = encoder.encode_series(frame[encoder.name])
-            np.add(local, encoder.offset, out=ids[j])
+            encoded = encoder.encode_into(frame[encoder.name], ids[j])
             if values is not None:
                 values[j] = encoded
 

@@ -4,7 +4,10 @@ where it is built, polars and numpy otherwise (same results; tests hold both equ
 - `Totals`: exact per-key totals over chunks (a discretizer's weighted value histogram, a
   vocabulary's counts); memory is the distinct keys, never the rows.
 - `IntegerLookup`: int64 keys -> int64 values, vectorized, with a default for absent keys.
-- `bin_ids`: numbers -> percentile bin ids.
+- `bin_ids`, `bin_column`: numbers -> percentile bin ids.
+
+Polars columns (`Totals.add_weighted`, `Totals.count`, `IntegerLookup.lookup_column`, `bin_column`)
+are read in place by the native kernels, nulls by their validity bitmap (columns.py).
 
 Native keys are int64, or float64 numbers by value (NaN is missing, -0.0 is 0.0); a table of
 `capacity` slots (a power of two) holds at most half as many keys and grows 4x when full.
@@ -18,12 +21,17 @@ import numpy as np
 import polars as pl
 
 from . import native
+from .columns import pieces
 
 COMPACT_AT = 2_000_000  # polars path: accumulated (key, total) rows before partial tables are merged
 
 
 def _pointer(array: np.ndarray | None) -> int | None:
     return None if array is None else array.ctypes.data
+
+
+def _valid(valid: tuple[int, int] | None) -> tuple[int | None, int]:
+    return (None, 0) if valid is None else valid
 
 
 def _ids_out(out: np.ndarray) -> tuple[int, int]:
@@ -46,22 +54,25 @@ class HashTable:
         self.used = np.zeros(capacity, dtype=np.uint8)
         self.count.value = 0
 
-    def _add(self, data: np.ndarray, is_float: bool, missing: np.ndarray | None, weights: np.ndarray | None) -> None:
+    def _add(self, data: np.ndarray, is_float: bool, missing: np.ndarray | None, valid: tuple[int, int] | None,
+             weights: np.ndarray | None) -> None:
         start = 0
         while start < len(data):
             start = self.lib.snn_table_add(
                 self.keys.ctypes.data, self.payload.ctypes.data, self.used.ctypes.data, len(self.keys),
                 ctypes.byref(self.count), len(self.keys) // 2, data.ctypes.data, int(is_float), _pointer(missing),
-                _pointer(weights), start, len(data))
+                *_valid(valid), _pointer(weights), start, len(data))
             if start < len(data):  # full: rehash into 4x the slots, then go on
                 held = self.used.view(bool)
                 keys, payload = self.keys[held], self.payload[held]
                 self._allocate(4 * len(self.keys))
-                self._add(keys, False, None, payload)
+                self._add(keys, False, None, None, payload)
 
-    def add(self, data: np.ndarray, weights: np.ndarray | None = None, missing: np.ndarray | None = None) -> None:
+    def add(self, data: np.ndarray, weights: np.ndarray | None = None, missing: np.ndarray | None = None,
+            valid: tuple[int, int] | None = None) -> None:
         """payload[key] += weight (1.0 without weights) for data int64 or float64 [n] (NaN skipped);
-        `missing` bool [n] skips entries too. A table takes one key type."""
+        `missing` bool [n] and `valid` (an Arrow validity bitmap: address, bit of row 0) skip entries
+        too. A table takes one key type."""
         is_float = data.dtype == np.float64
         if self.is_float is None:
             self.is_float = is_float
@@ -70,7 +81,7 @@ class HashTable:
         data = np.ascontiguousarray(data)
         weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
         missing = None if missing is None else np.ascontiguousarray(missing, dtype=bool)
-        self._add(data, is_float, missing, weights)
+        self._add(data, is_float, missing, valid, weights)
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys int64 or float64 [k], payload float64 [k]) in slot order."""
@@ -79,14 +90,15 @@ class HashTable:
         return (keys.view(np.float64) if self.is_float else keys), self.payload[held]
 
     def find(self, data: np.ndarray, missing: np.ndarray | None, default_id: int, missing_id: int, offset: int,
-             out: np.ndarray) -> None:
-        """out[i] = payload[data[i]] (default_id if absent, missing_id if missing) + offset, in place."""
+             out: np.ndarray, valid: tuple[int, int] | None = None) -> None:
+        """out[i] = payload[data[i]] (default_id if absent, missing_id if missing: flagged in
+        `missing` or clear in the `valid` bitmap) + offset, in place."""
         data = np.ascontiguousarray(data, dtype=np.float64 if self.is_float else np.int64)
         missing = None if missing is None else np.ascontiguousarray(missing, dtype=bool)
         pointer, is_32 = _ids_out(out)
         self.lib.snn_table_find(self.keys.ctypes.data, self.payload.ctypes.data, self.used.ctypes.data,
                                 len(self.keys), data.ctypes.data, int(bool(self.is_float)), _pointer(missing),
-                                len(data), default_id, missing_id, offset, pointer, is_32)
+                                *_valid(valid), len(data), default_id, missing_id, offset, pointer, is_32)
 
 
 def fits_int64(dtype: pl.DataType) -> bool:
@@ -97,7 +109,7 @@ def fits_int64(dtype: pl.DataType) -> bool:
 
 class Totals:
     """Per-key totals accumulated chunk by chunk (exact); `result()` -> DataFrame (key, total),
-    unordered. `add_numbers`: weight totals of float64 values (a discretizer's histogram); `count`:
+    unordered. `add_weighted`: weight totals of float values (a discretizer's histogram); `count`:
     counts of a column's values (a vocabulary). Numbers and int64-sized integers go to the native
     hash table when it is built (masked rows skipped in place); text, or everything without it, to
     polars tables merged as they grow past COMPACT_AT rows."""
@@ -107,24 +119,32 @@ class Totals:
         self.parts: list[pl.DataFrame] = []
         self.pending = 0
 
-    def add_numbers(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
-        """values float64 [n] (NaN skipped), weights [n]; only the rows of the bool mask `rows` [n] count."""
+    def add_weighted(self, column: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """column Float64 [n] (nulls and NaN skipped), weights [n]; only the rows of the bool mask
+        `rows` [n] count."""
         lib = native.library()
-        if lib is not None:
-            return self._native(lib).add(values, weights, None if rows is None else ~rows)
-        present = ~np.isnan(values) if rows is None else ~np.isnan(values) & rows
-        self._add_part(pl.DataFrame({"key": values[present], "total": weights[present].astype(np.float64)}))
+        if lib is None:
+            values = column.to_numpy()
+            present = ~np.isnan(values) if rows is None else ~np.isnan(values) & rows
+            return self._add_part(pl.DataFrame({"key": values[present], "total": weights[present].astype(np.float64)}))
+        self._add_pieces(self._native(lib), column, weights, rows)
 
     def count(self, keys: pl.Series, rows: np.ndarray | None = None) -> None:
         """Each value of `keys` [n] counts 1 (nulls skipped); only the rows of the bool mask `rows` [n] count."""
         lib = native.library()
         if lib is not None and fits_int64(keys.dtype):
-            skip = keys.is_null().to_numpy() if keys.null_count() else None
-            if rows is not None:
-                skip = ~rows if skip is None else skip | ~rows
-            return self._native(lib).add(keys.cast(pl.Int64).fill_null(0).to_numpy(), None, skip)
+            return self._add_pieces(self._native(lib), keys.cast(pl.Int64), None, rows)
         present = (keys if rows is None else keys.filter(pl.Series(rows))).drop_nulls().rename("key")
         self._add_part(pl.DataFrame({"key": present, "total": np.ones(len(present))}))
+
+    @staticmethod
+    def _add_pieces(table: HashTable, column: pl.Series, weights: np.ndarray | None, rows: np.ndarray | None) -> None:
+        skip = None if rows is None else ~rows
+        with pieces(column) as parts:
+            for part in parts:
+                span = slice(part.start, part.start + len(part.values))
+                table.add(part.values, None if weights is None else weights[span],
+                          None if skip is None else skip[span], part.valid)
 
     def _native(self, lib: ctypes.CDLL) -> HashTable:
         if self.table is None:
@@ -199,22 +219,48 @@ class IntegerLookup:
         np.add(found, offset, out=out, casting="unsafe")
         return out
 
+    def lookup_column(self, column: pl.Series, missing_id: int, offset: int, out: np.ndarray) -> np.ndarray:
+        """`self(...)` of an Int64 column [n] (nulls -> missing_id), into `out` int64 or int32 [n]."""
+        if self.table is None:
+            missing = column.is_null().to_numpy() if column.null_count() else None
+            return self(column.fill_null(0).to_numpy(), missing, missing_id, offset, out)
+        with pieces(column) as parts:
+            for part in parts:
+                self.table.find(part.values, None, self.default, missing_id, offset,
+                                out[part.start:part.start + len(part.values)], part.valid)
+        return out
+
 
 def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int,
-            out: np.ndarray) -> int:
+            out: np.ndarray, valid: tuple[int, int] | None = None) -> int:
     """Percentile bins: out[i] = ids[#{inner_edges <= x_i}] (the count itself without `ids`; missing_bin
-    for NaN) + offset, into out int64 or int32 [n]. x float64 [n]. Returns the number of infinite
-    values (the caller rejects them)."""
+    for NaN, or where the `valid` bitmap's bit is clear) + offset, into out int64 or int32 [n]. x
+    float64 [n]. Returns the number of infinite values (the caller rejects them)."""
     lib = native.library()
     x = np.ascontiguousarray(x, dtype=np.float64)
     if lib is not None:
         pointer, is_32 = _ids_out(out)
         edges = np.ascontiguousarray(inner_edges, dtype=np.float64)
         ids = None if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
-        return lib.snn_bin(x.ctypes.data, len(x), edges.ctypes.data, len(edges), _pointer(ids), missing_bin, offset,
-                           pointer, is_32)
+        return lib.snn_bin(x.ctypes.data, *_valid(valid), len(x), edges.ctypes.data, len(edges), _pointer(ids),
+                           missing_bin, offset, pointer, is_32)
+    if valid is not None:
+        raise ValueError("validity bitmaps are read by the native kernel only")
     missing = np.isnan(x)
     bins = np.searchsorted(inner_edges, x, side="right")
     bins[missing] = missing_bin
     np.add(bins if ids is None else ids[bins], offset, out=out, casting="unsafe")
     return int(np.isinf(x).sum())
+
+
+def bin_column(column: pl.Series, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int,
+               out: np.ndarray) -> int:
+    """`bin_ids` of a Float64 column [n] (nulls -> missing_bin) into `out`; the number of infinities."""
+    if native.library() is None:
+        return bin_ids(column.to_numpy(), inner_edges, ids, missing_bin, offset, out)
+    infinite = 0
+    with pieces(column) as parts:
+        for part in parts:
+            infinite += bin_ids(part.values, inner_edges, ids, missing_bin, offset,
+                                out[part.start:part.start + len(part.values)], part.valid)
+    return infinite

@@ -47,9 +47,9 @@ OPENMP = "-fopenmp"
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 SIGNATURES = {  # name: (return type, argument types), as declared in csrc/*.c
     "snn_sparse_linear_f32": (_INT, [_P, _P, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _INT]),
-    "snn_table_add": (_I64, [_P, _P, _P, _I64, _P, _I64, _P, _INT, _P, _P, _I64, _I64]),
-    "snn_table_find": (None, [_P, _P, _P, _I64, _P, _INT, _P, _I64, _I64, _I64, _I64, _P, _INT]),
-    "snn_bin": (_I64, [_P, _I64, _P, _I64, _P, _I64, _I64, _P, _INT]),
+    "snn_table_add": (_I64, [_P, _P, _P, _I64, _P, _I64, _P, _INT, _P, _P, _I64, _P, _I64, _I64]),
+    "snn_table_find": (None, [_P, _P, _P, _I64, _P, _INT, _P, _P, _I64, _I64, _I64, _I64, _I64, _P, _INT]),
+    "snn_bin": (_I64, [_P, _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _P, _INT]),
     "snn_online_sparse": (_INT, [_P, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P, _P]),
     "snn_online_pairs": (_INT, [_P, _P, _I64, _I64, _P, _P, _I64, _I64, _P]),
     "snn_records_to_numbers": (_INT, [ctypes.py_object, ctypes.py_object, _P, _P]),

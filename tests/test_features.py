@@ -103,7 +103,7 @@ def test_integer_ids_online_equal_batch_and_single_values(high, kernels):
     assert online.tolist() == batch.tolist() == [enc.encode_value(v)[0] for v in queries]
     assert values.tolist() == [1.0] * len(queries)
     if kernels == "fallback":
-        assert (enc._int_lookup.dense is not None) == (high < 2**16)
+        assert (enc._integer_lookup.dense is not None) == (high < 2**16)
     beyond_float = [2**60 + 1, None, queries[0]]  # past 2^53: the per-value path, same answers
     assert enc.encode_values(beyond_float)[0].tolist() == [enc.encode_value(v)[0] for v in beyond_float]
 

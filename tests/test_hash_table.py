@@ -8,11 +8,18 @@ import polars as pl
 import pytest
 
 from snn.pipeline import native
-from snn.pipeline.hash_table import HashTable, IntegerLookup, Totals, bin_ids
+from snn.pipeline.columns import pieces
+from snn.pipeline.hash_table import HashTable, IntegerLookup, Totals, bin_column, bin_ids
 
 
 def _as_dict(frame: pl.DataFrame) -> dict:
     return dict(zip(frame["key"].to_list(), frame["total"].to_list()))
+
+
+def _chunked(values: list, dtype, cuts: list[int]) -> pl.Series:
+    """A series of several Arrow chunks (like a parquet file's row groups)."""
+    bounds = [0, *cuts, len(values)]
+    return pl.concat([pl.Series("x", values[a:b], dtype=dtype) for a, b in zip(bounds, bounds[1:])], rechunk=False)
 
 
 def test_float_totals_equal_a_group_by(kernels):
@@ -21,12 +28,15 @@ def test_float_totals_equal_a_group_by(kernels):
     values[rng.random(len(values)) < 0.1] = np.nan
     values[:50] = -0.0  # counted with 0.0
     values[50:60] = 0.0
+    nulls = rng.random(len(values)) < 0.1
+    column = _chunked([None if n else v for v, n in zip(values.tolist(), nulls)], pl.Float64, [7_001, 20_003])
     weights = rng.random(len(values))
+    rows = rng.random(len(values)) < 0.8
     totals = Totals()
-    for chunk in range(3):  # chunks accumulate
-        part = slice(chunk * 10_000, (chunk + 1) * 10_000)
-        totals.add_numbers(values[part], weights[part])
-    present = ~np.isnan(values)
+    for start in range(0, 30_000, 9_999):  # chunks accumulate; slices start at odd validity bits
+        part = slice(start, start + 9_999)
+        totals.add_weighted(column[part], weights[part], rows[part])
+    present = ~np.isnan(values) & ~nulls & rows
     expected = (pl.DataFrame({"key": values[present] + 0.0, "total": weights[present]})
                 .group_by("key").agg(pl.col("total").sum()))
     got, want = _as_dict(totals.result()), _as_dict(expected)
@@ -34,6 +44,44 @@ def test_float_totals_equal_a_group_by(kernels):
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-12)
     assert totals.result().height == len(want)  # -0.0 is no key of its own (the dicts would merge it)
     assert got[0.0] == pytest.approx(weights[present & (values == 0)].sum(), rel=1e-12)
+
+
+def test_columns_are_read_in_place_piece_by_piece():
+    values = [float(i) if i % 3 else None for i in range(1_000)]
+    column = _chunked(values, pl.Float64, [333, 334, 900])[5:995]  # sliced: pieces start mid-chunk
+    with pieces(column) as parts:
+        assert [p.start for p in parts] == [0, 328, 329, 895] and sum(len(p.values) for p in parts) == 990
+        for part in parts:
+            expected = column[part.start:part.start + len(part.values)]
+            valid = expected.is_not_null().to_numpy()
+            assert (part.valid is not None) == (not valid.all())
+            np.testing.assert_array_equal(part.values[valid], expected.drop_nulls().to_numpy())
+    whole = pl.Series("x", [1.0, 2.0])
+    with pieces(whole) as parts:
+        assert parts[0].values.base is not None and parts[0].valid is None  # a view, not a copy
+    with pytest.raises(TypeError, match="Float64 or Int64"):
+        with pieces(pl.Series("x", ["a"])):
+            pass
+
+
+def test_columns_bin_and_look_up_like_their_arrays(kernels):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=5_000)
+    nulls = rng.random(len(x)) < 0.2
+    floats = _chunked([None if n else v for v, n in zip(x.tolist(), nulls)], pl.Float64, [1_237])[3:]
+    inner = np.array([-1.0, 0.0, 0.5])
+    want = np.empty(len(floats), dtype=np.int64)
+    bin_ids(floats.to_numpy(), inner, None, 9, 100, want)
+    got = np.empty(len(floats), dtype=np.int32)
+    assert bin_column(floats, inner, None, 9, 100, got) == 0
+    np.testing.assert_array_equal(got, want)
+    assert (got == 109).sum() == nulls[3:].sum()
+    keys = rng.integers(0, 50, 5_000)
+    ints = _chunked([None if n else int(k) for k, n in zip(keys, nulls)], pl.Int64, [2_001])[1:]
+    lookup = IntegerLookup(np.arange(0, 50, 2), np.arange(25), default=25)
+    got = lookup.lookup_column(ints, 26, 1_000, np.empty(len(ints), dtype=np.int32))
+    expected = np.where(nulls[1:], 26, np.where(keys[1:] % 2 == 0, keys[1:] // 2, 25)) + 1_000
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_integer_counts_skip_nulls_and_text_counts_too(kernels):

@@ -6,9 +6,14 @@
  * linearly. Input keys are int64, or float64 read by their bits (`is_float`): NaN is missing and
  * -0.0 is read as 0.0, so equal numbers share one key.
  *
+ * An input row is also missing where `missing` (bytes, one per row) is set, or where its bit of
+ * `valid` is clear: an Arrow validity bitmap (least significant bit first) whose row 0 is bit
+ * `valid_bit`, so a polars column's buffers are read in place (see pipeline/columns.py). Either
+ * may be NULL.
+ *
  *   snn_table_add:  payload[key] += weight (1 without weights) for each present input key
  *   snn_table_find: out[i] = payload[key_i] (default_id when absent, missing_id when missing) + offset
- *   snn_bin:        out[i] = bin_ids[#{edges <= x_i}] (missing_bin for NaN) + offset
+ *   snn_bin:        out[i] = bin_ids[#{edges <= x_i}] (missing_bin for NaN or missing) + offset
  *
  * Outputs are int64 or int32 (`out_is_32`): the caller's id buffer, written in place.
  */
@@ -22,9 +27,17 @@ static inline uint64_t slot_of(int64_t key, int bits) {
     return ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> (64 - bits);
 }
 
-/* Key i of the input: 1 and *key set, or 0 when it is missing (NaN, or flagged in `missing`). */
-static inline int read_key(const void *data, int is_float, const uint8_t *missing, int64_t i, int64_t *key) {
-    if (missing && missing[i]) return 0;
+static inline int is_missing(const uint8_t *missing, const uint8_t *valid, int64_t valid_bit, int64_t i) {
+    if (missing && missing[i]) return 1;
+    if (!valid) return 0;
+    const int64_t bit = valid_bit + i;
+    return !((valid[bit >> 3] >> (bit & 7)) & 1);
+}
+
+/* Key i of the input: 1 and *key set, or 0 when it is missing (NaN, or flagged). */
+static inline int read_key(const void *data, int is_float, const uint8_t *missing, const uint8_t *valid,
+                           int64_t valid_bit, int64_t i, int64_t *key) {
+    if (is_missing(missing, valid, valid_bit, i)) return 0;
     if (!is_float) {
         *key = ((const int64_t *)data)[i];
         return 1;
@@ -48,13 +61,13 @@ static inline void write_id(void *out, int out_is_32, int64_t i, int64_t id) {
  * *count is the number of keys held. */
 int64_t snn_table_add(int64_t *keys, double *payload, uint8_t *used, int64_t capacity, int64_t *count,
                       int64_t limit, const void *data, int is_float, const uint8_t *missing,
-                      const double *weights, int64_t start, int64_t n) {
+                      const uint8_t *valid, int64_t valid_bit, const double *weights, int64_t start, int64_t n) {
     const uint64_t mask = (uint64_t)capacity - 1;
     const int bits = __builtin_ctzll((uint64_t)capacity);
     int64_t held = *count;
     for (int64_t i = start; i < n; ++i) {
         int64_t key;
-        if (!read_key(data, is_float, missing, i, &key)) continue;
+        if (!read_key(data, is_float, missing, valid, valid_bit, i, &key)) continue;
         uint64_t slot = slot_of(key, bits);
         while (used[slot] && keys[slot] != key) slot = (slot + 1) & mask;
         if (!used[slot]) {
@@ -74,13 +87,14 @@ int64_t snn_table_add(int64_t *keys, double *payload, uint8_t *used, int64_t cap
 }
 
 void snn_table_find(const int64_t *keys, const double *payload, const uint8_t *used, int64_t capacity,
-                    const void *data, int is_float, const uint8_t *missing, int64_t n, int64_t default_id,
+                    const void *data, int is_float, const uint8_t *missing, const uint8_t *valid,
+                    int64_t valid_bit, int64_t n, int64_t default_id,
                     int64_t missing_id, int64_t offset, void *out, int out_is_32) {
     const uint64_t mask = (uint64_t)capacity - 1;
     const int bits = __builtin_ctzll((uint64_t)capacity);
     for (int64_t i = 0; i < n; ++i) {
         int64_t key, id = missing_id;
-        if (read_key(data, is_float, missing, i, &key)) {
+        if (read_key(data, is_float, missing, valid, valid_bit, i, &key)) {
             uint64_t slot = slot_of(key, bits);
             while (used[slot] && keys[slot] != key) slot = (slot + 1) & mask;
             id = used[slot] ? (int64_t)payload[slot] : default_id;
@@ -90,13 +104,14 @@ void snn_table_find(const int64_t *keys, const double *payload, const uint8_t *u
 }
 
 /* Returns the number of infinite inputs (the caller rejects them; their ids are the outer bins). */
-int64_t snn_bin(const double *x, int64_t n, const double *edges, int64_t n_edges, const int64_t *bin_ids,
-                int64_t missing_bin, int64_t offset, void *out, int out_is_32) {
+int64_t snn_bin(const double *x, const uint8_t *valid, int64_t valid_bit, int64_t n, const double *edges,
+                int64_t n_edges, const int64_t *bin_ids, int64_t missing_bin, int64_t offset, void *out,
+                int out_is_32) {
     int64_t infinite = 0;
     for (int64_t i = 0; i < n; ++i) {
         const double v = x[i];
         int64_t bin = missing_bin;
-        if (v == v) {
+        if (v == v && !is_missing(NULL, valid, valid_bit, i)) {
             /* the number of edges <= v (searchsorted, side right): a branchless binary search, its
              * step count fixed by n_edges, so nothing is mispredicted and values overlap */
             const double *base = edges;
