@@ -72,9 +72,11 @@ def needed_columns(loaded: LoadedSpec, extra: list[str] = ()) -> list[str]:
 
 
 def stream_chunks(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...],
-                  chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+                  chunk_rows: int = CHUNK_ROWS, downsample: bool = True) -> Iterator[Chunk]:
     """Chunks of the named sources, routed to splits: rows of the train source go to `train` (after
-    negative downsampling, which drops rows) or, with a holdout, to `validation` by key hash."""
+    negative downsampling, which drops rows) or, with a holdout, to `validation` by key hash.
+    `downsample=False` skips the downsampling for a reader of the other splits alone (scoring):
+    held-out rows are never dropped, and the train rows are then routed without being copied."""
     data = loaded.spec.data
     reader = Reader.from_spec(data)
     key = key_column(data)
@@ -88,7 +90,7 @@ def stream_chunks(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ..
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
             held = holdout_mask(frame[key], data) if name == "train" and data.holdout is not None else None
-            if name == "train" and loaded.spec.train.negative_downsampling is not None:
+            if name == "train" and downsample and loaded.spec.train.negative_downsampling is not None:
                 down = loaded.spec.train.negative_downsampling  # held-out rows are never downsampled
                 keep = (labels > 0) | (unit_hash(frame[key], down.seed) < down.rate)
                 keep = keep if held is None else keep | held

@@ -111,7 +111,7 @@ def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}
-    for chunk in stream_chunks(loaded, columns, sources + (("test",) if data.test is not None else ())):
+    for chunk in stream_chunks(loaded, columns, sources + (("test",) if data.test is not None else ()), downsample=False):
         for split, selected in chunk.routes:
             if split == "train":
                 continue

@@ -122,6 +122,7 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
     from snn.pipeline import native
     from snn.pipeline.data import holdout_mask, unit_hash
     from snn.pipeline.features import FeatureMap
+    from snn.pipeline.prepare import needed_columns, stream_chunks
 
     spec = synth_spec(str(synth / "s.parquet"), ROWS, name="s", width=8, batch_size=256)
     spec["train"]["negative_downsampling"] = {"rate": 0.4, "seed": 3}
@@ -149,6 +150,10 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
     held = holdout_mask(frame["row_id"], loaded.spec.data)
     kept = ~held & ((frame["label"].to_numpy() > 0) | (unit_hash(frame["row_id"], 3) < 0.4))
     assert splits_a["validation"].load_keys().to_list() == np.flatnonzero(held).tolist()
+    scored = []  # scoring reads the held-out rows without downsampling the train rows it skips
+    for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows=700, downsample=False):
+        scored += [chunk.part(rows)[0]["row_id"].to_list() for split, rows in chunk.routes if split == "validation"]
+    assert sum(scored, []) == np.flatnonzero(held).tolist()
     assert splits_a["train"].load_keys().to_list() == np.flatnonzero(kept).tolist()
     train = frame.filter(pl.Series(kept))
     direct = FeatureMap.fit(loaded.spec.features, train, np.ones(train.height))
