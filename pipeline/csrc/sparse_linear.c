@@ -57,6 +57,14 @@ static inline __attribute__((always_inline)) void prefetch_span(const float *p, 
     __builtin_prefetch(p + count - 1);
 }
 
+/* An entry's normalized weight v / max(m, |v|, TINY) + b (the maxima by comparison: fmaxf is a libm call). */
+static inline __attribute__((always_inline)) float normalized(float v, float m, float b) {
+    const float magnitude = fabsf(v);
+    float scale = m > magnitude ? m : magnitude;
+    scale = scale > TINY ? scale : TINY;
+    return v / scale + b;
+}
+
 /* Sums one block of columns [c, c + FULL * LANES (+ the tail)) of a row whose ids are known to be
  * inside the table. FULL and HAS_TAIL are constants where this is inlined, so every sum stays in a
  * register and the column loop unrolls. */
@@ -80,10 +88,7 @@ static inline __attribute__((always_inline)) void sum_block(const int64_t *ids, 
             prefetch_span(weight + ahead * width + c, cols);
         }
         const int64_t id = ids[e];
-        const float v = values[e], magnitude = fabsf(v), m = max_abs[id];
-        float scale = m > magnitude ? m : magnitude;
-        scale = scale > TINY ? scale : TINY;
-        const v8f sv = (v8f){0} + (v / scale + id_bias[id]);
+        const v8f sv = (v8f){0} + normalized(values[e], max_abs[id], id_bias[id]);
         const float *w = weight + id * width + c;
         for (int j = 0; j < full; ++j) acc[j] += sv * load8(w + j * LANES);
         if (has_tail) last += sv * load8(w + cols - LANES);
@@ -101,10 +106,7 @@ static void sum_narrow(const int64_t *ids, const float *values, int64_t n, const
     float narrow[LANES] = {0};
     for (int64_t e = 0; e < n; ++e) {
         const int64_t id = ids[e];
-        const float v = values[e], magnitude = fabsf(v), m = max_abs[id];
-        float scale = m > magnitude ? m : magnitude;
-        scale = scale > TINY ? scale : TINY;
-        const float s = v / scale + id_bias[id], *w = weight + id * width + c;
+        const float s = normalized(values[e], max_abs[id], id_bias[id]), *w = weight + id * width + c;
         for (int64_t t = 0; t < cols; ++t) narrow[t] += s * w[t];
     }
     for (int64_t t = 0; t < cols; ++t) y[c + t] = narrow[t] + bias[c + t];
