@@ -29,6 +29,15 @@ def activation(name: Activation, width: int) -> nn.Module:
     }.get(name, lambda: nn.PReLU(width))()
 
 
+def uniform_fields(ids: torch.Tensor, offsets: torch.Tensor) -> int | None:
+    """F when every CSR row has F > 0 entries (offsets == [0, F, 2F, ...]), else None."""
+    rows, nnz = offsets.shape[0], ids.shape[0]
+    if rows == 0 or nnz == 0 or nnz % rows:
+        return None
+    fields = nnz // rows
+    return fields if torch.equal(offsets, torch.arange(0, nnz, fields, dtype=offsets.dtype)) else None
+
+
 class SparseLinear(nn.Module):
     """N_j = F( Σ_i W_ij · norm(v_i) + B_j ), norm(v_i) = v_i / max_abs_i + b_i (DESIGN.md).
 
@@ -71,14 +80,28 @@ class SparseLinear(nn.Module):
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Full-table path (scoring, and differentiable for tests): [nnz] x3 -> [B, width]. Eval
-        without autograd on the CPU runs the fused native kernel (native.py) where it can."""
+        without autograd on the CPU runs a fused native kernel (native.py) where it can: the float32
+        CSR kernel, or in float64 (batch scoring) on rows of equal length the online scorer's."""
         if not (self.training or torch.is_grad_enabled()):
             params = self._parameters  # the dicts, not Module.__getattr__: 2 µs of a 10 µs batch-1 call
-            pooled = native.sparse_linear(ids, values, offsets, params["weight"], self._buffers["max_abs"],
-                                          params["id_bias"], params["bias"])
-            if pooled is not None:
-                return self.act(pooled)
+            if values.dtype is torch.float64:
+                fields = uniform_fields(ids, offsets)
+                fused = None if fields is None else self.rows_f64(ids, values, fields)
+                if fused is not None:
+                    return self.act(fused[1])
+            else:
+                pooled = native.sparse_linear(ids, values, offsets, params["weight"], self._buffers["max_abs"],
+                                              params["id_bias"], params["bias"])
+                if pooled is not None:
+                    return self.act(pooled)
         return self.pool(ids, self.scaled(ids, values), offsets)
+
+    def rows_f64(self, ids: torch.Tensor, values: torch.Tensor, fields: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Float64 inference on rows of `fields` entries (native.sparse_rows_f64): (scaled [nnz], the
+        sums before the activation [B, width]), or None where the kernel cannot run."""
+        params = self._parameters
+        return native.sparse_rows_f64(ids, values, fields, params["weight"], self._buffers["max_abs"],
+                                      params["id_bias"], params["bias"])
 
     def scaled_rows(self, batch: RowBatch, values: torch.Tensor | None) -> torch.Tensor:
         """Training path's v / max_abs [nnz]: max_abs[u] ← max(max_abs[u], max |v| of the batch's
@@ -224,10 +247,29 @@ class SparseNN(nn.Module):
         fused native kernel in float32 inference); the interactions reuse its scaled values."""
         if self.interactions is None:
             return self.mlp(self.sparse(ids, values, offsets)).squeeze(-1)
+        if not (self.training or torch.is_grad_enabled()):
+            inputs = self._mlp_inputs_f64(ids, values, offsets)
+            if inputs is not None:
+                return self.mlp(inputs).squeeze(-1)
         scaled = self.sparse.scaled(ids, values)
         h = self.sparse.pool(ids, scaled, offsets)
         h = self.interactions(h, self.interactions.embedding(ids, scaled))
         return self.mlp(h).squeeze(-1)
+
+    def _mlp_inputs_f64(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor | None:
+        """Float64 inference (batch scoring) through the online scorer's kernels: the sparse sums and
+        the dot interactions in one native pass each (csrc/online.c) -> the MLP's input [B, width +
+        pairs], or None where they cannot run (other dtypes or devices, no kernels)."""
+        fields = self.interactions.embedding.num_fields
+        if values.dtype is not torch.float64 or uniform_fields(ids, offsets) != fields:
+            return None
+        fused = self.sparse.rows_f64(ids, values, fields)
+        if fused is None:
+            return None
+        scaled, pre = fused
+        h = self.sparse.act(pre)
+        pairs = native.dot_pairs_f64(self.interactions.project(h), self.interactions.embedding.weight, ids, scaled)
+        return None if pairs is None else torch.cat([h, pairs], 1)
 
     def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,
                      offsets: torch.Tensor) -> torch.Tensor:

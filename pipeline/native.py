@@ -182,3 +182,53 @@ def sparse_linear(ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
         raise IndexError(f"sparse linear forward: an id outside [0, {num_ids}) or offsets that are not "
                          f"non-decreasing row starts within [0, {nnz}]")
     return out
+
+
+def _float64_cpu(*tensors: torch.Tensor) -> bool:
+    import torch
+
+    return all(t.dtype is torch.float64 and t.is_cpu and t.is_contiguous() for t in tensors)
+
+
+def sparse_rows_f64(ids: torch.Tensor, values: torch.Tensor, fields: int, weight: torch.Tensor,
+                    max_abs: torch.Tensor, id_bias: torch.Tensor, bias: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The sparse layer before its activation in float64, on rows of `fields` entries each (the
+    online scorer's kernel, csrc/online.c, summing in feature order): (scaled values v / max(max_abs,
+    |v|) [n·F], Σ_f W[id]·(s + b) + B [n, width]), or None when the kernel cannot take these tensors
+    (not float64 contiguous CPU floats and int64 ids; or no kernel). Shapes as `sparse_linear`."""
+    import torch
+
+    lib = library()
+    if lib is None or ids.dtype is not torch.int64 or not ids.is_contiguous() or \
+            not _float64_cpu(values, weight, max_abs, id_bias, bias):
+        return None
+    n, (num_ids, width) = ids.shape[0] // fields, weight.shape
+    scaled, out = torch.empty(n * fields, dtype=torch.float64), torch.empty(n, width, dtype=torch.float64)
+    status = lib.snn_online_sparse(ids.data_ptr(), values.data_ptr(), n, fields, weight.data_ptr(), num_ids, width,
+                                   max_abs.data_ptr(), id_bias.data_ptr(), bias.data_ptr(), scaled.data_ptr(),
+                                   out.data_ptr())
+    if status != 0:
+        raise IndexError(f"sparse linear forward: an id outside [0, {num_ids})")
+    return scaled, out
+
+
+def dot_pairs_f64(g0: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor | None:
+    """DLRM dot interactions in float64 (the online scorer's kernel): G = [g0[r], V[id_1]·s_1, …,
+    V[id_F]·s_F] per row, out [n, (F+1)F/2] the upper triangle of G Gᵀ, row-major. g0 [n, d], table V
+    [num_ids, d], ids and scaled [n·F]. None when the kernel cannot take these tensors."""
+    import torch
+
+    lib = library()
+    if lib is None or not _float64_cpu(g0, table, scaled) or not ids.is_contiguous():
+        return None
+    (n, dim), (num_ids, _) = g0.shape, table.shape
+    fields = ids.shape[0] // n
+    out = torch.empty(n, (fields + 1) * fields // 2, dtype=torch.float64)
+    status = lib.snn_online_pairs(g0.data_ptr(), table.data_ptr(), num_ids, dim, ids.data_ptr(), scaled.data_ptr(),
+                                  n, fields, out.data_ptr())
+    if status == -1:
+        raise IndexError(f"dot interactions: an id outside [0, {num_ids})")
+    if status != 0:
+        raise MemoryError("dot interactions: the native kernel could not allocate its buffer")
+    return out

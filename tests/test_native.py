@@ -171,3 +171,39 @@ def test_the_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
         assert len(list(tmp_path.iterdir())) == 3  # no scratch left
     finally:
         native.forget_libraries()
+
+
+@needs_compiler
+@pytest.mark.parametrize("model_spec", [
+    {"sparse_linear": {"width": 12}, "mlp": {"layers": [8]}},
+    {"sparse_linear": {"width": 12, "activation": "tanh"}, "interactions": {"dim": 5}, "mlp": {"layers": [8]}},
+])
+def test_float64_inference_runs_the_online_kernels_and_equals_the_torch_path(model_spec, monkeypatch):
+    torch.manual_seed(0)
+    model = SparseNN(500, 10, ModelSpec.model_validate(model_spec)).double().eval()
+    with torch.no_grad():
+        model.sparse.max_abs.uniform_(0.0, 2.0)
+        model.sparse.id_bias.normal_(std=0.3)
+    ids, values, offsets = _csr(500, [10] * 40)
+    values = values.double()
+    calls = []
+    for name in ("sparse_rows_f64", "dot_pairs_f64"):
+        kernel = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *args, kernel=kernel, name=name: calls.append(name) or kernel(*args))
+    with torch.inference_mode():
+        fused = model(ids, values, offsets)
+        for name in ("sparse_rows_f64", "dot_pairs_f64"):
+            monkeypatch.setattr(native, name, lambda *args: None)  # the torch path
+        expected = model(ids, values, offsets)
+    assert calls == (["sparse_rows_f64", "dot_pairs_f64"] if "interactions" in model_spec else ["sparse_rows_f64"])
+    torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+def test_float64_rows_of_unequal_length_keep_the_torch_path(monkeypatch):
+    layer = _layer(100, 6).double()
+    ids, values, offsets = _csr(100, [4, 0, 7, 4])
+    monkeypatch.setattr(native, "sparse_rows_f64", lambda *args: pytest.fail("the kernel takes equal rows only"))
+    with torch.inference_mode():
+        got = layer(ids, values.double(), offsets)
+    torch.testing.assert_close(got, layer.pool(ids, layer.scaled(ids, values.double()), offsets))
