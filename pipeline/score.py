@@ -33,9 +33,10 @@ def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
 
 
 @torch.no_grad()
-def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 4096) -> np.ndarray:
-    """σ(logit) for every row of an encoded split, float64 [n]. Batches of 4,096 rows keep the
-    interactions' [B, F+1, F+1] Gram matrices in cache-sized pieces."""
+def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 1024) -> np.ndarray:
+    """σ(logit) for every row of an encoded split, float64 [n]. Batches of 1,024 rows keep the MLP's
+    input (and, on the torch path, the interactions' [B, F+1, F+1] Gram matrices) in cache-sized
+    pieces: 10-25% faster than 4,096 on the synthetic bench data."""
     dtype = next(model.parameters()).dtype
     out = np.empty(split.rows, dtype=np.float64)
     row = 0
