@@ -35,7 +35,8 @@ def uniform_fields(ids: torch.Tensor, offsets: torch.Tensor) -> int | None:
     if rows == 0 or nnz == 0 or nnz % rows:
         return None
     fields = nnz // rows
-    return fields if torch.equal(offsets, torch.arange(0, nnz, fields, dtype=offsets.dtype)) else None
+    expected = torch.arange(0, nnz, fields, dtype=offsets.dtype, device=offsets.device)
+    return fields if torch.equal(offsets, expected) else None
 
 
 class SparseLinear(nn.Module):
@@ -243,8 +244,10 @@ class SparseNN(nn.Module):
         return gather_rows(self.row_tables(), unique)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Full-table path -> logits [B]. Without interactions the sparse layer runs whole (its
-        fused native kernel in float32 inference); the interactions reuse its scaled values."""
+        """Full-table path -> logits [B]. Inference on the CPU runs native kernels where they apply:
+        the sparse layer's float32 CSR kernel, or in float64 (batch scoring) the online scorer's
+        kernels for the sparse sums and the dot interactions; elsewhere torch, the interactions
+        reusing the sparse layer's scaled values."""
         if self.interactions is None:
             return self.mlp(self.sparse(ids, values, offsets)).squeeze(-1)
         if not (self.training or torch.is_grad_enabled()):
