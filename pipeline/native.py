@@ -190,6 +190,12 @@ def _float64_cpu(*tensors: torch.Tensor) -> bool:
     return all(t.dtype is torch.float64 and t.is_cpu and t.is_contiguous() for t in tensors)
 
 
+def _int64_cpu(ids: torch.Tensor) -> bool:
+    import torch
+
+    return ids.dtype is torch.int64 and ids.is_cpu and ids.is_contiguous()
+
+
 def sparse_rows_f64(ids: torch.Tensor, values: torch.Tensor, fields: int, weight: torch.Tensor,
                     max_abs: torch.Tensor, id_bias: torch.Tensor, bias: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -200,8 +206,7 @@ def sparse_rows_f64(ids: torch.Tensor, values: torch.Tensor, fields: int, weight
     import torch
 
     lib = library()
-    if lib is None or ids.dtype is not torch.int64 or not ids.is_contiguous() or \
-            not _float64_cpu(values, weight, max_abs, id_bias, bias):
+    if lib is None or not _int64_cpu(ids) or not _float64_cpu(values, weight, max_abs, id_bias, bias):
         return None
     n, (num_ids, width) = ids.shape[0] // fields, weight.shape
     scaled, out = torch.empty(n * fields, dtype=torch.float64), torch.empty(n, width, dtype=torch.float64)
@@ -220,7 +225,7 @@ def dot_pairs_f64(g0: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, scal
     import torch
 
     lib = library()
-    if lib is None or not _float64_cpu(g0, table, scaled) or not ids.is_contiguous():
+    if lib is None or not _int64_cpu(ids) or not _float64_cpu(g0, table, scaled):
         return None
     (n, dim), (num_ids, _) = g0.shape, table.shape
     fields = ids.shape[0] // n
