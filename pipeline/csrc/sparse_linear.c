@@ -14,13 +14,11 @@
  * vector), so the sums never leave registers.
  *
  * Threads (OpenMP, `threads` of them): a batch of at least PARALLEL_ENTRIES entries is split by
- * rows; a batch of fewer rows than threads (a single request)
- * has each row's entries split over the threads (at least PART_ENTRIES each) and the partial
- * sums added after, so that more cache misses are in flight (a cold row of 500 entries: 11 → 8 µs
- * on 2 cores). Smaller batches
- * run on the calling thread without entering OpenMP at all. The row kernel is compiled for
- * x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and plain x86-64 and picked at load time
- * (target_clones).
+ * rows. A batch of fewer rows than threads (a single request) has each row's entries split over
+ * the threads instead (at least PART_ENTRIES each), the partial sums added after, so that more
+ * cache misses are in flight (a cold row of 500 entries: 11 -> 8 µs on 2 cores). Other batches
+ * run on the calling thread without entering OpenMP. The row kernel is compiled for x86-64-v4
+ * (AVX-512), x86-64-v3 (AVX2 + FMA) and plain x86-64 and picked at load time (target_clones).
  *
  * Returns 0; -1 when an id lies outside [0, num_ids) or the offsets are not non-decreasing row
  * starts within [0, nnz] (nothing is read out of bounds, and the output is then undefined); -2 when
