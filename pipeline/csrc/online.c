@@ -30,7 +30,7 @@ static inline __attribute__((always_inline)) v4d load4(const double *p) {
     return v;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 /* arch=x86-64-v3: gcc 11 */
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES
