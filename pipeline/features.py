@@ -345,9 +345,25 @@ class CategoricalEncoder:
         return self.buckets + 1 if self.buckets else len(self.vocabulary) + 2
 
     def encode_series(self, series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        ones = unit_values(len(series))
+        ids = np.empty(len(series), dtype=np.int64)
+        return ids, self._ids_into(series, ids, 0)
+
+    def encode_into(self, series: pl.Series, out: np.ndarray) -> np.ndarray:
+        """Global ids (local + offset) into `out` int64 or int32 [n]; returns the values float32 [n]."""
+        return self._ids_into(series, out, self.offset)
+
+    def _ids_into(self, series: pl.Series, out: np.ndarray, offset: int) -> np.ndarray:
+        """Local ids + offset into `out` int64 or int32 [n]; values float32 [n]. Integer columns of a
+        vocabulary: one hash lookup of its integer entries, the column read in place; text (or
+        buckets): a polars replace."""
         if self.buckets is None and fits_int64(series.dtype):
-            return self._encode_integers(series), ones
+            self._integer_lookup.lookup_column(series.cast(pl.Int64), len(self.vocabulary) + 1, offset, out)
+        else:
+            np.add(self._text_ids(series), offset, out=out, casting="unsafe")
+        return unit_values(len(series))
+
+    def _text_ids(self, series: pl.Series) -> np.ndarray:
+        """Local ids int64 [n] of a column read as text."""
         text = _category_text(series)
         if self.buckets:
             uniques = text.drop_nulls().unique()
@@ -359,21 +375,7 @@ class CategoricalEncoder:
                                      pl.Series(np.arange(len(self.vocabulary), dtype=np.int64)))
             (old, new), missing, oov = self._text_lookup, len(self.vocabulary) + 1, len(self.vocabulary)
         ids = text.replace_strict(old, new, default=oov, return_dtype=pl.Int64)
-        ids = np.where(text.is_null().to_numpy(), missing, ids.to_numpy())
-        return ids.astype(np.int64), ones
-
-    def _encode_integers(self, series: pl.Series, out: np.ndarray | None = None, offset: int = 0) -> np.ndarray:
-        """Integer columns without text: a hash lookup of the vocabulary's integer values, the column
-        read in place; local ids + offset into `out` int64 or int32 [n] (a new int64 array without)."""
-        out = np.empty(len(series), dtype=np.int64) if out is None else out
-        return self._integer_lookup.lookup_column(series.cast(pl.Int64), len(self.vocabulary) + 1, offset, out)
-
-    def encode_into(self, series: pl.Series, out: np.ndarray) -> np.ndarray:
-        """Global ids (local + offset) into `out` int64 or int32 [n]; returns the values float32 [n]."""
-        if self.buckets is None and fits_int64(series.dtype):
-            self._encode_integers(series, out, self.offset)
-            return unit_values(len(series))
-        return _offset_into(self, series, out)
+        return np.where(text.is_null().to_numpy(), missing, ids.to_numpy()).astype(np.int64)
 
     def _integer_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """The vocabulary entries that are integers in canonical text ("7", not "07"): values and local ids."""

@@ -184,6 +184,37 @@ def sparse_linear(ids: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
     return out
 
 
+def _check_online(status: int, num_ids: int) -> None:
+    if status == -1:
+        raise IndexError(f"an id outside [0, {num_ids}): the feature map and the weights disagree")
+    if status != 0:
+        raise MemoryError("the native scoring kernel could not allocate its buffer")
+
+
+def online_sparse(lib: ctypes.CDLL, ids: np.ndarray, values: np.ndarray, table: np.ndarray, max_abs: np.ndarray,
+                  id_bias: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse layer before its activation in float64 on rows of F entries (csrc/online.c,
+    summed in feature order): ids int64 and values float64 [n, F], all contiguous -> (scaled values
+    v / max(max_abs, |v|) [n, F], Σ_f W[id]·(s + b) + B [n, width])."""
+    (n, fields), (num_ids, width) = ids.shape, table.shape
+    scaled, out = np.empty((n, fields)), np.empty((n, width))
+    _check_online(lib.snn_online_sparse(ids.ctypes.data, values.ctypes.data, n, fields, table.ctypes.data, num_ids,
+                                        width, max_abs.ctypes.data, id_bias.ctypes.data, bias.ctypes.data,
+                                        scaled.ctypes.data, out.ctypes.data), num_ids)
+    return scaled, out
+
+
+def online_pairs(lib: ctypes.CDLL, g0: np.ndarray, table: np.ndarray, ids: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    """DLRM dot interactions in float64 (csrc/online.c): G = [g0[r], V[id_1]·s_1, …, V[id_F]·s_F] per
+    row -> the upper triangle of G Gᵀ, row-major, [n, (F+1)F/2]. g0 [n, d], table V [num_ids, d], ids
+    int64 and scaled float64 [n, F], all contiguous."""
+    (n, fields), (num_ids, dim) = ids.shape, table.shape
+    out = np.empty((n, (fields + 1) * fields // 2))
+    _check_online(lib.snn_online_pairs(g0.ctypes.data, table.ctypes.data, num_ids, dim, ids.ctypes.data,
+                                       scaled.ctypes.data, n, fields, out.ctypes.data), num_ids)
+    return out
+
+
 def _float64_cpu(*tensors: torch.Tensor) -> bool:
     import torch
 
@@ -199,41 +230,27 @@ def _int64_cpu(ids: torch.Tensor) -> bool:
 def sparse_rows_f64(ids: torch.Tensor, values: torch.Tensor, fields: int, weight: torch.Tensor,
                     max_abs: torch.Tensor, id_bias: torch.Tensor, bias: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The sparse layer before its activation in float64, on rows of `fields` entries each (the
-    online scorer's kernel, csrc/online.c, summing in feature order): (scaled values v / max(max_abs,
-    |v|) [n·F], Σ_f W[id]·(s + b) + B [n, width]), or None when the kernel cannot take these tensors
-    (not float64 contiguous CPU floats and int64 ids; or no kernel). Shapes as `sparse_linear`."""
+    """`online_sparse` for torch tensors (batch scoring in float64): ids, values [n·F] ->
+    (scaled [n·F], sums [n, width]), or None when the kernel cannot take these tensors (not float64
+    contiguous CPU floats and int64 ids; or no kernel). Shapes as `sparse_linear`."""
     import torch
 
     lib = library()
     if lib is None or not _int64_cpu(ids) or not _float64_cpu(values, weight, max_abs, id_bias, bias):
         return None
-    n, (num_ids, width) = ids.shape[0] // fields, weight.shape
-    scaled, out = torch.empty(n * fields, dtype=torch.float64), torch.empty(n, width, dtype=torch.float64)
-    status = lib.snn_online_sparse(ids.data_ptr(), values.data_ptr(), n, fields, weight.data_ptr(), num_ids, width,
-                                   max_abs.data_ptr(), id_bias.data_ptr(), bias.data_ptr(), scaled.data_ptr(),
-                                   out.data_ptr())
-    if status != 0:
-        raise IndexError(f"sparse linear forward: an id outside [0, {num_ids})")
-    return scaled, out
+    scaled, out = online_sparse(lib, ids.numpy().reshape(-1, fields), values.numpy().reshape(-1, fields),
+                                weight.numpy(), max_abs.numpy(), id_bias.numpy(), bias.numpy())
+    return torch.from_numpy(scaled.reshape(-1)), torch.from_numpy(out)
 
 
 def dot_pairs_f64(g0: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor | None:
-    """DLRM dot interactions in float64 (the online scorer's kernel): G = [g0[r], V[id_1]·s_1, …,
-    V[id_F]·s_F] per row, out [n, (F+1)F/2] the upper triangle of G Gᵀ, row-major. g0 [n, d], table V
-    [num_ids, d], ids and scaled [n·F]. None when the kernel cannot take these tensors."""
+    """`online_pairs` for torch tensors: g0 [n, d], table [num_ids, d], ids and scaled [n·F] ->
+    [n, (F+1)F/2], or None when the kernel cannot take these tensors."""
     import torch
 
     lib = library()
     if lib is None or not _int64_cpu(ids) or not _float64_cpu(g0, table, scaled):
         return None
-    (n, dim), (num_ids, _) = g0.shape, table.shape
-    fields = ids.shape[0] // n
-    out = torch.empty(n, (fields + 1) * fields // 2, dtype=torch.float64)
-    status = lib.snn_online_pairs(g0.data_ptr(), table.data_ptr(), num_ids, dim, ids.data_ptr(), scaled.data_ptr(),
-                                  n, fields, out.data_ptr())
-    if status == -1:
-        raise IndexError(f"dot interactions: an id outside [0, {num_ids})")
-    if status != 0:
-        raise MemoryError("dot interactions: the native kernel could not allocate its buffer")
-    return out
+    n = g0.shape[0]
+    return torch.from_numpy(online_pairs(lib, g0.numpy(), table.numpy(), ids.numpy().reshape(n, -1),
+                                         scaled.numpy().reshape(n, -1)))

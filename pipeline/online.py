@@ -31,13 +31,6 @@ def _act(name: str, x: np.ndarray, prelu: np.ndarray | None = None) -> np.ndarra
     return x
 
 
-def _check(status: int, num_ids: int) -> None:
-    if status == -1:
-        raise IndexError(f"online scoring: an id outside [0, {num_ids}); the feature map and weights disagree")
-    if status != 0:
-        raise MemoryError("online scoring: the native kernel could not allocate its buffer")
-
-
 class OnlineScorer:
     """Scores dicts of raw feature values; `score(record) -> float`, `score_many(records) -> list`."""
 
@@ -107,13 +100,7 @@ class OnlineScorer:
 
     def _sparse_native(self, lib, ids: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`_sparse` in one native pass (csrc/online.c); ids int64 and v float64, contiguous."""
-        (n, fields), width = ids.shape, self.table.shape[1]
-        scaled, pre = np.empty((n, fields)), np.empty((n, width))
-        status = lib.snn_online_sparse(ids.ctypes.data, v.ctypes.data, n, fields, self.table.ctypes.data,
-                                       len(self.table), width, self.max_abs.ctypes.data, self.id_bias.ctypes.data,
-                                       self.bias.ctypes.data, scaled.ctypes.data, pre.ctypes.data)
-        _check(status, len(self.table))
-        return scaled, pre
+        return native.online_sparse(lib, ids, v, self.table, self.max_abs, self.id_bias, self.bias)
 
     def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""
@@ -139,12 +126,7 @@ class OnlineScorer:
         table, project, project_bias, pairs = self.interactions
         lib = native.library()
         if lib is not None:  # G built and dotted row by row in one native pass (csrc/online.c)
-            g0 = h @ project + project_bias
-            out = np.empty((len(h), len(pairs)))
-            status = lib.snn_online_pairs(g0.ctypes.data, table.ctypes.data, len(table), table.shape[1],
-                                          ids.ctypes.data, scaled.ctypes.data, len(h), ids.shape[1], out.ctypes.data)
-            _check(status, len(table))
-            return out
+            return native.online_pairs(lib, h @ project + project_bias, table, ids, scaled)
         g = np.empty((len(h), ids.shape[1] + 1, table.shape[1]))
         np.matmul(h, project, out=g[:, 0])
         g[:, 0] += project_bias
