@@ -7,11 +7,13 @@ feature emits exactly one entry per row, in feature order, so nnz = B·F for F f
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from . import native
+from .encoded import uniform_width
 from .rows import IdBitmap, RowBatch, deduplicate, gather_rows, pool_rows
 from .spec import Activation, ModelSpec
 
@@ -30,13 +32,11 @@ def activation(name: Activation, width: int) -> nn.Module:
 
 
 def uniform_fields(ids: torch.Tensor, offsets: torch.Tensor) -> int | None:
-    """F when every CSR row has F > 0 entries (offsets == [0, F, 2F, ...]), else None."""
-    rows, nnz = offsets.shape[0], ids.shape[0]
-    if rows == 0 or nnz == 0 or nnz % rows:
+    """F when every row of a CSR batch on the CPU (row starts `offsets` [B], `ids` [nnz]) has the
+    same F > 0 entries, else None: encoded.uniform_width of the row bounds."""
+    if not offsets.is_cpu or offsets.shape[0] == 0:
         return None
-    fields = nnz // rows
-    expected = torch.arange(0, nnz, fields, dtype=offsets.dtype, device=offsets.device)
-    return fields if torch.equal(offsets, expected) else None
+    return uniform_width(np.append(offsets.numpy(), ids.shape[0])) or None
 
 
 class SparseLinear(nn.Module):

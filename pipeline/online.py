@@ -79,7 +79,8 @@ class OnlineScorer:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""
         ids, v = np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(v, dtype=np.float64)
         lib = native.library()
-        scaled, pre = self._sparse(ids, v) if lib is None else self._sparse_native(lib, ids, v)
+        scaled, pre = (self._sparse(ids, v) if lib is None else  # or in one native pass (csrc/online.c)
+                       native.online_sparse(lib, ids, v, self.table, self.max_abs, self.id_bias, self.bias))
         h = _act(self.sparse_act[0], pre, self.sparse_act[1])
         n = len(ids)
         unit_scales = lib is None and bool((scaled == 1.0).all())  # numpy pairs skip a multiply
@@ -97,10 +98,6 @@ class OnlineScorer:
         rows = csr_matrix(((scaled + np.take(self.id_bias, ids)).ravel(), ids.ravel(), np.arange(n + 1) * fields),
                           shape=(n, len(self.table)))
         return scaled, rows @ self.table + self.bias
-
-    def _sparse_native(self, lib, ids: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`_sparse` in one native pass (csrc/online.c); ids int64 and v float64, contiguous."""
-        return native.online_sparse(lib, ids, v, self.table, self.max_abs, self.id_bias, self.bias)
 
     def _head(self, h: np.ndarray, ids: np.ndarray, scaled: np.ndarray, unit_scales: bool) -> np.ndarray:
         """Sparse-layer outputs h [b, width] (and the entries' ids, scaled values [b, F]) -> logits [b]."""
