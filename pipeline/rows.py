@@ -205,14 +205,23 @@ class RowAdam(RowOptimizer):
         self.step_count = [torch.zeros((), device=t.device) for t in tables]  # t, on the device (no host copy)
 
     def update(self, index, unique, rows, grad):
-        (b1, b2), step = self.betas, self.step_count[index].fill_(float(self.steps))
+        b2, step = self.betas[1], self.step_count[index].fill_(float(self.steps))
         m, v = self.first[index].index_select(0, unique), self.second[index].index_select(0, unique)
-        torch._fused_adam_([rows], [grad.contiguous()], [m], [v], [], [step], lr=self.lr, beta1=b1, beta2=b2,
-                           weight_decay=0.0, eps=self.eps / (1 - b2**self.steps) ** 0.5, amsgrad=False,
-                           maximize=False)
+        fused_adam([rows], [grad.contiguous()], [m], [v], [step], self.lr, self.betas,
+                   self.eps / (1 - b2**self.steps) ** 0.5)
         self.first[index].index_copy_(0, unique, m)
         self.second[index].index_copy_(0, unique, v)
         return rows
+
+
+def fused_adam(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: list[torch.Tensor],
+               exp_avg_sq: list[torch.Tensor], steps: list[torch.Tensor], lr: float, betas: tuple[float, float],
+               eps: float) -> None:
+    """One Adam step (no weight decay, no amsgrad) over lists of tensors, in place, in one call of
+    torch's fused kernel (the one place snn calls that private API): steps are each tensor's step
+    count t, already advanced, as a scalar on its device; the divisor is √v/√(1−β2^t) + eps."""
+    torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=betas[0], beta2=betas[1],
+                       weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
 
 class RowAdagrad(RowOptimizer):

@@ -19,7 +19,7 @@ from . import metrics
 from .encoded import CSRBatch, EncodedSplit
 from .errors import InputError
 from .model import SparseNN
-from .rows import RowAdagrad, RowAdam, RowOptimizer
+from .rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
 from .score import raw_probabilities
 from .spec import ModelSpec, TrainSpec
 
@@ -69,10 +69,8 @@ class FusedAdam:
             return
         steps = [self.step_count[i] for i in live]
         torch._foreach_add_(steps, 1.0)
-        torch._fused_adam_([self.params[i] for i in live], [self.params[i].grad for i in live],
-                           [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [], steps,
-                           lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
-                           amsgrad=False, maximize=False)
+        fused_adam([self.params[i] for i in live], [self.params[i].grad for i in live], [self.exp_avg[i] for i in live],
+                   [self.exp_avg_sq[i] for i in live], steps, self.lr, self.betas, self.eps)
 
 
 @dataclass
