@@ -85,7 +85,8 @@ def _compile(sources: list[Path], flags: list[str], target: Path) -> None:
 def _load(name: str, sources: tuple[str, ...], flags: tuple[str, ...], loader=ctypes.CDLL) -> ctypes.CDLL | None:
     """Library `name` built from csrc/`sources`, or None (logged) where it cannot be built or loaded."""
     paths = [CSRC / source for source in sources]
-    text = b"".join(path.read_bytes() for path in paths) + " ".join(FLAGS + list(flags)).encode()
+    headers = sorted(CSRC.glob("*.h"))  # included by the sources: a change rebuilds them too
+    text = b"".join(path.read_bytes() for path in paths + headers) + " ".join(FLAGS + list(flags)).encode()
     text += sys.implementation.cache_tag.encode()
     target = cache_folder() / f"snn_{name}_{hashlib.sha256(text + platform.machine().encode()).hexdigest()[:16]}.so"
     try:

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #define AHEAD 8   /* entries prefetched ahead */
 #define BLOCK 16 /* dots summed side by side: 4 vectors of 4 doubles */
 
@@ -40,17 +42,9 @@ static inline __attribute__((always_inline)) v4d load4(const double *p) {
  * larger than the cache and a request's rows are scattered. */
 static inline void prefetch_row(const double *table, int64_t id, int64_t width, const double *max_abs,
                                 const double *id_bias) {
-    const double *row = table + id * width;
-    for (int64_t c = 0; c < width; c += 8) __builtin_prefetch(row + c);
-    __builtin_prefetch(row + width - 1);
+    prefetch_bytes(table + id * width, width * (int64_t)sizeof(double));
     if (max_abs) __builtin_prefetch(max_abs + id);
     if (id_bias) __builtin_prefetch(id_bias + id);
-}
-
-static int ids_inside(const int64_t *ids, int64_t count, int64_t num_ids) {
-    uint64_t outside = 0;
-    for (int64_t i = 0; i < count; ++i) outside |= (uint64_t)ids[i] >= (uint64_t)num_ids;
-    return !outside;
 }
 
 CLONES int snn_online_sparse(const int64_t *ids, const double *values, int64_t n, int64_t fields,

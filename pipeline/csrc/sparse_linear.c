@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #define TINY 1e-12f
 #define AHEAD 32 /* entries: 16 left DRAM latency showing on cold rows, 48 and 64 were slower */
 #define LANES 8
@@ -48,11 +50,6 @@ static inline __attribute__((always_inline)) v8f load8(const float *p) {
     v8f v;
     memcpy(&v, p, sizeof v);
     return v;
-}
-
-static inline __attribute__((always_inline)) void prefetch_span(const float *p, int64_t count) {
-    for (int64_t k = 0; k < count; k += 16) __builtin_prefetch(p + k);
-    __builtin_prefetch(p + count - 1);
 }
 
 /* An entry's normalized weight v / max(m, |v|, TINY) + b (the maxima by comparison: fmaxf is a libm call). */
@@ -76,14 +73,14 @@ static inline __attribute__((always_inline)) void sum_block(const int64_t *ids, 
     for (int64_t e = 0; e < n && e < AHEAD; ++e) {
         __builtin_prefetch(max_abs + ids[e]);
         __builtin_prefetch(id_bias + ids[e]);
-        prefetch_span(weight + ids[e] * width + c, cols);
+        prefetch_bytes(weight + ids[e] * width + c, cols * (int64_t)sizeof(float));
     }
     for (int64_t e = 0; e < n; ++e) {
         if (e + AHEAD < n) {
             const int64_t ahead = ids[e + AHEAD];
             __builtin_prefetch(max_abs + ahead);
             __builtin_prefetch(id_bias + ahead);
-            prefetch_span(weight + ahead * width + c, cols);
+            prefetch_bytes(weight + ahead * width + c, cols * (int64_t)sizeof(float));
         }
         const int64_t id = ids[e];
         const v8f sv = (v8f){0} + normalized(values[e], max_abs[id], id_bias[id]);
@@ -118,9 +115,7 @@ static void sum_narrow(const int64_t *ids, const float *values, int64_t n, const
 CLONES static int pool_row(const int64_t *ids, const float *values, int64_t n, const float *weight,
                            int64_t num_ids, int64_t width, const float *max_abs, const float *id_bias,
                            const float *bias, float *y) {
-    uint64_t outside = 0;
-    for (int64_t e = 0; e < n; ++e) outside |= (uint64_t)ids[e] >= (uint64_t)num_ids;
-    if (outside) return -1;
+    if (!ids_inside(ids, n, num_ids)) return -1;
     for (int64_t c = 0; c < width; c += LANES * BLOCK_VECTORS) {
         const int64_t cols = width - c < LANES * BLOCK_VECTORS ? width - c : LANES * BLOCK_VECTORS;
         const int64_t full = cols / LANES;
