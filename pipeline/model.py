@@ -84,13 +84,13 @@ class SparseLinear(nn.Module):
         without autograd on the CPU runs a fused native kernel (native.py) where it can: the float32
         CSR kernel, or in float64 (batch scoring) on rows of equal length the online scorer's."""
         if not (self.training or torch.is_grad_enabled()):
-            params = self._parameters  # the dicts, not Module.__getattr__: 2 µs of a 10 µs batch-1 call
             if values.dtype is torch.float64:
                 fields = uniform_fields(ids, offsets)
                 fused = None if fields is None else self.rows_f64(ids, values, fields)
                 if fused is not None:
                     return self.act(fused[1])
             else:
+                params = self._parameters  # the dicts, not Module.__getattr__: 2 µs of a 10 µs batch-1 call
                 pooled = native.sparse_linear(ids, values, offsets, params["weight"], self._buffers["max_abs"],
                                               params["id_bias"], params["bias"])
                 if pooled is not None:
