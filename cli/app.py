@@ -5,10 +5,14 @@ Exit codes: 0 ok · 1 runtime failure · 2 invalid spec, usage or input data · 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
+import re
+import signal
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,7 +27,18 @@ app = typer.Typer(
 )
 
 SpecArg = Annotated[Path, typer.Argument(help="Path of the YAML spec.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun steps even when their cached output is current.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun every step even when its cached output is current.")]
+
+
+class StepName(str, Enum):
+    prepare = "prepare"
+    train = "train"
+    calibrate = "calibrate"
+    validate = "validate"
+
+
+ForceStepOpt = Annotated[Optional[StepName], typer.Option(
+    "--force-step", help="Rerun this step and the ones after it, reusing the cached steps before it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")]
 
@@ -37,7 +52,7 @@ def handled(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from snn.pipeline.errors import SnnError
+        from snn.pipeline.errors import SnnError, Terminated
 
         try:
             return command(*args, **kwargs)
@@ -45,10 +60,19 @@ def handled(command):
             err(f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err("interrupted; finished steps are kept, unfinished ones left nothing behind")
+            err("interrupted (SIGINT); finished steps and epochs are kept: rerun to resume")
             raise typer.Exit(130) from None
+        except Terminated:
+            err("terminated (SIGTERM); finished steps and epochs are kept: rerun to resume")
+            raise typer.Exit(143) from None
         except (typer.Exit, typer.Abort):
             raise
+        except MemoryError:
+            err("error: out of memory; use a machine with more memory, or a smaller model or chunk of data")
+            raise typer.Exit(1) from None
+        except OSError as exc:  # the machine's fault (disk full, permissions, limits), not snn's
+            err(f"error: {system_error(exc)}")
+            raise typer.Exit(1) from None
         except Exception as exc:  # a fault in snn itself
             if os.environ.get("SNN_DEBUG"):
                 raise
@@ -59,23 +83,42 @@ def handled(command):
     return wrapper
 
 
+def system_error(exc: OSError) -> str:
+    """An OSError as the machine's problem, with the path it concerns and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{where}; free space or move the work directory (spec.workdir)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}; make the path writable or choose another one"
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return f"too many open files{where}; raise the limit (ulimit -n)"
+    return f"{exc.strerror or exc}{where}: a problem of the machine or the file system, not of the spec"
+
+
 def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tracking_uri: str | None,
-                  **validate_kw) -> dict:
+                  force_step: StepName | None = None, **validate_kw) -> dict:
     from snn.pipeline import steps
+    from snn.pipeline.files import Scratch, ensure_folder, sweep
     from snn.pipeline.spec import load_spec
     from snn.pipeline.tracking import Tracker, flatten, resolve_uri
 
     loaded = load_spec(spec_path)
     spec = loaded.spec
-    uri = resolve_uri(tracking_uri, spec.tracking.uri, loaded.workdir)
-    tracker = Tracker(uri, spec.tracking.experiment or spec.name, loaded.workdir)
-    ctx = steps.Context(loaded, tracker, force=force)
-    with tracker.command(command, flatten(spec.model_dump(mode="json")), loaded.text):
-        if last_step == "validate":
-            result = steps.validate_step(ctx, **validate_kw)
-        else:
-            step = {"fit": steps.train_step, "calibrate": steps.calibrate_step}[last_step](ctx)
-            result = {"bundle": str(step.path / "bundle"), "metrics": step.info()["metrics"]}
+    workdir = ensure_folder(loaded.workdir, "workdir")
+    orphans = sweep(workdir)  # scratch of killed processes: removed; their MLflow runs ended below
+    scratch = Scratch(workdir)
+    try:
+        uri = resolve_uri(tracking_uri, spec.tracking.uri, workdir)
+        tracker = Tracker(uri, spec.tracking.experiment or spec.name, workdir, scratch)
+        ctx = steps.Context(loaded, tracker, scratch, force=force, force_step=force_step.value if force_step else None)
+        with tracker.command(command, flatten(spec.model_dump(mode="json")), loaded.text, orphans=orphans):
+            if last_step == "validate":
+                result = steps.validate_step(ctx, **validate_kw)
+            else:
+                step = {"fit": steps.train_step, "calibrate": steps.calibrate_step}[last_step](ctx)
+                result = {"bundle": str(step.path / "bundle"), "metrics": step.info()["metrics"]}
+    finally:
+        scratch.close()
     result.update({"command": command, "spec": str(spec_path), "steps": ctx.steps, "mlflow_run_id": tracker.parent_id,
                    "tracking_uri": uri, "workdir": str(loaded.workdir)})
     return result
@@ -97,9 +140,10 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
 
 @app.command()
 @handled
-def fit(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+def fit(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
+        tracking_uri: UriOpt = None):
     """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
-    _finish(_run_pipeline("fit", spec, "fit", force, tracking_uri), json_out, _print_fit)
+    _finish(_run_pipeline("fit", spec, "fit", force, tracking_uri, force_step), json_out, _print_fit)
 
 
 def _print_fit(result: dict) -> None:
@@ -109,9 +153,10 @@ def _print_fit(result: dict) -> None:
 
 @app.command()
 @handled
-def calibrate(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+def calibrate(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
+              tracking_uri: UriOpt = None):
     """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
-    _finish(_run_pipeline("calibrate", spec, "calibrate", force, tracking_uri), json_out, _print_calibrate)
+    _finish(_run_pipeline("calibrate", spec, "calibrate", force, tracking_uri, force_step), json_out, _print_calibrate)
 
 
 def _print_calibrate(result: dict) -> None:
@@ -142,19 +187,22 @@ def validate(
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Online predictions (parquet: key, score) to check parity against.")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Baseline bundle for *_vs_baseline gates.")] = None,
     force: ForceOpt = False,
+    force_step: ForceStepOpt = None,
     json_out: JsonOpt = False,
     tracking_uri: UriOpt = None,
 ):
     """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
-    result = _run_pipeline("validate", spec, "validate", force, tracking_uri, compare_path=compare, baseline=baseline)
+    result = _run_pipeline("validate", spec, "validate", force, tracking_uri, force_step, compare_path=compare,
+                           baseline=baseline)
     _finish(result, json_out, _print_metrics)
 
 
 @app.command()
 @handled
-def run(spec: SpecArg, force: ForceOpt = False, json_out: JsonOpt = False, tracking_uri: UriOpt = None):
+def run(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
+        tracking_uri: UriOpt = None):
     """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
-    _finish(_run_pipeline("run", spec, "validate", force, tracking_uri), json_out, _print_metrics)
+    _finish(_run_pipeline("run", spec, "validate", force, tracking_uri, force_step), json_out, _print_metrics)
 
 
 @app.command()
@@ -165,6 +213,7 @@ def predict(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output parquet: key, score, raw_score.")],
     online: Annotated[bool, typer.Option("--online", help="Score one record at a time with the online scorer.")] = False,
     rows: Annotated[Optional[str], typer.Option("--rows", help="Half-open data row range START:STOP.")] = None,
+    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV: whether the first line is a header (default: as the bundle's data spec).")] = None,
 ):
     """Score a data file with a bundle and write predictions with the row key."""
     from snn.pipeline.errors import InputError
@@ -174,11 +223,12 @@ def predict(
     if rows is not None:
         try:
             start, stop = (int(x) for x in rows.split(":"))
-            assert 0 <= start < stop
+            if not 0 <= start < stop < 2**63:
+                raise ValueError(rows)
             row_range = (start, stop)
-        except (ValueError, AssertionError):
+        except ValueError:
             raise InputError(f"--rows {rows!r} is not START:STOP with 0 <= START < STOP") from None
-    count = predict_file(bundle, data, output, online=online, rows=row_range)
+    count = predict_file(bundle, data, output, online=online, rows=row_range, header=header)
     err(f"wrote {count} predictions to {output} ({'online' if online else 'batch'} scorer)")
 
 
@@ -241,12 +291,21 @@ def data_synth(
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
     import yaml
 
+    from snn.pipeline.errors import InputError
+    from snn.pipeline.files import output_file
     from snn.pipeline.synth import SynthConfig, synth_spec, write
 
+    if not 0 <= seed <= 2**63 - 1:
+        raise InputError(f"--seed {seed} must be an integer in [0, 2^63 - 1]")
+    output_file(output, "output")
+    if spec_out is not None:
+        output_file(spec_out, "--spec", inputs=(output,))
     summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group))
     if spec_out is not None:
+        spec_out.parent.mkdir(parents=True, exist_ok=True)
         data_path = os.path.relpath(output.resolve(), spec_out.resolve().parent)
-        spec_out.write_text(yaml.safe_dump(synth_spec(data_path, rows, name=output.stem), sort_keys=False))
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", output.stem).lstrip("._-")[:100] or "synth"
+        spec_out.write_text(yaml.safe_dump(synth_spec(data_path, rows, name=name), sort_keys=False))
         summary["spec"] = str(spec_out)
     if json_out:
         sys.stdout.write(json.dumps(summary) + "\n")
@@ -255,7 +314,16 @@ def data_synth(
             f"planted model in {output}.json)" + (f"; spec: {spec_out}" if spec_out else ""))
 
 
+def _terminate(signum, frame):
+    """SIGTERM: raise Terminated in the main thread (once), so clean-up runs as for Ctrl-C."""
+    from snn.pipeline.errors import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
 def main():
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

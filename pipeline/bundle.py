@@ -13,7 +13,6 @@ downsampled at rate r; score = isotonic(p) when calibrated, else p.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,11 @@ from .calibrate import Isotonic, downsampling_correction
 from .data import Reader
 from .errors import ArtifactError
 from .features import FeatureMap
+from .files import Scratch
 from .spec import Spec
 
 FORMAT_VERSION = 1
+TABLES = ("sparse.weight", "sparse.id_bias", "sparse.max_abs", "interactions.embedding.weight")  # one row per id
 
 
 @dataclass
@@ -77,6 +78,9 @@ class Bundle:
 
     @classmethod
     def load(cls, folder: str | Path) -> "Bundle":
+        """Read and check a bundle folder: every file parses, every key is present, the weights are
+        finite and their tables have one row per id of the feature map, the calibrator is a monotone
+        map into [0, 1]. A damaged bundle is an ArtifactError naming what is wrong."""
         folder = Path(folder)
         if not (folder / "bundle.json").is_file():
             raise ArtifactError(
@@ -96,33 +100,54 @@ class Bundle:
             calibrator = None
             if (folder / "calibrator.json").is_file():
                 cal = json.loads((folder / "calibrator.json").read_text())
-                calibrator = Isotonic(np.asarray(cal["xs"]), np.asarray(cal["ys"]))
+                calibrator = Isotonic(np.asarray(cal["xs"], dtype=np.float64), np.asarray(cal["ys"], dtype=np.float64))
+            bundle = cls(
+                spec=spec,
+                feature_map=fmap,
+                weights=weights,
+                reader=Reader.from_json(meta["reader"]),
+                key=str(meta["key"]),
+                spec_hash=str(meta["spec_hash"]),
+                negative_rate=float(meta["sampling"]["negative_rate"]),
+                calibrator=calibrator,
+                metrics=meta.get("metrics", {}),
+            )
+            problem = bundle.problem()
         except ArtifactError:
             raise
         except Exception as exc:  # any parse failure means a damaged artifact
+            problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if problem is not None:
             raise ArtifactError(
-                f"bundle {folder} is corrupted ({type(exc).__name__}: {str(exc)[:200]}); "
-                "rebuild it with `snn fit --force` / `snn calibrate --force`"
-            ) from None
-        return cls(
-            spec=spec,
-            feature_map=fmap,
-            weights=weights,
-            reader=Reader.from_json(meta["reader"]),
-            key=meta["key"],
-            spec_hash=meta["spec_hash"],
-            negative_rate=meta["sampling"]["negative_rate"],
-            calibrator=calibrator,
-            metrics=meta.get("metrics", {}),
-        )
+                f"bundle {folder} is corrupted ({problem}); rebuild it with `snn fit --force` / `snn calibrate --force`"
+            )
+        return bundle
+
+    def problem(self) -> str | None:
+        """What is inconsistent in this bundle, or None."""
+        if not 0 < self.negative_rate <= 1:
+            return f"negative sampling rate {self.negative_rate} is outside (0, 1]"
+        for name, array in self.weights.items():
+            if array.dtype.kind not in "fiu":
+                return f"weight {name} is {array.dtype}, not numbers"
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                return f"weight {name} holds {int((~np.isfinite(array)).sum())} NaN or infinite values"
+        for name in TABLES:
+            if name in self.weights and self.weights[name].shape[:1] != (self.feature_map.num_ids,):
+                return (f"table {name} has {self.weights[name].shape[0]:,} rows but the feature map declares "
+                        f"{self.feature_map.num_ids:,} ids")
+        if self.calibrator is not None:
+            return self.calibrator.problem()
+        return None
 
     def with_calibrator(self, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
         return Bundle(self.spec, self.feature_map, self.weights, self.reader, self.key, self.spec_hash,
                       self.negative_rate, calibrator, {**self.metrics, **metrics})
 
 
-def replace_folder(tmp: Path, final: Path) -> None:
-    """Atomically move a finished temporary folder into place."""
+def replace_folder(tmp: Path, final: Path, scratch: Scratch) -> None:
+    """Move a finished temporary folder into place; the folder it replaces is moved into the
+    scratch first (one rename), then removed, so `final` is never half deleted."""
     if final.exists():
-        shutil.rmtree(final)
+        final.rename(scratch.folder("replaced") / final.name)
     tmp.rename(final)

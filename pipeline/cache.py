@@ -2,8 +2,10 @@
 
 key = sha256(step name, the spec fields the step reads, upstream keys, input file digests, snn
 version, artifact layout). A finished step lives in `<workdir>/steps/<name>-<key[:16]>/` with `step.json` written
-last; it is built in a temporary folder and renamed into place, so a killed run leaves no half
-artifact, and an unchanged step is a cache hit.
+last; it is built in the process's scratch folder (files.Scratch) and renamed into place, so a killed
+run leaves no half artifact (and the next run removes its scratch), and an unchanged step is a
+cache hit. One process builds a step at a time (a lock per step key); another waits, then finds it
+done.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .errors import ArtifactError
+from .files import Scratch
 from .spec import canonical_json
 
 # Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
-ARTIFACT_LAYOUT = 4
+ARTIFACT_LAYOUT = 5
 
 
 def step_key(name: str, fields: dict, upstream: dict[str, str] | None = None,
@@ -41,25 +45,40 @@ class StepDir:
         return self.workdir / "steps" / f"{self.name}-{self.key[:16]}"
 
     @property
+    def lock(self) -> Path:
+        """The lock its builder holds: a second process waits, then finds the step done."""
+        return self.workdir / "locks" / f"{self.name}-{self.key[:16]}.lock"
+
+    @property
     def done(self) -> bool:
         return (self.path / "step.json").is_file()
 
     def info(self) -> dict:
-        return json.loads((self.path / "step.json").read_text())
+        try:
+            info = json.loads((self.path / "step.json").read_text())
+            if not isinstance(info, dict) or info.get("key") != self.key:
+                raise ValueError("step.json does not describe this step")
+            return info
+        except (OSError, ValueError) as exc:
+            raise self.corrupted(exc) from None
+
+    def corrupted(self, exc: Exception) -> ArtifactError:
+        return ArtifactError(f"corrupted cache: {self.path} ({type(exc).__name__}: {str(exc)[:160]}); rerun with "
+                             f"--force-step {self.name} (or delete the folder)")
 
     @contextmanager
-    def build(self, force: bool = False):
-        """Yield a temporary folder; on success write step.json and rename it into place."""
-        tmp = self.workdir / "tmp" / f"{self.name}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir(parents=True)
+    def build(self, scratch: Scratch):
+        """Yield a fresh folder inside this process's scratch; on success rename it into place
+        (replacing an older build of the same key). Call it holding `self.lock`."""
+        tmp = scratch.folder(self.name)
         try:
             yield tmp
             final = self.path
             final.parent.mkdir(parents=True, exist_ok=True)
             old = None
             if final.exists():
-                old = final.with_name(final.name + f".old-{uuid.uuid4().hex[:6]}")
-                final.rename(old)
+                old = scratch.folder(self.name + ".old")
+                final.rename(old / "replaced")
             tmp.rename(final)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)

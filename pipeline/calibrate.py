@@ -78,6 +78,19 @@ class Isotonic:
         single = np.r_[True, xs[1:] != xs[:-1]]  # one-value blocks give a duplicate knot
         return cls(xs[single], ys[single])
 
+    def problem(self) -> str | None:
+        """What makes these knots unusable, or None: equal lengths, finite, xs ascending, ys
+        non-decreasing within [0, 1]."""
+        if self.xs.ndim != 1 or self.xs.shape != self.ys.shape or len(self.xs) == 0:
+            return f"calibrator has {self.xs.shape} xs but {self.ys.shape} ys"
+        if not (np.isfinite(self.xs).all() and np.isfinite(self.ys).all()):
+            return "calibrator knots are not all finite"
+        if (np.diff(self.xs) < 0).any() or (np.diff(self.ys) < 0).any():
+            return "calibrator knots are not ascending"
+        if self.ys.min() < 0 or self.ys.max() > 1:
+            return "calibrator values lie outside [0, 1]"
+        return None
+
     def __call__(self, scores):
         return np.interp(np.asarray(scores, np.float64), self.xs, self.ys)
 

@@ -16,20 +16,30 @@ import numpy as np
 import polars as pl
 
 from .errors import InputError
-from .spec import DataSpec, LoadedSpec, Source
+from .files import input_file
+from .spec import DataSpec, LoadedSpec, Source, Spec
 
 ROW_ID = "row_id"
+ROW_INDEX = "__snn_row_index__"  # the reader's own row counter, named apart from the file's columns
 CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+PARQUET_MAGIC = b"PAR1"
+# what polars raises on a file it cannot read (a panic of its Rust core is a BaseException)
+READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, UnicodeDecodeError)
+_MAGIC = {b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip)", b"PK\x03\x04": "a zip archive (unzip it first)",
+          b"BZh": "bzip2-compressed (decompress it first: bunzip2)", b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first)"}
 
 
 @dataclass(frozen=True)
 class Reader:
-    """How to read one file format: the data spec's format, columns, separator, null markers."""
+    """How to read one file format: the data spec's format, columns, separator, null markers and
+    comment prefix. Each file is checked (a readable regular file whose bytes match the format)
+    before polars opens it."""
 
     format: str
     columns: tuple[str, ...] | None = None
     separator: str = ","
     null_values: tuple[str, ...] = ("", "?")
+    comment_prefix: str | None = None
 
     @classmethod
     def from_spec(cls, data: DataSpec) -> "Reader":
@@ -38,85 +48,136 @@ class Reader:
             tuple(data.columns) if data.columns else None,
             data.separator,
             tuple(data.null_values),
+            data.comment_prefix,
         )
 
     def to_json(self) -> dict:
         return {"format": self.format, "columns": self.columns, "separator": self.separator,
-                "null_values": self.null_values}
+                "null_values": self.null_values, "comment_prefix": self.comment_prefix}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Reader":
         return cls(obj["format"], tuple(obj["columns"]) if obj["columns"] else None, obj["separator"],
-                   tuple(obj["null_values"]))
+                   tuple(obj["null_values"]), obj.get("comment_prefix"))
 
-    def scan(self, path: Path) -> pl.LazyFrame:
-        """Lazy frame of the file with a `row_id` column; string columns stripped, nulls mapped."""
-        return self._clean(self._source(path))
-
-    def _source(self, path: Path) -> pl.LazyFrame:
-        """The file as read, with `row_id` (the row's index in the file)."""
-        if not path.is_file():
-            raise InputError(f"data file {path} does not exist; fix the path in the spec (paths are relative to the spec file)")
-        if path.stat().st_size == 0:
+    def check_file(self, path: Path) -> Path:
+        """`path` is a readable regular file, not empty, whose first and last bytes fit the format."""
+        input_file(path, "data file", "fix the path in the spec (paths are relative to the spec file)")
+        size = path.stat().st_size
+        if size == 0:
             raise InputError(f"data file {path} is empty; point the spec at a file with rows")
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+        packed = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+        if packed is not None:
+            raise InputError(f"data file {path} is {packed}; snn reads plain {self.format} files")
         if self.format == "parquet":
-            lf = pl.scan_parquet(path).with_row_index(ROW_ID)
-        else:
-            if self.format == "criteo":
-                names, separator, header = CRITEO_COLUMNS, "\t", False
+            if head != PARQUET_MAGIC:
+                raise InputError(f"data file {path} is not a parquet file (it does not start with PAR1); "
+                                 "check data.format (csv, parquet or criteo)")
+            if tail != PARQUET_MAGIC or size < 12:
+                raise InputError(f"data file {path} is a truncated or damaged parquet file (no footer); "
+                                 "write it again")
+        elif head == PARQUET_MAGIC:
+            raise InputError(f"data file {path} is a parquet file but data.format is {self.format}; "
+                             "set data.format: parquet")
+        return path
+
+    def has_header(self, header: bool | None) -> bool:
+        if self.format == "criteo":
+            return bool(header)
+        if self.format == "csv" and header is None:
+            return self.columns is None
+        return bool(header)
+
+    def _source(self, path: Path, header: bool | None = None) -> pl.LazyFrame:
+        """The file as read, with ROW_INDEX (the row's index in the file), its schema read."""
+        self.check_file(path)
+        try:
+            if self.format == "parquet":
+                lf = pl.scan_parquet(path).with_row_index(ROW_INDEX)
             else:
-                names, separator, header = self.columns, self.separator, self.columns is None
-            lf = pl.scan_csv(
-                path,
-                has_header=header,
-                new_columns=list(names) if names else None,
-                separator=separator,
-                infer_schema=False,
-                comment_prefix="|" if self.format == "csv" else None,
-                row_index_name=ROW_ID,
-                truncate_ragged_lines=False,
-            )
+                if self.format == "criteo":
+                    names, separator = CRITEO_COLUMNS, "\t"
+                else:
+                    names, separator = self.columns, self.separator
+                lf = pl.scan_csv(
+                    path,
+                    has_header=self.has_header(header),
+                    new_columns=list(names) if names else None,
+                    separator=separator,
+                    infer_schema=False,
+                    comment_prefix=self.comment_prefix if self.format == "csv" else None,
+                    row_index_name=ROW_INDEX,
+                    truncate_ragged_lines=False,
+                    quote_char='"',
+                )
+            schema = lf.collect_schema()
+        except READ_ERRORS as exc:
+            raise self._unreadable(path, exc) from None
+        columns = [c for c in schema if c != ROW_INDEX]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise InputError(f"data file {path} names column(s) {repeated} more than once; rename them")
         return lf
 
     def _clean(self, lf: pl.LazyFrame) -> pl.LazyFrame:
-        """Strip strings, map null markers to null, drop blank (all-null) rows."""
+        """Strip strings and map null markers to null; in text files, drop blank lines (all-null rows)."""
         schema = lf.collect_schema()
         cleaned = []
         for name, dtype in schema.items():
-            if name == ROW_ID:
+            if name == ROW_INDEX:
                 continue
             col = pl.col(name)
             if dtype == pl.String:
                 col = col.str.strip_chars()
                 col = pl.when(col.is_in(list(self.null_values))).then(None).otherwise(col).alias(name)
             cleaned.append(col)
-        data_cols = [c for c in schema if c != ROW_ID]
-        # blank lines come back as all-null rows
-        return lf.with_columns(cleaned).filter(~pl.all_horizontal([pl.col(c).is_null() for c in data_cols]))
+        lf = lf.with_columns(cleaned)
+        if self.format == "parquet":
+            return lf
+        data_cols = [c for c in schema if c != ROW_INDEX]
+        return lf.filter(~pl.all_horizontal([pl.col(c).is_null() for c in data_cols]))
 
-    def scan_rows(self, path: Path, rows: tuple[int, int] | None) -> pl.LazyFrame:
-        """`scan` restricted to the half-open row range (when given), row_id as Int64."""
-        lf = self.scan(path)
+    def schema(self, path: Path, header: bool | None = None) -> dict[str, pl.DataType]:
+        """The file's columns and their types (as read: text files' columns are all String)."""
+        schema = self._source(path, header).collect_schema()
+        return {name: dtype for name, dtype in schema.items() if name != ROW_INDEX}
+
+    def scan_rows(self, path: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.LazyFrame:
+        """The file (restricted to the half-open row range, when given) with strings stripped, nulls
+        mapped and `row_id` (Int64, the row's index in the file) unless the file has its own."""
+        return self._finish(self._clean(self._source(path, header)), rows)
+
+    @staticmethod
+    def _finish(lf: pl.LazyFrame, rows: tuple[int, int] | None) -> pl.LazyFrame:
         if rows is not None:
-            lf = lf.filter(pl.col(ROW_ID).is_between(rows[0], rows[1], closed="left"))
-        return lf.with_columns(pl.col(ROW_ID).cast(pl.Int64))
+            lf = lf.filter(pl.col(ROW_INDEX).is_between(rows[0], rows[1], closed="left"))
+        if ROW_ID in lf.collect_schema():
+            return lf.drop(ROW_INDEX)
+        return lf.with_columns(pl.col(ROW_INDEX).cast(pl.Int64)).rename({ROW_INDEX: ROW_ID})
 
-    def _unreadable(self, path: Path, exc: Exception) -> InputError:
-        return InputError(f"cannot read {path} as {self.format}: {str(exc).splitlines()[0]}; "
+    def _unreadable(self, path: Path, exc: BaseException) -> InputError:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return InputError(f"cannot read {path} as {self.format}: {detail}; "
                           f"check data.format, data.separator and data.columns")
 
-    def read(self, path: Path, rows: tuple[int, int] | None = None) -> pl.DataFrame:
+    def read(self, path: Path, rows: tuple[int, int] | None = None, header: bool | None = None) -> pl.DataFrame:
+        lf = self.scan_rows(path, rows, header)
         try:
-            df = self.scan_rows(path, rows).collect()
-        except pl.exceptions.PolarsError as exc:
+            df = lf.collect()
+        except READ_ERRORS as exc:
             raise self._unreadable(path, exc) from None
         if df.height == 0:
             raise _no_rows(path, rows)
         return df
 
-    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str]):
+    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str],
+               header: bool | None = None):
         """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file order."""
-        lf = self.scan_rows(path, rows)
+        lf = self.scan_rows(path, rows, header)
         check_columns(list(lf.collect_schema()), columns, path)
         selected = [ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)]
         produced = 0
@@ -125,7 +186,7 @@ class Reader:
                           else lf.select(selected).collect_batches(chunk_size=chunk_rows)):
                 produced += frame.height
                 yield frame
-        except pl.exceptions.PolarsError as exc:
+        except READ_ERRORS as exc:
             raise self._unreadable(path, exc) from None
         if produced == 0:
             raise _no_rows(path, rows)
@@ -138,7 +199,7 @@ class Reader:
         start, stop = (rows[0], min(rows[1], total)) if rows is not None else (0, total)
         for offset in range(start, stop, chunk_rows):
             piece = source.slice(offset, min(chunk_rows, stop - offset))
-            yield self._clean(piece).with_columns(pl.col(ROW_ID).cast(pl.Int64)).select(selected).collect()
+            yield self._finish(self._clean(piece), None).select(selected).collect()
 
 
 def _no_rows(path: Path, rows) -> InputError:
@@ -176,6 +237,49 @@ def unit_hash(keys: pl.Series, seed: int) -> np.ndarray:
 
 def key_column(data: DataSpec) -> str:
     return data.key or ROW_ID
+
+
+def _scalar(dtype: pl.DataType) -> bool:
+    return not (dtype.is_nested() or dtype in (pl.Binary, pl.Object))
+
+
+def _numberlike(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() or dtype in (pl.String, pl.Boolean, pl.Null)
+
+
+# what each role accepts: (test, the types it names in the message)
+_ACCEPTS = {
+    "continuous": (_numberlike, "numbers (or text holding numbers)"),
+    "categorical": (_scalar, "text, integers, booleans or numbers"),
+    "binary": (_numberlike, "booleans, 0/1 or text such as yes/no"),
+    "label": (_numberlike, "0/1 numbers, booleans or text (with data.label.positive)"),
+    "weight": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "numbers"),
+    "oracle": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "probabilities"),
+    "key": (lambda d: d.is_integer() or d == pl.String, "integers or text"),
+    "slice": (_scalar, "plain values (text, numbers, booleans)"),
+}
+
+
+def check_schema(schema: dict[str, pl.DataType], spec: Spec, path: Path, slices: list[str] = (),
+                 with_label: bool = True) -> None:
+    """Every column the spec reads is in the file with a type its role can use: features by their
+    kind, the label, weight, key, oracle and slice columns by theirs. Nested (list, struct), binary
+    and object columns are refused here, before any work, never read as something else."""
+    data = spec.data
+    if data.key is None and ROW_ID in schema:
+        raise InputError(f"{path} has its own {ROW_ID!r} column, the name snn gives each row's index when data.key "
+                         f"is absent; set data.key: {ROW_ID} to use that column as the row key, or rename it")
+    roles = [(f.name, f.kind, f"feature {f.name!r} ({f.kind})") for f in spec.features]
+    roles += [(data.label.column, "label", "label column")] if with_label else []
+    roles += [(column, role, f"{role} column") for column, role in
+              ((data.weight, "weight"), (data.key, "key"), (data.oracle, "oracle")) if column is not None]
+    roles += [(column, "slice", "slice column") for column in slices]
+    check_columns(list(schema), list(dict.fromkeys(name for name, _, _ in roles)), path)
+    for column, role, what in roles:
+        accepts, wanted = _ACCEPTS[role]
+        if not accepts(schema[column]):
+            raise InputError(f"{what} in {path} is of type {schema[column]}; it must hold {wanted}. "
+                             "Flatten or convert the column, or leave it out of the spec")
 
 
 def check_columns(available: list[str], needed: list[str], path: Path) -> None:
@@ -230,10 +334,10 @@ def repeated_keys(key: str, path: Path, examples: list) -> InputError:
 def check_sources(loaded: LoadedSpec) -> None:
     """Every named file exists, and train does not overlap validation/test unless allowed."""
     data = loaded.spec.data
-    for name, source in (("train", data.train), ("validation", data.validation), ("test", data.test)):
-        if source is not None and not loaded.resolve(source.path).is_file():
-            raise InputError(f"data.{name} file {loaded.resolve(source.path)} does not exist; fix the path in the "
-                             "spec (paths are relative to the spec file)")
+    reader = Reader.from_spec(data)
+    for source in (data.train, data.validation, data.test):
+        if source is not None:
+            reader.check_file(loaded.resolve(source.path))
     if not data.allow_overlap:
         for name, other in (("validation", data.validation), ("test", data.test)):
             if other is not None and _sources_overlap(data.train, other, loaded):
@@ -241,6 +345,18 @@ def check_sources(loaded: LoadedSpec) -> None:
                     f"data.train and data.{name} overlap (same file, overlapping rows); give disjoint `rows` "
                     "ranges or files, or set data.allow_overlap: true if that is intended"
                 )
+
+
+def check_inputs(loaded: LoadedSpec, slices: list[str] = ()) -> None:
+    """Every source exists, is readable in the declared format and holds the columns the spec reads
+    with usable types (`check_schema`); train does not overlap validation/test unless allowed."""
+    check_sources(loaded)
+    spec, data = loaded.spec, loaded.spec.data
+    reader = Reader.from_spec(data)
+    for source in (data.train, data.validation, data.test):
+        if source is not None:
+            path = loaded.resolve(source.path)
+            check_schema(reader.schema(path, source.header), spec, path, list(slices))
 
 
 def holdout_mask(keys: pl.Series, data: DataSpec) -> np.ndarray:
@@ -272,11 +388,15 @@ def labels_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
 
 
 def weights_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
-    """Row weights float32 [n]; ones when data.weight is not set."""
+    """Row weights float32 [n]; ones when data.weight is not set. Each weight is a finite number
+    >= 0 that float32 holds (training sums them in float32)."""
     if data.weight is None:
         return np.ones(df.height, dtype=np.float32)
     values = df[data.weight].cast(pl.Float64, strict=False)
     arr = values.to_numpy()
     if values.null_count() or not np.all(np.isfinite(arr)) or (arr < 0).any():
         raise InputError(f"{where}: weight column {data.weight!r} must hold finite numbers >= 0 in every row")
+    if (arr > np.finfo(np.float32).max).any():
+        raise InputError(f"{where}: weight column {data.weight!r} has weights up to {arr.max():.3g}, beyond float32 "
+                         f"(3.4e38); rescale the weights (only their ratios matter)")
     return arr.astype(np.float32)

@@ -95,6 +95,22 @@ class EncodedSplit:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
         return cls(keys=None, **arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")
 
+    def problem(self, num_ids: int) -> str | None:
+        """What makes this split unusable with an id space of `num_ids` ids, or None: offsets that
+        do not rise from 0 to nnz, ids outside [0, num_ids), labels outside [0, 1], weights that are
+        negative or not finite. One pass over the arrays."""
+        if self.rows < 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.ids) or (np.diff(self.offsets) < 0).any():
+            return "the row offsets are not ascending from 0 to the number of entries"
+        if len(self.ids) and (int(self.ids.min()) < 0 or int(self.ids.max()) >= num_ids):
+            return f"ids range over [{int(self.ids.min())}, {int(self.ids.max())}], outside the id space [0, {num_ids})"
+        if len(self.labels) and not (np.isfinite(self.labels).all() and self.labels.min() >= 0 and self.labels.max() <= 1):
+            return "labels outside [0, 1]"
+        if len(self.weights) and not (np.isfinite(self.weights).all() and self.weights.min() >= 0):
+            return "weights that are negative or not finite"
+        if not self.one_hot and len(self.values) and not np.isfinite(self.values).all():
+            return "values that are not finite"
+        return None
+
     def load_keys(self) -> pl.Series:
         """The row keys [n] (read from the key parts on demand)."""
         if self.keys is None:
@@ -161,6 +177,7 @@ class SplitWriter:
         self.dtypes = {**DTYPES, "ids": id_dtype}
         self.arrays = tuple(name for name in ARRAYS if not (one_hot and name == "values"))
         self.rows = self.nnz = self.parts = 0
+        self.weight_sum = 0.0
         self.widths: set[int] = set()
         self.files = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -179,6 +196,7 @@ class SplitWriter:
         entries per written row ([n_c], or [k] with rows)."""
         if rows is not None:
             labels, weights, keys = labels[rows], weights[rows], None if keys is None else keys.gather(rows)
+        self.weight_sum += float(np.sum(weights, dtype=np.float64))
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
             low, high = int(np.min(lengths)), int(np.max(lengths))

@@ -1,6 +1,7 @@
 """Errors that reach the user as one paragraph and an exit code (DESIGN.md, exit codes).
 
-0 ok · 1 runtime failure · 2 invalid spec, usage or input data · 3 a gate failed.
+0 ok · 1 runtime failure · 2 invalid spec, usage or input data · 3 a gate failed ·
+130 interrupted (SIGINT, Ctrl-C) · 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -40,3 +41,17 @@ class GateFailed(SnnError):
     """A validation gate or a parity check failed: the model, not the tool, is at fault."""
 
     exit_code = 3
+
+
+class TrainingDiverged(SnnError):
+    """The training loss or the model's predictions became NaN or infinite: nothing is written."""
+
+    exit_code = 1
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread by the CLI's handler so that `finally` blocks and
+    context managers clean up (scratch folders removed, MLflow runs ended as KILLED). A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    exit_code = 143

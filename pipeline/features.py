@@ -31,6 +31,7 @@ from .encoded import unit_values
 from .errors import ArtifactError, InputError
 from .hash_table import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
 from .spec import (
+    MAX_BUCKETS,
     BinaryFeature,
     CategoricalFeature,
     ContinuousFeature,
@@ -531,6 +532,23 @@ class _BinaryFitter:
         return self.encoder
 
 
+def _check_encoder_fields(item: dict) -> None:
+    """Raise ValueError unless a stored encoder's fields have the types and ranges fitting produces."""
+    if not isinstance(item.get("name"), str):
+        raise ValueError("an encoder has no name")
+    buckets = item.get("buckets")
+    if buckets is not None and not (isinstance(buckets, int) and 2 <= buckets <= MAX_BUCKETS):
+        raise ValueError(f"encoder {item['name']!r} declares {buckets!r} buckets")
+    edges = item.get("edges")
+    if edges is not None:
+        array = np.asarray(edges, dtype=np.float64)
+        if array.ndim != 1 or not np.isfinite(array).all() or (np.diff(array) <= 0).any():
+            raise ValueError(f"encoder {item['name']!r} has edges that are not finite and ascending")
+    vocabulary = item.get("vocabulary")
+    if vocabulary is not None and not all(isinstance(v, str) for v in vocabulary):
+        raise ValueError(f"encoder {item['name']!r} has a vocabulary entry that is not text")
+
+
 Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder
 _ENCODERS = {"continuous": ContinuousEncoder, "categorical": CategoricalEncoder, "binary": BinaryEncoder}
 _FITTERS = {ContinuousFeature: ContinuousFitter, CategoricalFeature: CategoricalFitter, BinaryFeature: BinaryEncoder.fitter}
@@ -688,9 +706,10 @@ class FeatureMap:
                 item = dict(item)
                 kind = item.pop("kind")
                 item.pop("offset", None)
+                _check_encoder_fields(item)
                 encoders.append(_ENCODERS[kind](**item))
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"feature map is corrupted ({exc}); refit with `snn fit --force`") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"feature map is corrupted ({type(exc).__name__}: {exc}); refit with `snn fit --force`") from None
         fmap = cls(encoders)
         if fmap.num_ids != obj.get("num_ids"):
             raise ArtifactError("feature map is corrupted (id space size mismatch); refit with `snn fit --force`")

@@ -8,25 +8,32 @@ import numpy as np
 import polars as pl
 
 from .bundle import Bundle
+from .data import check_schema
 from .errors import InputError
+from .files import output_file, owned_temp
 from .online import OnlineScorer
 from .score import score_frame
 
 REQUEST_ROWS = 1000
 
 
-def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None) -> pl.DataFrame:
-    frame = bundle.reader.read(data, rows)
+def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
+    """The rows to score, checked like training data: every feature column present with a usable type
+    (the label need not be there)."""
+    check_schema(bundle.reader.schema(data, header), bundle.spec, data, with_label=False)
+    frame = bundle.reader.read(data, rows, header)
     if bundle.key not in frame.columns:
         raise InputError(f"{data} lacks the row key column {bundle.key!r} the bundle was trained with")
     return frame
 
 
 def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = False,
-                 rows: tuple[int, int] | None = None) -> int:
-    """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count."""
+                 rows: tuple[int, int] | None = None, header: bool | None = None) -> int:
+    """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count.
+    The output is written to a temporary file and renamed into place; it may not be an input."""
     bundle = Bundle.load(bundle_path)
-    frame = read_rows(bundle, data, rows)
+    output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
+    frame = read_rows(bundle, data, rows, header)
     if online:  # the serving scorer, fed requests of REQUEST_ROWS candidates as a server would
         scorer = OnlineScorer(bundle)
         raws = np.concatenate([scorer.raw_many(frame.slice(start, REQUEST_ROWS).to_dicts())
@@ -35,7 +42,6 @@ def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = Fal
     else:
         out = score_frame(bundle, frame)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    out.write_parquet(tmp)
-    tmp.replace(output)
+    with owned_temp(output) as tmp:
+        out.write_parquet(tmp)
     return out.height

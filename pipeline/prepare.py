@@ -24,7 +24,7 @@ from typing import Iterator, TypeVar
 import numpy as np
 import polars as pl
 
-from .data import Reader, check_sources, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
+from .data import READ_ERRORS, Reader, check_inputs, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
 from .encoded import SplitWriter, ids_dtype
 from .errors import InputError
 from .features import QUANTILE_METHOD, FeatureMap, finish_fitters, fitters, update_fitters
@@ -85,7 +85,7 @@ def stream_chunks(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ..
         if source is None:
             continue
         path = loaded.resolve(source.path)
-        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns)):
+        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns, source.header)):
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
@@ -110,11 +110,12 @@ def check_unique_keys(loaded: LoadedSpec) -> None:
         if source is None:
             continue
         path = loaded.resolve(source.path)
-        lf = reader.scan_rows(path, source.rows)
-        if data.key not in lf.collect_schema():
-            continue  # reported with the other missing columns
+        lf = reader.scan_rows(path, source.rows, source.header)
         key = pl.col(data.key)
-        repeated = lf.select(key).filter(key.is_duplicated()).unique().head(3).collect()[data.key].to_list()
+        try:
+            repeated = lf.select(key).filter(key.is_duplicated()).unique().head(3).collect()[data.key].to_list()
+        except READ_ERRORS as exc:
+            raise reader._unreadable(path, exc) from None
         if repeated:
             raise repeated_keys(data.key, path, repeated)
 
@@ -123,7 +124,7 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     """Pass 1: stream the train split through the fitters -> the feature map."""
     features = loaded.spec.features
     running = fitters(features)
-    rows, low, high = 0, np.inf, -np.inf
+    rows, weight, low, high = 0, 0.0, np.inf, -np.inf
     for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows):
         for split, selected in chunk.routes:
             if split != "train":
@@ -133,11 +134,15 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
                 continue
             update_fitters(features, running, chunk.frame, chunk.weights, selected)
             rows += len(labels)
+            weight += float(chunk.weights.sum() if selected is None else chunk.weights[selected].sum())
             low, high = min(low, float(labels.min())), max(high, float(labels.max()))
     if rows == 0:
         raise InputError("the train split is empty after holdout and downsampling; change holdout.fraction or the rows")
     if low == high:
         raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
+    if weight <= 0:
+        raise InputError(f"the train split's weights (column {loaded.spec.data.weight!r}) sum to 0; give some rows "
+                         "a positive weight")
     return FeatureMap(finish_fitters(running))
 
 
@@ -174,14 +179,19 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
         if pending is not None:
             pending.result()
         rows = {name: writer.rows for name, writer in writers.items()}
+        weights = {name: writer.weight_sum for name, writer in writers.items()}
     if rows["validation"] == 0:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
+    for name, total in weights.items():
+        if rows[name] and total <= 0:
+            raise InputError(f"the {name} split's weights (column {data.weight!r}) sum to 0; its metrics would be "
+                             "undefined: give some rows a positive weight")
     return rows
 
 
 def prepare(loaded: LoadedSpec, folder: Path, chunk_rows: int = CHUNK_ROWS) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
-    check_sources(loaded)
+    check_inputs(loaded)
     check_unique_keys(loaded)
     start = time.perf_counter()
     feature_map = fit_feature_map(loaded, chunk_rows)

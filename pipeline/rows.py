@@ -170,8 +170,19 @@ def gather_rows(tables: list[torch.Tensor], unique: torch.Tensor) -> list[torch.
 class RowOptimizer:
     """Updates rows `unique` of full tables from the gradients of their gathered copies."""
 
+    state_names: tuple[str, ...] = ()  # the per-row state: lists of tensors shaped like the tables
+
     def __init__(self, tables: list[torch.Tensor], lr: float):
         self.tables, self.lr, self.steps = tables, lr, 0
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, **{name: getattr(self, name) for name in self.state_names}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        for name in self.state_names:
+            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+                mine.copy_(saved)
 
     def step(self, unique: torch.Tensor, gathered: list[torch.Tensor]) -> None:
         self.steps += 1
@@ -196,6 +207,8 @@ class RowAdam(RowOptimizer):
     pass of torch's fused Adam kernel, instead of six elementwise passes. That kernel divides by
     √v/√(1−β2^t) + ε'; with ε' = ε/√(1−β2^t) its step is exactly the one above.
     """
+
+    state_names = ("first", "second")
 
     def __init__(self, tables, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(tables, lr)
@@ -229,6 +242,8 @@ class RowAdagrad(RowOptimizer):
 
     s_r ← s_r + g_r² ;  θ_r ← θ_r − lr · g_r / (√s_r + ε)
     """
+
+    state_names = ("sums",)
 
     def __init__(self, tables, lr: float, eps: float = 1e-10):
         super().__init__(tables, lr)

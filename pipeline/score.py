@@ -20,15 +20,23 @@ from .spec import LoadedSpec
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
-    model = SparseNN(bundle.feature_map.num_ids, len(bundle.feature_map.encoders), bundle.spec.model)
-    state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
+    """The bundle's torch model in `dtype`, eval mode. The weights' names and shapes are compared
+    with the model the spec describes (built on the meta device: no memory) before anything is
+    allocated, so a damaged bundle cannot ask for a huge table."""
+    num_ids, fields = bundle.feature_map.num_ids, len(bundle.feature_map.encoders)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in SparseNN(num_ids, fields, bundle.spec.model).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in bundle.weights.items()}
+    if found != expected:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        name = differing[0]
         raise ArtifactError(
-            f"bundle weights do not fit the model its spec describes ({str(exc).splitlines()[-1].strip()[:160]}); "
-            "it was written by another snn version or damaged: rebuild it with `snn fit --force`"
-        ) from None
+            f"bundle weights do not fit the model its spec describes ({name}: expected {expected.get(name)}, "
+            f"found {found.get(name)}); it was written by another snn version or damaged: rebuild it with "
+            "`snn fit --force`"
+        )
+    model = SparseNN(num_ids, fields, bundle.spec.model)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
     return model.to(dtype).eval()
 
 

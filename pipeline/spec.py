@@ -12,19 +12,56 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Callable, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
+from .errors import SnnError, SpecError
 
 Metric = Literal["auc", "logloss", "rce", "calibration_ratio", "ece", "brier"]
 Activation = Literal["relu", "prelu", "sigmoid", "tanh", "none"]
 
+# ----------------------------------------------------------------------------- bounds
+# Every number a spec gives is bounded here: floats are finite (Strict), integers fit int64, and the
+# sizes that become memory have an upper limit whose message names the memory they would take.
+
+INT64_MAX = 2**63 - 1
+SPEC_MAX_BYTES = 1 << 20  # a spec is a small YAML file
+SPEC_MAX_NODES = 100_000  # YAML nodes after aliases are expanded (anchors cannot blow up validation)
+MAX_WIDTH = 8192  # sparse layer and MLP widths
+MAX_BUCKETS = 2**31 - 1  # hash buckets of one feature
+MAX_ECE_BINS = 10_000
+
+
+def gigabytes(count: float) -> str:
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
+
+
+def at_most(limit: int, cost: Callable[[int], str]):
+    """An upper bound whose error names what the value would cost (`cost(value)`, a phrase)."""
+
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"{value:,} is above the limit of {limit:,}: {cost(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _table_cost(rows_per_unit: str, rows: float):
+    # float32 weights, and Adam's two moments beside them
+    return lambda value: f"{rows_per_unit} would take {gigabytes(value * rows * 4 * 3)} (weights and Adam moments)"
+
+
+Seed = Annotated[int, Field(ge=0, le=INT64_MAX, description="A seed: an integer in [0, 2^63 - 1].")]
+RowIndex = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Width = Annotated[int, Field(ge=1), at_most(MAX_WIDTH, _table_cost("a table of 1M ids this wide", 1e6))]
+Buckets = Annotated[int, Field(ge=2), at_most(MAX_BUCKETS, _table_cost("one unit of width over these buckets", 1))]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -34,9 +71,14 @@ class Source(Strict):
     """One input file, optionally restricted to a half-open range of its data rows."""
 
     path: str = Field(description="File path, relative to the spec file's folder.")
-    rows: tuple[int, int] | None = Field(
+    rows: tuple[RowIndex, RowIndex] | None = Field(
         default=None,
         description="Half-open range [start, stop) of 0-based data rows to use; all rows when absent.",
+    )
+    header: bool | None = Field(
+        default=None,
+        description="CSV: whether this file's first line is a header. Absent: a header unless `data.columns` "
+        "names the columns. With `data.columns` and `header: true`, the header line is skipped.",
     )
 
     @field_validator("rows")
@@ -51,7 +93,7 @@ class Holdout(Strict):
     """Carve the validation split out of train by a stable hash of the row key."""
 
     fraction: float = Field(gt=0, lt=1, description="Share of train rows held out for validation.")
-    seed: int = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
+    seed: Seed = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
 
 
 class Label(Strict):
@@ -71,6 +113,11 @@ class DataSpec(Strict):
         default=None, description="Column names for a CSV file without a header row."
     )
     separator: str = Field(default=",", description="CSV field separator (one character).")
+    comment_prefix: str | None = Field(
+        default=None,
+        description="CSV: lines starting with this text are skipped (UCI Adult's test file starts with "
+        "'|1x3 Cross validator'); absent: no line is skipped.",
+    )
     null_values: list[str] = Field(
         default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing."
     )
@@ -100,12 +147,37 @@ class DataSpec(Strict):
     @field_validator("separator")
     @classmethod
     def _one_char(cls, value):
-        if len(value) != 1:
-            raise ValueError("separator must be exactly one character")
+        if len(value) != 1 or value in "\r\n\"":
+            raise ValueError("separator must be exactly one character, not a quote or a line break")
         return value
+
+    @field_validator("comment_prefix")
+    @classmethod
+    def _short_prefix(cls, value):
+        if value is not None and not (1 <= len(value) <= 5) or value is not None and ("\n" in value or "\r" in value):
+            raise ValueError("comment_prefix must be 1 to 5 characters on one line")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, columns):
+        if columns is not None:
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise ValueError(f"column name(s) {repeated} appear more than once; every column needs its own name")
+            if not columns:
+                raise ValueError("columns must name at least one column")
+        return columns
 
     @model_validator(mode="after")
     def _one_validation_source(self):
+        roles = [("data.label.column", self.label.column), ("data.weight", self.weight), ("data.key", self.key),
+                 ("data.oracle", self.oracle)]
+        named = [(role, column) for role, column in roles if column is not None]
+        for i, (role, column) in enumerate(named):
+            for other_role, other in named[i + 1:]:
+                if column == other:
+                    raise ValueError(f"{role} and {other_role} are both {column!r}; each role needs its own column")
         if self.validation is None and self.holdout is None:
             raise ValueError("give either `validation` (a source) or `holdout` (a fraction of train)")
         if self.validation is not None and self.holdout is not None:
@@ -128,7 +200,7 @@ class HashingDiscretizer(Strict):
 
     kind: Literal["hashing"] = Field(description="Discretizer tag.")
     bins: int = Field(default=32, ge=2, le=65536, description="Target number of bins.")
-    buckets: int = Field(default=1024, ge=2, description="Hash buckets reserved for this feature.")
+    buckets: Buckets = Field(default=1024, description="Hash buckets reserved for this feature.")
 
 
 class RawValue(Strict):
@@ -154,11 +226,10 @@ class CategoricalFeature(Strict):
     name: str = Field(description="Column name.")
     kind: Literal["categorical"] = Field(description="Feature kind tag.")
     min_count: int = Field(
-        default=1, ge=1, description="Values seen fewer times in train share the out-of-vocabulary id."
+        default=1, ge=1, le=INT64_MAX, description="Values seen fewer times in train share the out-of-vocabulary id."
     )
-    hash_buckets: int | None = Field(
+    hash_buckets: Buckets | None = Field(
         default=None,
-        ge=2,
         description="Hash values into this many buckets (stable BLAKE2b) instead of a vocabulary.",
     )
 
@@ -177,12 +248,13 @@ Feature = Annotated[
 
 
 class SparseLinearSpec(Strict):
-    width: int = Field(default=64, ge=1, description="Output units N_j of the sparse linear layer.")
+    width: Width = Field(default=64, description="Output units N_j of the sparse linear layer.")
     activation: Activation = Field(default="relu", description="F in N_j = F(sum_i W_ij norm(v_i) + B_j).")
 
 
 class MLPSpec(Strict):
-    layers: list[int] = Field(default=[64, 32], description="Hidden widths after the sparse layer; [] for none.")
+    layers: list[Width] = Field(default=[64, 32], max_length=64,
+                                description="Hidden widths after the sparse layer (each >= 1); [] for none.")
     activation: Activation = Field(default="relu", description="Hidden activation.")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
     norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalization after each hidden layer.")
@@ -205,21 +277,21 @@ class ModelSpec(Strict):
 
 class EarlyStopping(Strict):
     metric: Literal["auc", "logloss"] = Field(default="auc", description="Validation metric watched.")
-    patience: int = Field(default=3, ge=1, description="Epochs without improvement before stopping.")
+    patience: int = Field(default=3, ge=1, le=INT64_MAX, description="Epochs without improvement before stopping.")
 
 
 class NegativeDownsampling(Strict):
     rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
-    seed: int = Field(default=0, description="Seed of the per-row keep decision.")
+    seed: Seed = Field(default=0, description="Seed of the per-row keep decision.")
 
 
 class TrainSpec(Strict):
     optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="Optimizer for all parameters.")
-    lr: float = Field(default=0.003, gt=0, description="Learning rate.")
-    batch_size: int = Field(default=512, ge=1, description="Rows per step.")
-    epochs: int = Field(default=10, ge=1, description="Maximum passes over the training rows.")
+    lr: float = Field(default=0.003, gt=0, le=1e3, description="Learning rate (finite, > 0).")
+    batch_size: int = Field(default=512, ge=1, le=1 << 24, description="Rows per step (at most 2^24).")
+    epochs: int = Field(default=10, ge=1, le=100_000, description="Maximum passes over the training rows.")
     early_stopping: EarlyStopping | None = Field(default=None, description="Stop when validation stops improving.")
-    seed: int = Field(default=0, description="Seed of initialization and shuffling.")
+    seed: Seed = Field(default=0, description="Seed of initialization and shuffling.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available.")
     negative_downsampling: NegativeDownsampling | None = Field(
         default=None, description="Keep only a share of negatives; calibration undoes it analytically."
@@ -263,14 +335,16 @@ class ValidationSpec(Strict):
     slices: list[str] = Field(default=[], description="Columns to report metrics per value of.")
     gates: dict[Metric, Gate] = Field(default={}, description="Thresholds on calibrated test metrics.")
     baseline: str | None = Field(default=None, description="Bundle to compare against for *_vs_baseline gates.")
-    ece_bins: int = Field(default=10, ge=2, description="Equal-width bins of the ECE and reliability diagram.")
+    ece_bins: Annotated[int, Field(ge=2), at_most(
+        MAX_ECE_BINS, lambda v: f"{gigabytes(v * 24.0)} of bin totals for no finer a picture")] = Field(
+        default=10, description="Equal-width bins of the ECE and reliability diagram.")
     logloss_eps: float = Field(default=1e-7, gt=0, lt=0.5, description="Probabilities are clipped to [eps, 1-eps].")
 
 
 class ParitySpec(Strict):
     atol: float = Field(default=1e-6, ge=0, description="Absolute tolerance of offline vs online scores.")
     rtol: float = Field(default=1e-5, ge=0, description="Relative tolerance of offline vs online scores.")
-    worst_rows: int = Field(default=10, ge=1, description="How many of the worst rows to report.")
+    worst_rows: int = Field(default=10, ge=1, le=10_000, description="How many of the worst rows to report.")
 
 
 class TrackingSpec(Strict):
@@ -282,7 +356,8 @@ class TrackingSpec(Strict):
 
 class Spec(Strict):
     version: Literal[1] = Field(description="Spec format version.")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Model name (letters, digits, _ . -).")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                      description="Model name: letters, digits, _ . -, starting with a letter or digit (at most 100).")
     data: DataSpec = Field(description="Where rows come from and how they split.")
     features: list[Feature] = Field(min_length=1, description="Input features.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture.")
@@ -304,6 +379,20 @@ class Spec(Strict):
                 raise ValueError(f"feature {feature.name!r} is listed twice")
             seen.add(feature.name)
         return features
+
+    @model_validator(mode="after")
+    def _features_are_not_targets(self):
+        data = self.data
+        for role, column in (("the label (data.label.column)", data.label.column), ("the weight (data.weight)", data.weight),
+                             ("the oracle (data.oracle)", data.oracle)):
+            if column is not None and any(f.name == column for f in self.features):
+                raise ValueError(f"feature {column!r} is {role}: a model that reads its own target learns nothing "
+                                 "usable; remove it from features")
+        if data.columns is not None:
+            missing = [f.name for f in self.features if f.name not in data.columns]
+            if missing:
+                raise ValueError(f"feature(s) {missing} are not among data.columns {data.columns}")
+        return self
 
 
 # ----------------------------------------------------------------------------- loading
@@ -401,27 +490,83 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def _check_yaml_tree(root, source: str) -> None:
+    """Refuse a key given twice in one mapping (YAML would keep the last silently) and trees that
+    expand past SPEC_MAX_NODES nodes through aliases."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:  # iterative post-order: a node's size is 1 + its children's (aliases share nodes)
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if not children_done:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for key, _ in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                        line = key.start_mark.line + 1
+                        if key.value in seen:
+                            raise SpecError(f"invalid spec:\n  {source}:{line}: key {key.value!r} is given twice in one "
+                                            f"mapping (first on line {seen[key.value]}); YAML would silently keep "
+                                            "the last: keep one")
+                        seen[key.value] = line
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
+        if sizes[id(node)] > SPEC_MAX_NODES:
+            raise SpecError(f"invalid spec: {source} expands to more than {SPEC_MAX_NODES:,} YAML values (through "
+                            "anchors and aliases); a spec is a small file: write it out plainly")
+
+
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """Validate spec text; raise SpecError listing every problem with its path and line."""
     text = substitute_env(text)
     try:
-        root_node = yaml.compose(text)
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root_node is not None:
+            _check_yaml_tree(root_node, source)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid spec: {source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"invalid spec: {source} nests brackets or blocks too deeply to read; a spec is a few "
+                        "levels deep") from None
     if not isinstance(raw, dict):
         raise SpecError(f"invalid spec: {source} must be a YAML mapping with keys such as version, name, data, features")
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, root_node, source)) from None
+    except RecursionError:
+        raise SpecError(f"invalid spec: {source} nests values too deeply to validate") from None
+
+
+def read_spec_text(path: Path) -> str:
+    """The spec file's text: a readable regular file of at most SPEC_MAX_BYTES, in UTF-8."""
+    from .files import input_file
+
+    try:
+        input_file(path, "spec file", "pass the path of a YAML spec (see specs/)", max_bytes=SPEC_MAX_BYTES)
+    except SnnError as exc:
+        raise SpecError(str(exc)) from None
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"invalid spec: {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8") from None
 
 
 def load_spec(path: str | Path) -> LoadedSpec:
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"spec file {path} does not exist; pass the path of a YAML spec (see specs/)")
-    text = path.read_text()
+    text = read_spec_text(path)
     return LoadedSpec(spec=parse_spec(text, str(path)), path=path.resolve(), text=text)
 
 

@@ -16,14 +16,15 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
-from .errors import TrackingError
+from .errors import Terminated, TrackingError
+from .files import Scratch, ensure_folder, locked
 
 
 def resolve_uri(cli_uri: str | None, spec_uri: str | None, workdir: Path) -> str:
     uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri
     if uri:
         return uri
-    workdir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(workdir, "workdir")
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
@@ -56,11 +57,17 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """Thin wrapper over mlflow's fluent API; methods are no-ops outside a run."""
+    """Thin wrapper over mlflow's fluent API; methods are no-ops outside a run.
 
-    def __init__(self, uri: str, experiment: str, workdir: Path):
-        self.uri, self.experiment, self.workdir = uri, experiment, workdir
+    Runs end FINISHED, FAILED (with the error as the `snn.error` tag) or KILLED (a signal: Ctrl-C,
+    SIGTERM). Every run a process opens is noted in its scratch folder; when the process is killed
+    outright (kill -9), the next command that sweeps the workdir ends those runs as KILLED
+    (`end_orphaned_runs`)."""
+
+    def __init__(self, uri: str, experiment: str, workdir: Path, scratch: Scratch | None = None):
+        self.uri, self.experiment, self.workdir, self.scratch = uri, experiment, workdir, scratch
         self.parent_id: str | None = None
+        self.open_runs: list[str] = []
 
     def _setup(self):
         check_reachable(self.uri)
@@ -70,26 +77,69 @@ class Tracker:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
-        try:
-            found = mlflow.get_experiment_by_name(self.experiment)
-            if found is None:
-                location = None
-                if self.uri.startswith("sqlite:"):
-                    location = (self.workdir / "mlartifacts").resolve().as_uri()
-                mlflow.create_experiment(self.experiment, artifact_location=location)
+        try:  # one process at a time creates the store (sqlite migrations) and the experiment
+            with locked(self.workdir / "locks" / "mlflow.lock"):
+                found = mlflow.get_experiment_by_name(self.experiment)
+                if found is None:
+                    location = None
+                    if self.uri.startswith("sqlite:"):
+                        location = (self.workdir / "mlartifacts").resolve().as_uri()
+                    mlflow.create_experiment(self.experiment, artifact_location=location)
             mlflow.set_experiment(self.experiment)
         except Exception as exc:
             raise TrackingError(f"MLflow at {self.uri} refused to set up experiment {self.experiment!r}: {exc}") from None
         return mlflow
 
+    def end_orphaned_runs(self, notes: list[dict]) -> int:
+        """End as KILLED the runs that dead processes left RUNNING (their scratch notes); returns how many."""
+        from mlflow.tracking import MlflowClient
+
+        ended = 0
+        for note in notes:
+            if note.get("tracking_uri") != self.uri:
+                continue
+            client = MlflowClient(self.uri)
+            for run_id in note.get("runs", []):
+                try:
+                    if client.get_run(run_id).info.status == "RUNNING":
+                        client.set_terminated(run_id, "KILLED")
+                        ended += 1
+                except Exception:  # a run the store no longer has: nothing to end
+                    continue
+        return ended
+
+    def _opened(self, run_id: str) -> None:
+        self.open_runs.append(run_id)
+        if self.scratch is not None:
+            self.scratch.record("tracking_uri", self.uri)
+            self.scratch.record("runs", self.open_runs)
+
     @contextmanager
-    def command(self, name: str, params: dict | None = None, spec_text: str | None = None):
+    def _run(self, mlflow, **kwargs):
+        """A run that ends KILLED on a signal and FAILED with the error's text on an exception."""
+        with mlflow.start_run(**kwargs) as run:
+            self._opened(run.info.run_id)
+            try:
+                yield run
+            except (KeyboardInterrupt, Terminated):
+                mlflow.end_run(status="KILLED")
+                raise
+            except BaseException as exc:
+                mlflow.set_tag("snn.error", f"{type(exc).__name__}: {exc}"[:5000])
+                raise
+
+    @contextmanager
+    def command(self, name: str, params: dict | None = None, spec_text: str | None = None,
+                orphans: list[dict] = ()):
         saved = os.environ.get("MLFLOW_TRACKING_URI")  # mlflow.set_tracking_uri overwrites it
         # mlflow prints "View run ..." lines on stdout; stdout is reserved for --json
         with redirect_stdout(sys.stderr):
             try:
                 mlflow = self._setup()
-                with mlflow.start_run(run_name=name) as run:
+                ended = self.end_orphaned_runs(list(orphans))
+                if ended:
+                    sys.stderr.write(f"[tracking] ended {ended} run(s) of killed processes as KILLED\n")
+                with self._run(mlflow, run_name=name) as run:
                     self.parent_id = run.info.run_id
                     mlflow.set_tag("snn.command", name)
                     if params:
@@ -107,7 +157,7 @@ class Tracker:
     def step(self, name: str, cached: bool = False):
         import mlflow
 
-        with mlflow.start_run(run_name=name, nested=True):
+        with self._run(mlflow, run_name=name, nested=True):
             mlflow.set_tag("snn.step", name)
             mlflow.set_tag("snn.cache_hit", str(cached).lower())
             yield self

@@ -6,9 +6,12 @@ metrics; early stopping keeps the best epoch's weights.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,11 +20,11 @@ from torch.nn import functional as F
 
 from . import metrics
 from .encoded import CSRBatch, EncodedSplit
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 from .model import SparseNN
 from .rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
 from .score import raw_probabilities
-from .spec import ModelSpec, TrainSpec
+from .spec import ModelSpec, TrainSpec, gigabytes
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,6 +65,14 @@ class FusedAdam:
         for p in self.params:
             p.grad = None
 
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step_count": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("exp_avg", "exp_avg_sq", "step_count"):
+            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+                mine.copy_(saved)
+
     @torch.no_grad()
     def step(self) -> None:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
@@ -94,6 +105,13 @@ class Optimizers:
             return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr, fused=on_cpu or None))
         return cls(RowAdam(tables, spec.lr), FusedAdam(dense, lr=spec.lr))
 
+    def state_dict(self) -> dict:
+        return {"rows": self.rows.state_dict(), "dense": self.dense.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows.load_state_dict(state["rows"])
+        self.dense.load_state_dict(state["dense"])
+
 
 def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
     """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
@@ -116,6 +134,7 @@ class TrainResult:
     best_epoch: int = 0
     device: str = "cpu"
     seconds: float = 0.0
+    resumed_at: int = 0  # the first epoch this process trained (after a checkpoint), 0 when none
 
 
 class Progress:
@@ -136,6 +155,94 @@ class Progress:
         sys.stderr.write(line + "\n")
 
 
+def memory_limit() -> int:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit when lower."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = min(limit, int(text))
+    return limit
+
+
+def check_model_fits(num_ids: int, num_fields: int, model_spec: ModelSpec, spec: TrainSpec) -> None:
+    """Refuse (InputError) a model whose parameters, optimizer state and best-epoch copy would not fit
+    in this machine's memory, before anything is allocated (the model is sized on the meta device)."""
+    with torch.device("meta"):
+        model = SparseNN(num_ids, num_fields, model_spec)
+    numbers = sum(p.numel() for p in model.state_dict().values())
+    copies = 1 + (2 if spec.optimizer == "adam" else 1) + 1  # weights, optimizer moments, the best epoch's copy
+    needed, limit = numbers * 4 * copies, memory_limit()
+    if needed > 0.8 * limit:
+        largest = max(model.row_tables(), key=lambda t: t.numel())
+        raise InputError(
+            f"the model would need about {gigabytes(needed)} ({numbers:,} parameters, {copies} copies: weights, "
+            f"optimizer state, best epoch; its largest table is {largest.shape[0]:,} ids x {largest.shape[1]:,}) but "
+            f"this machine allows {gigabytes(limit)}; lower model.sparse_linear.width or the features' "
+            "hash_buckets / bins"
+        )
+
+
+class Checkpoints:
+    """The training state after each finished epoch, in `folder/checkpoint.pt` (written to a
+    temporary name and renamed: a kill leaves the previous epoch's). Loaded with weights_only=True.
+
+    Holds everything the next epoch depends on: weights and buffers, optimizer state, the numpy and
+    torch generators, the history, the best epoch so far (and its weights) and the patience count,
+    so a resumed run ends with the weights an uninterrupted one would have, bit for bit."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.folder is None else self.folder / "checkpoint.pt"
+
+    def save(self, state: dict) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".checkpoint.{os.getpid()}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, device: torch.device) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location=device, weights_only=True)
+        except Exception as exc:  # unreadable: train from the start rather than trust it
+            sys.stderr.write(f"  checkpoint {self.path} is unreadable ({type(exc).__name__}); training from epoch 1\n")
+            return None
+
+
+def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
+    state = {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(rng: np.random.Generator, state: dict, device: torch.device) -> None:
+    rng.bit_generator.state = json.loads(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _diverged(epoch: int, what: str, spec: TrainSpec) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch}: {what} became NaN or infinite, so no bundle was written; lower "
+        f"train.lr (now {spec.lr:g}), or look for extreme weights or raw feature values"
+    )
+
+
+DIVERGENCE_CHECK_BATCHES = 256  # how often the running loss is checked for NaN within an epoch
+
+
 def train_model(
     num_ids: int,
     num_fields: int,
@@ -144,8 +251,13 @@ def train_model(
     train: EncodedSplit,
     validation: EncodedSplit,
     on_epoch: Callable[[int, dict], None] | None = None,
+    checkpoints: Path | None = None,
 ) -> TrainResult:
-    """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU."""
+    """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU. With
+    `checkpoints`, each finished epoch is saved there and a run finding a checkpoint resumes after
+    its epoch. Validation keeps the best epoch (by the early-stopping metric; the last without it).
+    A NaN or infinite loss or prediction stops training with TrainingDiverged."""
+    check_model_fits(num_ids, num_fields, model_spec, spec)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     device = pick_device(spec.device)
@@ -156,18 +268,35 @@ def train_model(
     watched = spec.early_stopping.metric if spec.early_stopping else "auc"
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     result = TrainResult(state={}, device=str(device))
-    start = time.perf_counter()
-    for epoch in range(1, spec.epochs + 1):
+    saved, first_epoch, elapsed = Checkpoints(checkpoints), 1, 0.0
+    resume = saved.load(device)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizers.load_state_dict(resume["optimizers"])
+        _restore_rng(rng, resume["rng"], device)
+        result.history = list(resume["history"])
+        best_value, best_epoch, stale, elapsed = resume["best_value"], resume["best_epoch"], resume["stale"], resume["seconds"]
+        best_state = resume["best_state"]
+        first_epoch = result.resumed_at = resume["epoch"] + 1
+        progress.epoch(f"  resuming at epoch {first_epoch} from {saved.path}")
+    start = time.perf_counter() - elapsed
+    for epoch in range(first_epoch, spec.epochs + 1):
         model.train()
         epoch_start, total_loss, batches = time.perf_counter(), torch.zeros((), device=device), 0
         for batch in train.batches(spec.batch_size, rng.permutation(train.rows)):
             total_loss += training_step(model, optimizers, batch, device)
             batches += 1
             progress.batch(epoch, batches)
+            if batches % DIVERGENCE_CHECK_BATCHES == 0 and not torch.isfinite(total_loss):
+                raise _diverged(epoch, "the training loss", spec)
+        if not torch.isfinite(total_loss):
+            raise _diverged(epoch, "the training loss", spec)
         model.eval()
         eval_model = model if device.type == "cpu" else model.cpu()
         p = raw_probabilities(eval_model, validation)
         model.to(device)
+        if not np.isfinite(p).all():
+            raise _diverged(epoch, "the validation predictions", spec)
         row = {
             "epoch": epoch,
             "train_loss": float(total_loss) / max(batches, 1),
@@ -192,6 +321,11 @@ def train_model(
             if spec.early_stopping and stale >= spec.early_stopping.patience:
                 progress.epoch(f"  early stop: no {watched} improvement for {stale} epochs; best epoch {best_epoch}")
                 break
+        if epoch < spec.epochs:  # the last epoch's state goes straight into the bundle
+            saved.save({"epoch": epoch, "model": model.state_dict(), "optimizers": optimizers.state_dict(),
+                        "rng": _rng_state(rng, device), "history": result.history, "best_value": best_value,
+                        "best_epoch": best_epoch, "stale": stale, "best_state": best_state,
+                        "seconds": time.perf_counter() - start})
     result.state = {k: v.numpy() for k, v in best_state.items()}
     result.best_epoch, result.seconds = best_epoch, time.perf_counter() - start
     return result

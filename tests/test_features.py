@@ -27,7 +27,7 @@ import yaml
 
 @pytest.fixture(scope="module")
 def adult():
-    reader = Reader("csv", tuple(adult_spec_dict()["data"]["columns"]), ",", ("", "?"))
+    reader = Reader("csv", tuple(adult_spec_dict()["data"]["columns"]), ",", ("", "?"), comment_prefix="|")
     return reader.read(ADULT_DIR / "adult.data"), reader.read(ADULT_DIR / "adult.test")
 
 
