@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -90,10 +91,11 @@ class StepDir:
 
 
 def link_latest(workdir: Path, name: str, target: Path) -> Path:
-    """Point `<workdir>/bundles/<name>` at `target` (atomic symlink swap); returns the link."""
+    """Point `<workdir>/bundles/<name>` at `target` (atomic symlink swap, a relative link, so the
+    work directory can move); returns the link."""
     link = workdir / "bundles" / name
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
-    tmp.symlink_to(target.resolve(), target_is_directory=True)
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
     tmp.replace(link)
     return link

@@ -118,7 +118,9 @@ class Reader:
         except READ_ERRORS as exc:
             raise self._unreadable(path, exc) from None
         columns = [c for c in schema if c != ROW_INDEX]
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        # polars renames a repeated header name to <name>_duplicated_<n>
+        repeated = sorted({c.rsplit("_duplicated_", 1)[0] for c in columns if "_duplicated_" in c} & set(columns)
+                          | {c for c in columns if columns.count(c) > 1})
         if repeated:
             raise InputError(f"data file {path} names column(s) {repeated} more than once; rename them")
         return lf
@@ -285,11 +287,22 @@ def check_schema(schema: dict[str, pl.DataType], spec: Spec, path: Path, slices:
 def check_columns(available: list[str], needed: list[str], path: Path) -> None:
     missing = [c for c in needed if c not in available]
     if missing:
-        have = ", ".join(c for c in available if c != ROW_ID)
+        have = [c for c in available if c != ROW_ID]
+        if len(missing) == len(set(needed)) and any(_is_number(c) for c in have):
+            raise InputError(f"{path} looks like data from its first line on ({', '.join(have[:5])}, ...), not a "
+                             "header; give this source `header: false` and name the columns in data.columns")
         raise InputError(
-            f"column(s) {', '.join(missing)} not found in {path}; the file has: {have}. "
+            f"column(s) {', '.join(missing)} not found in {path}; the file has: {', '.join(have)}. "
             "Fix the names in the spec (features, data.label, data.key, data.weight)."
         )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _sources_overlap(a: Source, b: Source, loaded: LoadedSpec) -> bool:

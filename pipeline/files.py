@@ -72,10 +72,11 @@ def input_file(path: str | Path, what: str, fix: str, max_bytes: int | None = No
 
 
 def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links too); False when either cannot be reached."""
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return False
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def output_file(path: str | Path, what: str, inputs: tuple[Path, ...] = ()) -> Path:
@@ -84,14 +85,14 @@ def output_file(path: str | Path, what: str, inputs: tuple[Path, ...] = ()) -> P
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder; give a file name such as {path / 'predictions.parquet'}")
     for source in inputs:
-        if same_file(path, source) or path.resolve() == Path(source).resolve():
+        if same_file(path, source):
             raise InputError(f"{what} {path} is also an input ({source}); writing it would destroy the input: "
                              "give another output path")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise InputError(f"{what} {path} cannot be created: {parent} is a file, not a folder")
+        raise InputError(f"{what} {path} cannot be created: {parent} is a file, not a folder")  # or a device
     return path
 
 

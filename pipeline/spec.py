@@ -473,9 +473,10 @@ class LoadedSpec:
         return self.path.parent
 
     def resolve(self, relative: str) -> Path:
-        """A path from the spec, resolved against the spec file's folder."""
+        """A path from the spec, made absolute against the spec file's folder (symlinks are not
+        followed, so a broken link or a loop is reported as what it is)."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
     @property
     def workdir(self) -> Path:
