@@ -73,7 +73,11 @@ def handled(command):
         except OSError as exc:  # the machine's fault (disk full, permissions, limits), not snn's
             err(f"error: {system_error(exc)}")
             raise typer.Exit(1) from None
-        except Exception as exc:  # a fault in snn itself
+        except Exception as exc:  # a fault in snn itself, unless a library wrapped an OSError
+            wrapped = _wrapped_os_error(exc)
+            if wrapped is not None:
+                err(f"error: {system_error(wrapped)}")
+                raise typer.Exit(1) from None
             if os.environ.get("SNN_DEBUG"):
                 raise
             err(f"error: unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
@@ -90,9 +94,20 @@ def system_error(exc: OSError) -> str:
         return f"no space left on the device{where}; free space or move the work directory (spec.workdir)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied{where}; make the path writable or choose another one"
+    if exc.errno == errno.EFBIG:
+        return f"a file would grow past the size limit{where} (ulimit -f, or the file system's); raise it"
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         return f"too many open files{where}; raise the limit (ulimit -n)"
     return f"{exc.strerror or exc}{where}: a problem of the machine or the file system, not of the spec"
+
+
+def _wrapped_os_error(exc: Exception) -> OSError | None:
+    """The OSError inside a library's error (polars says "... (os error 28)"), or None."""
+    match = re.search(r"(.*?)\(os error (\d+)\)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(2))
+    return OSError(code, os.strerror(code))
 
 
 def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tracking_uri: str | None,

@@ -28,7 +28,8 @@ from .files import Scratch
 from .spec import Spec
 
 FORMAT_VERSION = 1
-TABLES = ("sparse.weight", "sparse.id_bias", "sparse.max_abs", "interactions.embedding.weight")  # one row per id
+# the weights with one row per id of the feature map (the per-id tables and the running max |v|)
+PER_ID_ARRAYS = ("sparse.weight", "sparse.id_bias", "sparse.max_abs", "interactions.embedding.weight")
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Bundle:
                 return f"weight {name} is {array.dtype}, not numbers"
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 return f"weight {name} holds {int((~np.isfinite(array)).sum())} NaN or infinite values"
-        for name in TABLES:
+        for name in PER_ID_ARRAYS:
             if name in self.weights and self.weights[name].shape[:1] != (self.feature_map.num_ids,):
                 return (f"table {name} has {self.weights[name].shape[0]:,} rows but the feature map declares "
                         f"{self.feature_map.num_ids:,} ids")

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import native
+from .bundle import PER_ID_ARRAYS
 from .encoded import uniform_width
 from .rows import IdBitmap, RowBatch, deduplicate, gather_rows, pool_rows
 from .spec import Activation, ModelSpec
@@ -221,6 +222,13 @@ class SparseNN(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
+
+    @staticmethod
+    def state_shapes(num_ids: int, num_fields: int, spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+        """The state dict's names and shapes, nothing allocated at full size: the model is built over
+        a one-id space, then each per-id array (bundle.PER_ID_ARRAYS) gets num_ids rows."""
+        small = SparseNN(1, num_fields, spec).state_dict()
+        return {name: (num_ids, *t.shape[1:]) if name in PER_ID_ARRAYS else tuple(t.shape) for name, t in small.items()}
 
     def row_tables(self) -> list[nn.Parameter]:
         """The per-id tables, trained row-wise (rows.py) rather than by the dense optimizer."""

@@ -21,11 +21,10 @@ from .spec import LoadedSpec
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
     """The bundle's torch model in `dtype`, eval mode. The weights' names and shapes are compared
-    with the model the spec describes (built on the meta device: no memory) before anything is
+    with the model the spec describes (SparseNN.state_shapes) before anything is
     allocated, so a damaged bundle cannot ask for a huge table."""
     num_ids, fields = bundle.feature_map.num_ids, len(bundle.feature_map.encoders)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in SparseNN(num_ids, fields, bundle.spec.model).state_dict().items()}
+    expected = SparseNN.state_shapes(num_ids, fields, bundle.spec.model)
     found = {k: tuple(v.shape) for k, v in bundle.weights.items()}
     if found != expected:
         differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))

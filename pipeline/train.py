@@ -7,6 +7,7 @@ metrics; early stopping keeps the best epoch's weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -170,17 +171,16 @@ def memory_limit() -> int:
 
 def check_model_fits(num_ids: int, num_fields: int, model_spec: ModelSpec, spec: TrainSpec) -> None:
     """Refuse (InputError) a model whose parameters, optimizer state and best-epoch copy would not fit
-    in this machine's memory, before anything is allocated (the model is sized on the meta device)."""
-    with torch.device("meta"):
-        model = SparseNN(num_ids, num_fields, model_spec)
-    numbers = sum(p.numel() for p in model.state_dict().values())
+    in this machine's memory, before anything is allocated."""
+    shapes = SparseNN.state_shapes(num_ids, num_fields, model_spec)
+    numbers = sum(math.prod(shape) for shape in shapes.values())
     copies = 1 + (2 if spec.optimizer == "adam" else 1) + 1  # weights, optimizer moments, the best epoch's copy
     needed, limit = numbers * 4 * copies, memory_limit()
     if needed > 0.8 * limit:
-        largest = max(model.row_tables(), key=lambda t: t.numel())
+        largest = max(shapes.values(), key=math.prod)
         raise InputError(
             f"the model would need about {gigabytes(needed)} ({numbers:,} parameters, {copies} copies: weights, "
-            f"optimizer state, best epoch; its largest table is {largest.shape[0]:,} ids x {largest.shape[1]:,}) but "
+            f"optimizer state, best epoch; its largest table is {largest[0]:,} ids x {math.prod(largest[1:]):,}) but "
             f"this machine allows {gigabytes(limit)}; lower model.sparse_linear.width or the features' "
             "hash_buckets / bins"
         )

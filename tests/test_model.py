@@ -1,10 +1,11 @@
 """The sparse linear layer's formula and state rules, and seeded training."""
 
 import numpy as np
+import pytest
 import torch
 
 from snn.pipeline.encoded import EncodedSplit
-from snn.pipeline.model import SparseLinear
+from snn.pipeline.model import SparseLinear, SparseNN
 from snn.pipeline.spec import ModelSpec, TrainSpec
 from snn.pipeline.train import train_model
 
@@ -110,3 +111,13 @@ def test_one_hot_splits_store_int32_ids_and_no_values(tmp_path):
         expected = [1.0, 1.0, 1.0, 1.0] if one_hot else [1.0, 0.25, 1.0, 1.0]
         assert batch.values.tolist() == expected and head.values.tolist() == [1.0] * 4
         assert split.load_keys().to_list() == [10, 11, 12]
+
+
+@pytest.mark.parametrize("model", [
+    {"sparse_linear": {"width": 6}, "mlp": {"layers": [5], "norm": "batch", "activation": "prelu"}},
+    {"sparse_linear": {"width": 3}, "interactions": {"dim": 2}, "mlp": {"layers": [4, 2], "norm": "layer", "dropout": 0.1}},
+], ids=["plain", "interactions"])
+def test_state_shapes_equal_the_built_model(model):
+    spec = ModelSpec.model_validate(model)
+    built = {name: tuple(t.shape) for name, t in SparseNN(97, 5, spec).state_dict().items()}
+    assert SparseNN.state_shapes(97, 5, spec) == built
