@@ -6,7 +6,7 @@
 * `Scratch`: a process's own folder under `<workdir>/tmp/`, locked (flock) for the life of the
   process. Step folders and reports are built inside it and renamed into place; `sweep` removes the
   scratch of dead processes (the kernel drops a dead process's lock, so a lock that can be taken
-  marks an orphan, whatever its pid) and hands back what they recorded (their MLflow runs).
+  marks an orphan, unless its pid still runs) and hands back what they recorded (their MLflow runs).
 * `owned_temp(target)`: a temporary file beside `target` for an atomic write, locked while
   written; leftovers of killed writers are removed by the next writer of the same target.
 * `locked(path)`: an exclusive flock held inside a `with` block (first-time creation of the
@@ -105,6 +105,26 @@ def ensure_folder(path: Path, what: str) -> Path:
     return path
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def orphaned(fd: int, name: str) -> bool:
+    """Whether the scratch or temporary file `name` ("<pid>-..." after its prefix), whose lock file is
+    open as `fd`, belongs to a dead process: its lock can be taken and its pid is gone (a live owner
+    may hold its folder unlocked for the instant between creating and locking it)."""
+    if not try_lock(fd):
+        return False
+    pid = name.split("-", 1)[0]
+    return not (pid.isdigit() and pid_alive(int(pid)))
+
+
 def try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,7 +192,7 @@ def sweep(workdir: Path) -> list[dict]:
         except FileNotFoundError:  # an older layout, or a folder being created this instant: leave it
             continue
         try:
-            if not try_lock(fd):
+            if not orphaned(fd, folder.name):
                 continue  # its owner is alive
             try:
                 notes.append(json.loads((folder / "notes.json").read_text()))
@@ -195,7 +215,7 @@ def owned_temp(target: Path) -> Iterator[Path]:
         except OSError:
             continue
         try:
-            if try_lock(fd):
+            if orphaned(fd, stale.name[len(prefix):]):
                 stale.unlink(missing_ok=True)
         finally:
             os.close(fd)

@@ -48,8 +48,8 @@ class Run:
     def __init__(self, *args: str, **popen):
         # one thread each: two test processes share the machine's cores with their snn children
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([SNN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env=env, **popen)
+        popen.setdefault("stdout", subprocess.DEVNULL)
+        self.process = subprocess.Popen([SNN, *args], stderr=subprocess.PIPE, text=True, env=env, **popen)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -180,10 +180,12 @@ def test_sigterm_and_sigint_clean_up_and_the_rerun_resumes(signum, code, says, t
 
 def test_two_runs_started_together_on_a_fresh_workdir(tmp_path, uninterrupted):
     spec = make_folder(tmp_path)
-    runs = [Run("calibrate", str(spec)) for _ in range(2)]
+    runs = [Run("run", str(spec), "--json", stdout=subprocess.PIPE) for _ in range(2)]
     codes = [run.finish() for run in runs]
     assert codes == [0, 0], [run.stderr for run in runs]
     assert sum("[train] cache hit" in run.stderr for run in runs) == 1  # the second waited, then reused it
+    results = [json.loads(run.process.stdout.read()) for run in runs]
+    assert results[0]["metrics"] == results[1]["metrics"]
     assert weights(calibrated_bundle(tmp_path)) == uninterrupted["weights"]
     assert_clean(tmp_path)
 
