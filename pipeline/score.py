@@ -12,6 +12,7 @@ import polars as pl
 import torch
 
 from .bundle import Bundle
+from .data import check_inputs
 from .encoded import EncodedSplit
 from .errors import ArtifactError, InputError
 from .model import SparseNN
@@ -115,6 +116,7 @@ def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
     """Stream the validation split (the holdout of the train source, or its own source) and the test
     split through the batch scorer. Memory: one chunk plus the per-row results."""
     data, slices = loaded.spec.data, list(loaded.spec.validation.slices)
+    check_inputs(loaded, slices)
     columns = needed_columns(loaded, slices + ([data.oracle] if data.oracle else []))
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
