@@ -35,8 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .encoded import CSRBatch, EncodedSplit
-from .model import SparseLinear, SparseNN
-from .spec import ModelSpec, TrainSpec
+from .model.blocks import BLOCKS
+from .model.blocks.base import IdSpace, Entries
+from .model.network import Network
+from .model.plan import ModelSpec, plan_for
+from .spec import TrainSpec
 from .train import Optimizers, training_step
 
 SIZES = {
@@ -181,7 +184,7 @@ def rows_per_second(step: Callable[[CSRBatch], None], split: EncodedSplit, batch
 
 def snn_trainer(num_ids: int, num_fields: int, model_spec: ModelSpec, device: torch.device) -> Callable[[CSRBatch], None]:
     torch.manual_seed(0)
-    model = SparseNN(num_ids, num_fields, model_spec).to(device)
+    model = Network(plan_for(model_spec, IdSpace(num_ids, num_fields))).to(device)
     optimizers = Optimizers.for_model(model, TrainSpec(lr=1e-3, batch_size=BATCH))
     return lambda batch: training_step(model, optimizers, batch, device)
 
@@ -190,7 +193,7 @@ def bench_training(size: dict, notes: list[str]) -> list[Figure]:
     """B1 (and its GPU twin when CUDA is visible)."""
     num_ids = size["num_ids"]
     ids, labels = synthetic_ids(size["train_rows"], num_ids)
-    split = EncodedSplit.from_dense(ids, np.ones(ids.shape, np.float32), labels, np.ones(len(labels), np.float32), None)
+    split = EncodedSplit.from_dense(ids, np.ones(ids.shape, np.float32), labels, np.ones(len(labels), np.float32))
     rng = np.random.default_rng(1)
     spec = ModelSpec.model_validate({"sparse_linear": {"width": 64}, "mlp": {"layers": [32]}})
     snn = snn_trainer(num_ids, ids.shape[1], spec, torch.device("cpu"))
@@ -255,11 +258,13 @@ def bench_forward(size: dict) -> list[Figure]:
     request's rows come from DRAM."""
     num_ids, width, active = size["num_ids"], 50, min(500, size["num_ids"])
     torch.manual_seed(0)
-    layer = SparseLinear(num_ids, width, "none").eval()
+    spec = ModelSpec.model_validate({"sparse_linear": {"width": width, "activation": "none"}, "mlp": {"layers": []}})
+    network = Network(plan_for(spec, IdSpace(num_ids, active))).eval()
+    block, node, layer = BLOCKS["sparse_linear"], network.plan.nodes[0], network.block_weights("sparse")
     with torch.no_grad():
-        layer.max_abs.uniform_(0.5, 1.5)
-        layer.id_bias.normal_(std=0.01)
-    weight = layer.weight.detach()
+        layer["max_abs"].uniform_(0.5, 1.5)
+        layer["id_bias"].normal_(std=0.01)
+    weight = layer["weight"].detach()
     rng = np.random.default_rng(2)
     figures = []
     for batch in (1, 16, 64, 256):
@@ -273,7 +278,7 @@ def bench_forward(size: dict) -> list[Figure]:
         def ours(ids: torch.Tensor) -> float:
             start = time.perf_counter()
             with torch.inference_mode():
-                layer(ids, values, offsets)
+                block.infer(node, layer, {"entries": Entries(ids, values, offsets)})
             return time.perf_counter() - start
 
         def sparse_mm(ids: torch.Tensor) -> float:

@@ -3,7 +3,8 @@
     bundle.json        format version, snn version, name, spec hash, sampling rates, metrics
     spec.json          the resolved spec
     feature_map.json   encoders and their id ranges
-    weights.npz        the torch state dict as float32 arrays (np.load with allow_pickle=False)
+    plan.json          the network's blocks, their wiring and every weight's name and shape
+    weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False)
     calibrator.json    optional: isotonic knots
 
 Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
@@ -25,17 +26,17 @@ from .data import Reader
 from .errors import ArtifactError
 from .features import FeatureMap
 from .files import Scratch
+from .model.plan import Plan
 from .spec import Spec
 
-FORMAT_VERSION = 1
-# the weights with one row per id of the feature map (the per-id tables and the running max |v|)
-PER_ID_ARRAYS = ("sparse.weight", "sparse.id_bias", "sparse.max_abs", "interactions.embedding.weight")
+FORMAT_VERSION = 2  # 2: the plan (plan.json); weights named by it
 
 
 @dataclass
 class Bundle:
     spec: Spec
     feature_map: FeatureMap
+    plan: Plan
     weights: dict[str, np.ndarray]
     reader: Reader
     key: str
@@ -73,6 +74,7 @@ class Bundle:
         (folder / "bundle.json").write_text(json.dumps(meta, indent=2))
         (folder / "spec.json").write_text(self.spec.model_dump_json(indent=2))
         (folder / "feature_map.json").write_text(json.dumps(self.feature_map.to_json()))
+        (folder / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=1))
         np.savez(folder / "weights.npz", **self.weights)
         if self.calibrator is not None:
             (folder / "calibrator.json").write_text(json.dumps(self.calibrator.to_json()))
@@ -96,6 +98,7 @@ class Bundle:
                 )
             spec = Spec.model_validate_json((folder / "spec.json").read_text())
             fmap = FeatureMap.from_json(json.loads((folder / "feature_map.json").read_text()))
+            plan = Plan.from_json(json.loads((folder / "plan.json").read_text()))
             with np.load(folder / "weights.npz", allow_pickle=False) as npz:
                 weights = {k: npz[k] for k in npz.files}
             calibrator = None
@@ -105,6 +108,7 @@ class Bundle:
             bundle = cls(
                 spec=spec,
                 feature_map=fmap,
+                plan=plan,
                 weights=weights,
                 reader=Reader.from_json(meta["reader"]),
                 key=str(meta["key"]),
@@ -133,16 +137,21 @@ class Bundle:
                 return f"weight {name} is {array.dtype}, not numbers"
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 return f"weight {name} holds {int((~np.isfinite(array)).sum())} NaN or infinite values"
-        for name in PER_ID_ARRAYS:
-            if name in self.weights and self.weights[name].shape[:1] != (self.feature_map.num_ids,):
-                return (f"table {name} has {self.weights[name].shape[0]:,} rows but the feature map declares "
-                        f"{self.feature_map.num_ids:,} ids")
+        space = self.plan.space
+        if (space.num_ids, space.num_fields) != (self.feature_map.num_ids, len(self.feature_map.encoders)):
+            return (f"the plan is laid over {space.num_ids:,} ids and {space.num_fields} features but the feature "
+                    f"map declares {self.feature_map.num_ids:,} ids and {len(self.feature_map.encoders)} features")
+        declared = {name: weight.shape for name, weight in self.plan.weights.items()}
+        found = {name: array.shape for name, array in self.weights.items()}
+        if declared != found:
+            name = sorted(n for n in declared.keys() | found.keys() if declared.get(n) != found.get(n))[0]
+            return f"weight {name} is {found.get(name)}, the plan declares {declared.get(name)}"
         if self.calibrator is not None:
             return self.calibrator.problem()
         return None
 
     def with_calibrator(self, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
-        return Bundle(self.spec, self.feature_map, self.weights, self.reader, self.key, self.spec_hash,
+        return Bundle(self.spec, self.feature_map, self.plan, self.weights, self.reader, self.key, self.spec_hash,
                       self.negative_rate, calibrator, {**self.metrics, **metrics})
 
 

@@ -2,9 +2,9 @@
 
 Layout of one split folder (raw little-endian arrays, described by `meta.json`):
 `offsets.bin` int64 [n+1], `ids.bin` int32 [nnz] (int64 when the id space reaches 2^31),
-`values.bin` float32 [nnz], `labels.bin` float32 [n], `weights.bin` float32 [n], and
-`keys/part-*.parquet` (the row key, one part per chunk). `meta.json` holds n, nnz, the ids'
-dtype, `width` when every row has the same number of entries (one per feature), which lets a
+`values.bin` float32 [nnz], `labels.bin` float32 [n] and `weights.bin` float32 [n] (what training
+and calibration read; scoring reads the raw rows, which carry the keys). `meta.json` holds n, nnz,
+the ids' dtype, `width` when every row has the same number of entries (one per feature), which lets a
 batch gather be a plain 2-D row gather, and `values: "ones"` when every feature is one-hot
 (binned or categorical): then every value is 1.0 and `values.bin` is not written at all.
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from .errors import ArtifactError
 
@@ -58,19 +57,18 @@ class EncodedSplit:
     values: np.ndarray
     labels: np.ndarray
     weights: np.ndarray
-    keys: pl.Series | None
     folder: Path | None = None
     width: int | None = -1  # entries per row when every row has the same count; -1: work it out
     one_hot: bool = False  # every value is 1.0 (values is a view of ones, nothing stored)
 
     @classmethod
-    def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights, keys: pl.Series) -> "EncodedSplit":
+    def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights) -> "EncodedSplit":
         """From per-feature arrays ids/values [n, F] (one entry per feature and row); one-hot when
         every value is 1.0."""
         n, width = ids.shape
         offsets = np.arange(n + 1, dtype=np.int64) * width
         return cls(offsets, ids.reshape(-1), values.reshape(-1), np.asarray(labels, np.float32),
-                   np.asarray(weights, np.float32), keys, width=width, one_hot=bool((values == 1.0).all()))
+                   np.asarray(weights, np.float32), width=width, one_hot=bool((values == 1.0).all()))
 
     @property
     def rows(self) -> int:
@@ -93,7 +91,7 @@ class EncodedSplit:
             arrays.setdefault("values", unit_values(meta["nnz"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
-        return cls(keys=None, **arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")
+        return cls(**arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")
 
     def problem(self, num_ids: int) -> str | None:
         """What makes this split unusable with an id space of `num_ids` ids, or None: offsets that
@@ -110,12 +108,6 @@ class EncodedSplit:
         if not self.one_hot and len(self.values) and not np.isfinite(self.values).all():
             return "values that are not finite"
         return None
-
-    def load_keys(self) -> pl.Series:
-        """The row keys [n] (read from the key parts on demand)."""
-        if self.keys is None:
-            self.keys = pl.read_parquet(self.folder / "keys" / "*.parquet").to_series()
-        return self.keys
 
     def take(self, rows: np.ndarray) -> CSRBatch:
         """Gather rows (any order) into one CSR batch without a per-row Python loop."""
@@ -183,19 +175,18 @@ class SplitWriter:
         self.buffers: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "SplitWriter":
-        (self.folder / "keys").mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in self.arrays}
         self.files["offsets"].write(np.zeros(1, np.int64).tobytes())
         return self
 
-    def append(self, ids, values, lengths, labels, weights, keys: pl.Series | None,
-               rows: np.ndarray | None = None) -> None:
+    def append(self, ids, values, lengths, labels, weights, rows: np.ndarray | None = None) -> None:
         """One chunk: ids/values [nnz_c] (or [n_c, width] views, written row-major; values None for
-        a one-hot writer), labels/weights/keys [n_c]; with `rows` (ascending row indices, int64 [k])
-        only those rows of [n_c, width] ids/values and of labels/weights/keys are written. lengths:
-        entries per written row ([n_c], or [k] with rows)."""
+        a one-hot writer), labels/weights [n_c]; with `rows` (ascending row indices, int64 [k]) only
+        those rows of [n_c, width] ids/values and of labels/weights are written. lengths: entries per
+        written row ([n_c], or [k] with rows)."""
         if rows is not None:
-            labels, weights, keys = labels[rows], weights[rows], None if keys is None else keys.gather(rows)
+            labels, weights = labels[rows], weights[rows]
         self.weight_sum += float(np.sum(weights, dtype=np.float64))
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
@@ -205,8 +196,6 @@ class SplitWriter:
                                       ("labels", labels, None), ("weights", weights, None)):
             if name in self.files:
                 self._write(name, array, selected)
-        if keys is not None:
-            pl.DataFrame({keys.name: keys}).write_parquet(self.folder / "keys" / f"part-{self.parts:05d}.parquet")
         self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
 
     def _write(self, name: str, array: np.ndarray, rows: np.ndarray | None = None) -> None:

@@ -29,9 +29,9 @@ import polars as pl
 from . import native
 from .encoded import unit_values
 from .errors import ArtifactError, InputError
-from .hash_table import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
+from .native import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
+from .config import MAX_BUCKETS
 from .spec import (
-    MAX_BUCKETS,
     BinaryFeature,
     CategoricalFeature,
     ContinuousFeature,
@@ -672,11 +672,11 @@ class FeatureMap:
         is encoded from its raw values instead, as every feature is without the kernel."""
         ids = np.empty((len(records), len(self.encoders)), dtype=np.int64)
         values = np.empty((len(records), len(self.encoders)), dtype=np.float64)
-        numbers = native.records_to_numbers(records, tuple(self.names)) if records else None
+        numbers = native.records_to_numbers(records, tuple(self.names))
         columns = None
         for j, encoder in enumerate(self.encoders):
             try:
-                if numbers is not None and encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:
+                if encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:
                     local, vals = encoder.encode_numbers(numbers[0][j])
                 else:
                     columns = self._columns(records) if columns is None else columns

@@ -151,7 +151,7 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     """Pass 2: encode every split's chunks into `folder/<split>/` CSR files -> rows per split."""
     data = loaded.spec.data
     names = ["train", "validation"] + (["test"] if data.test is not None else [])
-    key, width, id_dtype = key_column(data), len(feature_map.encoders), ids_dtype(feature_map.num_ids)
+    width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
         writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in names}
 
@@ -160,7 +160,7 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
                 rows = None if selected is None else np.flatnonzero(selected)
                 count = chunk.frame.height if rows is None else len(rows)
                 writers[split].append(ids.T, None if values is None else values.T, np.full(count, width),
-                                      chunk.labels, chunk.weights, chunk.frame[key], rows)
+                                      chunk.labels, chunk.weights, rows)
 
         # a chunk is written on a background thread while the next one is encoded, so two chunks'
         # feature-major arrays take turns (each at most chunk_rows rows; one-hot maps store no values)

@@ -1,6 +1,8 @@
-"""The batch (offline) scorer: feature map over polars frames, then the torch model in float64.
+"""The batch (offline) scorer: feature map over polars frames, then the torch network in float64.
 
-float64 keeps the offline path numerically equal to the online numpy path (parity to ~1e-15).
+This is the reference that `validate --compare` trusts: plain torch, no native kernels, so that it
+and the online scorer (numpy and the native kernels) are independent implementations; float64 keeps
+them numerically equal (parity to ~1e-15).
 """
 
 from __future__ import annotations
@@ -14,46 +16,33 @@ import torch
 from .bundle import Bundle
 from .data import check_inputs
 from .encoded import EncodedSplit
-from .errors import ArtifactError, InputError
-from .model import SparseNN
+from .errors import InputError
+from .model.network import Network
 from .prepare import needed_columns, stream_chunks
 from .spec import LoadedSpec
 
 
-def load_model(bundle: Bundle, dtype=torch.float64) -> SparseNN:
-    """The bundle's torch model in `dtype`, eval mode. The weights' names and shapes are compared
-    with the model the spec describes (SparseNN.state_shapes) before anything is
-    allocated, so a damaged bundle cannot ask for a huge table."""
-    num_ids, fields = bundle.feature_map.num_ids, len(bundle.feature_map.encoders)
-    expected = SparseNN.state_shapes(num_ids, fields, bundle.spec.model)
-    found = {k: tuple(v.shape) for k, v in bundle.weights.items()}
-    if found != expected:
-        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-        name = differing[0]
-        raise ArtifactError(
-            f"bundle weights do not fit the model its spec describes ({name}: expected {expected.get(name)}, "
-            f"found {found.get(name)}); it was written by another snn version or damaged: rebuild it with "
-            "`snn fit --force`"
-        )
-    model = SparseNN(num_ids, fields, bundle.spec.model)
+def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
+    """The bundle's torch network in `dtype`, eval mode (Bundle.load has checked every weight's name
+    and shape against the plan, so nothing is allocated before that)."""
+    model = Network(bundle.plan)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
     return model.to(dtype).eval()
 
 
 @torch.no_grad()
-def raw_probabilities(model: SparseNN, split: EncodedSplit, batch_size: int = 1024) -> np.ndarray:
-    """σ(logit) for every row of an encoded split, float64 [n]. Batches of 1,024 rows keep the MLP's
-    input (and, on the torch path, the interactions' [B, F+1, F+1] Gram matrices) in cache-sized
-    pieces: 10-25% faster than 4,096 on the synthetic bench data."""
+def raw_probabilities(model: Network, split: EncodedSplit, batch_size: int = 1024, fast: bool = False) -> np.ndarray:
+    """σ(logit) for every row of an encoded split, float64 [n], in batches of 1,024 rows (the MLP's
+    input and the interactions' Gram matrices stay cache-sized). `fast`: through the blocks' native
+    fast paths (float32 validation during training); else plain torch, the reference scorer."""
     dtype = next(model.parameters()).dtype
     out = np.empty(split.rows, dtype=np.float64)
     row = 0
     for batch in split.batches(batch_size):
-        logits = model(
-            torch.from_numpy(np.asarray(batch.ids, dtype=np.int64)),
-            torch.from_numpy(np.ascontiguousarray(batch.values)).to(dtype),
-            torch.from_numpy(np.asarray(batch.offsets)),
-        )
+        ids = torch.from_numpy(np.asarray(batch.ids, dtype=np.int64))
+        values = torch.from_numpy(np.ascontiguousarray(batch.values)).to(dtype)
+        offsets = torch.from_numpy(np.asarray(batch.offsets))
+        logits = (model.infer if fast else model)(ids, values, offsets, batch.width)
         out[row : row + len(batch.labels)] = torch.sigmoid(logits).numpy()
         row += len(batch.labels)
     return out
@@ -66,11 +55,10 @@ def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> En
         ids, values,
         np.zeros(n, np.float32) if labels is None else labels,
         np.ones(n, np.float32) if weights is None else weights,
-        frame[bundle.key],
     )
 
 
-def score_frame(bundle: Bundle, frame: pl.DataFrame, model: SparseNN | None = None) -> pl.DataFrame:
+def score_frame(bundle: Bundle, frame: pl.DataFrame, model: Network | None = None) -> pl.DataFrame:
     """Frame of raw rows -> (key, score, raw_score)."""
     model = model or load_model(bundle)
     raw = raw_probabilities(model, encode(bundle, frame))
@@ -111,7 +99,7 @@ class ScoredSplit:
                    arrays("baseline"), pl.concat([p.slices for p in parts]))
 
 
-def score_splits(loaded: LoadedSpec, bundle: Bundle, model: SparseNN,
+def score_splits(loaded: LoadedSpec, bundle: Bundle, model: Network,
                  baseline: Bundle | None = None) -> dict[str, ScoredSplit]:
     """Stream the validation split (the holdout of the train source, or its own source) and the test
     split through the batch scorer. Memory: one chunk plus the per-row results."""

@@ -12,56 +12,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Union
+from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .config import INT64_MAX, Buckets, RowIndex, Seed, Strict, at_most, gigabytes
 from .errors import SnnError, SpecError
+from .model.plan import ModelSpec
 
 Metric = Literal["auc", "logloss", "rce", "calibration_ratio", "ece", "brier"]
-Activation = Literal["relu", "prelu", "sigmoid", "tanh", "none"]
 
-# ----------------------------------------------------------------------------- bounds
-# Every number a spec gives is bounded here: floats are finite (Strict), integers fit int64, and the
-# sizes that become memory have an upper limit whose message names the memory they would take.
-
-INT64_MAX = 2**63 - 1
 SPEC_MAX_BYTES = 1 << 20  # a spec is a small YAML file
 SPEC_MAX_NODES = 100_000  # YAML nodes after aliases are expanded (anchors cannot blow up validation)
-MAX_WIDTH = 8192  # sparse layer and MLP widths
-MAX_BUCKETS = 2**31 - 1  # hash buckets of one feature
 MAX_ECE_BINS = 10_000
-
-
-def gigabytes(count: float) -> str:
-    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
-
-
-def at_most(limit: int, cost: Callable[[int], str]):
-    """An upper bound whose error names what the value would cost (`cost(value)`, a phrase)."""
-
-    def check(value: int) -> int:
-        if value > limit:
-            raise ValueError(f"{value:,} is above the limit of {limit:,}: {cost(value)}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _table_cost(rows_per_unit: str, rows: float):
-    # float32 weights, and Adam's two moments beside them
-    return lambda value: f"{rows_per_unit} would take {gigabytes(value * rows * 4 * 3)} (weights and Adam moments)"
-
-
-Seed = Annotated[int, Field(ge=0, le=INT64_MAX, description="A seed: an integer in [0, 2^63 - 1].")]
-RowIndex = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Width = Annotated[int, Field(ge=1), at_most(MAX_WIDTH, _table_cost("a table of 1M ids this wide", 1e6))]
-Buckets = Annotated[int, Field(ge=2), at_most(MAX_BUCKETS, _table_cost("one unit of width over these buckets", 1))]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -245,34 +209,6 @@ Feature = Annotated[
 
 
 # ----------------------------------------------------------------------------- model and training
-
-
-class SparseLinearSpec(Strict):
-    width: Width = Field(default=64, description="Output units N_j of the sparse linear layer.")
-    activation: Activation = Field(default="relu", description="F in N_j = F(sum_i W_ij norm(v_i) + B_j).")
-
-
-class MLPSpec(Strict):
-    layers: list[Width] = Field(default=[64, 32], max_length=64,
-                                description="Hidden widths after the sparse layer (each >= 1); [] for none.")
-    activation: Activation = Field(default="relu", description="Hidden activation.")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
-    norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalization after each hidden layer.")
-
-
-class InteractionSpec(Strict):
-    """DLRM dot interactions: a dim-d embedding per feature, every pairwise dot product fed to the MLP."""
-
-    dim: int = Field(default=16, ge=1, le=256, description="Embedding size d of each feature (and of the sparse layer's projection).")
-
-
-class ModelSpec(Strict):
-    sparse_linear: SparseLinearSpec = Field(default_factory=SparseLinearSpec, description="The sparse linear layer.")
-    interactions: InteractionSpec | None = Field(
-        default=None,
-        description="Optional DLRM dot interactions between per-feature embeddings and the sparse layer's output.",
-    )
-    mlp: MLPSpec = Field(default_factory=MLPSpec, description="The MLP on top of it.")
 
 
 class EarlyStopping(Strict):

@@ -26,6 +26,8 @@ from .errors import ArtifactError
 from .files import Scratch, input_file, locked
 from .evaluate import evaluate_gates, slice_metrics
 from .features import FeatureMap
+from .model.blocks.base import IdSpace
+from .model.plan import plan_for
 from .parity import compare, read_predictions
 from .prepare import prepare
 from .plots import reliability_png, roc_png
@@ -152,8 +154,9 @@ def train_step(ctx: Context) -> StepDir:
         with ctx.tracker.step("train"), step.build(ctx.scratch) as tmp:
             ctx.tracker.params({f"train.{k}": v for k, v in fields["train"].items()})
             log(f"[train] {train.rows:,} rows, {feature_map.num_ids:,} ids, device {spec.train.device}")
+            plan = plan_for(spec.model, IdSpace(feature_map.num_ids, len(feature_map.encoders)))
             result = train_model(
-                feature_map.num_ids, len(feature_map.encoders), spec.model, spec.train, train, validation,
+                plan, spec.train, train, validation,
                 on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
                 checkpoints=checkpoints,
             )
@@ -162,7 +165,7 @@ def train_step(ctx: Context) -> StepDir:
                        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                        "resumed_at_epoch": result.resumed_at, "train_seconds": result.seconds}
             down = spec.train.negative_downsampling
-            bundle = Bundle(spec, feature_map, result.state, Reader.from_spec(spec.data), key_column(spec.data),
+            bundle = Bundle(spec, feature_map, plan, result.state, Reader.from_spec(spec.data), key_column(spec.data),
                             ctx.loaded.spec_hash, negative_rate=down.rate if down else 1.0, metrics={"train": summary})
             bundle.save(tmp / "bundle")
             (tmp / "history.json").write_text(json.dumps(result.history, indent=2))

@@ -1,4 +1,4 @@
-"""The training loop: shuffled CSR batches -> SparseNN -> weighted BCE -> optimizer step.
+"""The training loop: shuffled CSR batches -> the network -> weighted BCE -> optimizer step.
 
 Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r. Each epoch ends with validation
 metrics; early stopping keeps the best epoch's weights.
@@ -22,10 +22,12 @@ from torch.nn import functional as F
 from . import metrics
 from .encoded import CSRBatch, EncodedSplit
 from .errors import InputError, TrainingDiverged
-from .model import SparseNN
-from .rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
+from .config import gigabytes
+from .model.network import Network
+from .model.plan import Plan
+from .model.rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
 from .score import raw_probabilities
-from .spec import ModelSpec, TrainSpec, gigabytes
+from .spec import TrainSpec
 
 
 def pick_device(name: str) -> torch.device:
@@ -98,7 +100,7 @@ class Optimizers:
     dense: FusedAdam | torch.optim.Optimizer
 
     @classmethod
-    def for_model(cls, model: SparseNN, spec: TrainSpec) -> "Optimizers":
+    def for_model(cls, model: Network, spec: TrainSpec) -> "Optimizers":
         tables = model.row_tables()
         dense = [p for p in model.parameters() if all(p is not t for t in tables)]
         if spec.optimizer == "adagrad":
@@ -114,7 +116,7 @@ class Optimizers:
         self.dense.load_state_dict(state["dense"])
 
 
-def training_step(model: SparseNN, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
+def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
     """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
     structure = model.deduplicate(ids, offsets, batch.width)
@@ -169,10 +171,10 @@ def memory_limit() -> int:
     return limit
 
 
-def check_model_fits(num_ids: int, num_fields: int, model_spec: ModelSpec, spec: TrainSpec) -> None:
+def check_model_fits(plan: Plan, spec: TrainSpec) -> None:
     """Refuse (InputError) a model whose parameters, optimizer state and best-epoch copy would not fit
-    in this machine's memory, before anything is allocated."""
-    shapes = SparseNN.state_shapes(num_ids, num_fields, model_spec)
+    in this machine's memory, before anything is allocated (the plan declares every shape)."""
+    shapes = {name: weight.shape for name, weight in plan.weights.items()}
     numbers = sum(math.prod(shape) for shape in shapes.values())
     copies = 1 + (2 if spec.optimizer == "adam" else 1) + 1  # weights, optimizer moments, the best epoch's copy
     needed, limit = numbers * 4 * copies, memory_limit()
@@ -244,9 +246,7 @@ DIVERGENCE_CHECK_BATCHES = 256  # how often the running loss is checked for NaN 
 
 
 def train_model(
-    num_ids: int,
-    num_fields: int,
-    model_spec: ModelSpec,
+    plan: Plan,
     spec: TrainSpec,
     train: EncodedSplit,
     validation: EncodedSplit,
@@ -257,11 +257,11 @@ def train_model(
     `checkpoints`, each finished epoch is saved there and a run finding a checkpoint resumes after
     its epoch. Validation keeps the best epoch (by the early-stopping metric; the last without it).
     A NaN or infinite loss or prediction stops training with TrainingDiverged."""
-    check_model_fits(num_ids, num_fields, model_spec, spec)
+    check_model_fits(plan, spec)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     device = pick_device(spec.device)
-    model = SparseNN(num_ids, num_fields, model_spec).to(device)
+    model = Network(plan).to(device)
     optimizers = Optimizers.for_model(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
     higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"
@@ -293,7 +293,7 @@ def train_model(
             raise _diverged(epoch, "the training loss", spec)
         model.eval()
         eval_model = model if device.type == "cpu" else model.cpu()
-        p = raw_probabilities(eval_model, validation)
+        p = raw_probabilities(eval_model, validation, fast=True)
         model.to(device)
         if not np.isfinite(p).all():
             raise _diverged(epoch, "the validation predictions", spec)

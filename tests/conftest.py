@@ -69,14 +69,16 @@ def small_run(tmp_path_factory):
 
 @pytest.fixture(params=["native", "fallback"])
 def kernels(request, monkeypatch):
-    """Runs a test twice: with the native data kernels, and with them unavailable (the numpy and
-    polars paths every caller falls back to)."""
+    """Runs a test twice: with the native kernels, and with SNN_NATIVE=0 (the numpy, polars and torch
+    references every kernel sits beside)."""
     from snn.pipeline import native
+    from snn.pipeline.native.loader import library
 
     if request.param == "native":
-        if native.library() is None:
+        if library() is None:
             pytest.skip("no C compiler: the native kernels cannot be built")
     else:
-        monkeypatch.setattr(native, "library", lambda: None)
-        monkeypatch.setattr(native, "python_library", lambda: None)
-    return request.param
+        monkeypatch.setenv("SNN_NATIVE", "0")
+        native.forget_libraries()
+    yield request.param
+    native.forget_libraries()

@@ -138,7 +138,7 @@ def test_missing_and_corrupted_bundles(runner, tiny, small_run):
     weights["sparse.id_bias"] = weights["sparse.id_bias"].reshape(-1)
     np.savez(broken / "weights.npz", **weights)
     assert_clean_error(invoke(runner, "predict", broken, ROOT / "data/adult/adult.test", "-o", out), 2,
-                       "bundle weights do not fit the model", "snn fit --force")
+                       "weight sparse.id_bias is (254,), the plan declares (254, 1)", "snn fit --force")
 
 
 def test_unseen_categories_at_predict_time_use_the_oov_id(runner, tiny, small_run):

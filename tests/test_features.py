@@ -17,7 +17,7 @@ from snn.pipeline.features import (
     stable_bucket,
     weighted_quantiles,
 )
-from snn.pipeline.hash_table import IntegerLookup
+from snn.pipeline.native import IntegerLookup
 from snn.pipeline.spec import BinaryFeature, CategoricalFeature, ContinuousFeature, parse_spec
 
 from .conftest import ADULT_DIR, adult_spec_dict

@@ -239,8 +239,8 @@ def _bundle_weights(edit: Callable[[dict], None]) -> Callable[[Workspace], list[
 
 def _poison(value: float) -> Callable[[dict], None]:
     def edit(weights: dict) -> None:
-        weights["mlp.0.weight"] = weights["mlp.0.weight"].copy()
-        weights["mlp.0.weight"][0, 0] = value
+        weights["mlp.weight_0"] = weights["mlp.weight_0"].copy()
+        weights["mlp.weight_0"][0, 0] = value
     return edit
 
 
@@ -249,9 +249,9 @@ def _no_output(ws: Workspace) -> None:
 
 
 CASES.append(Case("bundle-nan-weight", "silent", _bundle_weights(_poison(float("nan"))), 2,
-                  ("weight mlp.0.weight holds 1 NaN or infinite values",), _no_output))
+                  ("weight mlp.weight_0 holds 1 NaN or infinite values",), _no_output))
 CASES.append(Case("bundle-infinite-weight", "silent", _bundle_weights(_poison(float("-inf"))), 2,
-                  ("weight mlp.0.weight holds 1 NaN or infinite values",), _no_output))
+                  ("weight mlp.weight_0 holds 1 NaN or infinite values",), _no_output))
 
 
 def _predict_missing_column(online: bool) -> Callable[[Workspace], list[str]]:

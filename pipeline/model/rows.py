@@ -6,7 +6,7 @@ A batch of nnz entries touches U <= nnz distinct ids. Training works on those U 
    among them, and the entries grouped by id (the transposed batch) — or, for narrow tables over a
    small id space, takes the distinct ids from a bitmap (`IdBitmap`) with no sort at all;
 2. the rows are gathered into small leaf tensors [U, D] that take part in autograd;
-3. `pool_rows` pools them with one `embedding_bag`, and its backward is two more `embedding_bag`
+3. `pool` pools them with one `embedding_bag`, and its backward is two more `embedding_bag`
    calls over the transposed batch (or per-entry scatter-adds for narrow rows) — no sparse-gradient
    coalescing;
 4. `RowAdam` / `RowAdagrad` update the U rows and their optimizer state in place.
@@ -20,9 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from .blocks.base import Entries
 
 
 @dataclass
@@ -156,10 +161,14 @@ class _PoolRows(torch.autograd.Function):
         return grad_rows, grad_bias, None, None, None
 
 
-def pool_rows(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, batch: RowBatch,
-              offsets: torch.Tensor) -> torch.Tensor:
-    """rows [U, D] and bias [U] (gathered leaves), scaled [nnz] = v / max_abs -> pooled [B, D]."""
-    return _PoolRows.apply(rows, bias, scaled, batch, offsets)
+def pool(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, entries: Entries) -> torch.Tensor:
+    """Σ_e rows[index_e] · (scaled_e + bias[index_e]) over each batch row -> [B, D]: the full tables
+    (rows [num_ids, D], bias [num_ids]) through one `embedding_bag`, or the gathered rows of
+    row-wise training (rows [U, D], bias [U]) through `_PoolRows`, whose backward is written out."""
+    if entries.rows is None:
+        weights = scaled + bias.index_select(0, entries.index)
+        return F.embedding_bag(entries.index, rows, entries.offsets, mode="sum", per_sample_weights=weights)
+    return _PoolRows.apply(rows, bias, scaled, entries.rows, entries.offsets)
 
 
 def gather_rows(tables: list[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:

@@ -1,13 +1,19 @@
-"""Row-wise training equals the reference: autograd through full tables, torch SparseAdam / Adagrad."""
+"""Row-wise training machinery: deduplication, the row optimizers against torch's SparseAdam and
+Adagrad, the sort-free path for narrow tables, one-hot batches without values, the fused dense Adam."""
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from snn.pipeline.model import DotInteraction, SparseLinear, SparseNN
-from snn.pipeline.spec import ModelSpec
-from snn.pipeline.rows import RowAdagrad, RowAdam, deduplicate, gather_rows
+from snn.pipeline.encoded import CSRBatch
+from snn.pipeline.model import network as network_module
+from snn.pipeline.model.blocks.base import IdSpace
+from snn.pipeline.model.network import Network
+from snn.pipeline.model.plan import ModelSpec, plan_for
+from snn.pipeline.model.rows import RowAdagrad, RowAdam, deduplicate
+from snn.pipeline.spec import TrainSpec
+from snn.pipeline.train import Optimizers, training_step
 
 NUM_IDS, WIDTH = 50, 6
 
@@ -36,29 +42,6 @@ def test_deduplicate_describes_the_batch():
     assert known.row_of_entry.tolist() == derived.row_of_entry.tolist() == [0, 0, 1, 1, 2, 2]
 
 
-def test_forward_rows_matches_the_full_table_path_in_output_and_gradients():
-    torch.manual_seed(1)
-    full, rowwise = SparseLinear(NUM_IDS, WIDTH, "tanh"), SparseLinear(NUM_IDS, WIDTH, "tanh")
-    with torch.no_grad():
-        full.id_bias.normal_(std=0.3)
-    rowwise.load_state_dict(full.state_dict())
-    ids, values, offsets, target = next(_batches())
-    out_full = full(ids, values, offsets)
-    batch = deduplicate(ids, offsets, NUM_IDS)
-    rows = gather_rows([getattr(rowwise, name) for name in SparseLinear.sparse_parameters], batch.unique)
-    out_rows = rowwise.forward_rows(rows, batch, values, offsets)
-    torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(rowwise.max_abs, full.max_abs, rtol=0, atol=0)
-    ((out_full - target) ** 2).sum().backward()
-    ((out_rows - target) ** 2).sum().backward()
-    for name, gathered in zip(SparseLinear.sparse_parameters, rows):
-        reference = getattr(full, name).grad.to_dense() if getattr(full, name).grad.is_sparse else getattr(full, name).grad
-        torch.testing.assert_close(gathered.grad, reference[batch.unique], rtol=1e-5, atol=1e-6)
-        untouched = torch.ones(NUM_IDS, dtype=torch.bool)
-        untouched[batch.unique] = False
-        assert torch.all(reference[untouched] == 0)
-
-
 @pytest.mark.parametrize("kind", ["adam", "adagrad"])
 def test_row_optimizers_equal_torch_sparse_optimizers(kind):
     torch.manual_seed(2)
@@ -81,54 +64,19 @@ def test_row_optimizers_equal_torch_sparse_optimizers(kind):
     torch.testing.assert_close(table, reference.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_sparse_nn_with_interactions_trains_row_wise_like_the_full_tables():
-    """forward_rows == forward (train mode) in logits and in every per-id table's gradient."""
-    spec = ModelSpec.model_validate({"sparse_linear": {"width": WIDTH}, "interactions": {"dim": 3},
-                                     "mlp": {"layers": [4]}})
-    torch.manual_seed(3)
-    full, rowwise = SparseNN(NUM_IDS, 5, spec), SparseNN(NUM_IDS, 5, spec)
-    rowwise.load_state_dict(full.state_dict())
-    ids, values, offsets, _ = next(_batches())  # 16 rows of 5 entries: one per field
-    target = torch.randn(len(offsets))
-    out_full = full(ids, values, offsets)
-    batch = deduplicate(ids, offsets, NUM_IDS)
-    rows = rowwise.gather_rows(batch.unique)
-    out_rows = rowwise.forward_rows(rows, batch, values, offsets)
-    torch.testing.assert_close(out_rows, out_full, rtol=1e-6, atol=1e-6)
-    ((out_full - target) ** 2).sum().backward()
-    ((out_rows - target) ** 2).sum().backward()
-    assert len(rows) == 3  # sparse weight, id_bias, field embeddings
-    for table, gathered in zip(full.row_tables(), rows):
-        torch.testing.assert_close(gathered.grad, table.grad[batch.unique], rtol=1e-5, atol=1e-6)
-    for name, p in full.named_parameters():
-        if all(p is not t for t in full.row_tables()):
-            torch.testing.assert_close(dict(rowwise.named_parameters())[name].grad, p.grad, rtol=1e-5, atol=1e-6)
-
-
-def test_dot_interaction_is_every_pairwise_dot_product():
-    vectors = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(4))
-    expected = torch.stack([(vectors[:, i] * vectors[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5)], 1)
-    torch.testing.assert_close(DotInteraction(5)(vectors), expected)
-
-
 @pytest.mark.parametrize("width", [1, 3])
 def test_narrow_tables_train_sort_free_with_the_same_updates(width):
     """A logistic-regression model (width 1; and 3, the 2-D backward) deduplicates through the bitmap
     (scattered batch) and takes the same steps as the grouped (sorted) path, which the tests above hold
     to torch."""
-    from snn.pipeline import model as model_module
-    from snn.pipeline.encoded import CSRBatch
-    from snn.pipeline.spec import TrainSpec
-    from snn.pipeline.train import Optimizers, training_step
-
     spec = ModelSpec.model_validate({"sparse_linear": {"width": width, "activation": "none"}, "mlp": {"layers": []}})
     models = []
-    for narrow in (model_module.NARROW_ROWS, 0):  # 0: every table counts as wide -> grouped
+    for narrow in (network_module.NARROW_ROWS, 0):  # 0: every table counts as wide -> grouped
         torch.manual_seed(5)
-        net = SparseNN(NUM_IDS, 5, spec)
+        net = Network(plan_for(spec, IdSpace(NUM_IDS, 5)))
         optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
-        original = model_module.NARROW_ROWS
-        model_module.NARROW_ROWS = narrow
+        original = network_module.NARROW_ROWS
+        network_module.NARROW_ROWS = narrow
         try:
             for ids, values, offsets, _ in _batches(steps=5):
                 batch = CSRBatch(ids.numpy(), values.numpy(), offsets.numpy(),
@@ -137,7 +85,7 @@ def test_narrow_tables_train_sort_free_with_the_same_updates(width):
                 assert (structure.order is None) == (narrow > 0)
                 training_step(net, optimizers, batch, torch.device("cpu"))
         finally:
-            model_module.NARROW_ROWS = original
+            network_module.NARROW_ROWS = original
         models.append(net)
     scattered, grouped = models
     for name, tensor in scattered.state_dict().items():
@@ -149,15 +97,11 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
     """A batch flagged one-hot trains without a values tensor (max_abs ← max(max_abs, 1)) and takes
     exactly the steps of the same batch with explicit values of 1.0; int32 ids (as stored) train
     exactly like int64 ones."""
-    from snn.pipeline.encoded import CSRBatch
-    from snn.pipeline.spec import TrainSpec
-    from snn.pipeline.train import Optimizers, training_step
-
     spec = ModelSpec.model_validate({"sparse_linear": {"width": width}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}})
     states = []
     for one_hot in (True, False):
         torch.manual_seed(3)
-        net = SparseNN(NUM_IDS, 5, spec)
+        net = Network(plan_for(spec, IdSpace(NUM_IDS, 5)))
         optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
         for ids, _, offsets, _ in _batches(steps=4):
             stored = ids.numpy().astype(np.int32 if one_hot else np.int64)

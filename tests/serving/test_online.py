@@ -10,7 +10,9 @@ from snn.pipeline.bundle import Bundle
 from snn.pipeline.data import Reader
 from snn.pipeline.encoded import EncodedSplit
 from snn.pipeline.features import FeatureMap
-from snn.pipeline.model import SparseNN
+from snn.pipeline.model.blocks.base import IdSpace
+from snn.pipeline.model.network import Network
+from snn.pipeline.model.plan import plan_for
 from snn.pipeline.online import OnlineScorer
 from snn.pipeline.score import load_model, raw_probabilities
 from snn.pipeline.spec import parse_spec
@@ -49,15 +51,16 @@ def test_online_scores_equal_batch_scores(model, raw_amount, kernels):
     feature_map = FeatureMap.fit(spec.features, train, np.ones(ROWS))
     assert feature_map.one_hot is not raw_amount
     torch.manual_seed(0)
-    net = SparseNN(feature_map.num_ids, len(feature_map.encoders), spec.model)
+    plan = plan_for(spec.model, IdSpace(feature_map.num_ids, len(feature_map.encoders)))
+    net = Network(plan)
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.normal_(std=0.3)  # id biases and projections away from their zero init
-        net.sparse.max_abs.uniform_(0.5, 2.0)
+        net.block_weights("sparse")["max_abs"].uniform_(0.5, 2.0)
     weights = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    bundle = Bundle(spec, feature_map, weights, Reader("parquet"), "row_id", "test")
+    bundle = Bundle(spec, feature_map, plan, weights, Reader("parquet"), "row_id", "test")
     ids, values = feature_map.encode_frame(test)
-    batch = raw_probabilities(load_model(bundle), EncodedSplit.from_dense(ids, values, test["y"], np.ones(ROWS), None))
+    batch = raw_probabilities(load_model(bundle), EncodedSplit.from_dense(ids, values, test["y"], np.ones(ROWS)))
     online = OnlineScorer(bundle)
     many = online.raw_encoded(*feature_map.encode_records(test.to_dicts()))
     np.testing.assert_allclose(many, batch, rtol=0, atol=1e-12)

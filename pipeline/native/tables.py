@@ -20,7 +20,7 @@ import ctypes
 import numpy as np
 import polars as pl
 
-from . import native
+from .loader import library
 from .columns import pieces
 
 COMPACT_AT = 2_000_000  # polars path: accumulated (key, total) rows before partial tables are merged
@@ -122,7 +122,7 @@ class Totals:
     def add_weighted(self, column: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
         """column Float64 [n] (nulls and NaN skipped), weights [n]; only the rows of the bool mask
         `rows` [n] count."""
-        lib = native.library()
+        lib = library()
         if lib is None:
             values = column.to_numpy()
             present = ~np.isnan(values) if rows is None else ~np.isnan(values) & rows
@@ -131,7 +131,7 @@ class Totals:
 
     def count(self, keys: pl.Series, rows: np.ndarray | None = None) -> None:
         """Each value of `keys` [n] counts 1 (nulls skipped); only the rows of the bool mask `rows` [n] count."""
-        lib = native.library()
+        lib = library()
         if lib is not None and fits_int64(keys.dtype):
             return self._add_pieces(self._native(lib), keys.cast(pl.Int64), None, rows)
         present = (keys if rows is None else keys.filter(pl.Series(rows))).drop_nulls().rename("key")
@@ -179,7 +179,7 @@ class IntegerLookup:
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, default: int):
         self.default = default
-        lib = native.library()
+        lib = library()
         self.table = None
         if lib is not None:
             self.table = HashTable(lib, capacity=1 << max(10, int(2 * len(keys)).bit_length()))
@@ -236,7 +236,7 @@ def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, miss
     """Percentile bins: out[i] = ids[#{inner_edges <= x_i}] (the count itself without `ids`; missing_bin
     for NaN, or where the `valid` bitmap's bit is clear) + offset, into out int64 or int32 [n]. x
     float64 [n]. Returns the number of infinite values (the caller rejects them)."""
-    lib = native.library()
+    lib = library()
     x = np.ascontiguousarray(x, dtype=np.float64)
     if lib is not None:
         pointer, is_32 = _ids_out(out)
@@ -256,7 +256,7 @@ def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, miss
 def bin_column(column: pl.Series, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int,
                out: np.ndarray) -> int:
     """`bin_ids` of a Float64 column [n] (nulls -> missing_bin) into `out`; the number of infinities."""
-    if native.library() is None:
+    if library() is None:
         return bin_ids(column.to_numpy(), inner_edges, ids, missing_bin, offset, out)
     infinite = 0
     with pieces(column) as parts:

@@ -7,20 +7,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from snn.pipeline import native
-from snn.pipeline.columns import pieces
-from snn.pipeline.hash_table import HashTable, IntegerLookup, Totals, bin_column, bin_ids
-
+from snn.pipeline.native.columns import pieces
+from snn.pipeline.native.loader import library
+from snn.pipeline.native.tables import HashTable, IntegerLookup, Totals, bin_column, bin_ids
 
 def _as_dict(frame: pl.DataFrame) -> dict:
     return dict(zip(frame["key"].to_list(), frame["total"].to_list()))
-
 
 def _chunked(values: list, dtype, cuts: list[int]) -> pl.Series:
     """A series of several Arrow chunks (like a parquet file's row groups)."""
     bounds = [0, *cuts, len(values)]
     return pl.concat([pl.Series("x", values[a:b], dtype=dtype) for a, b in zip(bounds, bounds[1:])], rechunk=False)
-
 
 def test_float_totals_equal_a_group_by(kernels):
     rng = np.random.default_rng(0)
@@ -45,7 +42,6 @@ def test_float_totals_equal_a_group_by(kernels):
     assert totals.result().height == len(want)  # -0.0 is no key of its own (the dicts would merge it)
     assert got[0.0] == pytest.approx(weights[present & (values == 0)].sum(), rel=1e-12)
 
-
 def test_columns_are_read_in_place_piece_by_piece():
     values = [float(i) if i % 3 else None for i in range(1_000)]
     column = _chunked(values, pl.Float64, [333, 334, 900])[5:995]  # sliced: pieces start mid-chunk
@@ -62,7 +58,6 @@ def test_columns_are_read_in_place_piece_by_piece():
     with pytest.raises(TypeError, match="Float64 or Int64"):
         with pieces(pl.Series("x", ["a"])):
             pass
-
 
 def test_columns_bin_and_look_up_like_their_arrays(kernels):
     rng = np.random.default_rng(3)
@@ -83,7 +78,6 @@ def test_columns_bin_and_look_up_like_their_arrays(kernels):
     expected = np.where(nulls[1:], 26, np.where(keys[1:] % 2 == 0, keys[1:] // 2, 25)) + 1_000
     np.testing.assert_array_equal(got, expected)
 
-
 def test_integer_counts_skip_nulls_and_text_counts_too(kernels):
     series = pl.Series("c", [5, None, -2**62, 5, 7, None, 2**62, 5], dtype=pl.Int64)
     totals = Totals()
@@ -95,10 +89,9 @@ def test_integer_counts_skip_nulls_and_text_counts_too(kernels):
     assert _as_dict(text.result()) == {"a": 2.0, "b": 1.0}
     assert Totals().result().height == 0
 
-
-@pytest.mark.skipif(native.library() is None, reason="no C compiler: the native kernels cannot be built")
+@pytest.mark.skipif(library() is None, reason="no C compiler: the native kernels cannot be built")
 def test_a_table_takes_one_key_type_and_grows_without_losing_keys():
-    table = HashTable(native.library(), capacity=8)
+    table = HashTable(library(), capacity=8)
     keys = np.arange(0, 10_000, 7, dtype=np.int64) * 1_000_003
     table.add(keys)
     table.add(keys[::2])
@@ -107,7 +100,6 @@ def test_a_table_takes_one_key_type_and_grows_without_losing_keys():
     assert dict(zip(got_keys.tolist(), counts.tolist())) == {k: 2.0 if i % 2 == 0 else 1.0 for i, k in enumerate(keys.tolist())}
     with pytest.raises(TypeError, match="int64"):
         table.add(np.array([1.5]))
-
 
 @pytest.mark.parametrize("edges", [[], [0.5], [-1.0, 0.0, 2.5, 2.5, 10.0], list(np.linspace(-3, 3, 31))],
                          ids=["none", "one", "repeated", "31"])
@@ -124,7 +116,6 @@ def test_bins_equal_searchsorted(edges, kernels):
     into = np.empty(len(x), dtype=np.int32)
     bin_ids(x, inner, relabel, len(inner) + 1, 1000, into)
     assert into.tolist() == (relabel[expected] + 1000).tolist()
-
 
 def test_lookup_writes_int32_buffers_in_place_and_rejects_others(kernels):
     lookup = IntegerLookup(np.array([10, 20]), np.array([0, 1]), default=2)

@@ -1,0 +1,10 @@
+"""The registry of block kinds: kind -> the block (one file each). A new block is its file, a line
+here, and its tests (tests/model/test_blocks.py runs every registered block through the same checks)."""
+
+from __future__ import annotations
+
+from . import dot_interaction, field_embedding, logit, mlp, sparse_linear
+from .base import Block
+
+BLOCKS: dict[str, Block] = {module.BLOCK.kind: module.BLOCK for module in (
+    sparse_linear, field_embedding, dot_interaction, mlp, logit)}

@@ -1,0 +1,236 @@
+"""What a block is: one kind of layer of the network, written once as plain functions.
+
+A block file holds everything about its kind: its spec (pydantic), the ports it reads and writes
+and the weights it owns (names, shapes, which have one row per id), how those weights start, its
+torch forward (training and the reference scorer, full tables or the rows a batch touches) and its
+numpy scorer (serving). Blocks keep no state: the network (network.py) owns the tensors and hands
+each block its own weights by name, so nothing ever parses a state dict's names, and a block file
+imports torch only inside the functions that run it (a spec loads without torch).
+
+Ports between blocks (B rows of a batch, F features, n candidates of a request):
+
+    entries  the batch's sparse entries: torch `Entries` (ids, values, offsets [, the distinct-id
+             structure of row-wise training]); numpy `RequestEntries` (ids, values [n, F])
+    dense    torch [B, width] / numpy [n, width]
+    fields   a vector per feature, torch [B, F, dim] / numpy `FieldVectors` (built lazily)
+    scaled   the entries' values divided by their id's running max |v|: torch [nnz] / numpy [n, F]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from ...config import Activation, Strict
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..rows import RowBatch
+
+PortKind = Literal["entries", "dense", "fields", "scaled"]
+
+
+@dataclass(frozen=True)
+class Port:
+    """What flows along one edge of the plan: its kind and its shape without the batch dimension."""
+
+    kind: PortKind
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One array a block owns: its shape (per-id arrays have num_ids rows), whether it has one row
+    per id (`per_id`: trained row-wise, a touched row at a time) and whether training changes it by
+    gradient (`trainable`; running statistics are not)."""
+
+    shape: tuple[int, ...]
+    per_id: bool = False
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class IdSpace:
+    """The data a plan is laid over: the id space's size and the number of features."""
+
+    num_ids: int
+    num_fields: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """One block of a plan as its functions see it: its name, spec, the data's id space and the
+    ports it reads (input name -> port)."""
+
+    name: str
+    spec: Any
+    space: IdSpace
+    inputs: dict[str, Port]
+
+
+@dataclass
+class Entries:
+    """The sparse entries of a torch batch: `index` int64 [nnz], each entry's row in the per-id
+    weights a block receives, values [nnz] (None: one-hot, every value 1), offsets int64 [B] (row
+    starts), `width` when every row has that many entries. Full tables: index is the entries' ids.
+    Row-wise training (`rows`, the batch's distinct ids): the per-id weights are the gathered rows
+    [U, ...] and index is rows.inverse."""
+
+    index: torch.Tensor
+    values: torch.Tensor | None
+    offsets: torch.Tensor
+    width: int | None = None
+    rows: RowBatch | None = None
+
+
+@dataclass
+class RequestEntries:
+    """The entries of an online request: every candidate has one entry per feature, ids int64 and
+    values float64 [n, F]."""
+
+    ids: np.ndarray
+    values: np.ndarray
+
+
+@dataclass
+class FieldVectors:
+    """numpy `fields`: vector f of candidate r is table[ids[r, f]] · scaled[r, f] ([n, F, dim]),
+    kept as its parts so a consumer with a fused kernel need not build it; `dense()` builds it."""
+
+    table: np.ndarray
+    ids: np.ndarray
+    scaled: np.ndarray
+
+    def dense(self) -> np.ndarray:
+        return np.take(self.table, self.ids, axis=0) * self.scaled[:, :, None]
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> "FieldVectors":
+        """Vectors already built, [n, F, dim], in this form (each its own table row, scale 1)."""
+        n, fields, dim = vectors.shape
+        return cls(np.ascontiguousarray(vectors).reshape(n * fields, dim),
+                   np.arange(n * fields, dtype=np.int64).reshape(n, fields), np.ones((n, fields)))
+
+
+@dataclass
+class DenseParts:
+    """numpy `dense` given as side-by-side parts, [n, w_1] ... [n, w_k] for [n, Σ w]: a consumer's
+    first matmul takes each part against its rows of the weight (`matmul`) instead of copying them
+    into one array."""
+
+    parts: list[np.ndarray]
+
+    def dense(self) -> np.ndarray:
+        return np.concatenate(self.parts, axis=1)
+
+
+def matmul(x: np.ndarray | DenseParts, weight_t: np.ndarray) -> np.ndarray:
+    """x [n, w] (or its parts) @ weight_t [w, k] -> [n, k]."""
+    if not isinstance(x, DenseParts):
+        return x @ weight_t
+    out, start = None, 0
+    for part in x.parts:
+        term = part @ weight_t[start:start + part.shape[1]]
+        out = term if out is None else out + term
+        start += part.shape[1]
+    return out
+
+
+def as_array(x: np.ndarray | DenseParts) -> np.ndarray:
+    return x.dense() if isinstance(x, DenseParts) else x
+
+
+class Block:
+    """The interface every block kind implements (see the module docstring). Subclasses are
+    stateless: one instance per kind, in the registry."""
+
+    kind: ClassVar[str]
+    Spec: ClassVar[type[Strict]]
+    reads: ClassVar[dict[str, PortKind]]  # input name -> the port kind it takes
+
+    def outputs(self, spec: Any, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
+        """The ports this block writes ("out" first), given the ports it reads."""
+        raise NotImplementedError
+
+    def weights(self, spec: Any, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
+        """The arrays it owns, by name."""
+        return {}
+
+    def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
+        """Give its weights their starting values, in place (the global torch generator is seeded by
+        training; blocks are initialized in plan order)."""
+
+    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
+                training: bool) -> dict[str, torch.Tensor]:
+        """Torch: the outputs of one batch. Per-id weights arrive as full tables, or as the rows the
+        batch touches when `inputs` hold row-wise Entries."""
+        raise NotImplementedError
+
+    def infer(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor | None:
+        """Torch inference of "out" alone through a native fast path (no autograd), or None for none."""
+        return None
+
+    def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
+        """numpy, float64: the outputs for one request (serving)."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- activations, both ways
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "prelu", "sigmoid", "tanh", "none")
+
+
+def activation_weights(name: Activation, width: int) -> dict[str, Weight]:
+    """PReLU has one learned slope per unit; the other activations have no weights."""
+    return {"prelu": Weight((width,))} if name == "prelu" else {}
+
+
+def activate_torch(name: Activation, x: torch.Tensor, prelu: torch.Tensor | None = None) -> torch.Tensor:
+    import torch
+    from torch.nn import functional as F
+
+    if name == "relu":
+        return torch.relu(x)
+    if name == "prelu":
+        return F.prelu(x, prelu)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "none":
+        return x
+    raise ValueError(f"unknown activation {name!r}; one of {ACTIVATIONS}")
+
+
+def activate_numpy(name: Activation, x: np.ndarray, prelu: np.ndarray | None = None) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "prelu":
+        return np.where(x >= 0, x, prelu * x)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "none":
+        return x
+    raise ValueError(f"unknown activation {name!r}; one of {ACTIVATIONS}")
+
+
+def init_prelu(weights: dict[str, torch.Tensor]) -> None:
+    if "prelu" in weights:
+        weights["prelu"].data.fill_(0.25)  # torch.nn.PReLU's start
+
+
+
+def init_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """torch.nn.Linear's start: weight [out, in] Kaiming-uniform (a = √5), bias U(±1/√in)."""
+    import math
+
+    from torch import nn
+
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0.0
+    nn.init.uniform_(bias, -bound, bound)

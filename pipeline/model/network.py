@@ -1,0 +1,130 @@
+"""The torch network built from a plan: it owns every block's weights and runs the blocks in order.
+
+Shapes: a batch is CSR — `ids` int64 [nnz], `values` float [nnz] (None: one-hot, every value 1),
+`offsets` int64 [B] (row starts, the embedding_bag convention) — and the network returns logits [B].
+
+Three ways through the same blocks:
+* `forward` — full tables, plain torch: training by autograd over the whole table (tests), and the
+  reference scorer that offline/online parity trusts (float64, no kernels);
+* `forward_rows` — row-wise training: the per-id tables' rows the batch touches are gathered into
+  leaves (rows.py), so a step costs O(batch ids), not O(num_ids);
+* `infer` — inference (no autograd) through a block's native fast path where it has one and only
+  its main output is read (the sparse linear layer's float32 kernel), the blocks' forward elsewhere.
+Weights are named "<block>.<name>" as the plan declares them: the state dict, the bundle and the
+online scorer all use those names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import BLOCKS
+from .blocks.base import Entries
+from .plan import FEATURES, Plan
+from .rows import IdBitmap, RowBatch, deduplicate, gather_rows
+
+NARROW_ROWS = 4  # per-id tables at most this wide train from scattered batches (no sort) ...
+BITMAP_IDS_PER_ENTRY = 16  # ... when scanning the id space's bitmap costs less than sorting the batch
+
+
+class BlockWeights(nn.Module):
+    """One block's weights: parameters (trainable) and buffers (running statistics)."""
+
+
+class Network(nn.Module):
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self.plan = plan
+        self._bitmap: IdBitmap | None = None
+        declared = plan.weights
+        for block in plan.blocks:
+            holder = BlockWeights()
+            for full_name, weight in declared.items():
+                owner, name = full_name.split(".", 1)
+                if owner != block.name:
+                    continue
+                tensor = torch.empty(weight.shape)
+                if weight.trainable:
+                    holder.register_parameter(name, nn.Parameter(tensor))
+                else:
+                    holder.register_buffer(name, tensor)
+            self.add_module(block.name, holder)
+        for block, node in zip(plan.blocks, plan.nodes):
+            BLOCKS[block.kind].init(node, self.block_weights(block.name))
+        # each per-id trained table, and where it sits in a block's weights
+        self._tables = [(name.split(".", 1)[0], name.split(".", 1)[1]) for name, w in declared.items()
+                        if w.per_id and w.trainable]
+        self._fast = {block.name for block in plan.blocks
+                      if not any(plan.consumers(f"{block.name}.{out}") for out in self._outputs(block) if out != "out")}
+
+    def _outputs(self, block) -> list[str]:
+        node = self.plan.nodes[self.plan.blocks.index(block)]
+        return list(BLOCKS[block.kind].outputs(block.spec, node.inputs, self.plan.space))
+
+    def block_weights(self, block: str) -> dict[str, torch.Tensor]:
+        """Block `block`'s weights by their names within it (the tensors themselves)."""
+        holder = getattr(self, block)
+        return {**dict(holder.named_parameters(recurse=False)), **dict(holder.named_buffers(recurse=False))}
+
+    def row_tables(self) -> list[nn.Parameter]:
+        """The per-id tables, trained row-wise (rows.py) rather than by the dense optimizer."""
+        return [getattr(getattr(self, block), name) for block, name in self._tables]
+
+    @property
+    def num_ids(self) -> int:
+        return self.plan.space.num_ids
+
+    def deduplicate(self, ids: torch.Tensor, offsets: torch.Tensor, width: int | None = None) -> RowBatch:
+        """The batch's id structure for row-wise training: grouped by id (one sort) when any per-id
+        table is wider than NARROW_ROWS or the id space exceeds BITMAP_IDS_PER_ENTRY x nnz, else
+        scattered through a bitmap of the id space (no sort; see rows.deduplicate). The bitmap is
+        scratch, built on first use, not part of the state."""
+        num_ids = self.num_ids
+        if max(table.shape[1] for table in self.row_tables()) > NARROW_ROWS or num_ids > BITMAP_IDS_PER_ENTRY * len(ids):
+            return deduplicate(ids, offsets, num_ids, width)
+        if self._bitmap is None or self._bitmap.seen.device != ids.device:
+            self._bitmap = IdBitmap(num_ids, ids.device)
+        return deduplicate(ids, offsets, num_ids, width, self._bitmap)
+
+    def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
+        """Copies of rows `unique` [U] of every per-id table, as leaves that take gradients."""
+        return gather_rows(self.row_tables(), unique)
+
+    def _run(self, entries: Entries, gathered: list[torch.Tensor] | None = None, fast: bool = False) -> torch.Tensor:
+        """The blocks in plan order -> logits [B]; `gathered` replaces the per-id tables (row-wise)."""
+        replaced = {} if gathered is None else dict(zip(self._tables, gathered))
+        ports: dict[str, object] = {FEATURES: entries}
+        for block, node in zip(self.plan.blocks, self.plan.nodes):
+            kind = BLOCKS[block.kind]
+            weights = self.block_weights(block.name)
+            for (owner, name), rows in replaced.items():
+                if owner == block.name:
+                    weights[name] = rows
+            inputs = {name: ports[ref] for name, ref in block.inputs.items()}
+            fast_out = kind.infer(node, weights, inputs) if fast and block.name in self._fast else None
+            outputs = {"out": fast_out} if fast_out is not None else kind.forward(node, weights, inputs, self.training)
+            for name, value in outputs.items():
+                ports[f"{block.name}.{name}"] = value
+        return ports[self.plan.output].squeeze(-1)
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor,
+                width: int | None = None) -> torch.Tensor:
+        """Full tables, plain torch -> logits [B] (in train mode, differentiable over whole tables)."""
+        return self._run(Entries(ids, values, offsets, width))
+
+    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,
+                     offsets: torch.Tensor) -> torch.Tensor:
+        """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode
+        (values None: a one-hot batch, every value 1)."""
+        return self._run(Entries(batch.inverse, values, offsets, rows=batch), gathered=rows)
+
+    @torch.no_grad()
+    def infer(self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor,
+              width: int | None = None) -> torch.Tensor:
+        """Inference -> logits [B], through the blocks' native fast paths where they have one."""
+        return self._run(Entries(ids, values, offsets, width), fast=True)
+
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """Every weight by its plan name "<block>.<name>" (the state dict's names)."""
+        return dict(self.state_dict())

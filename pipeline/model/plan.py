@@ -1,0 +1,157 @@
+"""The plan: the network as a list of blocks with their specs and wiring, resolved against the data
+(the id space's size, the number of features) into each block's ports and weights.
+
+The bundle stores the plan as JSON beside the weights (`plan.json`); the torch network
+(network.py) is built from it and the online scorer (serving/) interprets it with the blocks' numpy
+scorers. A block's inputs name a port: "features" (the batch's entries) or "<block>.<output>".
+
+`ModelSpec` is the spec's `model:` section; `plan_for` turns it into the plan
+    sparse (sparse_linear) [-> embedding (field_embedding) -> interactions (dot_interaction)]
+    -> mlp (mlp) -> head (logit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from ..config import Strict
+from ..errors import ArtifactError
+from .blocks import BLOCKS
+from .blocks.base import IdSpace, Node, Port, Weight
+from .blocks.field_embedding import FieldEmbeddingSpec
+from .blocks.mlp import MLPSpec
+from .blocks.sparse_linear import SparseLinearSpec
+
+PLAN_FORMAT = 1
+FEATURES = "features"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_RESERVED = {"features", "training", "forward", "blocks", "plan"}
+
+
+class InteractionSpec(Strict):
+    """DLRM dot interactions: a dim-d embedding per feature, every pairwise dot product fed to the MLP."""
+
+    dim: int = Field(default=16, ge=1, le=256,
+                     description="Embedding size d of each feature (and of the sparse layer's projection).")
+
+
+class ModelSpec(Strict):
+    sparse_linear: SparseLinearSpec = Field(default_factory=SparseLinearSpec, description="The sparse linear layer.")
+    interactions: InteractionSpec | None = Field(
+        default=None,
+        description="Optional DLRM dot interactions between per-feature embeddings and the sparse layer's output.",
+    )
+    mlp: MLPSpec = Field(default_factory=MLPSpec, description="The MLP on top of it.")
+
+
+@dataclass(frozen=True)
+class PlanBlock:
+    """One block of a plan: its name (a Python identifier), kind, spec and inputs (input -> port)."""
+
+    name: str
+    kind: str
+    spec: Any
+    inputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Blocks in order (each reads ports written before it) and the port holding the logit."""
+
+    space: IdSpace
+    blocks: tuple[PlanBlock, ...]
+    output: str
+    nodes: tuple[Node, ...] = field(default=(), init=False, compare=False)  # derived: each block's ports
+
+    def __post_init__(self) -> None:
+        nodes, ports = [], {FEATURES: Port("entries", (self.space.num_fields,))}
+        for block in self.blocks:
+            if not _NAME.match(block.name) or block.name in _RESERVED or any(n.name == block.name for n in nodes):
+                raise ValueError(f"block name {block.name!r} is not a new lowercase identifier")
+            kind = _block(block.kind)
+            if set(block.inputs) != set(kind.reads):
+                raise ValueError(f"block {block.name!r} ({block.kind}) reads {sorted(kind.reads)}, "
+                                 f"the plan gives {sorted(block.inputs)}")
+            inputs = {}
+            for name, ref in block.inputs.items():
+                port = ports.get(ref)
+                if port is None or port.kind != kind.reads[name]:
+                    raise ValueError(f"block {block.name!r} input {name!r} reads {ref!r}, which is "
+                                     f"{'not written before it' if port is None else 'a ' + port.kind + ' port'}; "
+                                     f"it takes a {kind.reads[name]} port")
+                inputs[name] = port
+            nodes.append(Node(block.name, block.spec, self.space, inputs))
+            for name, port in kind.outputs(block.spec, inputs, self.space).items():
+                ports[f"{block.name}.{name}"] = port
+        if ports.get(self.output) != Port("dense", (1,)):
+            raise ValueError(f"the plan's output {self.output!r} is not a block's dense output of width 1")
+        object.__setattr__(self, "nodes", tuple(nodes))
+
+    @property
+    def weights(self) -> dict[str, Weight]:
+        """Every weight, "<block>.<name>" -> Weight, in plan order."""
+        out = {}
+        for block, node in zip(self.blocks, self.nodes):
+            for name, weight in BLOCKS[block.kind].weights(block.spec, node.inputs, self.space).items():
+                out[f"{block.name}.{name}"] = weight
+        return out
+
+    def consumers(self, port: str) -> list[str]:
+        """The blocks reading `port`."""
+        return [block.name for block in self.blocks if port in block.inputs.values()]
+
+    def to_json(self) -> dict:
+        return {
+            "format": PLAN_FORMAT,
+            "num_ids": self.space.num_ids,
+            "num_fields": self.space.num_fields,
+            "blocks": [{"name": b.name, "kind": b.kind, "inputs": b.inputs, "spec": b.spec.model_dump(mode="json")}
+                       for b in self.blocks],
+            "output": self.output,
+            "weights": {name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable}
+                        for name, w in self.weights.items()},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Plan":
+        """The plan a bundle stores; an ArtifactError when it is damaged or from another format."""
+        if not isinstance(obj, dict) or obj.get("format") != PLAN_FORMAT:
+            raise ArtifactError(f"plan format {obj.get('format') if isinstance(obj, dict) else None!r} is not "
+                                f"{PLAN_FORMAT}; rebuild the bundle with this snn (`snn fit --force`)")
+        try:
+            blocks = tuple(PlanBlock(b["name"], b["kind"], _block(b["kind"]).Spec.model_validate(b["spec"]),
+                                     dict(b["inputs"])) for b in obj["blocks"])
+            plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"])), blocks, obj["output"])
+            stored = {name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"]) for name, w in obj["weights"].items()}
+        except (KeyError, TypeError, ValueError, ValidationError) as exc:
+            raise ArtifactError(f"plan is corrupted ({type(exc).__name__}: {str(exc)[:200]}); rebuild the bundle "
+                                "with `snn fit --force`") from None
+        if stored != plan.weights:
+            raise ArtifactError("plan is corrupted (its weights do not match its blocks); rebuild the bundle with "
+                                "`snn fit --force`")
+        return plan
+
+
+def _block(kind: str):
+    if kind not in BLOCKS:
+        raise ValueError(f"unknown kind {kind!r}; one of {sorted(BLOCKS)}")
+    return BLOCKS[kind]
+
+
+def plan_for(spec: ModelSpec, space: IdSpace) -> Plan:
+    """The plan of the spec's `model:` section over the data's id space."""
+    blocks = [PlanBlock("sparse", "sparse_linear", spec.sparse_linear, {"entries": FEATURES})]
+    top = "sparse.out"
+    if spec.interactions is not None:
+        blocks.append(PlanBlock("embedding", "field_embedding", FieldEmbeddingSpec(dim=spec.interactions.dim),
+                                {"entries": FEATURES, "scaled": "sparse.scaled"}))
+        blocks.append(PlanBlock("interactions", "dot_interaction", BLOCKS["dot_interaction"].Spec(),
+                                {"dense": top, "fields": "embedding.out"}))
+        top = "interactions.out"
+    blocks.append(PlanBlock("mlp", "mlp", spec.mlp, {"x": top}))
+    blocks.append(PlanBlock("head", "logit", BLOCKS["logit"].Spec(), {"x": "mlp.out"}))
+    return Plan(space, tuple(blocks), "head.out")

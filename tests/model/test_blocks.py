@@ -1,0 +1,186 @@
+"""Every registered block, through the same checks: its torch forward equals its numpy scorer in
+float64 (max abs diff <= 1e-12 on random inputs and weights), its row-wise training path equals its
+full-table path in outputs and gradients, and its spec survives the plan's JSON round trip.
+
+A new block adds its example here (EXAMPLES: a spec and the ports it reads) and to PLANS (a plan
+that holds it); the checks then run on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from snn.pipeline.model.blocks import BLOCKS
+from snn.pipeline.model.blocks.base import IdSpace, Entries, FieldVectors, Node, Port, RequestEntries, as_array
+from snn.pipeline.model.network import Network
+from snn.pipeline.model.plan import ModelSpec, Plan, plan_for
+from snn.pipeline.model.rows import deduplicate
+
+NUM_IDS, FIELDS, ROWS = 60, 5, 40
+SPACE = IdSpace(NUM_IDS, FIELDS)
+
+# kind -> [(spec, {input: port})]: the example inputs of each block kind
+EXAMPLES = {
+    "sparse_linear": [({"width": 6, "activation": "tanh"}, {"entries": Port("entries", (FIELDS,))}),
+                      ({"width": 3, "activation": "prelu"}, {"entries": Port("entries", (FIELDS,))})],
+    "field_embedding": [({"dim": 4}, {"entries": Port("entries", (FIELDS,)), "scaled": Port("scaled")})],
+    "dot_interaction": [({}, {"dense": Port("dense", (7,)), "fields": Port("fields", (FIELDS, 3))})],
+    "mlp": [({"layers": [8, 4], "activation": "relu", "norm": "batch"}, {"x": Port("dense", (9,))}),
+            ({"layers": [5], "activation": "prelu", "norm": "layer", "dropout": 0.2}, {"x": Port("dense", (9,))}),
+            ({"layers": [6, 2], "activation": "sigmoid"}, {"x": Port("dense", (3,))}),
+            ({"layers": [], "activation": "none"}, {"x": Port("dense", (3,))})],
+    "logit": [({}, {"x": Port("dense", (5,))})],
+}
+
+# plans that hold every block, for the row-wise and JSON checks
+PLANS = {
+    "sparse-mlp": {"sparse_linear": {"width": 6, "activation": "tanh"}, "mlp": {"layers": [5], "norm": "batch"}},
+    "prelu-layer-norm": {"sparse_linear": {"width": 4, "activation": "prelu"},
+                         "mlp": {"layers": [4, 3], "activation": "prelu", "norm": "layer"}},
+    "interactions": {"sparse_linear": {"width": 5}, "interactions": {"dim": 3},
+                     "mlp": {"layers": [4], "activation": "sigmoid"}},
+    "logistic": {"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}},
+}
+
+
+def test_every_block_has_examples():
+    assert set(EXAMPLES) == set(BLOCKS)
+    kinds = {block.kind for spec in PLANS.values() for block in plan_for(ModelSpec.model_validate(spec), SPACE).blocks}
+    assert kinds == set(BLOCKS)
+
+
+def _random_entries(rng):
+    ids = rng.integers(0, NUM_IDS, (ROWS, FIELDS))
+    values = rng.normal(size=(ROWS, FIELDS)) * 3
+    values[rng.random((ROWS, FIELDS)) < 0.3] = 1.0
+    return ids, values
+
+
+def _inputs(ports: dict[str, Port], rng) -> tuple[dict, dict]:
+    """Random inputs for the ports: (torch, numpy) views of the same numbers."""
+    torch_in, numpy_in = {}, {}
+    ids, values = _random_entries(rng)
+    for name, port in ports.items():
+        if port.kind == "entries":
+            torch_in[name] = Entries(torch.from_numpy(ids.reshape(-1)), torch.from_numpy(values.reshape(-1)),
+                                     torch.arange(ROWS) * FIELDS, FIELDS)
+            numpy_in[name] = RequestEntries(ids, values)
+        elif port.kind == "scaled":
+            scaled = rng.uniform(-1, 1, (ROWS, FIELDS))
+            torch_in[name], numpy_in[name] = torch.from_numpy(scaled.reshape(-1)), scaled
+        elif port.kind == "dense":
+            dense = rng.normal(size=(ROWS, *port.shape))
+            torch_in[name], numpy_in[name] = torch.from_numpy(dense), dense
+        else:
+            fields = rng.normal(size=(ROWS, *port.shape))
+            torch_in[name], numpy_in[name] = torch.from_numpy(fields), FieldVectors.of(fields)
+    return torch_in, numpy_in
+
+
+def _weights(kind: str, node: Node, rng) -> dict[str, torch.Tensor]:
+    """The block's weights, started as training starts them, then moved off their start (so zero
+    biases and unit scales are not what the check sees)."""
+    block = BLOCKS[kind]
+    torch.manual_seed(0)
+    weights = {name: torch.empty(w.shape, dtype=torch.float64)
+               for name, w in block.weights(node.spec, node.inputs, node.space).items()}
+    block.init(node, weights)
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            tensor += torch.from_numpy(rng.normal(scale=0.3, size=tuple(tensor.shape)))
+            if name.startswith(("max_abs", "running_var")):
+                tensor.abs_()
+    return weights
+
+
+@pytest.mark.parametrize("kind, index", [(k, i) for k, examples in EXAMPLES.items() for i in range(len(examples))])
+def test_torch_forward_equals_the_numpy_scorer_in_float64(kind, index):
+    spec_dict, ports = EXAMPLES[kind][index]
+    block = BLOCKS[kind]
+    node = Node(kind, block.Spec.model_validate(spec_dict), SPACE, ports)
+    rng = np.random.default_rng(index)
+    weights = _weights(kind, node, rng)
+    torch_in, numpy_in = _inputs(ports, rng)
+    with torch.no_grad():
+        expected = block.forward(node, weights, torch_in, training=False)
+    got = block.score(node, {k: v.numpy() for k, v in weights.items()}, numpy_in)
+    assert set(got) == set(expected)
+    for name, value in got.items():
+        value = value.dense() if isinstance(value, FieldVectors) else as_array(value)
+        reference = expected[name].numpy().reshape(value.shape)
+        assert np.abs(value - reference).max() <= 1e-12, (kind, name)
+
+
+def _batch(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    rows = 16
+    ids = torch.randint(0, NUM_IDS, (rows * FIELDS,), generator=g)  # repeats within rows and across
+    values = torch.randn(rows * FIELDS, generator=g, dtype=torch.float64) * 3
+    return ids, values, torch.arange(rows) * FIELDS
+
+
+@pytest.mark.parametrize("name", list(PLANS))
+def test_row_wise_training_equals_the_full_tables_in_outputs_and_gradients(name):
+    plan = plan_for(ModelSpec.model_validate(PLANS[name]), SPACE)
+    torch.manual_seed(3)
+    full = Network(plan).double()
+    with torch.no_grad():  # off the start: nonzero per-id biases
+        full.block_weights("sparse")["id_bias"].normal_(std=0.3)
+    rowwise = Network(plan).double()
+    rowwise.load_state_dict(full.state_dict())
+    ids, values, offsets = _batch(1)
+    target = torch.randn(len(offsets), dtype=torch.float64)
+    torch.manual_seed(7)
+    out_full = full(ids, values, offsets, FIELDS)
+    batch = deduplicate(ids, offsets, NUM_IDS, FIELDS)
+    rows = rowwise.gather_rows(batch.unique)
+    torch.manual_seed(7)
+    out_rows = rowwise.forward_rows(rows, batch, values, offsets)
+    torch.testing.assert_close(out_rows, out_full, rtol=1e-12, atol=1e-12)
+    ((out_full - target) ** 2).sum().backward()
+    ((out_rows - target) ** 2).sum().backward()
+    for table, gathered in zip(full.row_tables(), rows):
+        torch.testing.assert_close(gathered.grad, table.grad[batch.unique], rtol=1e-10, atol=1e-12)
+        untouched = torch.ones(NUM_IDS, dtype=torch.bool)
+        untouched[batch.unique] = False
+        assert torch.all(table.grad[untouched] == 0)
+    tables = {id(t) for t in full.row_tables()}
+    mine = dict(rowwise.named_parameters())
+    for weight_name, p in full.named_parameters():
+        if id(p) not in tables:
+            torch.testing.assert_close(mine[weight_name].grad, p.grad, rtol=1e-10, atol=1e-12)
+    for buffer_name, buffer in full.named_buffers():  # the running max |v|, batch-norm statistics
+        torch.testing.assert_close(dict(rowwise.named_buffers())[buffer_name], buffer, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(PLANS))
+def test_plans_and_block_specs_survive_json(name):
+    plan = plan_for(ModelSpec.model_validate(PLANS[name]), SPACE)
+    text = json.dumps(plan.to_json())
+    again = Plan.from_json(json.loads(text))
+    assert again == plan and again.weights == plan.weights
+    for block, node in zip(again.blocks, again.nodes):
+        assert BLOCKS[block.kind].Spec.model_validate_json(block.spec.model_dump_json()) == block.spec
+        assert node.inputs == plan.nodes[again.blocks.index(block)].inputs
+    network = Network(again)
+    assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == {k: w.shape for k, w in plan.weights.items()}
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda o: o.update(format=99), "plan format 99"),
+    (lambda o: o["blocks"][0].update(kind="magic"), "unknown kind 'magic'"),
+    (lambda o: o["blocks"][1].update(inputs={"x": "nowhere.out"}), "not written before it"),
+    (lambda o: o["weights"]["sparse.weight"].update(shape=[2**40, 6]), "do not match its blocks"),
+    (lambda o: o["blocks"][0]["spec"].update(activation="swish"), "plan is corrupted"),
+    (lambda o: o["blocks"][0].update(name="Bad Name"), "not a new lowercase identifier"),
+])
+def test_a_damaged_plan_is_an_artifact_error(damage, says):
+    from snn.pipeline.errors import ArtifactError
+
+    obj = plan_for(ModelSpec.model_validate(PLANS["sparse-mlp"]), SPACE).to_json()
+    damage(obj)
+    with pytest.raises(ArtifactError, match=says):
+        Plan.from_json(json.loads(json.dumps(obj)))
