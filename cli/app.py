@@ -112,10 +112,10 @@ def _wrapped_os_error(exc: Exception) -> OSError | None:
 
 def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tracking_uri: str | None,
                   force_step: StepName | None = None, **validate_kw) -> dict:
-    from snn.pipeline import steps
-    from snn.pipeline.files import Scratch, ensure_folder, sweep
+    from snn.pipeline.steps import pipeline as steps
+    from snn.pipeline.store.files import Scratch, ensure_folder, sweep
     from snn.pipeline.spec import load_spec
-    from snn.pipeline.tracking import Tracker, flatten, resolve_uri
+    from snn.pipeline.steps.tracking import Tracker, flatten, resolve_uri
 
     loaded = load_spec(spec_path)
     spec = loaded.spec
@@ -232,7 +232,7 @@ def predict(
 ):
     """Score a data file with a bundle and write predictions with the row key."""
     from snn.pipeline.errors import InputError
-    from snn.pipeline.predict import predict_file
+    from snn.pipeline.serving.predict import predict_file
 
     row_range = None
     if rows is not None:
@@ -260,7 +260,7 @@ def schema():
 @handled
 def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]):
     """Show a bundle's features (bins, vocabulary sizes), weights and metrics."""
-    from snn.pipeline.inspect import describe
+    from snn.pipeline.serving.describe import describe
 
     sys.stdout.write(describe(bundle) + "\n")
 
@@ -274,7 +274,7 @@ def bench(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
 ):
     """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
-    from snn.pipeline import bench as benchmarks
+    from snn.pipeline.bench import suite as benchmarks
     from snn.pipeline.errors import InputError
 
     if size not in benchmarks.SIZES:
@@ -307,8 +307,8 @@ def data_synth(
     import yaml
 
     from snn.pipeline.errors import InputError
-    from snn.pipeline.files import output_file
-    from snn.pipeline.synth import SynthConfig, synth_spec, write
+    from snn.pipeline.store.files import output_file
+    from snn.pipeline.data.synth import SynthConfig, synth_spec, write
 
     if not 0 <= seed <= 2**63 - 1:
         raise InputError(f"--seed {seed} must be an integer in [0, 2^63 - 1]")

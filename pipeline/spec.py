@@ -487,7 +487,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 def read_spec_text(path: Path) -> str:
     """The spec file's text: a readable regular file of at most SPEC_MAX_BYTES, in UTF-8."""
-    from .files import input_file
+    from .store.files import input_file
 
     try:
         input_file(path, "spec file", "pass the path of a YAML spec (see specs/)", max_bytes=SPEC_MAX_BYTES)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from snn.pipeline import metrics
-from snn.pipeline.calibrate import Isotonic, downsampling_correction
+from snn.pipeline.evaluation import metrics
+from snn.pipeline.evaluation.calibrate import Isotonic, downsampling_correction
 from snn.pipeline.spec import IsotonicCalibration
 
 

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from sklearn.preprocessing import KBinsDiscretizer
 
-from snn.pipeline.data import Reader
+from snn.pipeline.data.readers import Reader
 from snn.pipeline.errors import InputError
-from snn.pipeline.features import (
+from snn.pipeline.features.encoders import (
     CategoricalEncoder,
     ContinuousEncoder,
     FeatureMap,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from snn.pipeline import metrics
+from snn.pipeline.evaluation import metrics
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 import yaml
 
-from snn.pipeline.bundle import Bundle
-from snn.pipeline.encoded import EncodedSplit
-from snn.pipeline.online import OnlineScorer
-from snn.pipeline.prepare import prepare
+from snn.pipeline.store.bundle import Bundle
+from snn.pipeline.store.encoded import EncodedSplit
+from snn.pipeline.serving.online import OnlineScorer
+from snn.pipeline.steps.prepare import prepare
 from snn.pipeline.spec import load_spec
-from snn.pipeline.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
+from snn.pipeline.data.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
 
 from typer.testing import CliRunner
 
@@ -120,9 +120,9 @@ def test_bench_tiny_reports_every_figure(tmp_path):
 
 def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path, monkeypatch):
     from snn.pipeline import native
-    from snn.pipeline.data import holdout_mask, unit_hash
-    from snn.pipeline.features import FeatureMap
-    from snn.pipeline.prepare import needed_columns, stream_chunks
+    from snn.pipeline.data.readers import holdout_mask, unit_hash
+    from snn.pipeline.features.encoders import FeatureMap
+    from snn.pipeline.steps.prepare import needed_columns, stream_chunks
 
     spec = synth_spec(str(synth / "s.parquet"), ROWS, name="s", width=8, batch_size=256)
     spec["train"]["negative_downsampling"] = {"rate": 0.4, "seed": 3}
@@ -167,7 +167,7 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
 
 def test_read_ahead_keeps_the_order_and_raises_where_the_reader_does():
     from snn.pipeline.errors import InputError
-    from snn.pipeline.prepare import read_ahead
+    from snn.pipeline.steps.prepare import read_ahead
 
     def chunks():
         yield from range(3)

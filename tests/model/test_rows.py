@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from snn.pipeline.encoded import CSRBatch
+from snn.pipeline.store.encoded import CSRBatch
 from snn.pipeline.model import network as network_module
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
 from snn.pipeline.model.rows import RowAdagrad, RowAdam, deduplicate
 from snn.pipeline.spec import TrainSpec
-from snn.pipeline.train import Optimizers, training_step
+from snn.pipeline.train.loop import Optimizers, training_step
 
 NUM_IDS, WIDTH = 50, 6
 
@@ -116,7 +116,7 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
 
 
 def test_fused_dense_adam_equals_torch_adam():
-    from snn.pipeline.train import FusedAdam
+    from snn.pipeline.train.loop import FusedAdam
 
     torch.manual_seed(4)
     ours = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]

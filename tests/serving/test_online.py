@@ -6,15 +6,15 @@ import pytest
 import torch
 import yaml
 
-from snn.pipeline.bundle import Bundle
-from snn.pipeline.data import Reader
-from snn.pipeline.encoded import EncodedSplit
-from snn.pipeline.features import FeatureMap
+from snn.pipeline.store.bundle import Bundle
+from snn.pipeline.data.readers import Reader
+from snn.pipeline.store.encoded import EncodedSplit
+from snn.pipeline.features.encoders import FeatureMap
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import plan_for
-from snn.pipeline.online import OnlineScorer
-from snn.pipeline.score import load_model, raw_probabilities
+from snn.pipeline.serving.online import OnlineScorer
+from snn.pipeline.evaluation.scoring import load_model, raw_probabilities
 from snn.pipeline.spec import parse_spec
 
 ROWS = 300

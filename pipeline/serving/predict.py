@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .bundle import Bundle
-from .data import check_schema
-from .errors import InputError
-from .files import output_file, owned_temp
+from ..store.bundle import Bundle
+from ..data.readers import check_schema
+from ..errors import InputError
+from ..store.files import output_file, owned_temp
 from .online import OnlineScorer
-from .score import score_frame
+from ..evaluation.scoring import score_frame
 
 REQUEST_ROWS = 1000
 

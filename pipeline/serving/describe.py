@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle
+from ..store.bundle import Bundle
 
 
 def describe(path: Path) -> str:

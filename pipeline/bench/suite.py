@@ -34,13 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .encoded import CSRBatch, EncodedSplit
-from .model.blocks import BLOCKS
-from .model.blocks.base import IdSpace, Entries
-from .model.network import Network
-from .model.plan import ModelSpec, plan_for
-from .spec import TrainSpec
-from .train import Optimizers, training_step
+from ..store.encoded import CSRBatch, EncodedSplit
+from ..model.blocks import BLOCKS
+from ..model.blocks.base import IdSpace, Entries
+from ..model.network import Network
+from ..model.plan import ModelSpec, plan_for
+from ..spec import TrainSpec
+from ..train.loop import Optimizers, training_step
 
 SIZES = {
     # rows for B1/B5 training, ids for B1/B2, B3 row counts, repeats, Q rows, online requests
@@ -104,7 +104,7 @@ def field_sizes(num_ids: int, fields: int = 39) -> np.ndarray:
 
 def synthetic_ids(rows: int, num_ids: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """ids int64 [rows, 39] (Zipf within each field's range) and labels float32 [rows]."""
-    from .synth import zipf_ranks
+    from ..data.synth import zipf_ranks
 
     rng = np.random.default_rng(seed)
     sizes = field_sizes(num_ids)
@@ -311,7 +311,7 @@ def bench_forward(size: dict) -> list[Figure]:
 
 def synth_file(folder: Path, rows: int) -> Path:
     """A cached synthetic parquet file of `rows` rows (seed 0)."""
-    from .synth import SynthConfig, write
+    from ..data.synth import SynthConfig, write
 
     path = folder / f"synth-{rows}.parquet"
     if not path.exists():
@@ -321,7 +321,7 @@ def synth_file(folder: Path, rows: int) -> Path:
 
 def _worker(kind: str, path: Path, rows: int, workdir: Path) -> dict:
     """Run one fit+encode in a fresh process (peak RSS is the process's own); returns its JSON."""
-    out = subprocess.run([sys.executable, "-m", "snn.pipeline.bench_worker", kind, str(path), str(rows), str(workdir)],
+    out = subprocess.run([sys.executable, "-m", "snn.pipeline.bench.worker", kind, str(path), str(rows), str(workdir)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"bench worker {kind} failed: {out.stderr[-2000:]}")
@@ -358,10 +358,10 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
     import polars as pl
     import yaml
 
-    from .bundle import Bundle
-    from .online import OnlineScorer
-    from .predict import predict_file
-    from .synth import synth_spec, train_rows
+    from ..store.bundle import Bundle
+    from ..serving.online import OnlineScorer
+    from ..serving.predict import predict_file
+    from ..data.synth import synth_spec, train_rows
 
     rows = size["quality_rows"]
     path = synth_file(folder, rows)
@@ -412,7 +412,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
 
 def bench_logistic(size: dict, prepared: Path) -> list[Figure]:
     """B5: the LR-only model (width 1, no MLP) on the encoded synthetic train split vs VW, one pass each."""
-    from .features import FeatureMap
+    from ..features.encoders import FeatureMap
 
     split = EncodedSplit.load(prepared / "splits" / "train")
     feature_map = FeatureMap.from_json(json.loads((prepared / "feature_map.json").read_text()))

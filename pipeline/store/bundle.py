@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .calibrate import Isotonic, downsampling_correction
-from .data import Reader
-from .errors import ArtifactError
-from .features import FeatureMap
+from .. import __version__
+from ..evaluation.calibrate import Isotonic, downsampling_correction
+from ..data.readers import Reader
+from ..errors import ArtifactError
+from ..features.encoders import FeatureMap
 from .files import Scratch
-from .model.plan import Plan
-from .spec import Spec
+from ..model.plan import Plan
+from ..spec import Spec
 
 FORMAT_VERSION = 2  # 2: the plan (plan.json); weights named by it
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .data import READ_ERRORS
-from .errors import InputError
-from .files import input_file
-from .spec import ParitySpec
+from ..data.readers import READ_ERRORS
+from ..errors import InputError
+from ..store.files import input_file
+from ..spec import ParitySpec
 
 _OFFLINE, _ONLINE = "__snn_offline_row__", "__snn_online_row__"
 

@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from .data import splitmix64
-from .errors import InputError
+from .readers import splitmix64
+from ..errors import InputError
 
 CONTINUOUS = [f"I{j}" for j in range(1, 14)]
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bundle import Bundle
-from .model.blocks import BLOCKS
-from .model.blocks.base import RequestEntries, as_array
-from .model.plan import FEATURES
+from ..store.bundle import Bundle
+from ..model.blocks import BLOCKS
+from ..model.blocks.base import RequestEntries, as_array
+from ..model.plan import FEATURES
 
 BLOCK_ROWS = 128  # candidates run through the plan together: every temporary stays small enough to be
 # reused from the heap instead of freshly mapped (page faults were most of a 1,000-candidate request)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .errors import InputError
-from .files import input_file
-from .spec import DataSpec, LoadedSpec, Source, Spec
+from ..errors import InputError
+from ..store.files import input_file
+from ..spec import DataSpec, LoadedSpec, Source, Spec
 
 ROW_ID = "row_id"
 ROW_INDEX = "__snn_row_index__"  # the reader's own row counter, named apart from the file's columns

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .errors import ArtifactError
+from .. import __version__
+from ..errors import ArtifactError
 from .files import Scratch
-from .spec import canonical_json
+from ..spec import canonical_json
 
 # Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
 ARTIFACT_LAYOUT = 5

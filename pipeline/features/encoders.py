@@ -26,18 +26,12 @@ from typing import TypeVar
 import numpy as np
 import polars as pl
 
-from . import native
-from .encoded import unit_values
-from .errors import ArtifactError, InputError
-from .native import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
-from .config import MAX_BUCKETS
-from .spec import (
-    BinaryFeature,
-    CategoricalFeature,
-    ContinuousFeature,
-    HashingDiscretizer,
-    RawValue,
-)
+from .. import native
+from ..store.encoded import unit_values
+from ..errors import ArtifactError, InputError
+from ..native import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
+from ..config import MAX_BUCKETS
+from ..spec import BinaryFeature, CategoricalFeature, ContinuousFeature, HashingDiscretizer, RawValue
 
 T = TypeVar("T")
 

@@ -16,8 +16,8 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
-from .errors import Terminated, TrackingError
-from .files import Scratch, ensure_folder, locked
+from ..errors import Terminated, TrackingError
+from ..store.files import Scratch, ensure_folder, locked
 
 
 def resolve_uri(cli_uri: str | None, spec_uri: str | None, workdir: Path) -> str:

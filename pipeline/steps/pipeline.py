@@ -16,25 +16,25 @@ from typing import Callable
 
 import polars as pl
 
-from . import metrics
-from .bundle import Bundle, replace_folder
-from .cache import StepDir, link_latest, step_key
-from .calibrate import Isotonic, downsampling_correction
-from .data import Reader, input_fingerprints, key_column
-from .encoded import EncodedSplit
-from .errors import ArtifactError
-from .files import Scratch, input_file, locked
-from .evaluate import evaluate_gates, slice_metrics
-from .features import FeatureMap
-from .model.blocks.base import IdSpace
-from .model.plan import plan_for
-from .parity import compare, read_predictions
+from ..evaluation import metrics
+from ..store.bundle import Bundle, replace_folder
+from ..store.cache import StepDir, link_latest, step_key
+from ..evaluation.calibrate import Isotonic, downsampling_correction
+from ..data.readers import Reader, input_fingerprints, key_column
+from ..store.encoded import EncodedSplit
+from ..errors import ArtifactError
+from ..store.files import Scratch, input_file, locked
+from ..evaluation.gates import evaluate_gates, slice_metrics
+from ..features.encoders import FeatureMap
+from ..model.blocks.base import IdSpace
+from ..model.plan import plan_for
+from ..evaluation.parity import compare, read_predictions
 from .prepare import prepare
-from .plots import reliability_png, roc_png
-from .score import load_model, raw_probabilities, score_splits
-from .spec import IsotonicCalibration, LoadedSpec
+from ..evaluation.plots import reliability_png, roc_png
+from ..evaluation.scoring import load_model, raw_probabilities, score_splits
+from ..spec import IsotonicCalibration, LoadedSpec
 from .tracking import Tracker
-from .train import train_model
+from ..train.loop import train_model
 
 
 STEPS = ("prepare", "train", "calibrate", "validate")

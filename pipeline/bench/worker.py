@@ -1,6 +1,6 @@
 """One fit + encode run for `snn bench` B3, in its own process so its peak RSS is its own.
 
-    python -m snn.pipeline.bench_worker {snn|sklearn} DATA.parquet ROWS WORKDIR
+    python -m snn.pipeline.bench.worker {snn|sklearn} DATA.parquet ROWS WORKDIR
 
 prints one JSON line: rows, seconds, peak_rss_mb. Both paths fit on the train rows of the
 synthetic spec (the first 90%) and encode every row of the file. Each path's modules are imported
@@ -23,9 +23,9 @@ import yaml
 
 
 def run_snn(path: Path, rows: int, workdir: Path) -> None:
-    from .prepare import prepare
-    from .spec import load_spec
-    from .synth import synth_spec
+    from ..steps.prepare import prepare
+    from ..spec import load_spec
+    from ..data.synth import synth_spec
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         spec_path = Path(tmp) / "spec.yaml"
@@ -37,7 +37,7 @@ def run_snn(path: Path, rows: int, workdir: Path) -> None:
 def run_sklearn(path: Path, rows: int, workdir: Path) -> None:
     from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
 
-    from .synth import CATEGORICAL, CONTINUOUS, train_rows
+    from ..data.synth import CATEGORICAL, CONTINUOUS, train_rows
 
     frame = pl.read_parquet(path, columns=CONTINUOUS + CATEGORICAL)
     continuous = frame.select(CONTINUOUS).fill_null(-1.0).to_numpy()
@@ -57,8 +57,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-IMPORTS = {"snn": ("snn.pipeline.prepare", "snn.pipeline.spec", "snn.pipeline.synth"),
-           "sklearn": ("sklearn.preprocessing", "snn.pipeline.synth")}
+IMPORTS = {"snn": ("snn.pipeline.steps.prepare", "snn.pipeline.spec", "snn.pipeline.data.synth"),
+           "sklearn": ("sklearn.preprocessing", "snn.pipeline.data.synth")}
 
 
 def main() -> None:

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import metrics
-from .encoded import CSRBatch, EncodedSplit
-from .errors import InputError, TrainingDiverged
-from .config import gigabytes
-from .model.network import Network
-from .model.plan import Plan
-from .model.rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
-from .score import raw_probabilities
-from .spec import TrainSpec
+from ..evaluation import metrics
+from ..store.encoded import CSRBatch, EncodedSplit
+from ..errors import InputError, TrainingDiverged
+from ..config import gigabytes
+from ..model.network import Network
+from ..model.plan import Plan
+from ..model.rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
+from ..evaluation.scoring import raw_probabilities
+from ..spec import TrainSpec
 
 
 def pick_device(name: str) -> torch.device:

@@ -24,11 +24,21 @@ from typing import Iterator, TypeVar
 import numpy as np
 import polars as pl
 
-from .data import READ_ERRORS, Reader, check_inputs, holdout_mask, key_column, labels_of, repeated_keys, unit_hash, weights_of
-from .encoded import SplitWriter, ids_dtype
-from .errors import InputError
-from .features import QUANTILE_METHOD, FeatureMap, finish_fitters, fitters, update_fitters
-from .spec import LoadedSpec
+from ..data.readers import (
+    READ_ERRORS,
+    Reader,
+    check_inputs,
+    holdout_mask,
+    key_column,
+    labels_of,
+    repeated_keys,
+    unit_hash,
+    weights_of,
+)
+from ..store.encoded import SplitWriter, ids_dtype
+from ..errors import InputError
+from ..features.encoders import QUANTILE_METHOD, FeatureMap, finish_fitters, fitters, update_fitters
+from ..spec import LoadedSpec
 
 CHUNK_ROWS = 1 << 19
 T = TypeVar("T")

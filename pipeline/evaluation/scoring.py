@@ -13,13 +13,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from .bundle import Bundle
-from .data import check_inputs
-from .encoded import EncodedSplit
-from .errors import InputError
-from .model.network import Network
-from .prepare import needed_columns, stream_chunks
-from .spec import LoadedSpec
+from ..store.bundle import Bundle
+from ..data.readers import check_inputs
+from ..store.encoded import EncodedSplit
+from ..errors import InputError
+from ..model.network import Network
+from ..steps.prepare import needed_columns, stream_chunks
+from ..spec import LoadedSpec
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 DTYPES = {"offsets": np.int64, "ids": np.int64, "values": np.float32, "labels": np.float32, "weights": np.float32}
 ARRAYS = tuple(DTYPES)
