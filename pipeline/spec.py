@@ -1,7 +1,10 @@
-"""The YAML spec: pydantic v2 models, `${VAR}` substitution, and errors with YAML line numbers.
+"""The YAML spec: the root model, `${VAR}` substitution, and errors with YAML line numbers.
 
-Every model forbids unknown keys, every field carries a description, and tagged unions use a
-`Literal` `kind`. An option exists here only if the pipeline implements it.
+Each section's pydantic model lives beside the code it configures (data/spec.py, features/spec.py,
+model/plan.py and its blocks, train/spec.py, evaluation/spec.py, steps/tracking.py); this module
+composes them and loads the YAML. Every model forbids unknown keys, every field carries a
+description, and tagged unions use a `Literal` `kind`. An option exists only if the pipeline
+implements it.
 """
 
 from __future__ import annotations
@@ -12,282 +15,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .config import INT64_MAX, Buckets, RowIndex, Seed, Strict, at_most, gigabytes
+from .config import Strict
+from .data.spec import DataFiles, DataSpec
 from .errors import SnnError, SpecError
+from .evaluation.spec import Calibration, IsotonicCalibration, ParitySpec, ValidationSpec
+from .features.spec import Feature
 from .model.plan import ModelSpec
-
-Metric = Literal["auc", "logloss", "rce", "calibration_ratio", "ece", "brier"]
+from .steps.tracking import TrackingSpec
+from .train.spec import TrainSpec
 
 SPEC_MAX_BYTES = 1 << 20  # a spec is a small YAML file
 SPEC_MAX_NODES = 100_000  # YAML nodes after aliases are expanded (anchors cannot blow up validation)
-MAX_ECE_BINS = 10_000
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class Source(Strict):
-    """One input file, optionally restricted to a half-open range of its data rows."""
-
-    path: str = Field(description="File path, relative to the spec file's folder.")
-    rows: tuple[RowIndex, RowIndex] | None = Field(
-        default=None,
-        description="Half-open range [start, stop) of 0-based data rows to use; all rows when absent.",
-    )
-    header: bool | None = Field(
-        default=None,
-        description="CSV: whether this file's first line is a header. Absent: a header unless `data.columns` "
-        "names the columns. With `data.columns` and `header: true`, the header line is skipped.",
-    )
-
-    @field_validator("rows")
-    @classmethod
-    def _ordered(cls, rows):
-        if rows is not None and not (0 <= rows[0] < rows[1]):
-            raise ValueError("rows must be [start, stop) with 0 <= start < stop")
-        return rows
-
-
-class Holdout(Strict):
-    """Carve the validation split out of train by a stable hash of the row key."""
-
-    fraction: float = Field(gt=0, lt=1, description="Share of train rows held out for validation.")
-    seed: Seed = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
-
-
-class Label(Strict):
-    column: str = Field(description="Column holding the label.")
-    positive: list[str] | None = Field(
-        default=None,
-        description="String values that mean 1 (compared after stripping whitespace and a trailing '.'); "
-        "absent: the column is numeric 0/1.",
-    )
-
-
-class DataSpec(Strict):
-    format: Literal["csv", "parquet", "criteo"] = Field(
-        description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."
-    )
-    columns: list[str] | None = Field(
-        default=None, description="Column names for a CSV file without a header row."
-    )
-    separator: str = Field(default=",", description="CSV field separator (one character).")
-    comment_prefix: str | None = Field(
-        default=None,
-        description="CSV: lines starting with this text are skipped (UCI Adult's test file starts with "
-        "'|1x3 Cross validator'); absent: no line is skipped.",
-    )
-    null_values: list[str] = Field(
-        default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing."
-    )
-    train: Source = Field(description="Training rows.")
-    validation: Source | None = Field(
-        default=None, description="Explicit validation rows (early stopping, calibration)."
-    )
-    holdout: Holdout | None = Field(
-        default=None, description="Hold out a hashed share of train as validation instead of `validation`."
-    )
-    test: Source | None = Field(default=None, description="Test rows that `snn validate` reports on.")
-    label: Label = Field(description="The label column and its positive values.")
-    key: str | None = Field(
-        default=None,
-        description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based index in its file.",
-    )
-    weight: str | None = Field(default=None, description="Optional per-row weight column (>= 0).")
-    oracle: str | None = Field(
-        default=None,
-        description="Column holding each row's true probability (synthetic data, `snn data synth` writes "
-        "`p_true`); validate then reports the oracle's metrics next to the model's.",
-    )
-    allow_overlap: bool = Field(
-        default=False, description="Allow train rows to also appear in validation or test (normally refused)."
-    )
-
-    @field_validator("separator")
-    @classmethod
-    def _one_char(cls, value):
-        if len(value) != 1 or value in "\r\n\"":
-            raise ValueError("separator must be exactly one character, not a quote or a line break")
-        return value
-
-    @field_validator("comment_prefix")
-    @classmethod
-    def _short_prefix(cls, value):
-        if value is not None and not (1 <= len(value) <= 5) or value is not None and ("\n" in value or "\r" in value):
-            raise ValueError("comment_prefix must be 1 to 5 characters on one line")
-        return value
-
-    @field_validator("columns")
-    @classmethod
-    def _unique_columns(cls, columns):
-        if columns is not None:
-            repeated = sorted({c for c in columns if columns.count(c) > 1})
-            if repeated:
-                raise ValueError(f"column name(s) {repeated} appear more than once; every column needs its own name")
-            if not columns:
-                raise ValueError("columns must name at least one column")
-        return columns
-
-    @model_validator(mode="after")
-    def _one_validation_source(self):
-        roles = [("data.label.column", self.label.column), ("data.weight", self.weight), ("data.key", self.key),
-                 ("data.oracle", self.oracle)]
-        named = [(role, column) for role, column in roles if column is not None]
-        for i, (role, column) in enumerate(named):
-            for other_role, other in named[i + 1:]:
-                if column == other:
-                    raise ValueError(f"{role} and {other_role} are both {column!r}; each role needs its own column")
-        if self.validation is None and self.holdout is None:
-            raise ValueError("give either `validation` (a source) or `holdout` (a fraction of train)")
-        if self.validation is not None and self.holdout is not None:
-            raise ValueError("give only one of `validation` and `holdout`")
-        return self
-
-
-# ----------------------------------------------------------------------------- features
-
-
-class PercentileDiscretizer(Strict):
-    """Weighted equal-frequency bins; id = feature offset + bin."""
-
-    kind: Literal["percentile"] = Field(default="percentile", description="Discretizer tag.")
-    bins: int = Field(default=32, ge=2, le=65536, description="Target number of bins (duplicates are merged).")
-
-
-class HashingDiscretizer(Strict):
-    """Percentile bins whose ids are a stable hash of (feature, bin), so ids survive refits."""
-
-    kind: Literal["hashing"] = Field(description="Discretizer tag.")
-    bins: int = Field(default=32, ge=2, le=65536, description="Target number of bins.")
-    buckets: Buckets = Field(default=1024, description="Hash buckets reserved for this feature.")
-
-
-class RawValue(Strict):
-    """No discretization: one id whose value is the raw number, scaled by the running max |v|."""
-
-    kind: Literal["none"] = Field(description="Discretizer tag.")
-
-
-Discretizer = Annotated[
-    Union[PercentileDiscretizer, HashingDiscretizer, RawValue], Field(discriminator="kind")
-]
-
-
-class ContinuousFeature(Strict):
-    name: str = Field(description="Column name.")
-    kind: Literal["continuous"] = Field(description="Feature kind tag.")
-    discretizer: Discretizer = Field(
-        default_factory=PercentileDiscretizer, description="How numbers become sparse ids."
-    )
-
-
-class CategoricalFeature(Strict):
-    name: str = Field(description="Column name.")
-    kind: Literal["categorical"] = Field(description="Feature kind tag.")
-    min_count: int = Field(
-        default=1, ge=1, le=INT64_MAX, description="Values seen fewer times in train share the out-of-vocabulary id."
-    )
-    hash_buckets: Buckets | None = Field(
-        default=None,
-        description="Hash values into this many buckets (stable BLAKE2b) instead of a vocabulary.",
-    )
-
-
-class BinaryFeature(Strict):
-    name: str = Field(description="Column name (values 0/1, true/false, yes/no).")
-    kind: Literal["binary"] = Field(description="Feature kind tag.")
-
-
-Feature = Annotated[
-    Union[ContinuousFeature, CategoricalFeature, BinaryFeature], Field(discriminator="kind")
-]
-
-
-# ----------------------------------------------------------------------------- model and training
-
-
-class EarlyStopping(Strict):
-    metric: Literal["auc", "logloss"] = Field(default="auc", description="Validation metric watched.")
-    patience: int = Field(default=3, ge=1, le=INT64_MAX, description="Epochs without improvement before stopping.")
-
-
-class NegativeDownsampling(Strict):
-    rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
-    seed: Seed = Field(default=0, description="Seed of the per-row keep decision.")
-
-
-class TrainSpec(Strict):
-    optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="Optimizer for all parameters.")
-    lr: float = Field(default=0.003, gt=0, le=1e3, description="Learning rate (finite, > 0).")
-    batch_size: int = Field(default=512, ge=1, le=1 << 24, description="Rows per step (at most 2^24).")
-    epochs: int = Field(default=10, ge=1, le=100_000, description="Maximum passes over the training rows.")
-    early_stopping: EarlyStopping | None = Field(default=None, description="Stop when validation stops improving.")
-    seed: Seed = Field(default=0, description="Seed of initialization and shuffling.")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available.")
-    negative_downsampling: NegativeDownsampling | None = Field(
-        default=None, description="Keep only a share of negatives; calibration undoes it analytically."
-    )
-
-
-# ----------------------------------------------------------------------------- calibration, validation
-
-
-class IsotonicCalibration(Strict):
-    kind: Literal["isotonic"] = Field(description="Calibrator tag.")
-    interpolation: Literal["centered", "block_ends"] = Field(
-        default="centered",
-        description="centered: interpolate between block centroids (strictly increasing, keeps ranking); "
-        "block_ends: sklearn IsotonicRegression's step-with-ramps knots.",
-    )
-    pseudo_count: float = Field(
-        default=1.0, ge=0, description="Prior weight added to each block: y = (sum wy + c/2) / (sum w + c)."
-    )
-
-
-class NoCalibration(Strict):
-    kind: Literal["none"] = Field(description="Calibrator tag: only the analytic downsampling correction.")
-
-
-Calibration = Annotated[Union[IsotonicCalibration, NoCalibration], Field(discriminator="kind")]
-
-
-class Gate(Strict):
-    min: float | None = Field(default=None, description="Fail when the metric is below this.")
-    max: float | None = Field(default=None, description="Fail when the metric is above this.")
-    max_drop_vs_baseline: float | None = Field(
-        default=None, ge=0, description="Fail when the metric falls more than this below the baseline's."
-    )
-    max_increase_vs_baseline: float | None = Field(
-        default=None, ge=0, description="Fail when the metric rises more than this above the baseline's."
-    )
-
-
-class ValidationSpec(Strict):
-    slices: list[str] = Field(default=[], description="Columns to report metrics per value of.")
-    gates: dict[Metric, Gate] = Field(default={}, description="Thresholds on calibrated test metrics.")
-    baseline: str | None = Field(default=None, description="Bundle to compare against for *_vs_baseline gates.")
-    ece_bins: Annotated[int, Field(ge=2), at_most(
-        MAX_ECE_BINS, lambda v: f"{gigabytes(v * 24.0)} of bin totals for no finer a picture")] = Field(
-        default=10, description="Equal-width bins of the ECE and reliability diagram.")
-    logloss_eps: float = Field(default=1e-7, gt=0, lt=0.5, description="Probabilities are clipped to [eps, 1-eps].")
-
-
-class ParitySpec(Strict):
-    atol: float = Field(default=1e-6, ge=0, description="Absolute tolerance of offline vs online scores.")
-    rtol: float = Field(default=1e-5, ge=0, description="Relative tolerance of offline vs online scores.")
-    worst_rows: int = Field(default=10, ge=1, le=10_000, description="How many of the worst rows to report.")
-
-
-class TrackingSpec(Strict):
-    uri: str | None = Field(
-        default=None, description="MLflow tracking URI; --tracking-uri and MLFLOW_TRACKING_URI take precedence."
-    )
-    experiment: str | None = Field(default=None, description="Experiment name; the spec's name when absent.")
 
 
 class Spec(Strict):
@@ -413,6 +156,11 @@ class LoadedSpec:
         followed, so a broken link or a loop is reported as what it is)."""
         p = Path(relative).expanduser()
         return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
+
+    @property
+    def data_files(self) -> DataFiles:
+        """The data section with its paths resolved against the spec file's folder."""
+        return DataFiles(self.spec.data, self.base_dir)
 
     @property
     def workdir(self) -> Path:

@@ -6,7 +6,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from snn.pipeline.evaluation import metrics
 from snn.pipeline.evaluation.calibrate import Isotonic, downsampling_correction
-from snn.pipeline.spec import IsotonicCalibration
+from snn.pipeline.evaluation.spec import IsotonicCalibration
 
 
 def _data(n=4000, seed=0):

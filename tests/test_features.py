@@ -18,7 +18,8 @@ from snn.pipeline.features.encoders import (
     weighted_quantiles,
 )
 from snn.pipeline.native import IntegerLookup
-from snn.pipeline.spec import BinaryFeature, CategoricalFeature, ContinuousFeature, parse_spec
+from snn.pipeline.features.spec import BinaryFeature, CategoricalFeature, ContinuousFeature
+from snn.pipeline.spec import parse_spec
 
 from .conftest import ADULT_DIR, adult_spec_dict
 

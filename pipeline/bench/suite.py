@@ -39,7 +39,7 @@ from ..model.blocks import BLOCKS
 from ..model.blocks.base import IdSpace, Entries
 from ..model.network import Network
 from ..model.plan import ModelSpec, plan_for
-from ..spec import TrainSpec
+from ..train.spec import TrainSpec
 from ..train.loop import Optimizers, training_step
 
 SIZES = {

@@ -17,7 +17,8 @@ import polars as pl
 
 from ..errors import InputError
 from ..store.files import input_file
-from ..spec import DataSpec, LoadedSpec, Source, Spec
+from .spec import DataSpec, Source
+from ..spec import LoadedSpec, Spec
 
 ROW_ID = "row_id"
 ROW_INDEX = "__snn_row_index__"  # the reader's own row counter, named apart from the file's columns

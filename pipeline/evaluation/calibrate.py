@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec import IsotonicCalibration
+from .spec import IsotonicCalibration
 
 
 def downsampling_correction(p, negative_rate: float, positive_rate: float = 1.0):

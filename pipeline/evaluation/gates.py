@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from . import metrics
-from ..spec import Gate
+from .spec import Gate
 
 
 def slice_metrics(frame: pl.DataFrame, columns: list[str], y, p, w, **kw) -> dict:

@@ -31,7 +31,7 @@ from ..store.encoded import unit_values
 from ..errors import ArtifactError, InputError
 from ..native import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
 from ..config import MAX_BUCKETS
-from ..spec import BinaryFeature, CategoricalFeature, ContinuousFeature, HashingDiscretizer, RawValue
+from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature, HashingDiscretizer, RawValue
 
 T = TypeVar("T")
 

@@ -32,7 +32,8 @@ from ..evaluation.parity import compare, read_predictions
 from .prepare import prepare
 from ..evaluation.plots import reliability_png, roc_png
 from ..evaluation.scoring import load_model, raw_probabilities, score_splits
-from ..spec import IsotonicCalibration, LoadedSpec
+from ..evaluation.spec import IsotonicCalibration
+from ..spec import LoadedSpec
 from .tracking import Tracker
 from ..train.loop import train_model
 

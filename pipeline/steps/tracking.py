@@ -16,8 +16,18 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
+from pydantic import Field
+
+from ..config import Strict
 from ..errors import Terminated, TrackingError
 from ..store.files import Scratch, ensure_folder, locked
+
+
+class TrackingSpec(Strict):
+    uri: str | None = Field(
+        default=None, description="MLflow tracking URI; --tracking-uri and MLFLOW_TRACKING_URI take precedence."
+    )
+    experiment: str | None = Field(default=None, description="Experiment name; the spec's name when absent.")
 
 
 def resolve_uri(cli_uri: str | None, spec_uri: str | None, workdir: Path) -> str:

@@ -27,7 +27,7 @@ from ..model.network import Network
 from ..model.plan import Plan
 from ..model.rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
 from ..evaluation.scoring import raw_probabilities
-from ..spec import TrainSpec
+from .spec import TrainSpec
 
 
 def pick_device(name: str) -> torch.device:

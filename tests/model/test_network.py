@@ -9,7 +9,7 @@ from snn.pipeline.model.blocks import BLOCKS
 from snn.pipeline.model.blocks.base import IdSpace, Entries
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
-from snn.pipeline.spec import TrainSpec
+from snn.pipeline.train.spec import TrainSpec
 from snn.pipeline.train.loop import train_model
 
 SPARSE = BLOCKS["sparse_linear"]

@@ -12,7 +12,7 @@ from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
 from snn.pipeline.model.rows import RowAdagrad, RowAdam, deduplicate
-from snn.pipeline.spec import TrainSpec
+from snn.pipeline.train.spec import TrainSpec
 from snn.pipeline.train.loop import Optimizers, training_step
 
 NUM_IDS, WIDTH = 50, 6

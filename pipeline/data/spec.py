@@ -1,0 +1,149 @@
+"""The spec's `data:` section: where rows come from, how they split, which columns play which role."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import RowIndex, Seed, Strict
+
+
+class Source(Strict):
+    """One input file, optionally restricted to a half-open range of its data rows."""
+
+    path: str = Field(description="File path, relative to the spec file's folder.")
+    rows: tuple[RowIndex, RowIndex] | None = Field(
+        default=None,
+        description="Half-open range [start, stop) of 0-based data rows to use; all rows when absent.",
+    )
+    header: bool | None = Field(
+        default=None,
+        description="CSV: whether this file's first line is a header. Absent: a header unless `data.columns` "
+        "names the columns. With `data.columns` and `header: true`, the header line is skipped.",
+    )
+
+    @field_validator("rows")
+    @classmethod
+    def _ordered(cls, rows):
+        if rows is not None and not (0 <= rows[0] < rows[1]):
+            raise ValueError("rows must be [start, stop) with 0 <= start < stop")
+        return rows
+
+
+class Holdout(Strict):
+    """Carve the validation split out of train by a stable hash of the row key."""
+
+    fraction: float = Field(gt=0, lt=1, description="Share of train rows held out for validation.")
+    seed: Seed = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
+
+
+class Label(Strict):
+    column: str = Field(description="Column holding the label.")
+    positive: list[str] | None = Field(
+        default=None,
+        description="String values that mean 1 (compared after stripping whitespace and a trailing '.'); "
+        "absent: the column is numeric 0/1.",
+    )
+
+
+class DataSpec(Strict):
+    format: Literal["csv", "parquet", "criteo"] = Field(
+        description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."
+    )
+    columns: list[str] | None = Field(
+        default=None, description="Column names for a CSV file without a header row."
+    )
+    separator: str = Field(default=",", description="CSV field separator (one character).")
+    comment_prefix: str | None = Field(
+        default=None,
+        description="CSV: lines starting with this text are skipped (UCI Adult's test file starts with "
+        "'|1x3 Cross validator'); absent: no line is skipped.",
+    )
+    null_values: list[str] = Field(
+        default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing."
+    )
+    train: Source = Field(description="Training rows.")
+    validation: Source | None = Field(
+        default=None, description="Explicit validation rows (early stopping, calibration)."
+    )
+    holdout: Holdout | None = Field(
+        default=None, description="Hold out a hashed share of train as validation instead of `validation`."
+    )
+    test: Source | None = Field(default=None, description="Test rows that `snn validate` reports on.")
+    label: Label = Field(description="The label column and its positive values.")
+    key: str | None = Field(
+        default=None,
+        description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based index in its file.",
+    )
+    weight: str | None = Field(default=None, description="Optional per-row weight column (>= 0).")
+    oracle: str | None = Field(
+        default=None,
+        description="Column holding each row's true probability (synthetic data, `snn data synth` writes "
+        "`p_true`); validate then reports the oracle's metrics next to the model's.",
+    )
+    allow_overlap: bool = Field(
+        default=False, description="Allow train rows to also appear in validation or test (normally refused)."
+    )
+
+    @field_validator("separator")
+    @classmethod
+    def _one_char(cls, value):
+        if len(value) != 1 or value in "\r\n\"":
+            raise ValueError("separator must be exactly one character, not a quote or a line break")
+        return value
+
+    @field_validator("comment_prefix")
+    @classmethod
+    def _short_prefix(cls, value):
+        if value is not None and not (1 <= len(value) <= 5) or value is not None and ("\n" in value or "\r" in value):
+            raise ValueError("comment_prefix must be 1 to 5 characters on one line")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, columns):
+        if columns is not None:
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise ValueError(f"column name(s) {repeated} appear more than once; every column needs its own name")
+            if not columns:
+                raise ValueError("columns must name at least one column")
+        return columns
+
+    @model_validator(mode="after")
+    def _one_validation_source(self):
+        roles = [("data.label.column", self.label.column), ("data.weight", self.weight), ("data.key", self.key),
+                 ("data.oracle", self.oracle)]
+        named = [(role, column) for role, column in roles if column is not None]
+        for i, (role, column) in enumerate(named):
+            for other_role, other in named[i + 1:]:
+                if column == other:
+                    raise ValueError(f"{role} and {other_role} are both {column!r}; each role needs its own column")
+        if self.validation is None and self.holdout is None:
+            raise ValueError("give either `validation` (a source) or `holdout` (a fraction of train)")
+        if self.validation is not None and self.holdout is not None:
+            raise ValueError("give only one of `validation` and `holdout`")
+        return self
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The data section with its paths resolved: relative paths are relative to `base_dir`, the spec
+    file's folder (symlinks are not followed, so a broken link or a loop is reported as such)."""
+
+    data: DataSpec
+    base_dir: Path
+
+    def path(self, source: Source) -> Path:
+        path = Path(source.path).expanduser()
+        return path if path.is_absolute() else Path(os.path.normpath(self.base_dir / path))
+
+    def sources(self) -> list[tuple[str, Source]]:
+        """(name, source) of train, validation and test, those given."""
+        data = self.data
+        return [(name, source) for name, source in (("train", data.train), ("validation", data.validation),
+                                                    ("test", data.test)) if source is not None]
