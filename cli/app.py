@@ -110,33 +110,11 @@ def _wrapped_os_error(exc: Exception) -> OSError | None:
     return OSError(code, os.strerror(code))
 
 
-def _run_pipeline(command: str, spec_path: Path, last_step: str, force: bool, tracking_uri: str | None,
+def _run_pipeline(command: str, spec_path: Path, force: bool, tracking_uri: str | None,
                   force_step: StepName | None = None, **validate_kw) -> dict:
-    from snn.pipeline.steps import pipeline as steps
-    from snn.pipeline.store.files import Scratch, ensure_folder, sweep
-    from snn.pipeline.spec import load_spec
-    from snn.pipeline.steps.tracking import Tracker, flatten, resolve_uri
+    from snn.pipeline.steps.run import run
 
-    loaded = load_spec(spec_path)
-    spec = loaded.spec
-    workdir = ensure_folder(loaded.workdir, "workdir")
-    orphans = sweep(workdir)  # scratch of killed processes: removed; their MLflow runs ended below
-    scratch = Scratch(workdir)
-    try:
-        uri = resolve_uri(tracking_uri, spec.tracking.uri, workdir)
-        tracker = Tracker(uri, spec.tracking.experiment or spec.name, workdir, scratch)
-        ctx = steps.Context(loaded, tracker, scratch, force=force, force_step=force_step.value if force_step else None)
-        with tracker.command(command, flatten(spec.model_dump(mode="json")), loaded.text, orphans=orphans):
-            if last_step == "validate":
-                result = steps.validate_step(ctx, **validate_kw)
-            else:
-                step = {"fit": steps.train_step, "calibrate": steps.calibrate_step}[last_step](ctx)
-                result = {"bundle": str(step.path / "bundle"), "metrics": step.info()["metrics"]}
-    finally:
-        scratch.close()
-    result.update({"command": command, "spec": str(spec_path), "steps": ctx.steps, "mlflow_run_id": tracker.parent_id,
-                   "tracking_uri": uri, "workdir": str(loaded.workdir)})
-    return result
+    return run(command, spec_path, tracking_uri, force, force_step.value if force_step else None, **validate_kw)
 
 
 def _finish(result: dict, as_json: bool, summarize) -> None:
@@ -158,7 +136,7 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
 def fit(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
         tracking_uri: UriOpt = None):
     """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
-    _finish(_run_pipeline("fit", spec, "fit", force, tracking_uri, force_step), json_out, _print_fit)
+    _finish(_run_pipeline("fit", spec, force, tracking_uri, force_step), json_out, _print_fit)
 
 
 def _print_fit(result: dict) -> None:
@@ -171,7 +149,7 @@ def _print_fit(result: dict) -> None:
 def calibrate(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
               tracking_uri: UriOpt = None):
     """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
-    _finish(_run_pipeline("calibrate", spec, "calibrate", force, tracking_uri, force_step), json_out, _print_calibrate)
+    _finish(_run_pipeline("calibrate", spec, force, tracking_uri, force_step), json_out, _print_calibrate)
 
 
 def _print_calibrate(result: dict) -> None:
@@ -207,8 +185,7 @@ def validate(
     tracking_uri: UriOpt = None,
 ):
     """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
-    result = _run_pipeline("validate", spec, "validate", force, tracking_uri, force_step, compare_path=compare,
-                           baseline=baseline)
+    result = _run_pipeline("validate", spec, force, tracking_uri, force_step, compare=compare, baseline=baseline)
     _finish(result, json_out, _print_metrics)
 
 
@@ -217,7 +194,7 @@ def validate(
 def run(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
         tracking_uri: UriOpt = None):
     """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
-    _finish(_run_pipeline("run", spec, "validate", force, tracking_uri, force_step), json_out, _print_metrics)
+    _finish(_run_pipeline("run", spec, force, tracking_uri, force_step), json_out, _print_metrics)
 
 
 @app.command()

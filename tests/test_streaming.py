@@ -55,19 +55,17 @@ def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
     for chunk in (700, 100_000):
         folder = tmp_path / str(chunk)
         folder.mkdir()
-        info = prepare(loaded, folder, chunk_rows=chunk)
+        info = prepare(loaded.data_files, loaded.spec.features, None, folder, chunk_rows=chunk)
         outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
                         {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
     assert map_a == map_b and rows_a == rows_b
-    assert sum(rows_a.values()) == ROWS
     for name in rows_a:
         for array in ("ids", "values", "offsets", "labels", "weights"):
             np.testing.assert_array_equal(getattr(splits_a[name], array), getattr(splits_b[name], array))
         assert splits_a[name].width == len(CONTINUOUS) + len(CATEGORICAL)
     cut = train_rows(ROWS)  # synth_spec: train rows [0, cut) with a key-hash holdout, test rows [cut, ROWS)
-    labels = pl.read_parquet(synth / "s.parquet")["label"].to_numpy().astype(np.float32)
-    np.testing.assert_array_equal(splits_a["test"].labels, labels[cut:])
+    assert set(rows_a) == {"train", "validation"}  # test rows are scored raw by validate, not encoded here
     assert rows_a["train"] + rows_a["validation"] == cut
 
 
@@ -120,9 +118,9 @@ def test_bench_tiny_reports_every_figure(tmp_path):
 
 def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path, monkeypatch):
     from snn.pipeline import native
-    from snn.pipeline.data.readers import holdout_mask, unit_hash
-    from snn.pipeline.features.encoders import FeatureMap
-    from snn.pipeline.steps.prepare import needed_columns, stream_chunks
+    from snn.pipeline.data.rows import holdout_mask, unit_hash
+    from snn.pipeline.features.feature_map import FeatureMap
+    from snn.pipeline.data.chunks import needed_columns, stream_chunks
 
     spec = synth_spec(str(synth / "s.parquet"), ROWS, name="s", width=8, batch_size=256)
     spec["train"]["negative_downsampling"] = {"rate": 0.4, "seed": 3}
@@ -135,7 +133,8 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
             native.forget_libraries()
         folder = tmp_path / mode
         folder.mkdir()
-        info = prepare(loaded, folder, chunk_rows=700)
+        info = prepare(loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder,
+                       chunk_rows=700)
         outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
                         {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
@@ -155,7 +154,8 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
         expected_ids, _ = feature_map.encode_frame(frame.filter(pl.Series(rows)))
         np.testing.assert_array_equal(splits_a[split].ids.reshape(expected_ids.shape), expected_ids)
     scored = []  # scoring reads the held-out rows without downsampling the train rows it skips
-    for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows=700, downsample=False):
+    columns = needed_columns(loaded.spec.data, loaded.spec.features)
+    for chunk in stream_chunks(loaded.data_files, columns, ("train",), chunk_rows=700):
         scored += [chunk.part(rows)[0]["row_id"].to_list() for split, rows in chunk.routes if split == "validation"]
     assert sum(scored, []) == np.flatnonzero(held).tolist()
     train = frame.filter(pl.Series(kept))
@@ -167,7 +167,7 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
 
 def test_read_ahead_keeps_the_order_and_raises_where_the_reader_does():
     from snn.pipeline.errors import InputError
-    from snn.pipeline.steps.prepare import read_ahead
+    from snn.pipeline.data.chunks import read_ahead
 
     def chunks():
         yield from range(3)

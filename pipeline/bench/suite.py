@@ -412,7 +412,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
 
 def bench_logistic(size: dict, prepared: Path) -> list[Figure]:
     """B5: the LR-only model (width 1, no MLP) on the encoded synthetic train split vs VW, one pass each."""
-    from ..features.encoders import FeatureMap
+    from ..features.feature_map import FeatureMap
 
     split = EncodedSplit.load(prepared / "splits" / "train")
     feature_map = FeatureMap.from_json(json.loads((prepared / "feature_map.json").read_text()))

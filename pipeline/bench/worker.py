@@ -27,11 +27,15 @@ def run_snn(path: Path, rows: int, workdir: Path) -> None:
     from ..spec import load_spec
     from ..data.synth import synth_spec
 
+    spec = synth_spec(str(path.resolve()), rows)
+    spec["data"]["train"]["rows"] = [0, rows]  # every row fitted (less the holdout) and encoded, as sklearn's
+    del spec["data"]["test"]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         spec_path = Path(tmp) / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(synth_spec(str(path.resolve()), rows)))
+        spec_path.write_text(yaml.safe_dump(spec))
         (Path(tmp) / "out").mkdir()
-        prepare(load_spec(spec_path), Path(tmp) / "out")
+        loaded = load_spec(spec_path)
+        prepare(loaded.data_files, loaded.spec.features, None, Path(tmp) / "out")
 
 
 def run_sklearn(path: Path, rows: int, workdir: Path) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from .readers import splitmix64
+from .rows import splitmix64
 from ..errors import InputError
 
 CONTINUOUS = [f"I{j}" for j in range(1, 14)]

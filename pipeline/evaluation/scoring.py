@@ -14,12 +14,12 @@ import polars as pl
 import torch
 
 from ..store.bundle import Bundle
-from ..data.readers import check_inputs
+from ..data.sources import check_inputs
 from ..store.encoded import EncodedSplit
 from ..errors import InputError
 from ..model.network import Network
-from ..steps.prepare import needed_columns, stream_chunks
-from ..spec import LoadedSpec
+from ..data.chunks import needed_columns, stream_chunks
+from ..data.spec import DataFiles
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
@@ -99,17 +99,17 @@ class ScoredSplit:
                    arrays("baseline"), pl.concat([p.slices for p in parts]))
 
 
-def score_splits(loaded: LoadedSpec, bundle: Bundle, model: Network,
+def score_splits(files: DataFiles, slices: list[str], bundle: Bundle, model: Network,
                  baseline: Bundle | None = None) -> dict[str, ScoredSplit]:
     """Stream the validation split (the holdout of the train source, or its own source) and the test
     split through the batch scorer. Memory: one chunk plus the per-row results."""
-    data, slices = loaded.spec.data, list(loaded.spec.validation.slices)
-    check_inputs(loaded, slices)
-    columns = needed_columns(loaded, slices + ([data.oracle] if data.oracle else []))
+    data, features = files.data, list(bundle.recipe.features)
+    check_inputs(files, features, slices)
+    columns = needed_columns(data, features, slices + ([data.oracle] if data.oracle else []))
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}
-    for chunk in stream_chunks(loaded, columns, sources + (("test",) if data.test is not None else ()), downsample=False):
+    for chunk in stream_chunks(files, columns, sources + (("test",) if data.test is not None else ())):
         for split, selected in chunk.routes:
             if split == "train":
                 continue

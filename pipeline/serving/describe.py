@@ -12,7 +12,7 @@ from ..store.bundle import Bundle
 
 def describe(path: Path) -> str:
     bundle = Bundle.load(path)
-    lines = [f"bundle {path}", f"  name {bundle.spec.name}  spec sha256 {bundle.spec_hash[:16]}  key {bundle.key}",
+    lines = [f"bundle {path}", f"  recipe sha256 {bundle.recipe.sha256[:16]}  key {bundle.key}",
              f"  id space {bundle.feature_map.num_ids:,} ids  negative rate {bundle.negative_rate}",
              "  features:"]
     for e in bundle.feature_map.encoders:

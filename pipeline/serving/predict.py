@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from ..store.bundle import Bundle
-from ..data.readers import check_schema
+from ..data.sources import check_schema
 from ..errors import InputError
 from ..store.files import output_file, owned_temp
 from .online import OnlineScorer
@@ -20,7 +20,8 @@ REQUEST_ROWS = 1000
 def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
     """The rows to score, checked like training data: every feature column present with a usable type
     (the label need not be there)."""
-    check_schema(bundle.reader.schema(data, header), bundle.spec, data, with_label=False)
+    check_schema(bundle.reader.schema(data, header), bundle.recipe.data, list(bundle.recipe.features), data,
+                 with_label=False)
     frame = bundle.reader.read(data, rows, header)
     if bundle.key not in frame.columns:
         raise InputError(f"{data} lacks the row key column {bundle.key!r} the bundle was trained with")

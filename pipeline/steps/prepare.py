@@ -1,12 +1,13 @@
-"""The prepare step's data passes: stream the sources in chunks, fit on train, encode every split.
+"""Step `prepare`: fit discretizers and vocabularies on train, encode the train and validation splits.
 
-Two passes over the train source, one over each other source, each holding one chunk at a time:
+Two passes over the train source (one over a separate validation source), each holding one chunk
+at a time (data/chunks.py):
 
 1. fit: every train chunk updates the streaming fitters (exact weighted per-value totals for
-   percentile bins, counts for vocabularies; see features.py);
-2. encode: every chunk of every source is encoded once, then its rows are routed to their
-   splits (holdout by key hash; negative downsampling by key hash drops rows first) and appended
-   to each split's CSR files (encoded.py).
+   percentile bins, counts for vocabularies; features/);
+2. encode: every chunk is encoded once, then its rows are routed to their splits (holdout by key
+   hash; negative downsampling by key hash drops rows first) and appended to each split's CSR files
+   (store/encoded.py). The test split is not encoded here: validate scores raw rows, keys and all.
 
 Memory is one chunk plus the fitters' tables (distinct values), never the row count.
 """
@@ -17,125 +18,35 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TypeVar
 
 import numpy as np
-import polars as pl
 
-from ..data.readers import (
-    READ_ERRORS,
-    Reader,
-    check_inputs,
-    holdout_mask,
-    key_column,
-    labels_of,
-    repeated_keys,
-    unit_hash,
-    weights_of,
-)
-from ..store.encoded import SplitWriter, ids_dtype
-from ..errors import InputError
-from ..features.encoders import QUANTILE_METHOD, FeatureMap, finish_fitters, fitters, update_fitters
-from ..spec import LoadedSpec
+from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
+from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
+from ..data.spec import DataFiles
+from ..errors import ArtifactError, InputError
+from ..features.categorical import VOCABULARY_METHOD
+from ..features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
+from ..features.quantiles import QUANTILE_METHOD
+from ..features.spec import Feature
+from ..spec import Spec
+from ..store.cache import corrupted_cache
+from ..store.encoded import EncodedSplit, SplitWriter, ids_dtype
+from ..train.spec import NegativeDownsampling
+from .context import Context, StepResult, cached_step, log, read
 
-CHUNK_ROWS = 1 << 19
-T = TypeVar("T")
-VOCABULARY_METHOD = "exact: counts per value accumulated chunk by chunk; most frequent first, ties by text"
+READS = {"data": "data", "features": "features", "downsampling": "train.negative_downsampling"}
+SPLITS = ("train", "validation")
 
 
-@dataclass
-class Chunk:
-    """One chunk of one source, every row read once: labels and weights [n], and `routes`, the split
-    each row goes to as (split, rows) pairs, rows a bool mask [n] or None for every row. Splits are
-    routed by mask rather than by copying the frame: the fit and encode passes read the masked rows
-    in place, and only scoring takes copies (`part`)."""
-
-    frame: pl.DataFrame
-    labels: np.ndarray
-    weights: np.ndarray
-    routes: list[tuple[str, np.ndarray | None]]
-
-    def part(self, rows: np.ndarray | None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-        """(frame, labels, weights) of the masked rows."""
-        if rows is None:
-            return self.frame, self.labels, self.weights
-        return self.frame.filter(pl.Series(rows)), self.labels[rows], self.weights[rows]
-
-
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """The items of `items`, the next one produced on a background thread while the caller works on
-    the current one (reading overlaps fitting and encoding; memory: one more chunk)."""
-    done = object()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(next, items, done)
-        while (item := upcoming.result()) is not done:
-            upcoming = pool.submit(next, items, done)
-            yield item
-
-
-def needed_columns(loaded: LoadedSpec, extra: list[str] = ()) -> list[str]:
-    spec, data = loaded.spec, loaded.spec.data
-    return [f.name for f in spec.features] + [data.label.column] + list(extra) + \
-        [c for c in (data.key, data.weight) if c]
-
-
-def stream_chunks(loaded: LoadedSpec, columns: list[str], sources: tuple[str, ...],
-                  chunk_rows: int = CHUNK_ROWS, downsample: bool = True) -> Iterator[Chunk]:
-    """Chunks of the named sources, routed to splits: rows of the train source go to `train` (after
-    negative downsampling, which drops rows) or, with a holdout, to `validation` by key hash.
-    `downsample=False` skips the downsampling for a reader of the other splits alone (scoring):
-    held-out rows are never dropped, and the train rows are then routed without being copied."""
-    data = loaded.spec.data
-    reader = Reader.from_spec(data)
-    key = key_column(data)
-    for name in sources:
-        source = getattr(data, name)
-        if source is None:
-            continue
-        path = loaded.resolve(source.path)
-        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns, source.header)):
-            if frame[key].null_count():
-                raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
-            labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
-            held = holdout_mask(frame[key], data) if name == "train" and data.holdout is not None else None
-            if name == "train" and downsample and loaded.spec.train.negative_downsampling is not None:
-                down = loaded.spec.train.negative_downsampling  # held-out rows are never downsampled
-                keep = (labels > 0) | (unit_hash(frame[key], down.seed) < down.rate)
-                keep = keep if held is None else keep | held
-                frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
-                held = None if held is None else held[keep]
-            routes = [(name, None)] if held is None else [("validation", held), ("train", ~held)]
-            yield Chunk(frame, labels, weights, routes)
-
-
-def check_unique_keys(loaded: LoadedSpec) -> None:
-    """data.key must be unique within each source (parity joins on it); reads the key column alone."""
-    data = loaded.spec.data
-    if data.key is None:
-        return  # row_id is unique by construction
-    reader = Reader.from_spec(data)
-    for source in (data.train, data.validation, data.test):
-        if source is None:
-            continue
-        path = loaded.resolve(source.path)
-        lf = reader.scan_rows(path, source.rows, source.header)
-        key = pl.col(data.key)
-        try:
-            repeated = lf.select(key).filter(key.is_duplicated()).unique().head(3).collect()[data.key].to_list()
-        except READ_ERRORS as exc:
-            raise reader._unreadable(path, exc) from None
-        if repeated:
-            raise repeated_keys(data.key, path, repeated)
-
-
-def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
+def fit_feature_map(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None,
+                    chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
     """Pass 1: stream the train split through the fitters -> the feature map."""
-    features = loaded.spec.features
     running = fitters(features)
     rows, weight, low, high = 0, 0.0, np.inf, -np.inf
-    for chunk in stream_chunks(loaded, needed_columns(loaded), ("train",), chunk_rows):
+    columns = needed_columns(files.data, features)
+    for chunk in stream_chunks(files, columns, ("train",), downsampling, chunk_rows):
         for split, selected in chunk.routes:
             if split != "train":
                 continue
@@ -151,19 +62,20 @@ def fit_feature_map(loaded: LoadedSpec, chunk_rows: int = CHUNK_ROWS) -> Feature
     if low == high:
         raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
     if weight <= 0:
-        raise InputError(f"the train split's weights (column {loaded.spec.data.weight!r}) sum to 0; give some rows "
+        raise InputError(f"the train split's weights (column {files.data.weight!r}) sum to 0; give some rows "
                          "a positive weight")
     return FeatureMap(finish_fitters(running))
 
 
-def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
-                  chunk_rows: int = CHUNK_ROWS) -> dict[str, int]:
-    """Pass 2: encode every split's chunks into `folder/<split>/` CSR files -> rows per split."""
-    data = loaded.spec.data
-    names = ["train", "validation"] + (["test"] if data.test is not None else [])
+def encode_splits(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None,
+                  feature_map: FeatureMap, folder: Path, chunk_rows: int = CHUNK_ROWS) -> dict[str, int]:
+    """Pass 2: encode the train and validation splits' chunks into `folder/<split>/` CSR files ->
+    rows per split."""
+    data = files.data
     width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in names}
+        writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot))
+                   for name in SPLITS}
 
         def write(chunk: Chunk, ids: np.ndarray, values: np.ndarray | None) -> None:
             for split, selected in chunk.routes:
@@ -178,7 +90,7 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
                     None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32)) for _ in range(2)]
         writing = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         pending, turn = None, 0
-        for chunk in stream_chunks(loaded, needed_columns(loaded), ("train", "validation", "test"), chunk_rows):
+        for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
             if chunk.frame.height == 0:
                 continue
             ids, values = feature_map.encode_columns(chunk.frame, buffers[turn])  # every row once, then routed
@@ -199,18 +111,54 @@ def encode_splits(loaded: LoadedSpec, feature_map: FeatureMap, folder: Path,
     return rows
 
 
-def prepare(loaded: LoadedSpec, folder: Path, chunk_rows: int = CHUNK_ROWS) -> dict:
+def prepare(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None, folder: Path,
+            chunk_rows: int = CHUNK_ROWS) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
-    check_inputs(loaded)
-    check_unique_keys(loaded)
+    check_inputs(files, features)
+    check_unique_keys(files)
     start = time.perf_counter()
-    feature_map = fit_feature_map(loaded, chunk_rows)
+    feature_map = fit_feature_map(files, features, downsampling, chunk_rows)
     (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
     fitted = time.perf_counter()
-    rows = encode_splits(loaded, feature_map, folder / "splits", chunk_rows)
+    rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows)
     done = time.perf_counter()
     return {
         "rows": rows, "num_ids": feature_map.num_ids, "bins": {e.name: e.size for e in feature_map.encoders},
         "method": {"continuous": QUANTILE_METHOD, "categorical": VOCABULARY_METHOD, "chunk_rows": chunk_rows},
         "seconds": {"fit": fitted - start, "encode": done - fitted},
     }
+
+
+def run(ctx: Context, spec: Spec) -> StepResult:
+    values = read(spec, READS)
+    files = DataFiles(values["data"], ctx.base_dir)
+
+    def build(folder: Path) -> dict:
+        info = prepare(files, list(values["features"]), values["downsampling"], folder)
+        rows = info["rows"]
+        ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in rows.items()}})
+        ctx.tracker.metrics({f"rows_{k}": v for k, v in rows.items()} |
+                            {f"{k}_seconds": v for k, v in info["seconds"].items()})
+        log(f"[prepare] fit on {rows['train']:,} train rows in {info['seconds']['fit']:.1f}s; encoded "
+            + ", ".join(f"{n:,} {name}" for name, n in rows.items()) + f" rows in {info['seconds']['encode']:.1f}s")
+        return info
+
+    return cached_step(ctx, "prepare", values, build, inputs=input_fingerprints(files),
+                       logged=lambda info: {f"rows_{k}": v for k, v in info["rows"].items()})
+
+
+def feature_map_of(prepared: StepResult) -> FeatureMap:
+    """The prepared feature map (a damaged cache is an ArtifactError naming it)."""
+    try:
+        return FeatureMap.from_json(json.loads((prepared.path / "feature_map.json").read_text()))
+    except (OSError, ValueError, ArtifactError) as exc:
+        raise corrupted_cache("prepare", prepared.path, exc) from None
+
+
+def split_of(prepared: StepResult, name: str, num_ids: int) -> EncodedSplit:
+    """A prepared split, checked against the id space (a damaged cache is an ArtifactError)."""
+    split = EncodedSplit.load(prepared.path / "splits" / name)
+    problem = split.problem(num_ids)
+    if problem is not None:
+        raise corrupted_cache("prepare", prepared.path, ValueError(f"split {name}: {problem}"))
+    return split

@@ -1,7 +1,8 @@
 """The model bundle: one folder of JSON + npz (no pickle) that both scorers load.
 
-    bundle.json        format version, snn version, name, spec hash, sampling rates, metrics
-    spec.json          the resolved spec
+    bundle.json        format version, snn version, the recipe's hash, sampling rates, metrics
+    recipe.json        the spec sections the bundle was built from: data, features, model, train
+                       (and calibration once calibrated)
     feature_map.json   encoders and their id ranges
     plan.json          the network's blocks, their wiring and every weight's name and shape
     weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False)
@@ -13,39 +14,70 @@ downsampled at rate r; score = isotonic(p) when calibrated, else p.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from .. import __version__
-from ..evaluation.calibrate import Isotonic, downsampling_correction
+from ..config import Strict
 from ..data.readers import Reader
+from ..data.rows import key_column
+from ..data.spec import DataSpec
 from ..errors import ArtifactError
-from ..features.encoders import FeatureMap
+from ..evaluation.calibrate import Isotonic, downsampling_correction
+from ..evaluation.spec import Calibration
+from ..features.feature_map import FeatureMap
+from ..features.spec import Feature
+from ..model.plan import ModelSpec, Plan
+from ..train.spec import TrainSpec
 from .files import Scratch
-from ..model.plan import Plan
-from ..spec import Spec
 
-FORMAT_VERSION = 2  # 2: the plan (plan.json); weights named by it
+FORMAT_VERSION = 2  # 2: the plan (plan.json), weights named by it; the recipe instead of the whole spec
+
+
+class Recipe(Strict):
+    """The spec sections a bundle was built from (recipe.json): what its data looks like, how its
+    features are encoded, its model and training, and its calibration once calibrated."""
+
+    data: DataSpec = Field(description="Where the rows came from and which columns play which role.")
+    features: list[Feature] = Field(description="The input features.")
+    model: ModelSpec = Field(description="The architecture (the plan states it resolved).")
+    train: TrainSpec = Field(description="How it was trained.")
+    calibration: Calibration | None = Field(default=None, description="How it was calibrated.")
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
 @dataclass
 class Bundle:
-    spec: Spec
+    recipe: Recipe
     feature_map: FeatureMap
     plan: Plan
     weights: dict[str, np.ndarray]
-    reader: Reader
-    key: str
-    spec_hash: str
-    negative_rate: float = 1.0
     calibrator: Isotonic | None = None
     metrics: dict = field(default_factory=dict)
 
-    # ------------------------------------------------------------------ scoring helpers
+    @property
+    def reader(self) -> Reader:
+        return Reader.from_spec(self.recipe.data)
+
+    @property
+    def key(self) -> str:
+        """The row key column carried into prediction files."""
+        return key_column(self.recipe.data)
+
+    @property
+    def negative_rate(self) -> float:
+        """The share of negatives kept in training (1.0: no downsampling)."""
+        down = self.recipe.train.negative_downsampling
+        return down.rate if down is not None else 1.0
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Raw probabilities [n] -> final scores [n] (downsampling correction, then calibrator)."""
@@ -54,25 +86,20 @@ class Bundle:
             p = downsampling_correction(p, self.negative_rate)
         return self.calibrator(p) if self.calibrator is not None else p
 
-    # ------------------------------------------------------------------ persistence
-
     def save(self, folder: Path) -> None:
         """Write into `folder` (callers write into a temporary folder and rename it into place)."""
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
             "snn_version": __version__,
-            "name": self.spec.name,
-            "spec_hash": self.spec_hash,
+            "recipe_sha256": self.recipe.sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "reader": self.reader.to_json(),
-            "key": self.key,
             "sampling": {"negative_rate": self.negative_rate, "positive_rate": 1.0},
             "calibrated": self.calibrator is not None,
             "metrics": self.metrics,
         }
         (folder / "bundle.json").write_text(json.dumps(meta, indent=2))
-        (folder / "spec.json").write_text(self.spec.model_dump_json(indent=2))
+        (folder / "recipe.json").write_text(self.recipe.model_dump_json(indent=2))
         (folder / "feature_map.json").write_text(json.dumps(self.feature_map.to_json()))
         (folder / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=1))
         np.savez(folder / "weights.npz", **self.weights)
@@ -81,9 +108,9 @@ class Bundle:
 
     @classmethod
     def load(cls, folder: str | Path) -> "Bundle":
-        """Read and check a bundle folder: every file parses, every key is present, the weights are
-        finite and their tables have one row per id of the feature map, the calibrator is a monotone
-        map into [0, 1]. A damaged bundle is an ArtifactError naming what is wrong."""
+        """Read and check a bundle folder: every file parses, the weights are finite and have the names
+        and shapes the plan declares over the feature map's id space, the calibrator is a monotone map
+        into [0, 1]. A damaged bundle is an ArtifactError naming what is wrong."""
         folder = Path(folder)
         if not (folder / "bundle.json").is_file():
             raise ArtifactError(
@@ -94,10 +121,10 @@ class Bundle:
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ArtifactError(
                     f"bundle {folder} has format version {meta.get('format_version')}, this snn reads "
-                    f"{FORMAT_VERSION}; re-export it with this snn version"
+                    f"{FORMAT_VERSION}; rebuild it with this snn version (`snn fit --force`)"
                 )
-            spec = Spec.model_validate_json((folder / "spec.json").read_text())
-            fmap = FeatureMap.from_json(json.loads((folder / "feature_map.json").read_text()))
+            recipe = Recipe.model_validate_json((folder / "recipe.json").read_text())
+            feature_map = FeatureMap.from_json(json.loads((folder / "feature_map.json").read_text()))
             plan = Plan.from_json(json.loads((folder / "plan.json").read_text()))
             with np.load(folder / "weights.npz", allow_pickle=False) as npz:
                 weights = {k: npz[k] for k in npz.files}
@@ -105,18 +132,7 @@ class Bundle:
             if (folder / "calibrator.json").is_file():
                 cal = json.loads((folder / "calibrator.json").read_text())
                 calibrator = Isotonic(np.asarray(cal["xs"], dtype=np.float64), np.asarray(cal["ys"], dtype=np.float64))
-            bundle = cls(
-                spec=spec,
-                feature_map=fmap,
-                plan=plan,
-                weights=weights,
-                reader=Reader.from_json(meta["reader"]),
-                key=str(meta["key"]),
-                spec_hash=str(meta["spec_hash"]),
-                negative_rate=float(meta["sampling"]["negative_rate"]),
-                calibrator=calibrator,
-                metrics=meta.get("metrics", {}),
-            )
+            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}))
             problem = bundle.problem()
         except ArtifactError:
             raise
@@ -130,8 +146,6 @@ class Bundle:
 
     def problem(self) -> str | None:
         """What is inconsistent in this bundle, or None."""
-        if not 0 < self.negative_rate <= 1:
-            return f"negative sampling rate {self.negative_rate} is outside (0, 1]"
         for name, array in self.weights.items():
             if array.dtype.kind not in "fiu":
                 return f"weight {name} is {array.dtype}, not numbers"
@@ -141,6 +155,8 @@ class Bundle:
         if (space.num_ids, space.num_fields) != (self.feature_map.num_ids, len(self.feature_map.encoders)):
             return (f"the plan is laid over {space.num_ids:,} ids and {space.num_fields} features but the feature "
                     f"map declares {self.feature_map.num_ids:,} ids and {len(self.feature_map.encoders)} features")
+        if [f.name for f in self.recipe.features] != self.feature_map.names:
+            return "the recipe's features are not the feature map's"
         declared = {name: weight.shape for name, weight in self.plan.weights.items()}
         found = {name: array.shape for name, array in self.weights.items()}
         if declared != found:
@@ -150,9 +166,10 @@ class Bundle:
             return self.calibrator.problem()
         return None
 
-    def with_calibrator(self, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
-        return Bundle(self.spec, self.feature_map, self.plan, self.weights, self.reader, self.key, self.spec_hash,
-                      self.negative_rate, calibrator, {**self.metrics, **metrics})
+    def calibrated(self, calibration: Calibration, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
+        """This bundle with a calibrator, its calibration spec in the recipe and its metrics added."""
+        recipe = self.recipe.model_copy(update={"calibration": calibration})
+        return Bundle(recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics})
 
 
 def replace_folder(tmp: Path, final: Path, scratch: Scratch) -> None:

@@ -64,8 +64,7 @@ class StepDir:
             raise self.corrupted(exc) from None
 
     def corrupted(self, exc: Exception) -> ArtifactError:
-        return ArtifactError(f"corrupted cache: {self.path} ({type(exc).__name__}: {str(exc)[:160]}); rerun with "
-                             f"--force-step {self.name} (or delete the folder)")
+        return corrupted_cache(self.name, self.path, exc)
 
     @contextmanager
     def build(self, scratch: Scratch):
@@ -88,6 +87,12 @@ class StepDir:
 
     def finish(self, folder: Path, info: dict) -> None:
         (folder / "step.json").write_text(json.dumps({"step": self.name, "key": self.key, **info}, indent=2))
+
+
+def corrupted_cache(step: str, path: Path, exc: Exception) -> ArtifactError:
+    """The error for a damaged cached step folder: what is wrong, and how to rebuild it."""
+    return ArtifactError(f"corrupted cache: {path} ({type(exc).__name__}: {str(exc)[:160]}); rerun with "
+                         f"--force-step {step} (or delete the folder)")
 
 
 def link_latest(workdir: Path, name: str, target: Path) -> Path:

@@ -456,11 +456,16 @@ def _drop(key: str):
 
 
 for _id, _name, _edit, _says in [
-    ("bundle-missing-reader", "bundle.json", _drop("reader"), "KeyError"),
-    ("bundle-missing-sampling", "bundle.json", _drop("sampling"), "KeyError"),
-    ("bundle-negative-rate-zero", "bundle.json", lambda o: {**o, "sampling": {"negative_rate": 0}}, "negative sampling rate"),
+    ("bundle-recipe-without-data", "recipe.json", _drop("data"), "ValidationError"),
+    ("bundle-recipe-without-features", "recipe.json", _drop("features"), "ValidationError"),
+    ("bundle-recipe-rate-zero", "recipe.json", lambda o: {**o, "train": {**o["train"], "negative_downsampling": {
+        "rate": 0}}}, "negative_downsampling.rate"),
+    ("bundle-recipe-other-features", "recipe.json", lambda o: {**o, "features": o["features"][::-1]},
+     "the recipe's features are not the feature map's"),
     ("bundle-json-garbage", "bundle.json", lambda o: "{not json", "JSONDecodeError"),
-    ("bundle-spec-invalid", "spec.json", lambda o: {**o, "version": 7}, "ValidationError"),
+    ("bundle-plan-garbage", "plan.json", lambda o: "[]", "plan format None"),
+    ("bundle-plan-other-width", "plan.json", lambda o: {**o, "blocks": [{**o["blocks"][0], "spec": {
+        **o["blocks"][0]["spec"], "width": 5}}] + o["blocks"][1:]}, "do not match its blocks"),
     ("bundle-calibrator-lengths", "calibrator.json", lambda o: {**o, "xs": o["xs"] + [1.5]}, "calibrator has"),
     ("bundle-calibrator-descending", "calibrator.json", lambda o: {**o, "ys": o["ys"][::-1]}, "not ascending"),
     ("bundle-calibrator-outside-0-1", "calibrator.json", lambda o: {**o, "ys": [y * 3 for y in o["ys"]]}, "outside [0, 1]"),
@@ -674,7 +679,7 @@ data_case("header-in-train-not-in-test", "message", _headerless_test, 0, "fit on
           command="run")
 data_case("header-in-train-not-in-test-undescribed", "message", _headerless_test, 2, "test.csv looks like data",
           "header: false")
-spec_case("prepare-counts-train-rows-only", "message", {}, 0, "fit on 323 train rows", "323 train, 77 validation, 150 test")
+spec_case("prepare-counts-train-rows-only", "message", {}, 0, "fit on 323 train rows", "323 train, 77 validation rows")
 data_case("comment-prefix-skips-lines", "message", lambda ws: ws.path("train.csv").write_text(
     "#exported 2026\n" + ws.path("train.csv").read_text()), 0, "fit on 323 train rows",
           edits={"data.comment_prefix": "#"})

@@ -6,10 +6,9 @@ import pytest
 import torch
 import yaml
 
-from snn.pipeline.store.bundle import Bundle
-from snn.pipeline.data.readers import Reader
+from snn.pipeline.store.bundle import Bundle, Recipe
 from snn.pipeline.store.encoded import EncodedSplit
-from snn.pipeline.features.encoders import FeatureMap
+from snn.pipeline.features.feature_map import FeatureMap
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import plan_for
@@ -58,7 +57,8 @@ def test_online_scores_equal_batch_scores(model, raw_amount, kernels):
             parameter.normal_(std=0.3)  # id biases and projections away from their zero init
         net.block_weights("sparse")["max_abs"].uniform_(0.5, 2.0)
     weights = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    bundle = Bundle(spec, feature_map, plan, weights, Reader("parquet"), "row_id", "test")
+    recipe = Recipe(data=spec.data, features=list(spec.features), model=spec.model, train=spec.train)
+    bundle = Bundle(recipe, feature_map, plan, weights)
     ids, values = feature_map.encode_frame(test)
     batch = raw_probabilities(load_model(bundle), EncodedSplit.from_dense(ids, values, test["y"], np.ones(ROWS)))
     online = OnlineScorer(bundle)

@@ -9,21 +9,32 @@ from sklearn.preprocessing import KBinsDiscretizer
 
 from snn.pipeline.data.readers import Reader
 from snn.pipeline.errors import InputError
-from snn.pipeline.features.encoders import (
-    CategoricalEncoder,
-    ContinuousEncoder,
-    FeatureMap,
-    percentile_edges,
-    stable_bucket,
-    weighted_quantiles,
-)
+from snn.pipeline.features.categorical import CategoricalEncoder
+from snn.pipeline.features.continuous import ContinuousEncoder
+from snn.pipeline.features.feature_map import FITTERS, FeatureMap
+from snn.pipeline.features.quantiles import percentile_edges, weighted_quantiles
+from snn.pipeline.features.values import stable_bucket
 from snn.pipeline.native import IntegerLookup
 from snn.pipeline.features.spec import BinaryFeature, CategoricalFeature, ContinuousFeature
 from snn.pipeline.spec import parse_spec
 
-from .conftest import ADULT_DIR, adult_spec_dict
-
 import yaml
+
+from ..conftest import ADULT_DIR, adult_spec_dict
+
+
+def fitted(feature, series):
+    """The feature's encoder fitted on one column (unit weights)."""
+    fitter = FITTERS[type(feature)](feature)
+    fitter.update(series, np.ones(len(series)))
+    return fitter.finish()
+
+
+def batch_ids(encoder, series) -> np.ndarray:
+    """The batch path's local ids (encode_into with the encoder's offset 0)."""
+    out = np.empty(len(series), dtype=np.int64)
+    encoder.encode_into(series, out)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,7 @@ def test_edges_and_bins_match_kbinsdiscretizer(adult):
     edges = percentile_edges(x, np.ones_like(x), 16)
     np.testing.assert_allclose(edges, kb.bin_edges_[0], rtol=0, atol=0)
     enc = ContinuousEncoder("fnlwgt", edges.tolist())
-    ids, values = enc.encode_series(test["fnlwgt"])
+    values = enc.encode_into(test["fnlwgt"], ids := np.empty(test.height, dtype=np.int64))
     xt = test["fnlwgt"].cast(pl.Float64).to_numpy()
     np.testing.assert_array_equal(ids, kb.transform(xt.reshape(-1, 1))[:, 0].astype(int))
     assert np.all(values == 1.0)
@@ -55,7 +66,7 @@ def test_edges_and_bins_match_kbinsdiscretizer(adult):
 
 def test_bins_are_left_closed_and_clamped():
     enc = ContinuousEncoder("x", [0.0, 1.0, 2.0, 3.0])
-    ids, _ = enc.encode_series(pl.Series("x", [-5.0, 0.0, 0.999, 1.0, 2.5, 3.0, 99.0, None]))
+    ids = batch_ids(enc, pl.Series("x", [-5.0, 0.0, 0.999, 1.0, 2.5, 3.0, 99.0, None]))
     assert ids.tolist() == [0, 0, 0, 1, 2, 2, 2, 3]  # None -> its own id (n_bins)
 
 
@@ -67,9 +78,9 @@ def test_heavy_ties_get_their_own_bin(adult):
     assert len(plain) - 1 <= 3          # equal-frequency collapses on 92% zeros
     assert len(edges) - 1 >= 20         # we keep the non-zero values resolved
     enc = ContinuousEncoder("capital_gain", edges.tolist())
-    ids, _ = enc.encode_series(pl.Series([0.0, 1.0, 2174.0]))
+    ids = batch_ids(enc, pl.Series([0.0, 1.0, 2174.0]))
     assert ids[0] != ids[1] and ids[1] != ids[2]
-    share = np.bincount(enc.encode_series(train["capital_gain"])[0]) / len(x)
+    share = np.bincount(batch_ids(enc, train["capital_gain"])) / len(x)
     assert share[0] == pytest.approx(np.mean(x == 0))  # the zeros, and only they, fill bin 0
 
 
@@ -83,30 +94,31 @@ def test_weighted_edges_follow_the_weights():
 
 def test_vocabulary_min_count_oov_and_missing():
     s = pl.Series("c", ["a", "a", "a", "b", "b", "c", None])
-    enc = CategoricalEncoder.fit(CategoricalFeature(name="c", kind="categorical", min_count=2), s, np.ones(7))
+    enc = fitted(CategoricalFeature(name="c", kind="categorical", min_count=2), s)
     assert enc.vocabulary == ["a", "b"]
-    ids, _ = enc.encode_series(pl.Series("c", ["a", "b", "c", "never-seen", None]))
-    assert ids.tolist() == [0, 1, 2, 2, 3]
-    assert enc.encode_value("never-seen") == (2, 1.0) and enc.encode_value(None) == (3, 1.0)
+    assert batch_ids(enc, pl.Series("c", ["a", "b", "c", "never-seen", None])).tolist() == [0, 1, 2, 2, 3]
+    ids, values = enc.encode_values(["never-seen", None, "a"])
+    assert ids.tolist() == [2, 3, 0] and values.tolist() == [1.0] * 3
 
 
 @pytest.mark.parametrize("high", [3_000, 2**40], ids=["dense-keys", "sparse-keys"])
-def test_integer_ids_online_equal_batch_and_single_values(high, kernels):
+def test_integer_ids_online_equal_batch_and_text_values(high, kernels):
     rng = np.random.default_rng(7)
     seen = rng.choice(rng.integers(-high, high, 500), 5_000)
     feature = CategoricalFeature(name="c", kind="categorical", min_count=2)
-    enc = CategoricalEncoder.fit(feature, pl.Series("c", seen, dtype=pl.Int64), np.ones(len(seen)))
+    enc = fitted(feature, pl.Series("c", seen, dtype=pl.Int64))
     assert len(enc.vocabulary) > 400
     queries = [int(v) for v in rng.choice(seen, 400)] + [int(v) for v in rng.integers(-high, high, 400)]
     queries += [None, high * 4, -high * 4]
-    batch, _ = enc.encode_series(pl.Series("c", queries, dtype=pl.Int64))
-    online, values = enc.encode_values(queries)
-    assert online.tolist() == batch.tolist() == [enc.encode_value(v)[0] for v in queries]
+    batch = batch_ids(enc, pl.Series("c", queries, dtype=pl.Int64))
+    online, values = enc.encode_values(queries)  # integers: the vectorized lookup
+    as_text = enc.encode_values([None if v is None else str(v) for v in queries])[0]  # text: the dict path
+    assert online.tolist() == batch.tolist() == as_text.tolist()
     assert values.tolist() == [1.0] * len(queries)
     if kernels == "fallback":
         assert (enc._integer_lookup.dense is not None) == (high < 2**16)
     beyond_float = [2**60 + 1, None, queries[0]]  # past 2^53: the per-value path, same answers
-    assert enc.encode_values(beyond_float)[0].tolist() == [enc.encode_value(v)[0] for v in beyond_float]
+    assert enc.encode_values(beyond_float)[0].tolist() == enc.encode_values([str(2**60 + 1), None, str(queries[0])])[0].tolist()
 
 
 @pytest.mark.parametrize("keys", [np.arange(0, 300, 3), np.array([5, -2**50, 2**50, 17, 0])], ids=["dense", "sparse"])
@@ -131,16 +143,16 @@ def test_hashing_is_stable_blake2b():
     expected = int.from_bytes(hashlib.blake2b("c\x1fvalue".encode(), digest_size=8).digest(), "little") % 1000
     assert stable_bucket("c", "value", buckets=1000) == expected
     enc = CategoricalEncoder("c", buckets=1000)
-    ids, _ = enc.encode_series(pl.Series("c", ["value", None]))
-    assert ids.tolist() == [expected, 1000]
+    assert batch_ids(enc, pl.Series("c", ["value", None])).tolist() == [expected, 1000]
+    assert enc.encode_values(["value", None])[0].tolist() == [expected, 1000]
 
 
 def test_non_numeric_and_infinite_values_are_named(adult):
     enc = ContinuousEncoder("age", [0.0, 50.0, 100.0])
     with pytest.raises(InputError, match="non-numeric values such as \\['abc'\\]"):
-        enc.encode_series(pl.Series(["1", "abc"]))
+        batch_ids(enc, pl.Series(["1", "abc"]))
     with pytest.raises(InputError, match="infinite"):
-        enc.encode_series(pl.Series([1.0, float("inf")]))
+        batch_ids(enc, pl.Series([1.0, float("inf")]))
 
 
 def test_online_encoding_equals_batch_on_adult(adult):
@@ -156,10 +168,12 @@ def test_online_encoding_equals_batch_on_adult(adult):
     assert FeatureMap.fit(spec.features, train.head(500), np.ones(500)).one_hot and not fmap.one_hot  # age_raw
     ids, values = fmap.encode_frame(test)
     fmap2 = FeatureMap.from_json(fmap.to_json())
-    for i, record in enumerate(test.head(3000).iter_rows(named=True)):
-        online_ids, online_values = fmap2.encode_record(record)
-        assert online_ids == ids[i].tolist()
-        assert online_values == pytest.approx(values[i].tolist())
+    records = test.head(3000).to_dicts()
+    online_ids, online_values = fmap2.encode_records(records)
+    np.testing.assert_array_equal(online_ids, ids[:3000])
+    np.testing.assert_allclose(online_values, values[:3000], rtol=1e-7)
+    one_by_one = [fmap2.encode_records([record]) for record in records[:200]]
+    assert [row[0].tolist() for row, _ in one_by_one] == ids[:200].tolist()
 
 
 def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels):
@@ -182,9 +196,9 @@ def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels
                      {"n": float("nan"), "raw": -0.0, "hashed": 1.5, "code": 8.0, "word": True, "tag": None, "flag": None}]
     for request in (plain, mixed, tuple(mixed)):  # a tuple of records takes the Python path
         ids, values = fmap.encode_records(request)
-        singles = [fmap.encode_record(record) for record in request]
-        assert ids.tolist() == [row for row, _ in singles]
-        assert values.tolist() == [row for _, row in singles]
+        singles = [fmap.encode_records([record]) for record in request]
+        assert ids.tolist() == [row[0].tolist() for row, _ in singles]
+        assert values.tolist() == [row[0].tolist() for _, row in singles]
     with pytest.raises(InputError, match="feature 'n'.*infinite"):
         fmap.encode_records(plain + [{"n": 10**400}])
     with pytest.raises(InputError, match="feature 'raw'.*infinite"):
@@ -195,7 +209,7 @@ def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels
 def test_uint64_categories_past_int64_keep_their_vocabulary_ids(kernels):
     big = 2**64 - 5
     series = pl.Series("c", [big, big, 3, 3, 3, None], dtype=pl.UInt64)
-    enc = CategoricalEncoder.fit(CategoricalFeature(name="c", kind="categorical"), series, np.ones(6))
+    enc = fitted(CategoricalFeature(name="c", kind="categorical"), series)
     assert enc.vocabulary == ["3", str(big)]
-    ids, _ = enc.encode_series(pl.Series("c", [big, 3, 7, None], dtype=pl.UInt64))
-    assert ids.tolist() == [1, 0, 2, 3]
+    assert batch_ids(enc, pl.Series("c", [big, 3, 7, None], dtype=pl.UInt64)).tolist() == [1, 0, 2, 3]
+    assert enc.encode_values([big, 3, 7, None])[0].tolist() == [1, 0, 2, 3]

@@ -1,0 +1,87 @@
+"""The sources streamed in chunks, each row routed to its split.
+
+Rows of the train source go to `train` or, with a holdout, to `validation` by a stable hash of the
+row key; negative downsampling (when given) first drops train negatives by key hash (held-out rows
+are never downsampled). Memory is one chunk (plus one read ahead), never the row count.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, TypeVar
+
+import numpy as np
+import polars as pl
+
+from ..errors import InputError
+from ..features.spec import Feature
+from ..train.spec import NegativeDownsampling
+from .readers import Reader
+from .rows import holdout_mask, key_column, labels_of, unit_hash, weights_of
+from .spec import DataFiles, DataSpec
+
+CHUNK_ROWS = 1 << 19
+T = TypeVar("T")
+
+
+@dataclass
+class Chunk:
+    """One chunk of one source, every row read once: labels and weights [n], and `routes`, the split
+    each row goes to as (split, rows) pairs, rows a bool mask [n] or None for every row. Splits are
+    routed by mask rather than by copying the frame: the fit and encode passes read the masked rows
+    in place, and only scoring takes copies (`part`)."""
+
+    frame: pl.DataFrame
+    labels: np.ndarray
+    weights: np.ndarray
+    routes: list[tuple[str, np.ndarray | None]]
+
+    def part(self, rows: np.ndarray | None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """(frame, labels, weights) of the masked rows."""
+        if rows is None:
+            return self.frame, self.labels, self.weights
+        return self.frame.filter(pl.Series(rows)), self.labels[rows], self.weights[rows]
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of `items`, the next one produced on a background thread while the caller works on
+    the current one (reading overlaps fitting and encoding; memory: one more chunk)."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(next, items, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = pool.submit(next, items, done)
+            yield item
+
+
+def needed_columns(data: DataSpec, features: list[Feature], extra: list[str] = ()) -> list[str]:
+    """The columns the features, the label, the key and the weight (and `extra`) read."""
+    return [f.name for f in features] + [data.label.column] + list(extra) + [c for c in (data.key, data.weight) if c]
+
+
+def stream_chunks(files: DataFiles, columns: list[str], sources: tuple[str, ...],
+                  downsampling: NegativeDownsampling | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+    """Chunks of the named sources, routed to splits. With `downsampling`, train negatives whose key
+    hash falls above the rate are dropped; without it (scoring), held-out rows are routed without
+    copying the train rows around them."""
+    data = files.data
+    reader = Reader.from_spec(data)
+    key = key_column(data)
+    for name in sources:
+        source = getattr(data, name)
+        if source is None:
+            continue
+        path = files.path(source)
+        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns, source.header)):
+            if frame[key].null_count():
+                raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
+            labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
+            held = holdout_mask(frame[key], data) if name == "train" and data.holdout is not None else None
+            if name == "train" and downsampling is not None:  # held-out rows are never downsampled
+                keep = (labels > 0) | (unit_hash(frame[key], downsampling.seed) < downsampling.rate)
+                keep = keep if held is None else keep | held
+                frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
+                held = None if held is None else held[keep]
+            routes = [(name, None)] if held is None else [("validation", held), ("train", ~held)]
+            yield Chunk(frame, labels, weights, routes)

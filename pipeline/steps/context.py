@@ -1,0 +1,118 @@
+"""What every step shares: the command's context, the result a step hands downstream, and the one
+function that runs a cached step.
+
+A step declares the spec fields it reads (`READS`: argument name -> dotted path in the spec) and
+receives them, and its upstream steps' results, as arguments; it never sees the rest of the spec.
+Its cache key is the sha256 of its name, exactly those values, its upstream keys and its input
+files' digests (store/cache.py), so a change to a field it reads reruns it and a change to any
+other field does not.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from ..spec import Spec
+from ..store.cache import StepDir, link_latest, step_key
+from ..store.files import Scratch, locked
+from .tracking import Tracker
+
+STEPS = ("prepare", "train", "calibrate", "validate")
+BUNDLE_LINKS = {"train": ".raw", "calibrate": ""}  # <workdir>/bundles/<name><suffix> -> the newest bundle
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+@dataclass
+class Context:
+    """One command's run: the work directory, the spec file's folder (where relative paths start), the
+    model's name (bundle links, reports), the tracker, this process's scratch folder, and what to
+    rerun: `force` every step, `force_step` that step and the ones after it."""
+
+    workdir: Path
+    base_dir: Path
+    name: str
+    tracker: Tracker
+    scratch: Scratch
+    force: bool = False
+    force_step: str | None = None
+
+    def forced(self, step: str) -> bool:
+        return self.force or (self.force_step is not None and STEPS.index(step) >= STEPS.index(self.force_step))
+
+    def resolve(self, path: str) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a finished step hands downstream: its folder, key and info, whether it was a cache hit,
+    and the bundle link when it wrote a bundle."""
+
+    name: str
+    key: str
+    path: Path
+    info: dict
+    cached: bool
+    bundle: Path | None = None
+
+    def summary(self) -> dict:
+        out = {"path": str(self.path), "cached": self.cached, "key": self.key}
+        return out | ({"bundle": str(self.bundle)} if self.bundle is not None else {})
+
+
+def read(spec: Spec, reads: dict[str, str]) -> dict[str, Any]:
+    """The spec values a step reads: argument name -> the value at its dotted path."""
+    values = {}
+    for argument, path in reads.items():
+        value: Any = spec
+        for part in path.split("."):
+            value = getattr(value, part)
+        values[argument] = value
+    return values
+
+
+def dump(value: Any) -> Any:
+    """A spec value as JSON data (for cache keys)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [dump(v) for v in value]
+    return value
+
+
+def key_of(name: str, values: dict[str, Any], upstream: tuple[StepResult, ...] = (),
+           inputs: dict[str, str] | None = None) -> str:
+    return step_key(name, {k: dump(v) for k, v in values.items()}, {u.name: u.key for u in upstream}, inputs)
+
+
+def cached_step(ctx: Context, name: str, values: dict[str, Any], build: Callable[[Path], dict],
+                upstream: tuple[StepResult, ...] = (), inputs: dict[str, str] | None = None,
+                logged: Callable[[dict], dict] = lambda info: info.get("metrics", {})) -> StepResult:
+    """Run step `name` unless its folder is current: holding the step's lock, reuse a finished folder
+    of the same key (logging a short cached run of `logged(info)` metrics) or `build(folder)` into a
+    scratch folder that is then renamed into place; `build` returns the step's info (step.json)."""
+    step = StepDir(ctx.workdir, name, key_of(name, values, upstream, inputs))
+    with locked(step.lock):
+        if step.done and not ctx.forced(name):
+            info, cached = step.info(), True
+            with ctx.tracker.step(name, cached=True):
+                ctx.tracker.metrics(logged(info))
+        else:
+            with ctx.tracker.step(name), step.build(ctx.scratch) as folder:
+                info, cached = build(folder), False
+                step.finish(folder, info)
+    bundle = None
+    if (step.path / "bundle").is_dir() and name in BUNDLE_LINKS:
+        bundle = link_latest(ctx.workdir, ctx.name + BUNDLE_LINKS[name], step.path / "bundle")
+    log(f"[{name}] {'cache hit' if cached else 'done'}: {step.path}")
+    return StepResult(name, step.key, step.path, step.info(), cached, bundle)
