@@ -40,7 +40,8 @@ from ..model.blocks.base import IdSpace, Entries
 from ..model.network import Network
 from ..model.plan import ModelSpec, plan_for
 from ..train.spec import TrainSpec
-from ..train.loop import Optimizers, training_step
+from ..train.optimizers import Optimizers
+from ..train.loop import training_step
 
 SIZES = {
     # rows for B1/B5 training, ids for B1/B2, B3 row counts, repeats, Q rows, online requests

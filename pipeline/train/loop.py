@@ -6,9 +6,6 @@ metrics; early stopping keeps the best epoch's weights.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,14 +16,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..evaluation import metrics
-from ..store.encoded import CSRBatch, EncodedSplit
 from ..errors import InputError, TrainingDiverged
-from ..config import gigabytes
+from ..evaluation import metrics
+from ..evaluation.scoring import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan
-from ..model.rows import RowAdagrad, RowAdam, RowOptimizer, fused_adam
-from ..evaluation.scoring import raw_probabilities
+from ..store.encoded import CSRBatch, EncodedSplit
+from .checkpoints import Checkpoints, restore_rng, rng_state
+from .optimizers import Optimizers
+from .resources import check_model_fits
 from .spec import TrainSpec
 
 
@@ -50,70 +48,6 @@ def to_device(batch: CSRBatch, device: torch.device):
     ids = batch.ids if device.type == "cuda" else np.asarray(batch.ids, dtype=np.int64)
     values = None if batch.one_hot else move(batch.values)
     return move(ids), values, move(batch.offsets), move(batch.labels), move(batch.weights)
-
-
-class FusedAdam:
-    """torch.optim.Adam (no weight decay, no amsgrad) for the dense parameters: the same update in
-    one call of torch's fused kernel per step, without torch.optim's per-step Python bookkeeping
-    (about 150 us a step on this CPU, a twentieth of a logistic-regression step). State per
-    parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.step_count = [torch.zeros((), device=p.device) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step_count": self.step_count}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("exp_avg", "exp_avg_sq", "step_count"):
-            for mine, saved in zip(getattr(self, name), state[name], strict=True):
-                mine.copy_(saved)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
-        steps = [self.step_count[i] for i in live]
-        torch._foreach_add_(steps, 1.0)
-        fused_adam([self.params[i] for i in live], [self.params[i].grad for i in live], [self.exp_avg[i] for i in live],
-                   [self.exp_avg_sq[i] for i in live], steps, self.lr, self.betas, self.eps)
-
-
-@dataclass
-class Optimizers:
-    """Row-wise updates for the per-id tables (rows.py), a torch optimizer for the dense rest.
-
-    adam: lazy Adam on touched rows (SparseAdam's update) + Adam (`FusedAdam`); adagrad: Adagrad for
-    both (torch's, fused on CPU). Short steps (logistic regression) pay for every bit of per-step
-    Python: the fused dense updates took that pass from 1.27M to 1.50M rows/s.
-    """
-
-    rows: RowOptimizer
-    dense: FusedAdam | torch.optim.Optimizer
-
-    @classmethod
-    def for_model(cls, model: Network, spec: TrainSpec) -> "Optimizers":
-        tables = model.row_tables()
-        dense = [p for p in model.parameters() if all(p is not t for t in tables)]
-        if spec.optimizer == "adagrad":
-            on_cpu = all(p.device.type == "cpu" for p in dense)
-            return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr, fused=on_cpu or None))
-        return cls(RowAdam(tables, spec.lr), FusedAdam(dense, lr=spec.lr))
-
-    def state_dict(self) -> dict:
-        return {"rows": self.rows.state_dict(), "dense": self.dense.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rows.load_state_dict(state["rows"])
-        self.dense.load_state_dict(state["dense"])
 
 
 def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
@@ -158,83 +92,6 @@ class Progress:
         sys.stderr.write(line + "\n")
 
 
-def memory_limit() -> int:
-    """Bytes of memory this process may use: the machine's, or its cgroup's limit when lower."""
-    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            limit = min(limit, int(text))
-    return limit
-
-
-def check_model_fits(plan: Plan, spec: TrainSpec) -> None:
-    """Refuse (InputError) a model whose parameters, optimizer state and best-epoch copy would not fit
-    in this machine's memory, before anything is allocated (the plan declares every shape)."""
-    shapes = {name: weight.shape for name, weight in plan.weights.items()}
-    numbers = sum(math.prod(shape) for shape in shapes.values())
-    copies = 1 + (2 if spec.optimizer == "adam" else 1) + 1  # weights, optimizer moments, the best epoch's copy
-    needed, limit = numbers * 4 * copies, memory_limit()
-    if needed > 0.8 * limit:
-        largest = max(shapes.values(), key=math.prod)
-        raise InputError(
-            f"the model would need about {gigabytes(needed)} ({numbers:,} parameters, {copies} copies: weights, "
-            f"optimizer state, best epoch; its largest table is {largest[0]:,} ids x {math.prod(largest[1:]):,}) but "
-            f"this machine allows {gigabytes(limit)}; lower model.sparse_linear.width or the features' "
-            "hash_buckets / bins"
-        )
-
-
-class Checkpoints:
-    """The training state after each finished epoch, in `folder/checkpoint.pt` (written to a
-    temporary name and renamed: a kill leaves the previous epoch's). Loaded with weights_only=True.
-
-    Holds everything the next epoch depends on: weights and buffers, optimizer state, the numpy and
-    torch generators, the history, the best epoch so far (and its weights) and the patience count,
-    so a resumed run ends with the weights an uninterrupted one would have, bit for bit."""
-
-    def __init__(self, folder: Path | None):
-        self.folder = folder
-
-    @property
-    def path(self) -> Path | None:
-        return None if self.folder is None else self.folder / "checkpoint.pt"
-
-    def save(self, state: dict) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".checkpoint.{os.getpid()}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
-
-    def load(self, device: torch.device) -> dict | None:
-        if self.path is None or not self.path.is_file():
-            return None
-        try:
-            return torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as exc:  # unreadable: train from the start rather than trust it
-            sys.stderr.write(f"  checkpoint {self.path} is unreadable ({type(exc).__name__}); training from epoch 1\n")
-            return None
-
-
-def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
-    state = {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _restore_rng(rng: np.random.Generator, state: dict, device: torch.device) -> None:
-    rng.bit_generator.state = json.loads(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
 def _diverged(epoch: int, what: str, spec: TrainSpec) -> TrainingDiverged:
     return TrainingDiverged(
         f"training diverged in epoch {epoch}: {what} became NaN or infinite, so no bundle was written; lower "
@@ -273,7 +130,7 @@ def train_model(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizers.load_state_dict(resume["optimizers"])
-        _restore_rng(rng, resume["rng"], device)
+        restore_rng(rng, resume["rng"], device)
         result.history = list(resume["history"])
         best_value, best_epoch, stale, elapsed = resume["best_value"], resume["best_epoch"], resume["stale"], resume["seconds"]
         best_state = resume["best_state"]
@@ -323,7 +180,7 @@ def train_model(
                 break
         if epoch < spec.epochs:  # the last epoch's state goes straight into the bundle
             saved.save({"epoch": epoch, "model": model.state_dict(), "optimizers": optimizers.state_dict(),
-                        "rng": _rng_state(rng, device), "history": result.history, "best_value": best_value,
+                        "rng": rng_state(rng, device), "history": result.history, "best_value": best_value,
                         "best_epoch": best_epoch, "stale": stale, "best_state": best_state,
                         "seconds": time.perf_counter() - start})
     result.state = {k: v.numpy() for k, v in best_state.items()}

@@ -11,9 +11,11 @@ from snn.pipeline.model import network as network_module
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
-from snn.pipeline.model.rows import RowAdagrad, RowAdam, deduplicate
+from snn.pipeline.train.optimizers import RowAdagrad, RowAdam
+from snn.pipeline.model.rows import deduplicate
 from snn.pipeline.train.spec import TrainSpec
-from snn.pipeline.train.loop import Optimizers, training_step
+from snn.pipeline.train.optimizers import Optimizers
+from snn.pipeline.train.loop import training_step
 
 NUM_IDS, WIDTH = 50, 6
 
@@ -116,7 +118,7 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
 
 
 def test_fused_dense_adam_equals_torch_adam():
-    from snn.pipeline.train.loop import FusedAdam
+    from snn.pipeline.train.optimizers import FusedAdam
 
     torch.manual_seed(4)
     ours = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
