@@ -12,9 +12,9 @@ import os
 import re
 import signal
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,17 +30,21 @@ SpecArg = Annotated[Path, typer.Argument(help="Path of the YAML spec.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun every step even when its cached output is current.")]
 
 
-class StepName(str, Enum):
+class StepName(StrEnum):
     prepare = "prepare"
     train = "train"
     calibrate = "calibrate"
     validate = "validate"
 
 
-ForceStepOpt = Annotated[Optional[StepName], typer.Option(
-    "--force-step", help="Rerun this step and the ones after it, reusing the cached steps before it.")]
+ForceStepOpt = Annotated[
+    StepName | None,
+    typer.Option("--force-step", help="Rerun this step and the ones after it, reusing the cached steps before it."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")]
+UriOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")
+]
 
 
 def err(message: str) -> None:
@@ -80,8 +84,10 @@ def handled(command):
                 raise typer.Exit(1) from None
             if os.environ.get("SNN_DEBUG"):
                 raise
-            err(f"error: unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
-                "rerun with SNN_DEBUG=1 for the traceback and report it.")
+            err(
+                f"error: unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
+                "rerun with SNN_DEBUG=1 for the traceback and report it."
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -110,8 +116,14 @@ def _wrapped_os_error(exc: Exception) -> OSError | None:
     return OSError(code, os.strerror(code))
 
 
-def _run_pipeline(command: str, spec_path: Path, force: bool, tracking_uri: str | None,
-                  force_step: StepName | None = None, **validate_kw) -> dict:
+def _run_pipeline(
+    command: str,
+    spec_path: Path,
+    force: bool,
+    tracking_uri: str | None,
+    force_step: StepName | None = None,
+    **validate_kw,
+) -> dict:
     from snn.pipeline.steps.run import run
 
     return run(command, spec_path, tracking_uri, force, force_step.value if force_step else None, **validate_kw)
@@ -133,8 +145,13 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
 
 @app.command()
 @handled
-def fit(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
-        tracking_uri: UriOpt = None):
+def fit(
+    spec: SpecArg,
+    force: ForceOpt = False,
+    force_step: ForceStepOpt = None,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
     """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
     _finish(_run_pipeline("fit", spec, force, tracking_uri, force_step), json_out, _print_fit)
 
@@ -146,16 +163,23 @@ def _print_fit(result: dict) -> None:
 
 @app.command()
 @handled
-def calibrate(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
-              tracking_uri: UriOpt = None):
+def calibrate(
+    spec: SpecArg,
+    force: ForceOpt = False,
+    force_step: ForceStepOpt = None,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
     """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
     _finish(_run_pipeline("calibrate", spec, force, tracking_uri, force_step), json_out, _print_calibrate)
 
 
 def _print_calibrate(result: dict) -> None:
     m = result["metrics"]
-    err(f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
-        f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}")
+    err(
+        f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
+        f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}"
+    )
 
 
 def _print_metrics(result: dict) -> None:
@@ -163,13 +187,18 @@ def _print_metrics(result: dict) -> None:
         for kind in ("raw", "calibrated", "baseline", "oracle"):
             if kind in by_kind:
                 m = by_kind[kind]
-                err(f"{split:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  rce {m['rce']:6.2f}  "
-                    f"calib {m['calibration_ratio']:.4f}  ece {m['ece']:.4f}  brier {m['brier']:.4f}  rows {int(m['rows'])}")
+                err(
+                    f"{split:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  rce {m['rce']:6.2f}  "
+                    f"calib {m['calibration_ratio']:.4f}  ece {m['ece']:.4f}  brier {m['brier']:.4f}  "
+                    f"rows {int(m['rows'])}"
+                )
     parity = result.get("parity")
     if parity:
-        err(f"parity: {parity['rows_compared']} rows compared, {parity['missing_online']} missing online, "
+        err(
+            f"parity: {parity['rows_compared']} rows compared, {parity['missing_online']} missing online, "
             f"{parity['missing_offline']} missing offline, max abs diff {parity['max_abs_diff']:.3g}, "
-            f"max rel diff {parity['max_rel_diff']:.3g}: {'PASS' if parity['passed'] else 'FAIL'}")
+            f"max rel diff {parity['max_rel_diff']:.3g}: {'PASS' if parity['passed'] else 'FAIL'}"
+        )
     err(f"verdict: {'PASS' if result['verdict']['passed'] else 'FAIL'} ({result['report']}/verdict.json)")
 
 
@@ -177,8 +206,12 @@ def _print_metrics(result: dict) -> None:
 @handled
 def validate(
     spec: SpecArg,
-    compare: Annotated[Optional[Path], typer.Option("--compare", help="Online predictions (parquet: key, score) to check parity against.")] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Baseline bundle for *_vs_baseline gates.")] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="Online predictions (parquet: key, score) to check parity against.")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Baseline bundle for *_vs_baseline gates.")
+    ] = None,
     force: ForceOpt = False,
     force_step: ForceStepOpt = None,
     json_out: JsonOpt = False,
@@ -191,8 +224,13 @@ def validate(
 
 @app.command()
 @handled
-def run(spec: SpecArg, force: ForceOpt = False, force_step: ForceStepOpt = None, json_out: JsonOpt = False,
-        tracking_uri: UriOpt = None):
+def run(
+    spec: SpecArg,
+    force: ForceOpt = False,
+    force_step: ForceStepOpt = None,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
     """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
     _finish(_run_pipeline("run", spec, force, tracking_uri, force_step), json_out, _print_metrics)
 
@@ -203,9 +241,16 @@ def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (from fit or calibrate).")],
     data: Annotated[Path, typer.Argument(help="Rows to score, in the bundle's data format.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output parquet: key, score, raw_score.")],
-    online: Annotated[bool, typer.Option("--online", help="Score one record at a time with the online scorer.")] = False,
-    rows: Annotated[Optional[str], typer.Option("--rows", help="Half-open data row range START:STOP.")] = None,
-    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV: whether the first line is a header (default: as the bundle's data spec).")] = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="Score one record at a time with the online scorer.")
+    ] = False,
+    rows: Annotated[str | None, typer.Option("--rows", help="Half-open data row range START:STOP.")] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header", help="CSV: whether the first line is a header (default: as the bundle's data spec)."
+        ),
+    ] = None,
 ):
     """Score a data file with a bundle and write predictions with the row key."""
     from snn.pipeline.errors import InputError
@@ -245,13 +290,17 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]):
 @app.command()
 @handled
 def bench(
-    size: Annotated[str, typer.Option("--size", help="full (the figures in the README) or tiny (a smoke run).")] = "full",
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where synthetic data and runs are cached.")] = Path(".snn/bench"),
+    size: Annotated[
+        str, typer.Option("--size", help="full (the figures in the README) or tiny (a smoke run).")
+    ] = "full",
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where synthetic data and runs are cached.")] = Path(
+        ".snn/bench"
+    ),
     json_out: JsonOpt = False,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
 ):
     """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
-    from snn.pipeline.bench import suite as benchmarks
+    from snn.pipeline import bench as benchmarks
     from snn.pipeline.errors import InputError
 
     if size not in benchmarks.SIZES:
@@ -276,16 +325,18 @@ def data_synth(
     output: Annotated[Path, typer.Argument(help="Parquet file to write.")],
     rows: Annotated[int, typer.Option("--rows", help="Number of rows.")] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the planted model and the rows.")] = 0,
-    row_group: Annotated[int, typer.Option("--row-group", help="Rows per parquet row group (and per generated block).")] = 262_144,
-    spec_out: Annotated[Optional[Path], typer.Option("--spec", help="Also write a ready spec for the file here.")] = None,
+    row_group: Annotated[
+        int, typer.Option("--row-group", help="Rows per parquet row group (and per generated block).")
+    ] = 262_144,
+    spec_out: Annotated[Path | None, typer.Option("--spec", help="Also write a ready spec for the file here.")] = None,
     json_out: JsonOpt = False,
 ):
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
     import yaml
 
+    from snn.pipeline.data.synth import SynthConfig, synth_spec, write
     from snn.pipeline.errors import InputError
     from snn.pipeline.store.files import output_file
-    from snn.pipeline.data.synth import SynthConfig, synth_spec, write
 
     if not 0 <= seed <= 2**63 - 1:
         raise InputError(f"--seed {seed} must be an integer in [0, 2^63 - 1]")
@@ -302,8 +353,10 @@ def data_synth(
     if json_out:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        err(f"wrote {summary['rows']:,} rows to {output} (label rate {summary['label_rate']:.3f}; "
-            f"planted model in {output}.json)" + (f"; spec: {spec_out}" if spec_out else ""))
+        err(
+            f"wrote {summary['rows']:,} rows to {output} (label rate {summary['label_rate']:.3f}; "
+            f"planted model in {output}.json)" + (f"; spec: {spec_out}" if spec_out else "")
+        )
 
 
 def _terminate(signum, frame):

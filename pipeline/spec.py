@@ -35,8 +35,10 @@ SPEC_MAX_NODES = 100_000  # YAML nodes after aliases are expanded (anchors canno
 
 class Spec(Strict):
     version: Literal[1] = Field(description="Spec format version.")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
-                      description="Model name: letters, digits, _ . -, starting with a letter or digit (at most 100).")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Model name: letters, digits, _ . -, starting with a letter or digit (at most 100).",
+    )
     data: DataSpec = Field(description="Where rows come from and how they split.")
     features: list[Feature] = Field(min_length=1, description="Input features.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture.")
@@ -62,11 +64,16 @@ class Spec(Strict):
     @model_validator(mode="after")
     def _features_are_not_targets(self):
         data = self.data
-        for role, column in (("the label (data.label.column)", data.label.column), ("the weight (data.weight)", data.weight),
-                             ("the oracle (data.oracle)", data.oracle)):
+        for role, column in (
+            ("the label (data.label.column)", data.label.column),
+            ("the weight (data.weight)", data.weight),
+            ("the oracle (data.oracle)", data.oracle),
+        ):
             if column is not None and any(f.name == column for f in self.features):
-                raise ValueError(f"feature {column!r} is {role}: a model that reads its own target learns nothing "
-                                 "usable; remove it from features")
+                raise ValueError(
+                    f"feature {column!r} is {role}: a model that reads its own target learns nothing "
+                    "usable; remove it from features"
+                )
         if data.columns is not None:
             missing = [f.name for f in self.features if f.name not in data.columns]
             if missing:
@@ -119,8 +126,8 @@ def _format_errors(error: ValidationError, root_node, source: str) -> str:
     lines = []
     for item in error.errors():
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        path_parts = []
-        node_path = []
+        path_parts: list[str] = []
+        node_path: list[str | int] = []
         for part in loc:
             if isinstance(part, str) and node_path and part in _TAGS:
                 continue  # pydantic puts the union tag in loc; it is not a YAML key
@@ -197,17 +204,21 @@ def _check_yaml_tree(root, source: str) -> None:
                     if isinstance(key, yaml.ScalarNode) and key.value != "<<":
                         line = key.start_mark.line + 1
                         if key.value in seen:
-                            raise SpecError(f"invalid spec:\n  {source}:{line}: key {key.value!r} is given twice in one "
-                                            f"mapping (first on line {seen[key.value]}); YAML would silently keep "
-                                            "the last: keep one")
+                            raise SpecError(
+                                f"invalid spec:\n  {source}:{line}: key {key.value!r} is given twice in one "
+                                f"mapping (first on line {seen[key.value]}); YAML would silently keep "
+                                "the last: keep one"
+                            )
                         seen[key.value] = line
             stack.append((node, True))
             stack.extend((child, False) for child in children if id(child) not in sizes)
             continue
         sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
         if sizes[id(node)] > SPEC_MAX_NODES:
-            raise SpecError(f"invalid spec: {source} expands to more than {SPEC_MAX_NODES:,} YAML values (through "
-                            "anchors and aliases); a spec is a small file: write it out plainly")
+            raise SpecError(
+                f"invalid spec: {source} expands to more than {SPEC_MAX_NODES:,} YAML values (through "
+                "anchors and aliases); a spec is a small file: write it out plainly"
+            )
 
 
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
@@ -221,10 +232,13 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid spec: {source} is not valid YAML: {exc}") from None
     except RecursionError:
-        raise SpecError(f"invalid spec: {source} nests brackets or blocks too deeply to read; a spec is a few "
-                        "levels deep") from None
+        raise SpecError(
+            f"invalid spec: {source} nests brackets or blocks too deeply to read; a spec is a few levels deep"
+        ) from None
     if not isinstance(raw, dict):
-        raise SpecError(f"invalid spec: {source} must be a YAML mapping with keys such as version, name, data, features")
+        raise SpecError(
+            f"invalid spec: {source} must be a YAML mapping with keys such as version, name, data, features"
+        )
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
@@ -245,8 +259,10 @@ def read_spec_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"invalid spec: {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                        "save it as UTF-8") from None
+        raise SpecError(
+            f"invalid spec: {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def load_spec(path: str | Path) -> LoadedSpec:

@@ -15,9 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 ADULT_DIR = ROOT / "data" / "adult"
 SHARED_DATA = Path(os.environ.get("SNN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CRITEO = SHARED_DATA / "criteo" / "train_examples.txt"
-ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-                 "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week",
-                 "native_country", "income"]
+ADULT_COLUMNS = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income",
+]
 
 
 def adult_spec_dict(**overrides) -> dict:

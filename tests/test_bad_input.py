@@ -14,10 +14,18 @@ def tiny_spec(folder, train="train.csv", test="test.csv", **data_overrides) -> d
     spec = {
         "version": 1,
         "name": "tiny",
-        "data": {"format": "csv", "train": {"path": train}, "test": {"path": test},
-                 "holdout": {"fraction": 0.2, "seed": 1}, "label": {"column": "y"}, **data_overrides},
-        "features": [{"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 4}},
-                     {"name": "c", "kind": "categorical"}],
+        "data": {
+            "format": "csv",
+            "train": {"path": train},
+            "test": {"path": test},
+            "holdout": {"fraction": 0.2, "seed": 1},
+            "label": {"column": "y"},
+            **data_overrides,
+        },
+        "features": [
+            {"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 4}},
+            {"name": "c", "kind": "categorical"},
+        ],
         "model": {"sparse_linear": {"width": 4}, "mlp": {"layers": []}},
         "train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
     }
@@ -27,11 +35,17 @@ def tiny_spec(folder, train="train.csv", test="test.csv", **data_overrides) -> d
 def write_frames(folder, n=300, seed=0, **edits):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
-    frame = pl.DataFrame({"x": x.round(3).astype(str), "c": rng.choice(["a", "b", "c"], n),
-                          "y": (x + rng.normal(size=n) > 0).astype(int).astype(str)})
+    frame = pl.DataFrame(
+        {
+            "x": x.round(3).astype(str),
+            "c": rng.choice(["a", "b", "c"], n),
+            "y": (x + rng.normal(size=n) > 0).astype(int).astype(str),
+        }
+    )
     for column, (row, value) in edits.items():
-        frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value))
-                                   .otherwise(pl.col(column)).alias(column))
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
+        )
     folder.mkdir(parents=True, exist_ok=True)
     frame.write_csv(folder / "train.csv")
     frame.head(100).write_csv(folder / "test.csv")
@@ -98,12 +112,18 @@ def test_empty_file(runner, tiny):
 
 def test_nan_labels(runner, tmp_path):
     write_frames(tmp_path, y=(17, "nan"))
-    assert_clean_error(run_fit(runner, tmp_path, tiny_spec(tmp_path)), 2, "label column 'y' has 1 missing or non-numeric")
+    assert_clean_error(
+        run_fit(runner, tmp_path, tiny_spec(tmp_path)), 2, "label column 'y' has 1 missing or non-numeric"
+    )
 
 
 def test_non_numeric_and_infinite_features(runner, tmp_path):
     write_frames(tmp_path, x=(5, "twelve"))
-    assert_clean_error(run_fit(runner, tmp_path, tiny_spec(tmp_path)), 2, "'x' is continuous but has non-numeric values such as ['twelve']")
+    assert_clean_error(
+        run_fit(runner, tmp_path, tiny_spec(tmp_path)),
+        2,
+        "'x' is continuous but has non-numeric values such as ['twelve']",
+    )
     write_frames(tmp_path, x=(5, "inf"))
     assert_clean_error(run_fit(runner, tmp_path, tiny_spec(tmp_path)), 2, "'x' has infinite values")
 
@@ -137,8 +157,12 @@ def test_missing_and_corrupted_bundles(runner, tiny, small_run):
         weights = {k: npz[k] for k in npz.files}
     weights["sparse.id_bias"] = weights["sparse.id_bias"].reshape(-1)
     np.savez(broken / "weights.npz", **weights)
-    assert_clean_error(invoke(runner, "predict", broken, ROOT / "data/adult/adult.test", "-o", out), 2,
-                       "weight sparse.id_bias is (254,), the plan declares (254, 1)", "snn fit --force")
+    assert_clean_error(
+        invoke(runner, "predict", broken, ROOT / "data/adult/adult.test", "-o", out),
+        2,
+        "weight sparse.id_bias is (254,), the plan declares (254, 1)",
+        "snn fit --force",
+    )
 
 
 def test_unseen_categories_at_predict_time_use_the_oov_id(runner, tiny, small_run):

@@ -25,8 +25,15 @@ def adult_run(tmp_path_factory):
     pred = invoke(runner, "predict", bundle, ADULT_DIR / "adult.test", "-o", online, "--online")
     assert pred.exit_code == 0, pred.stderr
     val = invoke(runner, "validate", spec, "--compare", online, "--json")
-    return {"folder": folder, "spec": spec, "fit": json.loads(fit.stdout), "validate": val,
-            "bundle": bundle, "online": online, "runner": runner}
+    return {
+        "folder": folder,
+        "spec": spec,
+        "fit": json.loads(fit.stdout),
+        "validate": val,
+        "bundle": bundle,
+        "online": online,
+        "runner": runner,
+    }
 
 
 def test_adult_meets_the_quality_bar(adult_run):
@@ -44,7 +51,14 @@ def test_report_files_and_verdict(adult_run):
     result = json.loads(adult_run["validate"].stdout)
     report = adult_run["folder"] / ".snn" / "reports" / "adult-income"
     assert result["report"] == str(report)
-    for name in ("metrics.json", "verdict.json", "parity.json", "reliability.png", "roc.png", "predictions_test.parquet"):
+    for name in (
+        "metrics.json",
+        "verdict.json",
+        "parity.json",
+        "reliability.png",
+        "roc.png",
+        "predictions_test.parquet",
+    ):
         assert (report / name).is_file(), name
     assert (report / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     verdict = json.loads((report / "verdict.json").read_text())
@@ -79,8 +93,9 @@ def test_mlflow_has_a_parent_run_and_nested_steps(adult_run):
     client = MlflowClient(fit["tracking_uri"])
     parent = client.get_run(fit["mlflow_run_id"])
     assert parent.data.params["model.sparse_linear.width"] == "64"
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     by_step = {run.data.tags["snn.step"]: run for run in children}
     assert set(by_step) == {"prepare", "train"}
     history = client.get_metric_history(by_step["train"].info.run_id, "val_auc")

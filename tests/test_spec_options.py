@@ -16,10 +16,17 @@ def write_data(folder, n, seed):
     city = rng.choice([f"city{i}" for i in range(30)], n)
     logit = 1.5 * x + 1.0 * flag - 1.5 + (np.char.endswith(city.astype(str), "7") * 1.0)
     y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
-    frame = pl.DataFrame({
-        "uid": [f"u{seed}-{i}" for i in range(n)], "x": x.round(4), "amount": np.abs(x * 100).round(1),
-        "flag": np.where(flag, "yes", "no"), "city": city, "weight": rng.uniform(0.5, 2.0, n).round(3), "y": y,
-    })
+    frame = pl.DataFrame(
+        {
+            "uid": [f"u{seed}-{i}" for i in range(n)],
+            "x": x.round(4),
+            "amount": np.abs(x * 100).round(1),
+            "flag": np.where(flag, "yes", "no"),
+            "city": city,
+            "weight": rng.uniform(0.5, 2.0, n).round(3),
+            "y": y,
+        }
+    )
     frame.write_csv(folder / f"part{seed}.csv")
 
 
@@ -27,8 +34,15 @@ def options_spec(variant: str) -> dict:
     spec = {
         "version": 1,
         "name": f"options-{variant}",
-        "data": {"format": "csv", "train": {"path": "part0.csv"}, "validation": {"path": "part1.csv"},
-                 "test": {"path": "part2.csv"}, "label": {"column": "y"}, "key": "uid", "weight": "weight"},
+        "data": {
+            "format": "csv",
+            "train": {"path": "part0.csv"},
+            "validation": {"path": "part1.csv"},
+            "test": {"path": "part2.csv"},
+            "label": {"column": "y"},
+            "key": "uid",
+            "weight": "weight",
+        },
         "features": [
             {"name": "x", "kind": "continuous", "discretizer": {"kind": "hashing", "bins": 16, "buckets": 64}},
             {"name": "amount", "kind": "continuous", "discretizer": {"kind": "none"}},
@@ -38,17 +52,25 @@ def options_spec(variant: str) -> dict:
         "train": {"epochs": 3, "batch_size": 128, "seed": 1, "device": "cpu"},
     }
     if variant == "a":
-        spec["model"] = {"sparse_linear": {"width": 8, "activation": "prelu"},
-                         "mlp": {"layers": [8], "activation": "prelu", "norm": "batch", "dropout": 0.1}}
+        spec["model"] = {
+            "sparse_linear": {"width": 8, "activation": "prelu"},
+            "mlp": {"layers": [8], "activation": "prelu", "norm": "batch", "dropout": 0.1},
+        }
         spec["train"].update(optimizer="adagrad", lr=0.05, negative_downsampling={"rate": 0.5, "seed": 3})
         spec["calibration"] = {"kind": "none"}
     else:
-        spec["model"] = {"sparse_linear": {"width": 8, "activation": "tanh"}, "interactions": {"dim": 4},
-                         "mlp": {"layers": [8, 4], "activation": "sigmoid", "norm": "layer"}}
+        spec["model"] = {
+            "sparse_linear": {"width": 8, "activation": "tanh"},
+            "interactions": {"dim": 4},
+            "mlp": {"layers": [8, 4], "activation": "sigmoid", "norm": "layer"},
+        }
         spec["train"]["early_stopping"] = {"metric": "logloss", "patience": 1}
         spec["calibration"] = {"kind": "isotonic", "interpolation": "block_ends", "pseudo_count": 2.0}
-        spec["validation"] = {"ece_bins": 5, "logloss_eps": 1e-6, "gates": {"auc": {"max_drop_vs_baseline": 0.05},
-                                                                         "logloss": {"max_increase_vs_baseline": 0.05}}}
+        spec["validation"] = {
+            "ece_bins": 5,
+            "logloss_eps": 1e-6,
+            "gates": {"auc": {"max_drop_vs_baseline": 0.05}, "logloss": {"max_increase_vs_baseline": 0.05}},
+        }
         spec["parity"] = {"atol": 1e-9, "rtol": 0.0, "worst_rows": 3}
     return spec
 

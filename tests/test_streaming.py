@@ -1,26 +1,28 @@
 """Synthetic data, streaming prepare (chunk-size invariant), batched online scoring, oracle metrics, bench JSON."""
 
+import functools
 import json
+import operator
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from snn.pipeline.data.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
+from snn.pipeline.serving.online import OnlineScorer
+from snn.pipeline.spec import load_spec
+from snn.pipeline.steps.prepare import prepare
 from snn.pipeline.store.bundle import Bundle
 from snn.pipeline.store.encoded import EncodedSplit
-from snn.pipeline.serving.online import OnlineScorer
-from snn.pipeline.steps.prepare import prepare
-from snn.pipeline.spec import load_spec
-from snn.pipeline.data.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
-
-from typer.testing import CliRunner
 
 from .conftest import invoke as invoke_with
 
 
 def invoke(args):
     return invoke_with(CliRunner(), *args)
+
 
 ROWS = 6000
 
@@ -56,8 +58,13 @@ def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
         folder = tmp_path / str(chunk)
         folder.mkdir()
         info = prepare(loaded.data_files, loaded.spec.features, None, folder, chunk_rows=chunk)
-        outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
-                        {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
+        outputs.append(
+            (
+                json.loads((folder / "feature_map.json").read_text()),
+                info["rows"],
+                {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]},
+            )
+        )
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
     assert map_a == map_b and rows_a == rows_b
     for name in rows_a:
@@ -86,8 +93,20 @@ def test_validate_reports_the_oracle_and_batched_online_scores_equal_single_ones
 
 
 def test_data_synth_command_writes_data_and_a_spec(tmp_path):
-    result = invoke(["data", "synth", str(tmp_path / "d.parquet"), "--rows", "500", "--row-group", "200",
-                     "--spec", str(tmp_path / "d.yaml"), "--json"])
+    result = invoke(
+        [
+            "data",
+            "synth",
+            str(tmp_path / "d.parquet"),
+            "--rows",
+            "500",
+            "--row-group",
+            "200",
+            "--spec",
+            str(tmp_path / "d.yaml"),
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["rows"] == 500 and pl.read_parquet(tmp_path / "d.parquet").height == 500
@@ -102,25 +121,46 @@ def test_bench_tiny_reports_every_figure(tmp_path):
     report = json.loads(result.stdout)
     figures = {f["id"]: f for f in report["figures"]}
     forward = [f"B2.forward_{setting}_batch_{batch}" for setting in ("hot", "cold") for batch in (1, 16, 64, 256)]
-    expected = ["B1.train_vs_embeddingbag", "B1.train_vs_sparse_mm", *forward, "B3.fit_encode_20k", "B3.peak_rss_20k",
-                "B3.fit_encode_40k", "B3.peak_rss_40k", "Q.one_epoch_auc_vs_oracle", "Q.train_rows_per_s",
-                "B4.predict_rows_per_s", "B4.online_p50_ms", "B4.online_p99_ms", "B5.logistic_vs_vw"]
+    expected = [
+        "B1.train_vs_embeddingbag",
+        "B1.train_vs_sparse_mm",
+        *forward,
+        "B3.fit_encode_20k",
+        "B3.peak_rss_20k",
+        "B3.fit_encode_40k",
+        "B3.peak_rss_40k",
+        "Q.one_epoch_auc_vs_oracle",
+        "Q.train_rows_per_s",
+        "B4.predict_rows_per_s",
+        "B4.online_p50_ms",
+        "B4.online_p99_ms",
+        "B5.logistic_vs_vw",
+    ]
     assert sorted(figures) == sorted(expected)
     for name, f in figures.items():
         assert f["snn"] is not None and f["snn"] > 0, name
         if f["competitor_value"] is not None:
-            assert f["ratio"] == pytest.approx(f["snn"] / f["competitor_value"] if f["higher_is_better"]
-                                               else f["competitor_value"] / f["snn"])
-    for name in ("B1.train_vs_embeddingbag", "B2.forward_hot_batch_1", "B2.forward_cold_batch_256", "B3.fit_encode_20k"):
+            assert f["ratio"] == pytest.approx(
+                f["snn"] / f["competitor_value"] if f["higher_is_better"] else f["competitor_value"] / f["snn"]
+            )
+    for name in (
+        "B1.train_vs_embeddingbag",
+        "B2.forward_hot_batch_1",
+        "B2.forward_cold_batch_256",
+        "B3.fit_encode_20k",
+    ):
         assert figures[name]["competitor_value"] > 0
-    assert figures["B5.logistic_vs_vw"]["competitor_value"] is not None or "skipped" in figures["B5.logistic_vs_vw"]["note"]
+    assert (
+        figures["B5.logistic_vs_vw"]["competitor_value"] is not None
+        or "skipped" in figures["B5.logistic_vs_vw"]["note"]
+    )
 
 
 def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path, monkeypatch):
     from snn.pipeline import native
+    from snn.pipeline.data.chunks import needed_columns, stream_chunks
     from snn.pipeline.data.rows import holdout_mask, unit_hash
     from snn.pipeline.features.feature_map import FeatureMap
-    from snn.pipeline.data.chunks import needed_columns, stream_chunks
 
     spec = synth_spec(str(synth / "s.parquet"), ROWS, name="s", width=8, batch_size=256)
     spec["train"]["negative_downsampling"] = {"rate": 0.4, "seed": 3}
@@ -133,10 +173,16 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
             native.forget_libraries()
         folder = tmp_path / mode
         folder.mkdir()
-        info = prepare(loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder,
-                       chunk_rows=700)
-        outputs.append((json.loads((folder / "feature_map.json").read_text()), info["rows"],
-                        {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}))
+        info = prepare(
+            loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder, chunk_rows=700
+        )
+        outputs.append(
+            (
+                json.loads((folder / "feature_map.json").read_text()),
+                info["rows"],
+                {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]},
+            )
+        )
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
     assert map_a == map_b and rows_a == rows_b
     for name in rows_a:
@@ -145,9 +191,13 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
 
     # the same split made directly on the whole frame: held-out rows by key hash, never downsampled;
     # train rows: positives and the negatives whose key hash falls under the rate
-    frame = pl.read_parquet(synth / "s.parquet").head(train_rows(ROWS)).with_row_index("row_id").with_columns(
-        pl.col("row_id").cast(pl.Int64))
-    held = holdout_mask(frame["row_id"], loaded.spec.data)
+    frame = (
+        pl.read_parquet(synth / "s.parquet")
+        .head(train_rows(ROWS))
+        .with_row_index("row_id")
+        .with_columns(pl.col("row_id").cast(pl.Int64))
+    )
+    held = holdout_mask(frame["row_id"], loaded.spec.data.holdout)
     kept = ~held & ((frame["label"].to_numpy() > 0) | (unit_hash(frame["row_id"], 3) < 0.4))
     feature_map = FeatureMap.from_json(map_a)
     for split, rows in (("validation", held), ("train", kept)):  # each split holds exactly those rows, in order
@@ -157,7 +207,7 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
     columns = needed_columns(loaded.spec.data, loaded.spec.features)
     for chunk in stream_chunks(loaded.data_files, columns, ("train",), chunk_rows=700):
         scored += [chunk.part(rows)[0]["row_id"].to_list() for split, rows in chunk.routes if split == "validation"]
-    assert sum(scored, []) == np.flatnonzero(held).tolist()
+    assert functools.reduce(operator.iadd, scored, []) == np.flatnonzero(held).tolist()
     train = frame.filter(pl.Series(kept))
     direct = FeatureMap.fit(loaded.spec.features, train, np.ones(train.height))
     assert direct.to_json() == map_a
@@ -166,8 +216,8 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
 
 
 def test_read_ahead_keeps_the_order_and_raises_where_the_reader_does():
-    from snn.pipeline.errors import InputError
     from snn.pipeline.data.chunks import read_ahead
+    from snn.pipeline.errors import InputError
 
     def chunks():
         yield from range(3)

@@ -23,9 +23,9 @@ import yaml
 
 
 def run_snn(path: Path, rows: int, workdir: Path) -> None:
-    from ..steps.prepare import prepare
-    from ..spec import load_spec
     from ..data.synth import synth_spec
+    from ..spec import load_spec
+    from ..steps.prepare import prepare
 
     spec = synth_spec(str(path.resolve()), rows)
     spec["data"]["train"]["rows"] = [0, rows]  # every row fitted (less the holdout) and encoded, as sklearn's
@@ -47,8 +47,9 @@ def run_sklearn(path: Path, rows: int, workdir: Path) -> None:
     continuous = frame.select(CONTINUOUS).fill_null(-1.0).to_numpy()
     categorical = frame.select(CATEGORICAL).fill_null(-1).to_numpy()
     cut = train_rows(rows)
-    bins = KBinsDiscretizer(n_bins=32, encode="onehot", strategy="quantile", quantile_method="averaged_inverted_cdf",
-                            subsample=None).fit(continuous[:cut])
+    bins = KBinsDiscretizer(
+        n_bins=32, encode="onehot", strategy="quantile", quantile_method="averaged_inverted_cdf", subsample=None
+    ).fit(continuous[:cut])
     onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=2).fit(categorical[:cut])
     bins.transform(continuous), onehot.transform(categorical)
 
@@ -61,8 +62,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-IMPORTS = {"snn": ("snn.pipeline.steps.prepare", "snn.pipeline.spec", "snn.pipeline.data.synth"),
-           "sklearn": ("sklearn.preprocessing", "snn.pipeline.data.synth")}
+IMPORTS = {
+    "snn": ("snn.pipeline.steps.prepare", "snn.pipeline.spec", "snn.pipeline.data.synth"),
+    "sklearn": ("sklearn.preprocessing", "snn.pipeline.data.synth"),
+}
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ are never downsampled). Memory is one chunk (plus one read ahead), never the row
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -52,16 +53,21 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
         upcoming = pool.submit(next, items, done)
         while (item := upcoming.result()) is not done:
             upcoming = pool.submit(next, items, done)
-            yield item
+            yield item  # type: ignore[misc]  # not `done`: an item of `items`
 
 
-def needed_columns(data: DataSpec, features: list[Feature], extra: list[str] = ()) -> list[str]:
+def needed_columns(data: DataSpec, features: list[Feature], extra: Sequence[str] = ()) -> list[str]:
     """The columns the features, the label, the key and the weight (and `extra`) read."""
     return [f.name for f in features] + [data.label.column] + list(extra) + [c for c in (data.key, data.weight) if c]
 
 
-def stream_chunks(files: DataFiles, columns: list[str], sources: tuple[str, ...],
-                  downsampling: NegativeDownsampling | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+def stream_chunks(
+    files: DataFiles,
+    columns: list[str],
+    sources: tuple[str, ...],
+    downsampling: NegativeDownsampling | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[Chunk]:
     """Chunks of the named sources, routed to splits. With `downsampling`, train negatives whose key
     hash falls above the rate are dropped; without it (scoring), held-out rows are routed without
     copying the train rows around them."""
@@ -77,11 +83,13 @@ def stream_chunks(files: DataFiles, columns: list[str], sources: tuple[str, ...]
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
-            held = holdout_mask(frame[key], data) if name == "train" and data.holdout is not None else None
+            held = holdout_mask(frame[key], data.holdout) if name == "train" and data.holdout is not None else None
             if name == "train" and downsampling is not None:  # held-out rows are never downsampled
                 keep = (labels > 0) | (unit_hash(frame[key], downsampling.seed) < downsampling.rate)
                 keep = keep if held is None else keep | held
                 frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
                 held = None if held is None else held[keep]
-            routes = [(name, None)] if held is None else [("validation", held), ("train", ~held)]
+            routes: list[tuple[str, np.ndarray | None]] = (
+                [(name, None)] if held is None else [("validation", held), ("train", ~held)]
+            )
             yield Chunk(frame, labels, weights, routes)

@@ -24,8 +24,12 @@ CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in
 PARQUET_MAGIC = b"PAR1"
 # what polars raises on a file it cannot read (a panic of its Rust core is a BaseException)
 READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, UnicodeDecodeError)
-_MAGIC = {b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip)", b"PK\x03\x04": "a zip archive (unzip it first)",
-          b"BZh": "bzip2-compressed (decompress it first: bunzip2)", b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first)"}
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip)",
+    b"PK\x03\x04": "a zip archive (unzip it first)",
+    b"BZh": "bzip2-compressed (decompress it first: bunzip2)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Reader:
     comment_prefix: str | None = None
 
     @classmethod
-    def from_spec(cls, data: DataSpec) -> "Reader":
+    def from_spec(cls, data: DataSpec) -> Reader:
         return cls(
             data.format,
             tuple(data.columns) if data.columns else None,
@@ -51,13 +55,23 @@ class Reader:
         )
 
     def to_json(self) -> dict:
-        return {"format": self.format, "columns": self.columns, "separator": self.separator,
-                "null_values": self.null_values, "comment_prefix": self.comment_prefix}
+        return {
+            "format": self.format,
+            "columns": self.columns,
+            "separator": self.separator,
+            "null_values": self.null_values,
+            "comment_prefix": self.comment_prefix,
+        }
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Reader":
-        return cls(obj["format"], tuple(obj["columns"]) if obj["columns"] else None, obj["separator"],
-                   tuple(obj["null_values"]), obj.get("comment_prefix"))
+    def from_json(cls, obj: dict) -> Reader:
+        return cls(
+            obj["format"],
+            tuple(obj["columns"]) if obj["columns"] else None,
+            obj["separator"],
+            tuple(obj["null_values"]),
+            obj.get("comment_prefix"),
+        )
 
     def check_file(self, path: Path) -> Path:
         """`path` is a readable regular file, not empty, whose first and last bytes fit the format."""
@@ -74,14 +88,16 @@ class Reader:
             raise InputError(f"data file {path} is {packed}; snn reads plain {self.format} files")
         if self.format == "parquet":
             if head != PARQUET_MAGIC:
-                raise InputError(f"data file {path} is not a parquet file (it does not start with PAR1); "
-                                 "check data.format (csv, parquet or criteo)")
+                raise InputError(
+                    f"data file {path} is not a parquet file (it does not start with PAR1); "
+                    "check data.format (csv, parquet or criteo)"
+                )
             if tail != PARQUET_MAGIC or size < 12:
-                raise InputError(f"data file {path} is a truncated or damaged parquet file (no footer); "
-                                 "write it again")
+                raise InputError(f"data file {path} is a truncated or damaged parquet file (no footer); write it again")
         elif head == PARQUET_MAGIC:
-            raise InputError(f"data file {path} is a parquet file but data.format is {self.format}; "
-                             "set data.format: parquet")
+            raise InputError(
+                f"data file {path} is a parquet file but data.format is {self.format}; set data.format: parquet"
+            )
         return path
 
     def has_header(self, header: bool | None) -> bool:
@@ -98,10 +114,10 @@ class Reader:
             if self.format == "parquet":
                 lf = pl.scan_parquet(path).with_row_index(ROW_INDEX)
             else:
+                names: tuple[str, ...] | list[str] | None = self.columns
+                separator = self.separator
                 if self.format == "criteo":
                     names, separator = CRITEO_COLUMNS, "\t"
-                else:
-                    names, separator = self.columns, self.separator
                 lf = pl.scan_csv(
                     path,
                     has_header=self.has_header(header),
@@ -118,8 +134,10 @@ class Reader:
             raise self.unreadable(path, exc) from None
         columns = [c for c in schema if c != ROW_INDEX]
         # polars renames a repeated header name to <name>_duplicated_<n>
-        repeated = sorted({c.rsplit("_duplicated_", 1)[0] for c in columns if "_duplicated_" in c} & set(columns)
-                          | {c for c in columns if columns.count(c) > 1})
+        repeated = sorted(
+            {c.rsplit("_duplicated_", 1)[0] for c in columns if "_duplicated_" in c} & set(columns)
+            | {c for c in columns if columns.count(c) > 1}
+        )
         if repeated:
             raise InputError(f"data file {path} names column(s) {repeated} more than once; rename them")
         return lf
@@ -162,8 +180,9 @@ class Reader:
 
     def unreadable(self, path: Path, exc: BaseException) -> InputError:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        return InputError(f"cannot read {path} as {self.format}: {detail}; "
-                          f"check data.format, data.separator and data.columns")
+        return InputError(
+            f"cannot read {path} as {self.format}: {detail}; check data.format, data.separator and data.columns"
+        )
 
     def read(self, path: Path, rows: tuple[int, int] | None = None, header: bool | None = None) -> pl.DataFrame:
         lf = self.scan_rows(path, rows, header)
@@ -175,16 +194,20 @@ class Reader:
             raise _no_rows(path, rows)
         return df
 
-    def chunks(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str],
-               header: bool | None = None):
+    def chunks(
+        self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str], header: bool | None = None
+    ):
         """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file order."""
         lf = self.scan_rows(path, rows, header)
         check_columns(list(lf.collect_schema()), columns, path)
         selected = [ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)]
         produced = 0
         try:
-            for frame in (self._parquet_slices(path, rows, chunk_rows, selected) if self.format == "parquet"
-                          else lf.select(selected).collect_batches(chunk_size=chunk_rows)):
+            for frame in (
+                self._parquet_slices(path, rows, chunk_rows, selected)
+                if self.format == "parquet"
+                else lf.select(selected).collect_batches(chunk_size=chunk_rows)
+            ):
                 produced += frame.height
                 yield frame
         except READ_ERRORS as exc:
@@ -213,8 +236,10 @@ def check_columns(available: list[str], needed: list[str], path: Path) -> None:
     if missing:
         have = [c for c in available if c != ROW_ID]
         if len(missing) == len(set(needed)) and any(_is_number(c) for c in have):
-            raise InputError(f"{path} looks like data from its first line on ({', '.join(have[:5])}, ...), not a "
-                             "header; give this source `header: false` and name the columns in data.columns")
+            raise InputError(
+                f"{path} looks like data from its first line on ({', '.join(have[:5])}, ...), not a "
+                "header; give this source `header: false` and name the columns in data.columns"
+            )
         raise InputError(
             f"column(s) {', '.join(missing)} not found in {path}; the file has: {', '.join(have)}. "
             "Fix the names in the spec (features, data.label, data.key, data.weight)."

@@ -9,7 +9,7 @@ import polars as pl
 
 from ..errors import InputError
 from .readers import ROW_ID
-from .spec import DataSpec
+from .spec import DataSpec, Holdout
 
 
 def stable_hash64(values: np.ndarray | list, seed: int = 0) -> np.ndarray:
@@ -44,9 +44,9 @@ def key_column(data: DataSpec) -> str:
     return data.key or ROW_ID
 
 
-def holdout_mask(keys: pl.Series, data: DataSpec) -> np.ndarray:
+def holdout_mask(keys: pl.Series, holdout: Holdout) -> np.ndarray:
     """bool [n]: rows of the train source held out for validation (stable key hash < fraction)."""
-    return unit_hash(keys, data.holdout.seed) < data.holdout.fraction
+    return unit_hash(keys, holdout.seed) < holdout.fraction
 
 
 def labels_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
@@ -55,7 +55,9 @@ def labels_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
     if data.label.positive is not None:
         text = col.cast(pl.String).str.strip_chars().str.strip_chars_end(".")
         if text.null_count():
-            raise InputError(f"{where}: label column {data.label.column!r} has {text.null_count()} missing values; drop those rows")
+            raise InputError(
+                f"{where}: label column {data.label.column!r} has {text.null_count()} missing values; drop those rows"
+            )
         positive = {p.strip().rstrip(".") for p in data.label.positive}
         return np.asarray(text.is_in(list(positive)).to_numpy(), dtype=np.float32)
     values = col.cast(pl.Float64, strict=False)
@@ -82,6 +84,8 @@ def weights_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
     if values.null_count() or not np.all(np.isfinite(arr)) or (arr < 0).any():
         raise InputError(f"{where}: weight column {data.weight!r} must hold finite numbers >= 0 in every row")
     if (arr > np.finfo(np.float32).max).any():
-        raise InputError(f"{where}: weight column {data.weight!r} has weights up to {arr.max():.3g}, beyond float32 "
-                         f"(3.4e38); rescale the weights (only their ratios matter)")
+        raise InputError(
+            f"{where}: weight column {data.weight!r} has weights up to {arr.max():.3g}, beyond float32 "
+            f"(3.4e38); rescale the weights (only their ratios matter)"
+        )
     return arr.astype(np.float32)

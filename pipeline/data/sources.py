@@ -5,6 +5,7 @@ their digests, for cache keys."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -36,25 +37,38 @@ _ACCEPTS = {
 }
 
 
-def check_schema(schema: dict[str, pl.DataType], data: DataSpec, features: list[Feature], path: Path,
-                 slices: list[str] = (), with_label: bool = True) -> None:
+def check_schema(
+    schema: dict[str, pl.DataType],
+    data: DataSpec,
+    features: list[Feature],
+    path: Path,
+    slices: Sequence[str] = (),
+    with_label: bool = True,
+) -> None:
     """Every column the spec reads is in the file with a type its role can use: features by their
     kind, the label, weight, key, oracle and slice columns by theirs. Nested (list, struct), binary
     and object columns are refused here, before any work, never read as something else."""
     if data.key is None and ROW_ID in schema:
-        raise InputError(f"{path} has its own {ROW_ID!r} column, the name snn gives each row's index when data.key "
-                         f"is absent; set data.key: {ROW_ID} to use that column as the row key, or rename it")
-    roles = [(f.name, f.kind, f"feature {f.name!r} ({f.kind})") for f in features]
+        raise InputError(
+            f"{path} has its own {ROW_ID!r} column, the name snn gives each row's index when data.key "
+            f"is absent; set data.key: {ROW_ID} to use that column as the row key, or rename it"
+        )
+    roles: list[tuple[str, str, str]] = [(f.name, f.kind, f"feature {f.name!r} ({f.kind})") for f in features]
     roles += [(data.label.column, "label", "label column")] if with_label else []
-    roles += [(column, role, f"{role} column") for column, role in
-              ((data.weight, "weight"), (data.key, "key"), (data.oracle, "oracle")) if column is not None]
+    roles += [
+        (column, role, f"{role} column")
+        for column, role in ((data.weight, "weight"), (data.key, "key"), (data.oracle, "oracle"))
+        if column is not None
+    ]
     roles += [(column, "slice", "slice column") for column in slices]
     check_columns(list(schema), list(dict.fromkeys(name for name, _, _ in roles)), path)
     for column, role, what in roles:
         accepts, wanted = _ACCEPTS[role]
         if not accepts(schema[column]):
-            raise InputError(f"{what} in {path} is of type {schema[column]}; it must hold {wanted}. "
-                             "Flatten or convert the column, or leave it out of the spec")
+            raise InputError(
+                f"{what} in {path} is of type {schema[column]}; it must hold {wanted}. "
+                "Flatten or convert the column, or leave it out of the spec"
+            )
 
 
 def _overlap(a: Source, b: Source, files: DataFiles) -> bool:
@@ -84,8 +98,9 @@ def file_digest(path: Path) -> str:
 
 def input_fingerprints(files: DataFiles) -> dict[str, str]:
     """sha256 of every input file the data spec names, for cache keys."""
-    return {source.path: file_digest(files.path(source)) for _, source in files.sources()
-            if files.path(source).is_file()}
+    return {
+        source.path: file_digest(files.path(source)) for _, source in files.sources() if files.path(source).is_file()
+    }
 
 
 def check_sources(files: DataFiles) -> None:
@@ -104,7 +119,7 @@ def check_sources(files: DataFiles) -> None:
                 )
 
 
-def check_inputs(files: DataFiles, features: list[Feature], slices: list[str] = ()) -> None:
+def check_inputs(files: DataFiles, features: list[Feature], slices: Sequence[str] = ()) -> None:
     """`check_sources`, then every source's columns against the roles the spec gives them (`check_schema`)."""
     check_sources(files)
     reader = Reader.from_spec(files.data)
@@ -123,10 +138,19 @@ def check_unique_keys(files: DataFiles) -> None:
         path = files.path(source)
         key = pl.col(data.key)
         try:
-            repeated = (reader.scan_rows(path, source.rows, source.header).select(key).filter(key.is_duplicated())
-                        .unique().head(3).collect()[data.key].to_list())
+            repeated = (
+                reader.scan_rows(path, source.rows, source.header)
+                .select(key)
+                .filter(key.is_duplicated())
+                .unique()
+                .head(3)
+                .collect()[data.key]
+                .to_list()
+            )
         except READ_ERRORS as exc:
             raise reader.unreadable(path, exc) from None
         if repeated:
-            raise InputError(f"key column {data.key!r} in {path} repeats keys such as {repeated}; parity joins on "
-                             "it, so every row needs a unique key (or drop data.key to use row_id)")
+            raise InputError(
+                f"key column {data.key!r} in {path} repeats keys such as {repeated}; parity joins on "
+                "it, so every row needs a unique key (or drop data.key to use row_id)"
+            )

@@ -54,18 +54,14 @@ class DataSpec(Strict):
     format: Literal["csv", "parquet", "criteo"] = Field(
         description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."
     )
-    columns: list[str] | None = Field(
-        default=None, description="Column names for a CSV file without a header row."
-    )
+    columns: list[str] | None = Field(default=None, description="Column names for a CSV file without a header row.")
     separator: str = Field(default=",", description="CSV field separator (one character).")
     comment_prefix: str | None = Field(
         default=None,
         description="CSV: lines starting with this text are skipped (UCI Adult's test file starts with "
         "'|1x3 Cross validator'); absent: no line is skipped.",
     )
-    null_values: list[str] = Field(
-        default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing."
-    )
+    null_values: list[str] = Field(default=["", "?", "NA", "NaN", "null"], description="Raw strings that mean missing.")
     train: Source = Field(description="Training rows.")
     validation: Source | None = Field(
         default=None, description="Explicit validation rows (early stopping, calibration)."
@@ -77,7 +73,8 @@ class DataSpec(Strict):
     label: Label = Field(description="The label column and its positive values.")
     key: str | None = Field(
         default=None,
-        description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based index in its file.",
+        description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based "
+        "index in its file.",
     )
     weight: str | None = Field(default=None, description="Optional per-row weight column (>= 0).")
     oracle: str | None = Field(
@@ -92,14 +89,16 @@ class DataSpec(Strict):
     @field_validator("separator")
     @classmethod
     def _one_char(cls, value):
-        if len(value) != 1 or value in "\r\n\"":
+        if len(value) != 1 or value in '\r\n"':
             raise ValueError("separator must be exactly one character, not a quote or a line break")
         return value
 
     @field_validator("comment_prefix")
     @classmethod
     def _short_prefix(cls, value):
-        if value is not None and not (1 <= len(value) <= 5) or value is not None and ("\n" in value or "\r" in value):
+        if (value is not None and not (1 <= len(value) <= 5)) or (
+            value is not None and ("\n" in value or "\r" in value)
+        ):
             raise ValueError("comment_prefix must be 1 to 5 characters on one line")
         return value
 
@@ -116,11 +115,15 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _one_validation_source(self):
-        roles = [("data.label.column", self.label.column), ("data.weight", self.weight), ("data.key", self.key),
-                 ("data.oracle", self.oracle)]
+        roles = [
+            ("data.label.column", self.label.column),
+            ("data.weight", self.weight),
+            ("data.key", self.key),
+            ("data.oracle", self.oracle),
+        ]
         named = [(role, column) for role, column in roles if column is not None]
         for i, (role, column) in enumerate(named):
-            for other_role, other in named[i + 1:]:
+            for other_role, other in named[i + 1 :]:
                 if column == other:
                     raise ValueError(f"{role} and {other_role} are both {column!r}; each role needs its own column")
         if self.validation is None and self.holdout is None:
@@ -145,5 +148,8 @@ class DataFiles:
     def sources(self) -> list[tuple[str, Source]]:
         """(name, source) of train, validation and test, those given."""
         data = self.data
-        return [(name, source) for name, source in (("train", data.train), ("validation", data.validation),
-                                                    ("test", data.test)) if source is not None]
+        return [
+            (name, source)
+            for name, source in (("train", data.train), ("validation", data.validation), ("test", data.test))
+            if source is not None
+        ]

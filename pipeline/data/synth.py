@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from .rows import splitmix64
 from ..errors import InputError
+from .rows import splitmix64
 
 CONTINUOUS = [f"I{j}" for j in range(1, 14)]
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]
@@ -42,7 +42,7 @@ RARE_DECAY = 0.3  # per-id effects shrink as (1 + rank)^-0.3: rare ids carry les
 
 def cardinalities() -> dict[str, int]:
     """C1..C26: 10 ... 10^6, evenly spaced in log."""
-    return {name: int(round(10 ** (1 + 5 * k / 25))) for k, name in enumerate(CATEGORICAL)}
+    return {name: round(10 ** (1 + 5 * k / 25)) for k, name in enumerate(CATEGORICAL)}
 
 
 def zipf_ranks(rng: np.random.Generator, cardinality: int, n: int) -> np.ndarray:
@@ -69,14 +69,23 @@ class PlantedModel:
         self.config = config
         rng = np.random.default_rng([config.seed, 1 << 40])
         self.cards = cardinalities()
-        self.cont = {name: {"mu": rng.uniform(0.5, 5.0), "sigma": rng.uniform(0.5, 2.0),
-                            "missing": rng.uniform(0.0, 0.45), "alpha": rng.normal(0, 0.45),
-                            "eps": rng.normal(0, 0.3)} for name in CONTINUOUS}
+        self.cont = {
+            name: {
+                "mu": rng.uniform(0.5, 5.0),
+                "sigma": rng.uniform(0.5, 2.0),
+                "missing": rng.uniform(0.0, 0.45),
+                "alpha": rng.normal(0, 0.45),
+                "eps": rng.normal(0, 0.3),
+            }
+            for name in CONTINUOUS
+        }
         self.cat_missing = {name: (0.0, 0.05, 0.3)[k % 3] for k, name in enumerate(CATEGORICAL)}
-        self.effects = {name: rng.normal(0, 0.6, card) * (1.0 + np.arange(card)) ** -RARE_DECAY
-                        for name, card in self.cards.items()}
-        self.factors = {name: rng.normal(0, 1, self.cards[name]) for pair in INTERACTIONS for name in pair
-                        if name in self.cards}
+        self.effects = {
+            name: rng.normal(0, 0.6, card) * (1.0 + np.arange(card)) ** -RARE_DECAY for name, card in self.cards.items()
+        }
+        self.factors = {
+            name: rng.normal(0, 1, self.cards[name]) for pair in INTERACTIONS for name in pair if name in self.cards
+        }
         self.b0 = 0.0
         self.b0 = self._solve_bias()
 
@@ -120,8 +129,9 @@ class PlantedModel:
         columns, logit = self._draw(rng, n)
         p = _sigmoid(logit)
         label = (rng.random(n) < p).astype(np.int8)
-        return pl.DataFrame([pl.Series("label", label), *(columns[c] for c in CONTINUOUS + CATEGORICAL),
-                             pl.Series(ORACLE_COLUMN, p)])
+        return pl.DataFrame(
+            [pl.Series("label", label), *(columns[c] for c in CONTINUOUS + CATEGORICAL), pl.Series(ORACLE_COLUMN, p)]
+        )
 
     @property
     def groups(self) -> int:
@@ -139,8 +149,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def schema() -> dict:
-    return {"label": pl.Int8, **{c: pl.Float64 for c in CONTINUOUS}, **{c: pl.Int64 for c in CATEGORICAL},
-            ORACLE_COLUMN: pl.Float64}
+    return {
+        "label": pl.Int8,
+        **dict.fromkeys(CONTINUOUS, pl.Float64),
+        **dict.fromkeys(CATEGORICAL, pl.Int64),
+        ORACLE_COLUMN: pl.Float64,
+    }
 
 
 def write(path: Path, config: SynthConfig) -> dict:
@@ -162,9 +176,14 @@ def write(path: Path, config: SynthConfig) -> dict:
     tmp = path.with_name(path.name + ".partial")
     register_io_source(source, schema=schema()).sink_parquet(tmp, row_group_size=config.row_group)
     tmp.replace(path)
-    summary = {"path": str(path), **asdict(config), "label_rate": stats["positives"] / max(stats["rows"], 1),
-               "mean_p_true": stats["p_sum"] / max(stats["rows"], 1), "interactions": [list(p) for p in INTERACTIONS],
-               "cardinalities": cardinalities()}
+    summary = {
+        "path": str(path),
+        **asdict(config),
+        "label_rate": stats["positives"] / max(stats["rows"], 1),
+        "mean_p_true": stats["p_sum"] / max(stats["rows"], 1),
+        "interactions": [list(p) for p in INTERACTIONS],
+        "cardinalities": cardinalities(),
+    }
     path.with_name(path.name + ".json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -179,17 +198,27 @@ def synth_spec(data_path: str, rows: int, name: str = "synth", width: int = 64, 
     rest as test, every column as its feature, `p_true` as the oracle, and DLRM dot interactions
     (dim 16) so the planted pairwise products can be learned; one epoch at lr 0.01."""
     cut = train_rows(rows)
-    features = [{"name": c, "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 32}} for c in CONTINUOUS]
+    features: list[dict] = [
+        {"name": c, "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 32}} for c in CONTINUOUS
+    ]
     features += [{"name": c, "kind": "categorical", "min_count": 2} for c in CATEGORICAL]
     return {
         "version": 1,
         "name": name,
-        "data": {"format": "parquet", "train": {"path": data_path, "rows": [0, cut]},
-                 "test": {"path": data_path, "rows": [cut, rows]}, "holdout": {"fraction": 0.05, "seed": 5},
-                 "label": {"column": "label"}, "oracle": ORACLE_COLUMN},
+        "data": {
+            "format": "parquet",
+            "train": {"path": data_path, "rows": [0, cut]},
+            "test": {"path": data_path, "rows": [cut, rows]},
+            "holdout": {"fraction": 0.05, "seed": 5},
+            "label": {"column": "label"},
+            "oracle": ORACLE_COLUMN,
+        },
         "features": features,
-        "model": {"sparse_linear": {"width": width, "activation": "relu"}, "mlp": {"layers": [32]},
-                  "interactions": {"dim": 16}},
+        "model": {
+            "sparse_linear": {"width": width, "activation": "relu"},
+            "mlp": {"layers": [32]},
+            "interactions": {"dim": 16},
+        },
         "train": {"optimizer": "adam", "lr": 0.01, "batch_size": batch_size, "epochs": 1, "seed": 1},
         "calibration": {"kind": "isotonic"},
     }

@@ -43,7 +43,7 @@ class Isotonic:
     ys: np.ndarray
 
     @classmethod
-    def fit(cls, scores, labels, weights, spec: IsotonicCalibration) -> "Isotonic":
+    def fit(cls, scores, labels, weights, spec: IsotonicCalibration) -> Isotonic:
         """Fit on held-out (score, label, weight).
 
         Ties in score are merged first (weighted mean label). `block_ends` keeps each PAV block's

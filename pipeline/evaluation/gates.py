@@ -13,18 +13,26 @@ from .spec import Gate
 
 def slice_metrics(frame: pl.DataFrame, columns: list[str], y, p, w, **kw) -> dict:
     """{column: {value: metrics}} for each slice column; missing values form the slice 'null'."""
-    out = {}
+    out: dict[str, dict] = {}
     for column in columns:
         values = frame[column].cast(pl.String).fill_null("null").to_numpy()
         out[column] = {}
         for value in sorted(set(values)):
             mask = values == value
-            out[column][value] = metrics.all_metrics(np.asarray(y)[mask], np.asarray(p)[mask], np.asarray(w)[mask], **kw)
+            out[column][value] = metrics.all_metrics(
+                np.asarray(y)[mask], np.asarray(p)[mask], np.asarray(w)[mask], **kw
+            )
     return out
 
 
-def evaluate_gates(gates: dict[str, Gate], current: dict, baseline: dict | None, split: str,
-                   bundle_path: str, baseline_path: str | None) -> dict:
+def evaluate_gates(
+    gates: dict[str, Gate],
+    current: dict,
+    baseline: dict | None,
+    split: str,
+    bundle_path: str,
+    baseline_path: str | None,
+) -> dict:
     """Check every gate; the verdict always says pass/fail and why."""
     checks, failures = [], []
 
@@ -46,11 +54,18 @@ def evaluate_gates(gates: dict[str, Gate], current: dict, baseline: dict | None,
         if wants_baseline and baseline is None:
             failures.append(f"{name}: a *_vs_baseline gate needs a baseline bundle (validation.baseline or --baseline)")
             continue
+        baseline = baseline or {}
         if gate.max_drop_vs_baseline is not None:
             limit = baseline[name] - gate.max_drop_vs_baseline
             check(name, "max_drop_vs_baseline", value, limit, value >= limit)
         if gate.max_increase_vs_baseline is not None:
             limit = baseline[name] + gate.max_increase_vs_baseline
             check(name, "max_increase_vs_baseline", value, limit, value <= limit)
-    return {"passed": not failures, "split": split, "failures": failures, "checks": checks,
-            "bundle": bundle_path, "baseline": baseline_path}
+    return {
+        "passed": not failures,
+        "split": split,
+        "failures": failures,
+        "checks": checks,
+        "bundle": bundle_path,
+        "baseline": baseline_path,
+    }

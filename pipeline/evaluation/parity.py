@@ -35,22 +35,29 @@ def read_predictions(path: Path, key: str, key_dtype: pl.DataType) -> pl.DataFra
         raise InputError(f"--compare file {path} lacks column(s) {missing}; it needs the row key {key!r} and 'score'")
     found = df.schema[key]
     if found.is_integer() != key_dtype.is_integer() or not (found.is_integer() or found == pl.String):
-        raise InputError(f"--compare file {path}: key column {key!r} is {found} but the offline keys are {key_dtype}; "
-                         "write the keys as they are in the data")
+        raise InputError(
+            f"--compare file {path}: key column {key!r} is {found} but the offline keys are {key_dtype}; "
+            "write the keys as they are in the data"
+        )
     if not df.schema["score"].is_numeric():
-        raise InputError(f"--compare file {path}: column 'score' is {df.schema['score']}, not numbers; write the "
-                         "scores as floats")
+        raise InputError(
+            f"--compare file {path}: column 'score' is {df.schema['score']}, not numbers; write the scores as floats"
+        )
     repeated = df.filter(pl.col(key).is_duplicated())[key].unique().head(5).to_list()
     if repeated:
-        raise InputError(f"--compare file {path} repeats keys such as {repeated}; every row must appear once "
-                         "(was a request sent twice?)")
+        raise InputError(
+            f"--compare file {path} repeats keys such as {repeated}; every row must appear once "
+            "(was a request sent twice?)"
+        )
     return df.select(pl.col(key).cast(key_dtype), pl.col("score").cast(pl.Float64))
 
 
 def compare(offline: pl.DataFrame, online: pl.DataFrame, key: str, spec: ParitySpec) -> dict:
     """Report rows compared, rows missing on either side, NaN rows, max abs/rel difference, worst rows."""
     joined = offline.select(key, pl.col("score").alias("offline"), pl.lit(True).alias(_OFFLINE)).join(
-        online.rename({"score": "online"}).with_columns(pl.lit(True).alias(_ONLINE)), on=key, how="full",
+        online.rename({"score": "online"}).with_columns(pl.lit(True).alias(_ONLINE)),
+        on=key,
+        how="full",
         coalesce=True,
     )
     missing_online = joined.filter(pl.col(_OFFLINE) & pl.col(_ONLINE).is_null()).height

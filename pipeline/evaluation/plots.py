@@ -36,7 +36,13 @@ def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: 
     for name, p in curves.items():
         mean_p, mean_y, _ = metrics.reliability(y, p, w, bins)
         ax.plot(mean_p, mean_y, "o-", label=f"{name} (ECE {metrics.ece(y, p, w, bins):.4f})")
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed positive rate",
+        title="Reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

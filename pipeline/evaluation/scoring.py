@@ -13,13 +13,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..store.bundle import Bundle
+from ..data.chunks import needed_columns, stream_chunks
 from ..data.sources import check_inputs
-from ..store.encoded import EncodedSplit
+from ..data.spec import DataFiles
 from ..errors import InputError
 from ..model.network import Network
-from ..data.chunks import needed_columns, stream_chunks
-from ..data.spec import DataFiles
+from ..store.bundle import Bundle
+from ..store.encoded import EncodedSplit
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
@@ -52,7 +52,8 @@ def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> En
     ids, values = bundle.feature_map.encode_frame(frame)
     n = frame.height
     return EncodedSplit.from_dense(
-        ids, values,
+        ids,
+        values,
         np.zeros(n, np.float32) if labels is None else labels,
         np.ones(n, np.float32) if weights is None else weights,
     )
@@ -89,18 +90,26 @@ class ScoredSplit:
     slices: pl.DataFrame
 
     @classmethod
-    def concat(cls, parts: list["ScoredSplit"]) -> "ScoredSplit":
+    def concat(cls, parts: list[ScoredSplit]) -> ScoredSplit:
         """The chunks of one split, in order, as one."""
+
         def arrays(name: str) -> np.ndarray | None:
             first = getattr(parts[0], name)
             return None if first is None else np.concatenate([getattr(p, name) for p in parts])
 
-        return cls(pl.concat([p.scored for p in parts]), arrays("labels"), arrays("weights"), arrays("oracle"),
-                   arrays("baseline"), pl.concat([p.slices for p in parts]))
+        return cls(
+            pl.concat([p.scored for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.weights for p in parts]),
+            arrays("oracle"),
+            arrays("baseline"),
+            pl.concat([p.slices for p in parts]),
+        )
 
 
-def score_splits(files: DataFiles, slices: list[str], bundle: Bundle, model: Network,
-                 baseline: Bundle | None = None) -> dict[str, ScoredSplit]:
+def score_splits(
+    files: DataFiles, slices: list[str], bundle: Bundle, model: Network, baseline: Bundle | None = None
+) -> dict[str, ScoredSplit]:
     """Stream the validation split (the holdout of the train source, or its own source) and the test
     split through the batch scorer. Memory: one chunk plus the per-row results."""
     data, features = files.data, list(bundle.recipe.features)
@@ -116,11 +125,16 @@ def score_splits(files: DataFiles, slices: list[str], bundle: Bundle, model: Net
             frame, labels, weights = chunk.part(selected)
             if frame.height == 0:
                 continue
-            chunks.setdefault(split, []).append(ScoredSplit(
-                score_frame(bundle, frame, model), labels, weights,
-                oracle_probabilities(frame, data.oracle) if data.oracle else None,
-                score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
-                frame.select(slices)))
+            chunks.setdefault(split, []).append(
+                ScoredSplit(
+                    score_frame(bundle, frame, model),
+                    labels,
+                    weights,
+                    oracle_probabilities(frame, data.oracle) if data.oracle else None,
+                    score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
+                    frame.select(slices),
+                )
+            )
     if "validation" not in chunks:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
     return {name: ScoredSplit.concat(parts) for name, parts in chunks.items()}

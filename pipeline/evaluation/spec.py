@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -28,7 +28,7 @@ class NoCalibration(Strict):
     kind: Literal["none"] = Field(description="Calibrator tag: only the analytic downsampling correction.")
 
 
-Calibration = Annotated[Union[IsotonicCalibration, NoCalibration], Field(discriminator="kind")]
+Calibration = Annotated[IsotonicCalibration | NoCalibration, Field(discriminator="kind")]
 
 
 class Gate(Strict):
@@ -46,9 +46,9 @@ class ValidationSpec(Strict):
     slices: list[str] = Field(default=[], description="Columns to report metrics per value of.")
     gates: dict[Metric, Gate] = Field(default={}, description="Thresholds on calibrated test metrics.")
     baseline: str | None = Field(default=None, description="Bundle to compare against for *_vs_baseline gates.")
-    ece_bins: Annotated[int, Field(ge=2), at_most(
-        MAX_ECE_BINS, lambda v: f"{gigabytes(v * 24.0)} of bin totals for no finer a picture")] = Field(
-        default=10, description="Equal-width bins of the ECE and reliability diagram.")
+    ece_bins: Annotated[
+        int, Field(ge=2), at_most(MAX_ECE_BINS, lambda v: f"{gigabytes(v * 24.0)} of bin totals for no finer a picture")
+    ] = Field(default=10, description="Equal-width bins of the ECE and reliability diagram.")
     logloss_eps: float = Field(default=1e-7, gt=0, lt=0.5, description="Probabilities are clipped to [eps, 1-eps].")
 
 

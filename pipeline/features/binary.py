@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from .. import native
 from ..errors import InputError
 from ..store.encoded import unit_values
 from .spec import BinaryFeature
@@ -25,7 +26,8 @@ class BinaryEncoder:
     offset: int = 0
 
     kind = "binary"
-    number_kinds = 0  # bools, numbers and text alike are read as raw values
+    # the kinds of raw value `encode_numbers` takes as native.records_to_numbers read them
+    number_kinds = native.SEEN_BOOL | native.SEEN_INT | native.SEEN_FLOAT | native.SEEN_NONE
     size = 3
     one_hot = True  # every value it emits is 1.0
 
@@ -63,6 +65,15 @@ class BinaryEncoder:
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         """The online path over a request's raw values: local ids int64 [n], values float64 [n]."""
         return np.array([self._local_id(r) for r in raws], dtype=np.int64), np.ones(len(raws))
+
+    def encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_values` of values read as numbers, float64 [n] (NaN missing): 1 and 0 (True and
+        False) their ids, anything else an input error."""
+        missing = np.isnan(x)
+        bad = ~missing & (x != 0.0) & (x != 1.0)
+        if bad.any():
+            raise self._bad(np.unique(x[bad])[:3].tolist())
+        return np.where(missing, MISSING, x).astype(np.int64), np.ones(len(x))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "offset": self.offset}

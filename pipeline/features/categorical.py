@@ -67,8 +67,10 @@ class CategoricalEncoder:
             old, new, missing, oov = uniques, pl.Series(buckets, dtype=pl.Int64), self.buckets, self.buckets
         else:
             if self._text_lookup is None:
-                self._text_lookup = (pl.Series(self.vocabulary, dtype=pl.String),
-                                     pl.Series(np.arange(len(self.vocabulary), dtype=np.int64)))
+                self._text_lookup = (
+                    pl.Series(self.vocabulary, dtype=pl.String),
+                    pl.Series(np.arange(len(self.vocabulary), dtype=np.int64)),
+                )
             (old, new), missing, oov = self._text_lookup, len(self.vocabulary) + 1, len(self.vocabulary)
         ids = text.replace_strict(old, new, default=oov, return_dtype=pl.Int64)
         return np.where(text.is_null().to_numpy(), missing, ids.to_numpy()).astype(np.int64)
@@ -88,7 +90,7 @@ class CategoricalEncoder:
         """The online path over a request's raw values: local ids int64 [n], values float64 [n]."""
         if self.buckets is None and set(map(type, raws)) <= {int, type(None)}:
             x = np.array(raws, dtype=np.float64)  # None -> NaN, in one C pass
-            if np.abs(np.nan_to_num(x)).max(initial=0.0) < 2.0 ** 53:  # every int exact in float64
+            if np.abs(np.nan_to_num(x)).max(initial=0.0) < 2.0**53:  # every int exact in float64
                 return self.encode_numbers(x)
         return np.array([self._local_id(r) for r in raws], dtype=np.int64), np.ones(len(raws))
 
@@ -96,8 +98,9 @@ class CategoricalEncoder:
         """`encode_values` of ints read as numbers, float64 [n] (NaN missing): one vectorized lookup of
         the vocabulary's integer entries, as the batch path's."""
         missing = np.isnan(x)
-        ids = self._integer_lookup(np.where(missing, 0.0, x).astype(np.int64), missing,
-                                   missing_id=len(self.vocabulary) + 1)
+        ids = self._integer_lookup(
+            np.where(missing, 0.0, x).astype(np.int64), missing, missing_id=len(self.vocabulary) + 1
+        )
         return ids, np.ones(len(x))
 
     @cached_property
@@ -106,12 +109,19 @@ class CategoricalEncoder:
         text = pl.Series(self.vocabulary, dtype=pl.String)
         as_int = text.cast(pl.Int64, strict=False)
         canonical = (as_int.cast(pl.String) == text).fill_null(False).to_numpy()
-        return IntegerLookup(as_int.to_numpy()[canonical].astype(np.int64), np.flatnonzero(canonical),
-                             default=len(self.vocabulary))
+        return IntegerLookup(
+            as_int.to_numpy()[canonical].astype(np.int64), np.flatnonzero(canonical), default=len(self.vocabulary)
+        )
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "vocabulary": self.vocabulary, "buckets": self.buckets,
-                "min_count": self.min_count, "offset": self.offset}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "vocabulary": self.vocabulary,
+            "buckets": self.buckets,
+            "min_count": self.min_count,
+            "offset": self.offset,
+        }
 
 
 class CategoricalFitter:
@@ -138,7 +148,9 @@ class CategoricalFitter:
         table = self.totals.result()
         if table.height == 0:
             return CategoricalEncoder(feature.name, [], min_count=feature.min_count)
-        kept = (table.filter(pl.col("total") >= feature.min_count)
-                .select(pl.col("key").cast(pl.String), pl.col("total").cast(pl.Int64))
-                .sort(["total", "key"], descending=[True, False]))
+        kept = (
+            table.filter(pl.col("total") >= feature.min_count)
+            .select(pl.col("key").cast(pl.String), pl.col("total").cast(pl.Int64))
+            .sort(["total", "key"], descending=[True, False])
+        )
         return CategoricalEncoder(feature.name, kept["key"].to_list(), min_count=feature.min_count)

@@ -1,10 +1,10 @@
 """Continuous features: percentile (or hashed percentile) bins, or the raw value.
 
-    bins [e_i, e_{i+1}); below/above the fitted range -> the first/last bin; missing -> its own id
-    local ids: bin b in [0, n_bins) and n_bins for missing (size n_bins + 1); with `buckets`,
-    stable_bucket(name, bin) (size buckets), so ids survive refits; value 1.0
-    raw: one id carrying the number itself (scaled later by the sparse layer's running max |v|),
-    missing -> id 1 with value 1.0 (size 2)
+bins [e_i, e_{i+1}); below/above the fitted range -> the first/last bin; missing -> its own id
+local ids: bin b in [0, n_bins) and n_bins for missing (size n_bins + 1); with `buckets`,
+stable_bucket(name, bin) (size buckets), so ids survive refits; value 1.0
+raw: one id carrying the number itself (scaled later by the sparse layer's running max |v|),
+missing -> id 1 with value 1.0 (size 2)
 """
 
 from __future__ import annotations
@@ -97,8 +97,15 @@ class ContinuousEncoder:
         return ids, np.ones(len(x))
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "edges": self.edges, "buckets": self.buckets,
-                "raw": self.raw, "method": self.method, "offset": self.offset}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "edges": self.edges,
+            "buckets": self.buckets,
+            "raw": self.raw,
+            "method": self.method,
+            "offset": self.offset,
+        }
 
 
 class ContinuousFitter:

@@ -30,8 +30,17 @@ from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature
 
 T = TypeVar("T")
 Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder
-ENCODERS = {"continuous": ContinuousEncoder, "categorical": CategoricalEncoder, "binary": BinaryEncoder}
-FITTERS = {ContinuousFeature: ContinuousFitter, CategoricalFeature: CategoricalFitter, BinaryFeature: BinaryFitter}
+Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter
+ENCODERS: dict[str, type[Encoder]] = {
+    "continuous": ContinuousEncoder,
+    "categorical": CategoricalEncoder,
+    "binary": BinaryEncoder,
+}
+FITTERS: dict[type, type[Fitter]] = {
+    ContinuousFeature: ContinuousFitter,
+    CategoricalFeature: CategoricalFitter,
+    BinaryFeature: BinaryFitter,
+}
 
 
 def check_encoder_fields(item: dict) -> None:
@@ -81,10 +90,12 @@ def finish_fitters(running: list) -> list:
     return encoders
 
 
-def update_fitters(features, running: list, frame: pl.DataFrame, weights: np.ndarray,
-                   rows: np.ndarray | None = None) -> None:
+def update_fitters(
+    features, running: list, frame: pl.DataFrame, weights: np.ndarray, rows: np.ndarray | None = None
+) -> None:
     """Every fitter takes its feature's column of one chunk (weights [n]; only the rows of the bool
     mask `rows` [n] count, every row without it), side by side."""
+
     def update(j: int) -> None:
         running[j].update(frame[features[j].name], weights, rows)
 
@@ -105,7 +116,7 @@ class FeatureMap:
         self.num_ids = offset
 
     @classmethod
-    def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray) -> "FeatureMap":
+    def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray) -> FeatureMap:
         """The streaming fit (`fitters`) over one in-memory frame as its only chunk."""
         running = fitters(features)
         update_fitters(features, running, frame, weights)
@@ -123,22 +134,28 @@ class FeatureMap:
     def encode_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global ids int64 [n, F] and values float32 [n, F], one column per feature."""
         ids, values = self.encode_columns(frame)
+        assert values is not None  # no buffers given: values are returned
         return np.ascontiguousarray(ids.T), np.ascontiguousarray(values.T)
 
-    def encode_columns(self, frame: pl.DataFrame, buffers: tuple[np.ndarray, np.ndarray | None] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    def encode_columns(
+        self, frame: pl.DataFrame, buffers: tuple[np.ndarray, np.ndarray | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Feature-major: global ids int64 [F, n] and values float32 [F, n] (each feature's row
         contiguous), written into the first n columns of `buffers` (ids int64 or int32 when every id
         fits, values float32 or None to skip them (one-hot); [F, >= n]) when given, so a chunked
         caller reuses memory it has already touched."""
         if buffers is None or buffers[0].shape[1] < frame.height:
-            buffers = (np.empty((len(self.encoders), frame.height), dtype=np.int64),
-                       np.empty((len(self.encoders), frame.height), dtype=np.float32))
-        ids = buffers[0][:, :frame.height]
-        values = None if buffers[1] is None else buffers[1][:, :frame.height]
+            buffers = (
+                np.empty((len(self.encoders), frame.height), dtype=np.int64),
+                np.empty((len(self.encoders), frame.height), dtype=np.float32),
+            )
+        ids = buffers[0][:, : frame.height]
+        values = None if buffers[1] is None else buffers[1][:, : frame.height]
         missing = [name for name in self.names if name not in frame.columns]
         if missing:
-            raise InputError(f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}")
+            raise InputError(
+                f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}"
+            )
 
         def encode(j: int) -> None:
             encoder = self.encoders[j]
@@ -184,7 +201,7 @@ class FeatureMap:
         return {"num_ids": self.num_ids, "encoders": [e.to_json() for e in self.encoders]}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "FeatureMap":
+    def from_json(cls, obj: dict) -> FeatureMap:
         try:
             encoders = []
             for item in obj["encoders"]:
@@ -194,7 +211,9 @@ class FeatureMap:
                 check_encoder_fields(item)
                 encoders.append(ENCODERS[kind](**item))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactError(f"feature map is corrupted ({type(exc).__name__}: {exc}); refit with `snn fit --force`") from None
+            raise ArtifactError(
+                f"feature map is corrupted ({type(exc).__name__}: {exc}); refit with `snn fit --force`"
+            ) from None
         fmap = cls(encoders)
         if fmap.num_ids != obj.get("num_ids"):
             raise ArtifactError("feature map is corrupted (id space size mismatch); refit with `snn fit --force`")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -30,9 +30,7 @@ class RawValue(Strict):
     kind: Literal["none"] = Field(description="Discretizer tag.")
 
 
-Discretizer = Annotated[
-    Union[PercentileDiscretizer, HashingDiscretizer, RawValue], Field(discriminator="kind")
-]
+Discretizer = Annotated[PercentileDiscretizer | HashingDiscretizer | RawValue, Field(discriminator="kind")]
 
 
 class ContinuousFeature(Strict):
@@ -60,6 +58,4 @@ class BinaryFeature(Strict):
     kind: Literal["binary"] = Field(description="Feature kind tag.")
 
 
-Feature = Annotated[
-    Union[ContinuousFeature, CategoricalFeature, BinaryFeature], Field(discriminator="kind")
-]
+Feature = Annotated[ContinuousFeature | CategoricalFeature | BinaryFeature, Field(discriminator="kind")]

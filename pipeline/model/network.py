@@ -53,10 +53,14 @@ class Network(nn.Module):
         for block, node in zip(plan.blocks, plan.nodes):
             BLOCKS[block.kind].init(node, self.block_weights(block.name))
         # each per-id trained table, and where it sits in a block's weights
-        self._tables = [(name.split(".", 1)[0], name.split(".", 1)[1]) for name, w in declared.items()
-                        if w.per_id and w.trainable]
-        self._fast = {block.name for block in plan.blocks
-                      if not any(plan.consumers(f"{block.name}.{out}") for out in self._outputs(block) if out != "out")}
+        self._tables = [
+            (name.split(".", 1)[0], name.split(".", 1)[1]) for name, w in declared.items() if w.per_id and w.trainable
+        ]
+        self._fast = {
+            block.name
+            for block in plan.blocks
+            if not any(plan.consumers(f"{block.name}.{out}") for out in self._outputs(block) if out != "out")
+        }
 
     def _outputs(self, block) -> list[str]:
         node = self.plan.nodes[self.plan.blocks.index(block)]
@@ -81,7 +85,9 @@ class Network(nn.Module):
         scattered through a bitmap of the id space (no sort; see rows.deduplicate). The bitmap is
         scratch, built on first use, not part of the state."""
         num_ids = self.num_ids
-        if max(table.shape[1] for table in self.row_tables()) > NARROW_ROWS or num_ids > BITMAP_IDS_PER_ENTRY * len(ids):
+        if max(table.shape[1] for table in self.row_tables()) > NARROW_ROWS or num_ids > BITMAP_IDS_PER_ENTRY * len(
+            ids
+        ):
             return deduplicate(ids, offsets, num_ids, width)
         if self._bitmap is None or self._bitmap.seen.device != ids.device:
             self._bitmap = IdBitmap(num_ids, ids.device)
@@ -106,22 +112,26 @@ class Network(nn.Module):
             outputs = {"out": fast_out} if fast_out is not None else kind.forward(node, weights, inputs, self.training)
             for name, value in outputs.items():
                 ports[f"{block.name}.{name}"] = value
-        return ports[self.plan.output].squeeze(-1)
+        logits: torch.Tensor = ports[self.plan.output]  # type: ignore[assignment]  # the plan's dense output
+        return logits.squeeze(-1)
 
-    def forward(self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor,
-                width: int | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor, width: int | None = None
+    ) -> torch.Tensor:
         """Full tables, plain torch -> logits [B] (in train mode, differentiable over whole tables)."""
         return self._run(Entries(ids, values, offsets, width))
 
-    def forward_rows(self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None,
-                     offsets: torch.Tensor) -> torch.Tensor:
+    def forward_rows(
+        self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None, offsets: torch.Tensor
+    ) -> torch.Tensor:
         """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode
         (values None: a one-hot batch, every value 1)."""
         return self._run(Entries(batch.inverse, values, offsets, rows=batch), gathered=rows)
 
     @torch.no_grad()
-    def infer(self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor,
-              width: int | None = None) -> torch.Tensor:
+    def infer(
+        self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor, width: int | None = None
+    ) -> torch.Tensor:
         """Inference -> logits [B], through the blocks' native fast paths where they have one."""
         return self._run(Entries(ids, values, offsets, width), fast=True)
 

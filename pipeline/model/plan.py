@@ -35,8 +35,9 @@ _RESERVED = {"features", "training", "forward", "blocks", "plan"}
 class InteractionSpec(Strict):
     """DLRM dot interactions: a dim-d embedding per feature, every pairwise dot product fed to the MLP."""
 
-    dim: int = Field(default=16, ge=1, le=256,
-                     description="Embedding size d of each feature (and of the sparse layer's projection).")
+    dim: int = Field(
+        default=16, ge=1, le=256, description="Embedding size d of each feature (and of the sparse layer's projection)."
+    )
 
 
 class ModelSpec(Strict):
@@ -68,21 +69,26 @@ class Plan:
     nodes: tuple[Node, ...] = field(default=(), init=False, compare=False)  # derived: each block's ports
 
     def __post_init__(self) -> None:
-        nodes, ports = [], {FEATURES: Port("entries", (self.space.num_fields,))}
+        nodes: list[Node] = []
+        ports = {FEATURES: Port("entries", (self.space.num_fields,))}
         for block in self.blocks:
             if not _NAME.match(block.name) or block.name in _RESERVED or any(n.name == block.name for n in nodes):
                 raise ValueError(f"block name {block.name!r} is not a new lowercase identifier")
             kind = _block(block.kind)
             if set(block.inputs) != set(kind.reads):
-                raise ValueError(f"block {block.name!r} ({block.kind}) reads {sorted(kind.reads)}, "
-                                 f"the plan gives {sorted(block.inputs)}")
+                raise ValueError(
+                    f"block {block.name!r} ({block.kind}) reads {sorted(kind.reads)}, "
+                    f"the plan gives {sorted(block.inputs)}"
+                )
             inputs = {}
             for name, ref in block.inputs.items():
                 port = ports.get(ref)
                 if port is None or port.kind != kind.reads[name]:
-                    raise ValueError(f"block {block.name!r} input {name!r} reads {ref!r}, which is "
-                                     f"{'not written before it' if port is None else 'a ' + port.kind + ' port'}; "
-                                     f"it takes a {kind.reads[name]} port")
+                    raise ValueError(
+                        f"block {block.name!r} input {name!r} reads {ref!r}, which is "
+                        f"{'not written before it' if port is None else 'a ' + port.kind + ' port'}; "
+                        f"it takes a {kind.reads[name]} port"
+                    )
                 inputs[name] = port
             nodes.append(Node(block.name, block.spec, self.space, inputs))
             for name, port in kind.outputs(block.spec, inputs, self.space).items():
@@ -109,30 +115,42 @@ class Plan:
             "format": PLAN_FORMAT,
             "num_ids": self.space.num_ids,
             "num_fields": self.space.num_fields,
-            "blocks": [{"name": b.name, "kind": b.kind, "inputs": b.inputs, "spec": b.spec.model_dump(mode="json")}
-                       for b in self.blocks],
+            "blocks": [
+                {"name": b.name, "kind": b.kind, "inputs": b.inputs, "spec": b.spec.model_dump(mode="json")}
+                for b in self.blocks
+            ],
             "output": self.output,
-            "weights": {name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable}
-                        for name, w in self.weights.items()},
+            "weights": {
+                name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable}
+                for name, w in self.weights.items()
+            },
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Plan":
+    def from_json(cls, obj: dict) -> Plan:
         """The plan a bundle stores; an ArtifactError when it is damaged or from another format."""
         if not isinstance(obj, dict) or obj.get("format") != PLAN_FORMAT:
-            raise ArtifactError(f"plan format {obj.get('format') if isinstance(obj, dict) else None!r} is not "
-                                f"{PLAN_FORMAT}; rebuild the bundle with this snn (`snn fit --force`)")
+            raise ArtifactError(
+                f"plan format {obj.get('format') if isinstance(obj, dict) else None!r} is not "
+                f"{PLAN_FORMAT}; rebuild the bundle with this snn (`snn fit --force`)"
+            )
         try:
-            blocks = tuple(PlanBlock(b["name"], b["kind"], _block(b["kind"]).Spec.model_validate(b["spec"]),
-                                     dict(b["inputs"])) for b in obj["blocks"])
+            blocks = tuple(
+                PlanBlock(b["name"], b["kind"], _block(b["kind"]).Spec.model_validate(b["spec"]), dict(b["inputs"]))
+                for b in obj["blocks"]
+            )
             plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"])), blocks, obj["output"])
-            stored = {name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"]) for name, w in obj["weights"].items()}
+            stored = {
+                name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"]) for name, w in obj["weights"].items()
+            }
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
-            raise ArtifactError(f"plan is corrupted ({type(exc).__name__}: {str(exc)[:200]}); rebuild the bundle "
-                                "with `snn fit --force`") from None
+            raise ArtifactError(
+                f"plan is corrupted ({type(exc).__name__}: {str(exc)[:200]}); rebuild the bundle with `snn fit --force`"
+            ) from None
         if stored != plan.weights:
-            raise ArtifactError("plan is corrupted (its weights do not match its blocks); rebuild the bundle with "
-                                "`snn fit --force`")
+            raise ArtifactError(
+                "plan is corrupted (its weights do not match its blocks); rebuild the bundle with `snn fit --force`"
+            )
         return plan
 
 
@@ -147,10 +165,22 @@ def plan_for(spec: ModelSpec, space: IdSpace) -> Plan:
     blocks = [PlanBlock("sparse", "sparse_linear", spec.sparse_linear, {"entries": FEATURES})]
     top = "sparse.out"
     if spec.interactions is not None:
-        blocks.append(PlanBlock("embedding", "field_embedding", FieldEmbeddingSpec(dim=spec.interactions.dim),
-                                {"entries": FEATURES, "scaled": "sparse.scaled"}))
-        blocks.append(PlanBlock("interactions", "dot_interaction", BLOCKS["dot_interaction"].Spec(),
-                                {"dense": top, "fields": "embedding.out"}))
+        blocks.append(
+            PlanBlock(
+                "embedding",
+                "field_embedding",
+                FieldEmbeddingSpec(dim=spec.interactions.dim),
+                {"entries": FEATURES, "scaled": "sparse.scaled"},
+            )
+        )
+        blocks.append(
+            PlanBlock(
+                "interactions",
+                "dot_interaction",
+                BLOCKS["dot_interaction"].Spec(),
+                {"dense": top, "fields": "embedding.out"},
+            )
+        )
         top = "interactions.out"
     blocks.append(PlanBlock("mlp", "mlp", spec.mlp, {"x": top}))
     blocks.append(PlanBlock("head", "logit", BLOCKS["logit"].Spec(), {"x": "mlp.out"}))

@@ -15,9 +15,9 @@ A batch of nnz entries touches U <= nnz distinct ids. Training works on those U 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,16 +89,17 @@ class IdBitmap:
         """`distinct` on one CPU thread. torch's parallel index_fill_ / index_copy_ make the cores fight
         over the cache lines of frequent (Zipf) ids, and reading back `slot` right after another core
         wrote it misses too: 4-20x slower than this on 2 cores."""
-        seen, slot, ids = self.seen.numpy(), self.slot.numpy(), ids.numpy()
-        seen[ids] = True
+        seen, slot, keys = self.seen.numpy(), self.slot.numpy(), ids.numpy()
+        seen[keys] = True
         unique = np.flatnonzero(seen)
         seen[unique] = False
         slot[unique] = np.arange(len(unique))
-        return torch.from_numpy(unique), torch.from_numpy(slot[ids])
+        return torch.from_numpy(unique), torch.from_numpy(slot[keys])
 
 
-def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: int | None = None,
-                bitmap: IdBitmap | None = None) -> RowBatch:
+def deduplicate(
+    ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: int | None = None, bitmap: IdBitmap | None = None
+) -> RowBatch:
     """ids int32 or int64 [nnz] in [0, num_ids) (rows start at offsets [B]; `width` entries per row,
     or None) -> RowBatch (its index tensors int64).
 
@@ -117,8 +118,7 @@ def deduplicate(ids: torch.Tensor, offsets: torch.Tensor, num_ids: int, width: i
     inverse = torch.empty_like(run)
     inverse[order] = run
     entry_rows = row_of_entry.index_select(0, order)
-    return RowBatch(sorted_ids[first].long(), inverse, row_of_entry, order, entry_rows,
-                    torch.nonzero(first).squeeze(1))
+    return RowBatch(sorted_ids[first].long(), inverse, row_of_entry, order, entry_rows, torch.nonzero(first).squeeze(1))
 
 
 class _PoolRows(torch.autograd.Function):
@@ -152,8 +152,14 @@ class _PoolRows(torch.autograd.Function):
             grad_rows = torch.zeros_like(rows).index_add_(0, batch.inverse, per_entry * weights.unsqueeze(1))
             summed = torch.zeros_like(rows).index_add_(0, batch.inverse, per_entry)
         else:
-            grad_rows = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum",
-                                        per_sample_weights=weights.index_select(0, batch.order))
+            assert batch.entry_rows is not None and batch.starts is not None  # grouped: the transposed batch
+            grad_rows = F.embedding_bag(
+                batch.entry_rows,
+                grad,
+                batch.starts,
+                mode="sum",
+                per_sample_weights=weights.index_select(0, batch.order),
+            )
             summed = F.embedding_bag(batch.entry_rows, grad, batch.starts, mode="sum")
         grad_bias = (rows * summed).sum(1)
         return grad_rows, grad_bias, None, None, None
@@ -169,6 +175,6 @@ def pool(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, entries: 
     return _PoolRows.apply(rows, bias, scaled, entries.rows, entries.offsets)
 
 
-def gather_rows(tables: list[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:
+def gather_rows(tables: Sequence[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:
     """Copies of rows `unique` [U] of each table [N, D] -> [U, D], as leaves that take gradients."""
     return [table.detach().index_select(0, unique).requires_grad_() for table in tables]

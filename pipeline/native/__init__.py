@@ -16,8 +16,20 @@ from .scoring import dot_pairs, sparse_sums
 from .tables import IntegerLookup, Totals, bin_column, bin_ids, fits_int64
 
 __all__ = [
-    "enabled", "forget_libraries", "records_to_numbers", "SEEN_INT", "SEEN_FLOAT", "SEEN_NONE", "SEEN_BOOL",
-    "SEEN_BIG", "SEEN_OTHER", "sparse_sums", "dot_pairs", "Totals", "IntegerLookup", "bin_column", "bin_ids",
+    "SEEN_BIG",
+    "SEEN_BOOL",
+    "SEEN_FLOAT",
+    "SEEN_INT",
+    "SEEN_NONE",
+    "SEEN_OTHER",
+    "IntegerLookup",
+    "Totals",
+    "bin_column",
+    "bin_ids",
+    "dot_pairs",
+    "enabled",
     "fits_int64",
+    "forget_libraries",
+    "records_to_numbers",
+    "sparse_sums",
 ]
-

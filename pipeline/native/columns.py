@@ -13,9 +13,9 @@ Layouts follow the Arrow C data interface (arrow.apache.org/docs/format/CDataInt
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -24,18 +24,35 @@ _ptr, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
 class _Schema(ctypes.Structure):
-    _fields_ = [("format", ctypes.c_char_p), ("name", ctypes.c_char_p), ("metadata", ctypes.c_char_p),
-                ("flags", _i64), ("n_children", _i64), ("children", _ptr), ("dictionary", _ptr),
-                ("release", _ptr), ("private_data", _ptr)]
+    _fields_ = [
+        ("format", ctypes.c_char_p),
+        ("name", ctypes.c_char_p),
+        ("metadata", ctypes.c_char_p),
+        ("flags", _i64),
+        ("n_children", _i64),
+        ("children", _ptr),
+        ("dictionary", _ptr),
+        ("release", _ptr),
+        ("private_data", _ptr),
+    ]
 
 
 class _Array(ctypes.Structure):
     pass
 
 
-_Array._fields_ = [("length", _i64), ("null_count", _i64), ("offset", _i64), ("n_buffers", _i64),
-                   ("n_children", _i64), ("buffers", ctypes.POINTER(_ptr)), ("children", _ptr), ("dictionary", _ptr),
-                   ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Array))), ("private_data", _ptr)]
+_Array._fields_ = [
+    ("length", _i64),
+    ("null_count", _i64),
+    ("offset", _i64),
+    ("n_buffers", _i64),
+    ("n_children", _i64),
+    ("buffers", ctypes.POINTER(_ptr)),
+    ("children", _ptr),
+    ("dictionary", _ptr),
+    ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Array))),
+    ("private_data", _ptr),
+]
 
 
 class _Stream(ctypes.Structure):
@@ -45,7 +62,10 @@ class _Stream(ctypes.Structure):
 _Stream._fields_ = [
     ("get_schema", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Stream), ctypes.POINTER(_Schema))),
     ("get_next", ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Stream), ctypes.POINTER(_Array))),
-    ("get_last_error", _ptr), ("release", _ptr), ("private_data", _ptr)]
+    ("get_last_error", _ptr),
+    ("release", _ptr),
+    ("private_data", _ptr),
+]
 
 _release_schema = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Schema))
 _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
@@ -88,8 +108,9 @@ def pieces(series: pl.Series) -> Iterator[list[Piece]]:
             length, width = array.length, np.dtype(dtype).itemsize
             if length == 0:
                 continue
-            values = np.frombuffer((ctypes.c_char * (length * width)).from_address(
-                array.buffers[1] + array.offset * width), dtype=dtype)
+            values = np.frombuffer(
+                (ctypes.c_char * (length * width)).from_address(array.buffers[1] + array.offset * width), dtype=dtype
+            )
             valid = (array.buffers[0], array.offset) if array.null_count and array.buffers[0] else None
             parts.append(Piece(start, values, valid))
             start += length

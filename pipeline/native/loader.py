@@ -104,10 +104,10 @@ def library() -> ctypes.CDLL | None:
 def python_library() -> ctypes.PyDLL | None:
     """The kernel that reads a request's dicts through the Python C API (records.c): loaded with
     PyDLL, so the GIL is held while it runs; built against this interpreter's headers."""
-    flags = (f"-I{sysconfig.get_paths()['include']}",)  # the interpreter's symbols resolve at load time
+    flags: tuple[str, ...] = (f"-I{sysconfig.get_paths()['include']}",)  # its symbols resolve at load time
     if platform.system() == "Darwin":
         flags += ("-undefined", "dynamic_lookup")
-    return _load("python_kernels", ("records.c",), flags, ctypes.PyDLL)
+    return _load("python_kernels", ("records.c",), flags, ctypes.PyDLL)  # type: ignore[return-value]
 
 
 def forget_libraries() -> None:

@@ -35,8 +35,9 @@ def sparse_sums_reference(ids, values, table, max_abs, id_bias, bias) -> tuple[n
     return scaled, sums
 
 
-def sparse_sums(ids: np.ndarray, values: np.ndarray, table: np.ndarray, max_abs: np.ndarray, id_bias: np.ndarray,
-                bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sparse_sums(
+    ids: np.ndarray, values: np.ndarray, table: np.ndarray, max_abs: np.ndarray, id_bias: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The sparse linear layer before its activation, on rows of F entries:
     s = v / max(max_abs[id], |v|, 1e-12)  [n, F],   sums = Σ_f W[id] · (s + b[id]) + B  [n, width].
     ids int64, values float64 [n, F]; table [num_ids, width], max_abs and id_bias [num_ids], bias [width]."""
@@ -45,9 +46,23 @@ def sparse_sums(ids: np.ndarray, values: np.ndarray, table: np.ndarray, max_abs:
     if lib is None or not _contiguous(ids, values, table, max_abs, id_bias, bias):
         return sparse_sums_reference(ids, values, table, max_abs, id_bias, bias)
     scaled, out = np.empty((n, fields)), np.empty((n, width))
-    _check(lib.snn_online_sparse(ids.ctypes.data, values.ctypes.data, n, fields, table.ctypes.data, num_ids,
-                                 width, max_abs.ctypes.data, id_bias.ctypes.data, bias.ctypes.data,
-                                 scaled.ctypes.data, out.ctypes.data), num_ids)
+    _check(
+        lib.snn_online_sparse(
+            ids.ctypes.data,
+            values.ctypes.data,
+            n,
+            fields,
+            table.ctypes.data,
+            num_ids,
+            width,
+            max_abs.ctypes.data,
+            id_bias.ctypes.data,
+            bias.ctypes.data,
+            scaled.ctypes.data,
+            out.ctypes.data,
+        ),
+        num_ids,
+    )
     return scaled, out
 
 
@@ -71,6 +86,18 @@ def dot_pairs(g0: np.ndarray, table: np.ndarray, ids: np.ndarray, scaled: np.nda
     if lib is None or not _contiguous(g0, table, ids, scaled):
         return dot_pairs_reference(g0, table, ids, scaled)
     out = np.empty((n, (fields + 1) * fields // 2))
-    _check(lib.snn_online_pairs(g0.ctypes.data, table.ctypes.data, num_ids, dim, ids.ctypes.data,
-                                scaled.ctypes.data, n, fields, out.ctypes.data), num_ids)
+    _check(
+        lib.snn_online_pairs(
+            g0.ctypes.data,
+            table.ctypes.data,
+            num_ids,
+            dim,
+            ids.ctypes.data,
+            scaled.ctypes.data,
+            n,
+            fields,
+            out.ctypes.data,
+        ),
+        num_ids,
+    )
     return out

@@ -20,8 +20,8 @@ import ctypes
 import numpy as np
 import polars as pl
 
-from .loader import library
 from .columns import pieces
+from .loader import library
 
 COMPACT_AT = 2_000_000  # polars path: accumulated (key, total) rows before partial tables are merged
 
@@ -45,7 +45,8 @@ class HashTable:
     """Native open-addressing table: int64 keys (float64 numbers by value) -> float64 payload."""
 
     def __init__(self, lib: ctypes.CDLL, capacity: int = 1 << 10):
-        self.lib, self.is_float, self.count = lib, None, ctypes.c_int64(0)
+        self.lib, self.count = lib, ctypes.c_int64(0)
+        self.is_float: bool | None = None  # the key type, set by the first add
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -54,26 +55,48 @@ class HashTable:
         self.used = np.zeros(capacity, dtype=np.uint8)
         self.count.value = 0
 
-    def _add(self, data: np.ndarray, is_float: bool, missing: np.ndarray | None, valid: tuple[int, int] | None,
-             weights: np.ndarray | None) -> None:
+    def _add(
+        self,
+        data: np.ndarray,
+        is_float: bool,
+        missing: np.ndarray | None,
+        valid: tuple[int, int] | None,
+        weights: np.ndarray | None,
+    ) -> None:
         start = 0
         while start < len(data):
             start = self.lib.snn_table_add(
-                self.keys.ctypes.data, self.payload.ctypes.data, self.used.ctypes.data, len(self.keys),
-                ctypes.byref(self.count), len(self.keys) // 2, data.ctypes.data, int(is_float), _pointer(missing),
-                *_valid(valid), _pointer(weights), start, len(data))
+                self.keys.ctypes.data,
+                self.payload.ctypes.data,
+                self.used.ctypes.data,
+                len(self.keys),
+                ctypes.byref(self.count),
+                len(self.keys) // 2,
+                data.ctypes.data,
+                int(is_float),
+                _pointer(missing),
+                *_valid(valid),
+                _pointer(weights),
+                start,
+                len(data),
+            )
             if start < len(data):  # full: rehash into 4x the slots, then go on
                 held = self.used.view(bool)
                 keys, payload = self.keys[held], self.payload[held]
                 self._allocate(4 * len(self.keys))
                 self._add(keys, False, None, None, payload)
 
-    def add(self, data: np.ndarray, weights: np.ndarray | None = None, missing: np.ndarray | None = None,
-            valid: tuple[int, int] | None = None) -> None:
+    def add(
+        self,
+        data: np.ndarray,
+        weights: np.ndarray | None = None,
+        missing: np.ndarray | None = None,
+        valid: tuple[int, int] | None = None,
+    ) -> None:
         """payload[key] += weight (1.0 without weights) for data int64 or float64 [n] (NaN skipped);
         `missing` bool [n] and `valid` (an Arrow validity bitmap: address, bit of row 0) skip entries
         too. A table takes one key type."""
-        is_float = data.dtype == np.float64
+        is_float = bool(data.dtype == np.float64)
         if self.is_float is None:
             self.is_float = is_float
         if is_float != self.is_float or data.dtype not in (np.int64, np.float64):
@@ -89,16 +112,37 @@ class HashTable:
         keys = self.keys[held]
         return (keys.view(np.float64) if self.is_float else keys), self.payload[held]
 
-    def find(self, data: np.ndarray, missing: np.ndarray | None, default_id: int, missing_id: int, offset: int,
-             out: np.ndarray, valid: tuple[int, int] | None = None) -> None:
+    def find(
+        self,
+        data: np.ndarray,
+        missing: np.ndarray | None,
+        default_id: int,
+        missing_id: int,
+        offset: int,
+        out: np.ndarray,
+        valid: tuple[int, int] | None = None,
+    ) -> None:
         """out[i] = payload[data[i]] (default_id if absent, missing_id if missing: flagged in
         `missing` or clear in the `valid` bitmap) + offset, in place."""
         data = np.ascontiguousarray(data, dtype=np.float64 if self.is_float else np.int64)
         missing = None if missing is None else np.ascontiguousarray(missing, dtype=bool)
         pointer, is_32 = _ids_out(out)
-        self.lib.snn_table_find(self.keys.ctypes.data, self.payload.ctypes.data, self.used.ctypes.data,
-                                len(self.keys), data.ctypes.data, int(bool(self.is_float)), _pointer(missing),
-                                *_valid(valid), len(data), default_id, missing_id, offset, pointer, is_32)
+        self.lib.snn_table_find(
+            self.keys.ctypes.data,
+            self.payload.ctypes.data,
+            self.used.ctypes.data,
+            len(self.keys),
+            data.ctypes.data,
+            int(bool(self.is_float)),
+            _pointer(missing),
+            *_valid(valid),
+            len(data),
+            default_id,
+            missing_id,
+            offset,
+            pointer,
+            is_32,
+        )
 
 
 def fits_int64(dtype: pl.DataType) -> bool:
@@ -143,8 +187,12 @@ class Totals:
         with pieces(column) as parts:
             for part in parts:
                 span = slice(part.start, part.start + len(part.values))
-                table.add(part.values, None if weights is None else weights[span],
-                          None if skip is None else skip[span], part.valid)
+                table.add(
+                    part.values,
+                    None if weights is None else weights[span],
+                    None if skip is None else skip[span],
+                    part.valid,
+                )
 
     def _native(self, lib: ctypes.CDLL) -> HashTable:
         if self.table is None:
@@ -195,8 +243,14 @@ class IntegerLookup:
             order = np.argsort(keys)
             self.keys, self.values = keys[order], values[order]
 
-    def __call__(self, x: np.ndarray, missing: np.ndarray | None = None, missing_id: int = 0, offset: int = 0,
-                 out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        x: np.ndarray,
+        missing: np.ndarray | None = None,
+        missing_id: int = 0,
+        offset: int = 0,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """values [n] (+ offset; missing_id where `missing` bool [n] is set), into `out` int64 or int32
         [n] when given."""
         out = np.empty(len(x), dtype=np.int64) if out is None else out
@@ -226,13 +280,27 @@ class IntegerLookup:
             return self(column.fill_null(0).to_numpy(), missing, missing_id, offset, out)
         with pieces(column) as parts:
             for part in parts:
-                self.table.find(part.values, None, self.default, missing_id, offset,
-                                out[part.start:part.start + len(part.values)], part.valid)
+                self.table.find(
+                    part.values,
+                    None,
+                    self.default,
+                    missing_id,
+                    offset,
+                    out[part.start : part.start + len(part.values)],
+                    part.valid,
+                )
         return out
 
 
-def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int,
-            out: np.ndarray, valid: tuple[int, int] | None = None) -> int:
+def bin_ids(
+    x: np.ndarray,
+    inner_edges: np.ndarray,
+    ids: np.ndarray | None,
+    missing_bin: int,
+    offset: int,
+    out: np.ndarray,
+    valid: tuple[int, int] | None = None,
+) -> int:
     """Percentile bins: out[i] = ids[#{inner_edges <= x_i}] (the count itself without `ids`; missing_bin
     for NaN, or where the `valid` bitmap's bit is clear) + offset, into out int64 or int32 [n]. x
     float64 [n]. Returns the number of infinite values (the caller rejects them)."""
@@ -242,8 +310,18 @@ def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, miss
         pointer, is_32 = _ids_out(out)
         edges = np.ascontiguousarray(inner_edges, dtype=np.float64)
         ids = None if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
-        return lib.snn_bin(x.ctypes.data, *_valid(valid), len(x), edges.ctypes.data, len(edges), _pointer(ids),
-                           missing_bin, offset, pointer, is_32)
+        return lib.snn_bin(
+            x.ctypes.data,
+            *_valid(valid),
+            len(x),
+            edges.ctypes.data,
+            len(edges),
+            _pointer(ids),
+            missing_bin,
+            offset,
+            pointer,
+            is_32,
+        )
     if valid is not None:
         raise ValueError("validity bitmaps are read by the native kernel only")
     missing = np.isnan(x)
@@ -253,14 +331,22 @@ def bin_ids(x: np.ndarray, inner_edges: np.ndarray, ids: np.ndarray | None, miss
     return int(np.isinf(x).sum())
 
 
-def bin_column(column: pl.Series, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int,
-               out: np.ndarray) -> int:
+def bin_column(
+    column: pl.Series, inner_edges: np.ndarray, ids: np.ndarray | None, missing_bin: int, offset: int, out: np.ndarray
+) -> int:
     """`bin_ids` of a Float64 column [n] (nulls -> missing_bin) into `out`; the number of infinities."""
     if library() is None:
         return bin_ids(column.to_numpy(), inner_edges, ids, missing_bin, offset, out)
     infinite = 0
     with pieces(column) as parts:
         for part in parts:
-            infinite += bin_ids(part.values, inner_edges, ids, missing_bin, offset,
-                                out[part.start:part.start + len(part.values)], part.valid)
+            infinite += bin_ids(
+                part.values,
+                inner_edges,
+                ids,
+                missing_bin,
+                offset,
+                out[part.start : part.start + len(part.values)],
+                part.valid,
+            )
     return infinite

@@ -7,27 +7,42 @@ from pathlib import Path
 
 import numpy as np
 
+from ..features.categorical import CategoricalEncoder
+from ..features.continuous import ContinuousEncoder
+from ..features.feature_map import Encoder
 from ..store.bundle import Bundle
+
+
+def _encoding(encoder: Encoder) -> str:
+    """How one encoder turns values into ids, in a few words."""
+    if isinstance(encoder, ContinuousEncoder):
+        if encoder.raw:
+            return "raw value"
+        what = f"{encoder.n_bins} bins" + (f" hashed into {encoder.buckets}" if encoder.buckets else "")
+        return what + (f", range [{encoder.edges[0]:g}, {encoder.edges[-1]:g}]" if encoder.edges else "")
+    if isinstance(encoder, CategoricalEncoder):
+        if encoder.buckets:
+            return f"{encoder.buckets} hash buckets"
+        return f"vocabulary {len(encoder.vocabulary)} (min_count {encoder.min_count})"
+    return "binary"
 
 
 def describe(path: Path) -> str:
     bundle = Bundle.load(path)
-    lines = [f"bundle {path}", f"  recipe sha256 {bundle.recipe.sha256[:16]}  key {bundle.key}",
-             f"  id space {bundle.feature_map.num_ids:,} ids  negative rate {bundle.negative_rate}",
-             "  features:"]
+    lines = [
+        f"bundle {path}",
+        f"  recipe sha256 {bundle.recipe.sha256[:16]}  key {bundle.key}",
+        f"  id space {bundle.feature_map.num_ids:,} ids  negative rate {bundle.negative_rate}",
+        "  features:",
+    ]
     for e in bundle.feature_map.encoders:
-        if e.kind == "continuous":
-            what = "raw value" if e.raw else f"{e.n_bins} bins" + (f" hashed into {e.buckets}" if e.buckets else "")
-            if not e.raw and e.edges:
-                what += f", range [{e.edges[0]:g}, {e.edges[-1]:g}]"
-        elif e.kind == "categorical":
-            what = f"{e.buckets} hash buckets" if e.buckets else f"vocabulary {len(e.vocabulary)} (min_count {e.min_count})"
-        else:
-            what = "binary"
-        lines.append(f"    {e.name:<24} {e.kind:<12} ids [{e.offset}, {e.offset + e.size})  {what}")
+        lines.append(f"    {e.name:<24} {e.kind:<12} ids [{e.offset}, {e.offset + e.size})  {_encoding(e)}")
+    lines.append("  blocks:")
+    for block in bundle.plan.blocks:
+        lines.append(f"    {block.name:<14} {block.kind:<16} {json.dumps(block.spec.model_dump(mode='json'))}")
     lines.append("  weights:")
     for name, array in bundle.weights.items():
-        lines.append(f"    {name:<28} {str(tuple(array.shape)):<16} |w| mean {float(np.abs(array).mean()):.4g}")
+        lines.append(f"    {name:<28} {tuple(array.shape)!s:<16} |w| mean {float(np.abs(array).mean()):.4g}")
     if bundle.calibrator is not None:
         lines.append(f"  calibrator: isotonic, {len(bundle.calibrator.xs)} knots")
     lines.append("  metrics: " + json.dumps(bundle.metrics))

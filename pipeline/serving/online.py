@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..store.bundle import Bundle
 from ..model.blocks import BLOCKS
 from ..model.blocks.base import RequestEntries, as_array
 from ..model.plan import FEATURES
+from ..store.bundle import Bundle
 
 BLOCK_ROWS = 128  # candidates run through the plan together: every temporary stays small enough to be
 # reused from the heap instead of freshly mapped (page faults were most of a 1,000-candidate request)
@@ -41,8 +41,10 @@ class OnlineScorer:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
-        logits = [self._logits(ids[start:start + BLOCK_ROWS], values[start:start + BLOCK_ROWS])
-                  for start in range(0, len(ids), BLOCK_ROWS)]
+        logits = [
+            self._logits(ids[start : start + BLOCK_ROWS], values[start : start + BLOCK_ROWS])
+            for start in range(0, len(ids), BLOCK_ROWS)
+        ]
         return sigmoid(np.concatenate(logits) if logits else np.empty(0))
 
     def _logits(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -51,7 +53,7 @@ class OnlineScorer:
             inputs = {name: ports[ref] for name, ref in block.inputs.items()}
             for name, value in BLOCKS[block.kind].score(node, self.weights[block.name], inputs).items():
                 ports[f"{block.name}.{name}"] = value
-        return as_array(ports[self.plan.output])[:, 0]
+        return as_array(ports[self.plan.output])[:, 0]  # type: ignore[arg-type]  # the plan's dense output
 
     def raw(self, record: dict) -> float:
         return float(self.raw_many([record])[0])

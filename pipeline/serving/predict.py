@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..store.bundle import Bundle
 from ..data.sources import check_schema
 from ..errors import InputError
+from ..evaluation.scoring import score_frame
+from ..store.bundle import Bundle
 from ..store.files import output_file, owned_temp
 from .online import OnlineScorer
-from ..evaluation.scoring import score_frame
 
 REQUEST_ROWS = 1000
 
@@ -20,16 +20,23 @@ REQUEST_ROWS = 1000
 def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
     """The rows to score, checked like training data: every feature column present with a usable type
     (the label need not be there)."""
-    check_schema(bundle.reader.schema(data, header), bundle.recipe.data, list(bundle.recipe.features), data,
-                 with_label=False)
+    check_schema(
+        bundle.reader.schema(data, header), bundle.recipe.data, list(bundle.recipe.features), data, with_label=False
+    )
     frame = bundle.reader.read(data, rows, header)
     if bundle.key not in frame.columns:
         raise InputError(f"{data} lacks the row key column {bundle.key!r} the bundle was trained with")
     return frame
 
 
-def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = False,
-                 rows: tuple[int, int] | None = None, header: bool | None = None) -> int:
+def predict_file(
+    bundle_path: Path,
+    data: Path,
+    output: Path,
+    online: bool = False,
+    rows: tuple[int, int] | None = None,
+    header: bool | None = None,
+) -> int:
     """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count.
     The output is written to a temporary file and renamed into place; it may not be an input."""
     bundle = Bundle.load(bundle_path)
@@ -37,8 +44,13 @@ def predict_file(bundle_path: Path, data: Path, output: Path, online: bool = Fal
     frame = read_rows(bundle, data, rows, header)
     if online:  # the serving scorer, fed requests of REQUEST_ROWS candidates as a server would
         scorer = OnlineScorer(bundle)
-        raws = np.concatenate([scorer.raw_many(frame.slice(start, REQUEST_ROWS).to_dicts())
-                               for start in range(0, frame.height, REQUEST_ROWS)] or [np.empty(0)])
+        raws = np.concatenate(
+            [
+                scorer.raw_many(frame.slice(start, REQUEST_ROWS).to_dicts())
+                for start in range(0, frame.height, REQUEST_ROWS)
+            ]
+            or [np.empty(0)]
+        )
         out = pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raws), "raw_score": raws})
     else:
         out = score_frame(bundle, frame)

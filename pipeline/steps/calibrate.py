@@ -33,7 +33,8 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         calibrated = bundle.finish(raw)
         y, w = validation.labels, validation.weights
         summary = {
-            "val_logloss_raw": metrics.logloss(y, raw, w), "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
+            "val_logloss_raw": metrics.logloss(y, raw, w),
+            "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
             "val_calibration_ratio_raw": metrics.calibration_ratio(y, raw, w),
             "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
             "knots": float(len(calibrator.xs)) if calibrator else 0.0,

@@ -11,9 +11,10 @@ other field does not.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -90,14 +91,21 @@ def dump(value: Any) -> Any:
     return value
 
 
-def key_of(name: str, values: dict[str, Any], upstream: tuple[StepResult, ...] = (),
-           inputs: dict[str, str] | None = None) -> str:
+def key_of(
+    name: str, values: dict[str, Any], upstream: tuple[StepResult, ...] = (), inputs: dict[str, str] | None = None
+) -> str:
     return step_key(name, {k: dump(v) for k, v in values.items()}, {u.name: u.key for u in upstream}, inputs)
 
 
-def cached_step(ctx: Context, name: str, values: dict[str, Any], build: Callable[[Path], dict],
-                upstream: tuple[StepResult, ...] = (), inputs: dict[str, str] | None = None,
-                logged: Callable[[dict], dict] = lambda info: info.get("metrics", {})) -> StepResult:
+def cached_step(
+    ctx: Context,
+    name: str,
+    values: dict[str, Any],
+    build: Callable[[Path], dict],
+    upstream: tuple[StepResult, ...] = (),
+    inputs: dict[str, str] | None = None,
+    logged: Callable[[dict], dict] = lambda info: info.get("metrics", {}),
+) -> StepResult:
     """Run step `name` unless its folder is current: holding the step's lock, reuse a finished folder
     of the same key (logging a short cached run of `logged(info)` metrics) or `build(folder)` into a
     scratch folder that is then renamed into place; `build` returns the step's info (step.json)."""

@@ -40,8 +40,9 @@ READS = {"data": "data", "features": "features", "downsampling": "train.negative
 SPLITS = ("train", "validation")
 
 
-def fit_feature_map(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None,
-                    chunk_rows: int = CHUNK_ROWS) -> FeatureMap:
+def fit_feature_map(
+    files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None, chunk_rows: int = CHUNK_ROWS
+) -> FeatureMap:
     """Pass 1: stream the train split through the fitters -> the feature map."""
     running = fitters(features)
     rows, weight, low, high = 0, 0.0, np.inf, -np.inf
@@ -62,32 +63,51 @@ def fit_feature_map(files: DataFiles, features: list[Feature], downsampling: Neg
     if low == high:
         raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
     if weight <= 0:
-        raise InputError(f"the train split's weights (column {files.data.weight!r}) sum to 0; give some rows "
-                         "a positive weight")
+        raise InputError(
+            f"the train split's weights (column {files.data.weight!r}) sum to 0; give some rows a positive weight"
+        )
     return FeatureMap(finish_fitters(running))
 
 
-def encode_splits(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None,
-                  feature_map: FeatureMap, folder: Path, chunk_rows: int = CHUNK_ROWS) -> dict[str, int]:
+def encode_splits(
+    files: DataFiles,
+    features: list[Feature],
+    downsampling: NegativeDownsampling | None,
+    feature_map: FeatureMap,
+    folder: Path,
+    chunk_rows: int = CHUNK_ROWS,
+) -> dict[str, int]:
     """Pass 2: encode the train and validation splits' chunks into `folder/<split>/` CSR files ->
     rows per split."""
     data = files.data
     width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot))
-                   for name in SPLITS}
+        writers = {
+            name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in SPLITS
+        }
 
         def write(chunk: Chunk, ids: np.ndarray, values: np.ndarray | None) -> None:
             for split, selected in chunk.routes:
                 rows = None if selected is None else np.flatnonzero(selected)
                 count = chunk.frame.height if rows is None else len(rows)
-                writers[split].append(ids.T, None if values is None else values.T, np.full(count, width),
-                                      chunk.labels, chunk.weights, rows)
+                writers[split].append(
+                    ids.T,
+                    None if values is None else values.T,
+                    np.full(count, width),
+                    chunk.labels,
+                    chunk.weights,
+                    rows,
+                )
 
         # a chunk is written on a background thread while the next one is encoded, so two chunks'
         # feature-major arrays take turns (each at most chunk_rows rows; one-hot maps store no values)
-        buffers = [(np.empty((width, chunk_rows), id_dtype),
-                    None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32)) for _ in range(2)]
+        buffers: list[tuple[np.ndarray, np.ndarray | None]] = [
+            (
+                np.empty((width, chunk_rows), id_dtype),
+                None if feature_map.one_hot else np.empty((width, chunk_rows), np.float32),
+            )
+            for _ in range(2)
+        ]
         writing = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         pending, turn = None, 0
         for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
@@ -106,13 +126,20 @@ def encode_splits(files: DataFiles, features: list[Feature], downsampling: Negat
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
     for name, total in weights.items():
         if rows[name] and total <= 0:
-            raise InputError(f"the {name} split's weights (column {data.weight!r}) sum to 0; its metrics would be "
-                             "undefined: give some rows a positive weight")
+            raise InputError(
+                f"the {name} split's weights (column {data.weight!r}) sum to 0; its metrics would be "
+                "undefined: give some rows a positive weight"
+            )
     return rows
 
 
-def prepare(files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None, folder: Path,
-            chunk_rows: int = CHUNK_ROWS) -> dict:
+def prepare(
+    files: DataFiles,
+    features: list[Feature],
+    downsampling: NegativeDownsampling | None,
+    folder: Path,
+    chunk_rows: int = CHUNK_ROWS,
+) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
     check_inputs(files, features)
     check_unique_keys(files)
@@ -123,7 +150,9 @@ def prepare(files: DataFiles, features: list[Feature], downsampling: NegativeDow
     rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows)
     done = time.perf_counter()
     return {
-        "rows": rows, "num_ids": feature_map.num_ids, "bins": {e.name: e.size for e in feature_map.encoders},
+        "rows": rows,
+        "num_ids": feature_map.num_ids,
+        "bins": {e.name: e.size for e in feature_map.encoders},
         "method": {"continuous": QUANTILE_METHOD, "categorical": VOCABULARY_METHOD, "chunk_rows": chunk_rows},
         "seconds": {"fit": fitted - start, "encode": done - fitted},
     }
@@ -137,14 +166,24 @@ def run(ctx: Context, spec: Spec) -> StepResult:
         info = prepare(files, list(values["features"]), values["downsampling"], folder)
         rows = info["rows"]
         ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in rows.items()}})
-        ctx.tracker.metrics({f"rows_{k}": v for k, v in rows.items()} |
-                            {f"{k}_seconds": v for k, v in info["seconds"].items()})
-        log(f"[prepare] fit on {rows['train']:,} train rows in {info['seconds']['fit']:.1f}s; encoded "
-            + ", ".join(f"{n:,} {name}" for name, n in rows.items()) + f" rows in {info['seconds']['encode']:.1f}s")
+        ctx.tracker.metrics(
+            {f"rows_{k}": v for k, v in rows.items()} | {f"{k}_seconds": v for k, v in info["seconds"].items()}
+        )
+        log(
+            f"[prepare] fit on {rows['train']:,} train rows in {info['seconds']['fit']:.1f}s; encoded "
+            + ", ".join(f"{n:,} {name}" for name, n in rows.items())
+            + f" rows in {info['seconds']['encode']:.1f}s"
+        )
         return info
 
-    return cached_step(ctx, "prepare", values, build, inputs=input_fingerprints(files),
-                       logged=lambda info: {f"rows_{k}": v for k, v in info["rows"].items()})
+    return cached_step(
+        ctx,
+        "prepare",
+        values,
+        build,
+        inputs=input_fingerprints(files),
+        logged=lambda info: {f"rows_{k}": v for k, v in info["rows"].items()},
+    )
 
 
 def feature_map_of(prepared: StepResult) -> FeatureMap:

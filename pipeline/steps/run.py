@@ -19,8 +19,15 @@ from .tracking import Tracker, flatten, resolve_uri
 LAST_STEP = {"fit": "train", "calibrate": "calibrate", "validate": "validate", "run": "validate"}
 
 
-def run(command: str, spec_path: Path, tracking_uri: str | None = None, force: bool = False,
-        force_step: str | None = None, compare: Path | None = None, baseline: Path | None = None) -> dict:
+def run(
+    command: str,
+    spec_path: Path,
+    tracking_uri: str | None = None,
+    force: bool = False,
+    force_step: str | None = None,
+    compare: Path | None = None,
+    baseline: Path | None = None,
+) -> dict:
     """Run `command`'s steps; returns its result (metrics, bundle, steps, report and verdict for
     validate, the MLflow run and where everything is)."""
     loaded = load_spec(spec_path)
@@ -45,6 +52,14 @@ def run(command: str, spec_path: Path, tracking_uri: str | None = None, force: b
                 result = {"bundle": str(last.path / "bundle"), "metrics": last.info["metrics"]}
     finally:
         scratch.close()
-    result.update({"command": command, "spec": str(spec_path), "steps": {k: v.summary() for k, v in steps.items()},
-                   "mlflow_run_id": tracker.parent_id, "tracking_uri": uri, "workdir": str(workdir)})
+    result.update(
+        {
+            "command": command,
+            "spec": str(spec_path),
+            "steps": {k: v.summary() for k, v in steps.items()},
+            "mlflow_run_id": tracker.parent_id,
+            "tracking_uri": uri,
+            "workdir": str(workdir),
+        }
+    )
     return result

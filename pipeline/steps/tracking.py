@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import urllib.error
 import urllib.request
-import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
@@ -97,7 +98,9 @@ class Tracker:
                     mlflow.create_experiment(self.experiment, artifact_location=location)
             mlflow.set_experiment(self.experiment)
         except Exception as exc:
-            raise TrackingError(f"MLflow at {self.uri} refused to set up experiment {self.experiment!r}: {exc}") from None
+            raise TrackingError(
+                f"MLflow at {self.uri} refused to set up experiment {self.experiment!r}: {exc}"
+            ) from None
         return mlflow
 
     def end_orphaned_runs(self, notes: list[dict]) -> int:
@@ -139,8 +142,9 @@ class Tracker:
                 raise
 
     @contextmanager
-    def command(self, name: str, params: dict | None = None, spec_text: str | None = None,
-                orphans: list[dict] = ()):
+    def command(
+        self, name: str, params: dict | None = None, spec_text: str | None = None, orphans: Sequence[dict] = ()
+    ) -> Iterator[Tracker]:
         saved = os.environ.get("MLFLOW_TRACKING_URI")  # mlflow.set_tracking_uri overwrites it
         # mlflow prints "View run ..." lines on stdout; stdout is reserved for --json
         with redirect_stdout(sys.stderr):

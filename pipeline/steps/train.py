@@ -22,7 +22,9 @@ READS = {"data": "data", "features": "features", "model": "model", "train": "tra
 
 def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
     values = read(spec, READS)
-    checkpoints = ctx.workdir / "checkpoints" / StepDir(ctx.workdir, "train", key_of("train", values, (prepared,))).path.name
+    checkpoints = (
+        ctx.workdir / "checkpoints" / StepDir(ctx.workdir, "train", key_of("train", values, (prepared,))).path.name
+    )
 
     def build(folder: Path) -> dict:
         if ctx.forced("train"):
@@ -35,14 +37,22 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         log(f"[train] {train_split.rows:,} rows, {feature_map.num_ids:,} ids, device {train.device}")
         plan = plan_for(model, IdSpace(feature_map.num_ids, len(feature_map.encoders)))
         result = train_model(
-            plan, train, train_split, validation,
+            plan,
+            train,
+            train_split,
+            validation,
             on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
             checkpoints=checkpoints,
         )
         best = result.history[result.best_epoch - 1]
-        summary = {"best_val_auc": best["val_auc"], "best_val_logloss": best["val_logloss"],
-                   "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                   "resumed_at_epoch": result.resumed_at, "train_seconds": result.seconds}
+        summary = {
+            "best_val_auc": best["val_auc"],
+            "best_val_logloss": best["val_logloss"],
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "resumed_at_epoch": result.resumed_at,
+            "train_seconds": result.seconds,
+        }
         recipe = Recipe(data=values["data"], features=list(values["features"]), model=model, train=train)
         bundle = Bundle(recipe, feature_map, plan, result.state, metrics={"train": summary})
         bundle.save(folder / "bundle")

@@ -23,8 +23,9 @@ from .context import Context, StepResult, log, read
 READS = {"data": "data", "validation": "validation", "parity": "parity"}
 
 
-def run(ctx: Context, spec: Spec, calibrated: StepResult, compare_path: Path | None = None,
-        baseline: Path | None = None) -> dict:
+def run(
+    ctx: Context, spec: Spec, calibrated: StepResult, compare_path: Path | None = None, baseline: Path | None = None
+) -> dict:
     """The report of the calibrated bundle: {"metrics", "verdict", "report", "bundle"[, "parity"]}."""
     values = read(spec, READS)
     validation, parity_spec = values["validation"], values["parity"]
@@ -33,17 +34,27 @@ def run(ctx: Context, spec: Spec, calibrated: StepResult, compare_path: Path | N
     baseline_bundle = Bundle.load(baseline) if baseline else None
     report_dir = ctx.workdir / "reports" / ctx.name
     if compare_path is not None:
-        input_file(compare_path, "--compare file", f"write it with `snn predict --online BUNDLE DATA -o {compare_path}`")
+        input_file(
+            compare_path, "--compare file", f"write it with `snn predict --online BUNDLE DATA -o {compare_path}`"
+        )
     tmp = ctx.scratch.folder("validate")
     result: dict = {"metrics": {}, "bundle": str(calibrated.path / "bundle")}
     kw = {"eps": validation.logloss_eps, "ece_bins": validation.ece_bins}
     with ctx.tracker.step("validate"):
-        evaluated = score_splits(DataFiles(values["data"], ctx.base_dir), list(validation.slices), bundle,
-                                 load_model(bundle), baseline_bundle)
+        evaluated = score_splits(
+            DataFiles(values["data"], ctx.base_dir),
+            list(validation.slices),
+            bundle,
+            load_model(bundle),
+            baseline_bundle,
+        )
         for name, split in evaluated.items():
             scored, y, w = split.scored, split.labels, split.weights
             raw, final = scored["raw_score"].to_numpy(), scored["score"].to_numpy()
-            split_metrics = {"raw": metrics.all_metrics(y, raw, w, **kw), "calibrated": metrics.all_metrics(y, final, w, **kw)}
+            split_metrics = {
+                "raw": metrics.all_metrics(y, raw, w, **kw),
+                "calibrated": metrics.all_metrics(y, final, w, **kw),
+            }
             if split.oracle is not None:
                 split_metrics["oracle"] = metrics.all_metrics(y, split.oracle, w, **kw)
             if split.baseline is not None:
@@ -61,8 +72,14 @@ def run(ctx: Context, spec: Spec, calibrated: StepResult, compare_path: Path | N
         reliability_png(tmp / "reliability.png", y, curves, w, validation.ece_bins)
         roc_png(tmp / "roc.png", y, curves, w)
         result["gated_split"] = gated_split
-        verdict = evaluate_gates(validation.gates, gated["calibrated"], gated.get("baseline"), gated_split,
-                                 bundle_path=result["bundle"], baseline_path=str(baseline) if baseline else None)
+        verdict = evaluate_gates(
+            validation.gates,
+            gated["calibrated"],
+            gated.get("baseline"),
+            gated_split,
+            bundle_path=result["bundle"],
+            baseline_path=str(baseline) if baseline else None,
+        )
         if compare_path is not None:
             online = read_predictions(compare_path, bundle.key, scored.schema[bundle.key])
             parity = compare(scored, online, bundle.key, parity_spec)

@@ -102,12 +102,12 @@ class Bundle:
         (folder / "recipe.json").write_text(self.recipe.model_dump_json(indent=2))
         (folder / "feature_map.json").write_text(json.dumps(self.feature_map.to_json()))
         (folder / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=1))
-        np.savez(folder / "weights.npz", **self.weights)
+        np.savez(folder / "weights.npz", **self.weights)  # type: ignore[arg-type]  # names are plan names
         if self.calibrator is not None:
             (folder / "calibrator.json").write_text(json.dumps(self.calibrator.to_json()))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Bundle":
+    def load(cls, folder: str | Path) -> Bundle:
         """Read and check a bundle folder: every file parses, the weights are finite and have the names
         and shapes the plan declares over the feature map's id space, the calibrator is a monotone map
         into [0, 1]. A damaged bundle is an ArtifactError naming what is wrong."""
@@ -153,8 +153,10 @@ class Bundle:
                 return f"weight {name} holds {int((~np.isfinite(array)).sum())} NaN or infinite values"
         space = self.plan.space
         if (space.num_ids, space.num_fields) != (self.feature_map.num_ids, len(self.feature_map.encoders)):
-            return (f"the plan is laid over {space.num_ids:,} ids and {space.num_fields} features but the feature "
-                    f"map declares {self.feature_map.num_ids:,} ids and {len(self.feature_map.encoders)} features")
+            return (
+                f"the plan is laid over {space.num_ids:,} ids and {space.num_fields} features but the feature "
+                f"map declares {self.feature_map.num_ids:,} ids and {len(self.feature_map.encoders)} features"
+            )
         if [f.name for f in self.recipe.features] != self.feature_map.names:
             return "the recipe's features are not the feature map's"
         declared = {name: weight.shape for name, weight in self.plan.weights.items()}
@@ -166,7 +168,7 @@ class Bundle:
             return self.calibrator.problem()
         return None
 
-    def calibrated(self, calibration: Calibration, calibrator: Isotonic | None, metrics: dict) -> "Bundle":
+    def calibrated(self, calibration: Calibration, calibrator: Isotonic | None, metrics: dict) -> Bundle:
         """This bundle with a calibrator, its calibration spec in the recipe and its metrics added."""
         recipe = self.recipe.model_copy(update={"calibration": calibration})
         return Bundle(recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics})

@@ -21,17 +21,24 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ArtifactError
-from .files import Scratch
 from ..spec import canonical_json
+from .files import Scratch
 
 # Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
 ARTIFACT_LAYOUT = 5
 
 
-def step_key(name: str, fields: dict, upstream: dict[str, str] | None = None,
-             inputs: dict[str, str] | None = None) -> str:
-    payload = {"step": name, "fields": fields, "upstream": upstream or {}, "inputs": inputs or {},
-               "version": __version__, "layout": ARTIFACT_LAYOUT}
+def step_key(
+    name: str, fields: dict, upstream: dict[str, str] | None = None, inputs: dict[str, str] | None = None
+) -> str:
+    payload = {
+        "step": name,
+        "fields": fields,
+        "upstream": upstream or {},
+        "inputs": inputs or {},
+        "version": __version__,
+        "layout": ARTIFACT_LAYOUT,
+    }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
@@ -91,8 +98,10 @@ class StepDir:
 
 def corrupted_cache(step: str, path: Path, exc: Exception) -> ArtifactError:
     """The error for a damaged cached step folder: what is wrong, and how to rebuild it."""
-    return ArtifactError(f"corrupted cache: {path} ({type(exc).__name__}: {str(exc)[:160]}); rerun with "
-                         f"--force-step {step} (or delete the folder)")
+    return ArtifactError(
+        f"corrupted cache: {path} ({type(exc).__name__}: {str(exc)[:160]}); rerun with "
+        f"--force-step {step} (or delete the folder)"
+    )
 
 
 def link_latest(workdir: Path, name: str, target: Path) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -62,13 +63,20 @@ class EncodedSplit:
     one_hot: bool = False  # every value is 1.0 (values is a view of ones, nothing stored)
 
     @classmethod
-    def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights) -> "EncodedSplit":
+    def from_dense(cls, ids: np.ndarray, values: np.ndarray, labels, weights) -> EncodedSplit:
         """From per-feature arrays ids/values [n, F] (one entry per feature and row); one-hot when
         every value is 1.0."""
         n, width = ids.shape
         offsets = np.arange(n + 1, dtype=np.int64) * width
-        return cls(offsets, ids.reshape(-1), values.reshape(-1), np.asarray(labels, np.float32),
-                   np.asarray(weights, np.float32), width=width, one_hot=bool((values == 1.0).all()))
+        return cls(
+            offsets,
+            ids.reshape(-1),
+            values.reshape(-1),
+            np.asarray(labels, np.float32),
+            np.asarray(weights, np.float32),
+            width=width,
+            one_hot=bool((values == 1.0).all()),
+        )
 
     @property
     def rows(self) -> int:
@@ -79,29 +87,43 @@ class EncodedSplit:
             self.width = uniform_width(self.offsets)
 
     @classmethod
-    def load(cls, folder: Path) -> "EncodedSplit":
+    def load(cls, folder: Path) -> EncodedSplit:
         """Memory-map a split folder (copy-on-write: nothing is read until used)."""
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            sizes = {"offsets": meta["rows"] + 1, "ids": meta["nnz"], "values": meta["nnz"],
-                     "labels": meta["rows"], "weights": meta["rows"]}
+            sizes = {
+                "offsets": meta["rows"] + 1,
+                "ids": meta["nnz"],
+                "values": meta["nnz"],
+                "labels": meta["rows"],
+                "weights": meta["rows"],
+            }
             dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
             stored = [name for name in ARRAYS if not (name == "values" and meta["values"] == "ones")]
             arrays = {name: _map(folder / f"{name}.bin", dtypes[name], sizes[name]) for name in stored}
             arrays.setdefault("values", unit_values(meta["nnz"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force") from None
+            raise ArtifactError(
+                f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force"
+            ) from None
         return cls(**arrays, folder=folder, width=meta["width"], one_hot=meta["values"] == "ones")
 
     def problem(self, num_ids: int) -> str | None:
         """What makes this split unusable with an id space of `num_ids` ids, or None: offsets that
         do not rise from 0 to nnz, ids outside [0, num_ids), labels outside [0, 1], weights that are
         negative or not finite. One pass over the arrays."""
-        if self.rows < 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.ids) or (np.diff(self.offsets) < 0).any():
+        if (
+            self.rows < 0
+            or self.offsets[0] != 0
+            or self.offsets[-1] != len(self.ids)
+            or (np.diff(self.offsets) < 0).any()
+        ):
             return "the row offsets are not ascending from 0 to the number of entries"
         if len(self.ids) and (int(self.ids.min()) < 0 or int(self.ids.max()) >= num_ids):
             return f"ids range over [{int(self.ids.min())}, {int(self.ids.max())}], outside the id space [0, {num_ids})"
-        if len(self.labels) and not (np.isfinite(self.labels).all() and self.labels.min() >= 0 and self.labels.max() <= 1):
+        if len(self.labels) and not (
+            np.isfinite(self.labels).all() and self.labels.min() >= 0 and self.labels.max() <= 1
+        ):
             return "labels outside [0, 1]"
         if len(self.weights) and not (np.isfinite(self.weights).all() and self.weights.min() >= 0):
             return "weights that are negative or not finite"
@@ -115,21 +137,41 @@ class EncodedSplit:
         if width is not None:
             ids = self.ids.reshape(-1, width)[rows].reshape(-1)
             values = self.values.reshape(-1, width)[rows].reshape(-1)
-            return CSRBatch(ids, values, np.arange(len(rows), dtype=np.int64) * width,
-                            self.labels[rows], self.weights[rows], width, self.one_hot)
+            return CSRBatch(
+                ids,
+                values,
+                np.arange(len(rows), dtype=np.int64) * width,
+                self.labels[rows],
+                self.weights[rows],
+                width,
+                self.one_hot,
+            )
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
         lengths = stops - starts
         batch_offsets = np.zeros(len(rows), dtype=np.int64)
         np.cumsum(lengths[:-1], out=batch_offsets[1:])
         positions = np.repeat(starts - batch_offsets, lengths) + np.arange(lengths.sum(), dtype=np.int64)
-        return CSRBatch(self.ids[positions], self.values[positions], batch_offsets,
-                        self.labels[rows], self.weights[rows], one_hot=self.one_hot)
+        return CSRBatch(
+            self.ids[positions],
+            self.values[positions],
+            batch_offsets,
+            self.labels[rows],
+            self.weights[rows],
+            one_hot=self.one_hot,
+        )
 
     def slice(self, start: int, stop: int) -> CSRBatch:
         """Contiguous rows [start, stop) as zero-copy views."""
         a, b = self.offsets[start], self.offsets[stop]
-        return CSRBatch(self.ids[a:b], self.values[a:b], self.offsets[start:stop] - a,
-                        self.labels[start:stop], self.weights[start:stop], self.width, self.one_hot)
+        return CSRBatch(
+            self.ids[a:b],
+            self.values[a:b],
+            self.offsets[start:stop] - a,
+            self.labels[start:stop],
+            self.weights[start:stop],
+            self.width,
+            self.one_hot,
+        )
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):
         """Yield CSR batches in `order` (a permutation of rows) or file order."""
@@ -171,12 +213,13 @@ class SplitWriter:
         self.rows = self.nnz = self.parts = 0
         self.weight_sum = 0.0
         self.widths: set[int] = set()
-        self.files = {}
+        self.files: dict[str, BinaryIO] = {}
         self.buffers: dict[str, np.ndarray] = {}
 
-    def __enter__(self) -> "SplitWriter":
+    def __enter__(self) -> SplitWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in self.arrays}
+        # held open across appends and closed by __exit__, the writer's own context
+        self.files = {name: open(self.folder / f"{name}.bin", "wb") for name in self.arrays}  # noqa: SIM115
         self.files["offsets"].write(np.zeros(1, np.int64).tobytes())
         return self
 
@@ -192,11 +235,20 @@ class SplitWriter:
         if len(lengths):
             low, high = int(np.min(lengths)), int(np.max(lengths))
             self.widths.update({low, high} if low != high else {low})
-        for name, array, selected in (("ids", ids, rows), ("values", values, rows), ("offsets", offsets, None),
-                                      ("labels", labels, None), ("weights", weights, None)):
+        for name, array, selected in (
+            ("ids", ids, rows),
+            ("values", values, rows),
+            ("offsets", offsets, None),
+            ("labels", labels, None),
+            ("weights", weights, None),
+        ):
             if name in self.files:
                 self._write(name, array, selected)
-        self.rows, self.nnz, self.parts = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz, self.parts + 1
+        self.rows, self.nnz, self.parts = (
+            self.rows + len(lengths),
+            int(offsets[-1]) if len(offsets) else self.nnz,
+            self.parts + 1,
+        )
 
     def _write(self, name: str, array: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Append `array` row-major (only `rows`, ascending indices, when given); a strided view (a
@@ -205,7 +257,7 @@ class SplitWriter:
         (each a contiguous feature row of a feature-major chunk), then transposed in the block."""
         array = np.asarray(array)
         if rows is None and array.flags.c_contiguous and array.dtype == self.dtypes[name]:
-            self.files[name].write(memoryview(array).cast("B"))
+            self.files[name].write(array.data.cast("B"))
             return
         table = array.reshape(len(array), -1)
         buffer = self.buffers.get(name)
@@ -213,16 +265,25 @@ class SplitWriter:
             buffer = self.buffers[name] = np.empty((BLOCK_ROWS, *table.shape[1:]), self.dtypes[name])
         count = len(table) if rows is None else len(rows)
         for start in range(0, count, BLOCK_ROWS):
-            block = buffer[:min(BLOCK_ROWS, count - start)]
-            block[...] = table[start:start + BLOCK_ROWS] if rows is None else table.T[:, rows[start:start + BLOCK_ROWS]].T
-            self.files[name].write(memoryview(block).cast("B"))
+            block = buffer[: min(BLOCK_ROWS, count - start)]
+            block[...] = (
+                table[start : start + BLOCK_ROWS] if rows is None else table.T[:, rows[start : start + BLOCK_ROWS]].T
+            )
+            self.files[name].write(block.data.cast("B"))
 
     def __exit__(self, kind, value, traceback) -> None:
         for f in self.files.values():
             f.close()
         if kind is None:
-            (self.folder / "meta.json").write_text(json.dumps({
-                "rows": self.rows, "nnz": self.nnz, "chunks": self.parts,
-                "width": next(iter(self.widths)) if len(self.widths) == 1 else None,
-                "ids": np.dtype(self.dtypes["ids"]).name,
-                "values": "float32" if "values" in self.arrays else "ones"}))
+            (self.folder / "meta.json").write_text(
+                json.dumps(
+                    {
+                        "rows": self.rows,
+                        "nnz": self.nnz,
+                        "chunks": self.parts,
+                        "width": next(iter(self.widths)) if len(self.widths) == 1 else None,
+                        "ids": np.dtype(self.dtypes["ids"]).name,
+                        "values": "float32" if "values" in self.arrays else "ones",
+                    }
+                )
+            )

@@ -22,9 +22,9 @@ import os
 import shutil
 import stat
 import uuid
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import InputError
 
@@ -50,9 +50,15 @@ def describe_problem(path: Path) -> str | None:
     if stat.S_ISDIR(info.st_mode):
         return "is a folder, not a file"
     if not stat.S_ISREG(info.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device" if
-                stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
-                else "not a regular file")
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "not a regular file"
+        )
         return f"is {kind}, not a regular file"
     if not os.access(path, os.R_OK):
         return "is not readable (permission denied)"
@@ -86,8 +92,10 @@ def output_file(path: str | Path, what: str, inputs: tuple[Path, ...] = ()) -> P
         raise InputError(f"{what} {path} is a folder; give a file name such as {path / 'predictions.parquet'}")
     for source in inputs:
         if same_file(path, source):
-            raise InputError(f"{what} {path} is also an input ({source}); writing it would destroy the input: "
-                             "give another output path")
+            raise InputError(
+                f"{what} {path} is also an input ({source}); writing it would destroy the input: "
+                "give another output path"
+            )
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -156,7 +164,7 @@ class Scratch:
     def __init__(self, workdir: Path):
         self.root = ensure_folder(workdir / "tmp", "workdir") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.root.mkdir()
-        self._fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.notes: dict = {}
 
@@ -180,7 +188,7 @@ class Scratch:
 
 def sweep(workdir: Path) -> list[dict]:
     """Remove the scratch folders of dead processes under `<workdir>/tmp/`; returns their notes."""
-    notes = []
+    notes: list[dict] = []
     tmp = workdir / "tmp"
     if not tmp.is_dir():
         return notes
@@ -194,10 +202,8 @@ def sweep(workdir: Path) -> list[dict]:
         try:
             if not orphaned(fd, folder.name):
                 continue  # its owner is alive
-            try:
+            with suppress(OSError, ValueError):  # a dead process that noted nothing (or half a note)
                 notes.append(json.loads((folder / "notes.json").read_text()))
-            except (OSError, ValueError):
-                pass
             shutil.rmtree(folder, ignore_errors=True)
         finally:
             os.close(fd)
@@ -215,7 +221,7 @@ def owned_temp(target: Path) -> Iterator[Path]:
         except OSError:
             continue
         try:
-            if orphaned(fd, stale.name[len(prefix):]):
+            if orphaned(fd, stale.name[len(prefix) :]):
                 stale.unlink(missing_ok=True)
         finally:
             os.close(fd)

@@ -32,7 +32,7 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".checkpoint.{os.getpid()}.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        os.replace(tmp, self.folder / "checkpoint.pt")
 
     def load(self, device: torch.device) -> dict | None:
         if self.path is None or not self.path.is_file():

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ def to_device(batch: CSRBatch, device: torch.device):
     one-hot batch (every value 1.0). Stored int32 ids cross to a GPU as they are (half the bytes;
     `deduplicate` takes either) and are widened to int64 on the CPU, by numpy: numpy and torch
     index with int64, and torch's own widening copy is several times slower there."""
+
     def move(a):
         t = torch.from_numpy(np.ascontiguousarray(a))
         return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
@@ -56,7 +57,9 @@ def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, devic
     structure = model.deduplicate(ids, offsets, batch.width)
     rows = model.gather_rows(structure.unique)
     logits = model.forward_rows(rows, structure, values, offsets)
-    loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
+    loss = (
+        F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
+    ).sum() / weights.sum().clamp_min(1e-12)
     optimizers.dense.zero_grad()
     loss.backward()
     optimizers.rows.step(structure.unique, rows)
@@ -132,7 +135,12 @@ def train_model(
         optimizers.load_state_dict(resume["optimizers"])
         restore_rng(rng, resume["rng"], device)
         result.history = list(resume["history"])
-        best_value, best_epoch, stale, elapsed = resume["best_value"], resume["best_epoch"], resume["stale"], resume["seconds"]
+        best_value, best_epoch, stale, elapsed = (
+            resume["best_value"],
+            resume["best_epoch"],
+            resume["stale"],
+            resume["seconds"],
+        )
         best_state = resume["best_state"]
         first_epoch = result.resumed_at = resume["epoch"] + 1
         progress.epoch(f"  resuming at epoch {first_epoch} from {saved.path}")
@@ -169,7 +177,11 @@ def train_model(
         if on_epoch:
             on_epoch(epoch, row)
         value = row[f"val_{watched}"]
-        improved = spec.early_stopping is None or best_value is None or (value > best_value if higher_is_better else value < best_value)
+        improved = (
+            spec.early_stopping is None
+            or best_value is None
+            or (value > best_value if higher_is_better else value < best_value)
+        )
         if improved:
             best_value, best_epoch, stale = value, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -179,10 +191,21 @@ def train_model(
                 progress.epoch(f"  early stop: no {watched} improvement for {stale} epochs; best epoch {best_epoch}")
                 break
         if epoch < spec.epochs:  # the last epoch's state goes straight into the bundle
-            saved.save({"epoch": epoch, "model": model.state_dict(), "optimizers": optimizers.state_dict(),
-                        "rng": rng_state(rng, device), "history": result.history, "best_value": best_value,
-                        "best_epoch": best_epoch, "stale": stale, "best_state": best_state,
-                        "seconds": time.perf_counter() - start})
+            saved.save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizers": optimizers.state_dict(),
+                    "rng": rng_state(rng, device),
+                    "history": result.history,
+                    "best_value": best_value,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "best_state": best_state,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+    assert best_state is not None  # the first epoch always improves on nothing
     result.state = {k: v.numpy() for k, v in best_state.items()}
     result.best_epoch, result.seconds = best_epoch, time.perf_counter() - start
     return result

@@ -5,6 +5,7 @@ update for the dense rest, the same mathematics as torch.optim's SparseAdam, Ada
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,21 +67,42 @@ class RowAdam(RowOptimizer):
     def update(self, index, unique, rows, grad):
         b2, step = self.betas[1], self.step_count[index].fill_(float(self.steps))
         m, v = self.first[index].index_select(0, unique), self.second[index].index_select(0, unique)
-        fused_adam([rows], [grad.contiguous()], [m], [v], [step], self.lr, self.betas,
-                   self.eps / (1 - b2**self.steps) ** 0.5)
+        fused_adam(
+            [rows], [grad.contiguous()], [m], [v], [step], self.lr, self.betas, self.eps / (1 - b2**self.steps) ** 0.5
+        )
         self.first[index].index_copy_(0, unique, m)
         self.second[index].index_copy_(0, unique, v)
         return rows
 
 
-def fused_adam(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: list[torch.Tensor],
-               exp_avg_sq: list[torch.Tensor], steps: list[torch.Tensor], lr: float, betas: tuple[float, float],
-               eps: float) -> None:
+def fused_adam(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avg: list[torch.Tensor],
+    exp_avg_sq: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
     """One Adam step (no weight decay, no amsgrad) over lists of tensors, in place, in one call of
     torch's fused kernel (the one place snn calls that private API): steps are each tensor's step
     count t, already advanced, as a scalar on its device; the divisor is √v/√(1−β2^t) + eps."""
-    torch._fused_adam_(params, grads, exp_avg, exp_avg_sq, [], steps, lr=lr, beta1=betas[0], beta2=betas[1],
-                       weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+    torch._fused_adam_(
+        params,
+        grads,
+        exp_avg,
+        exp_avg_sq,
+        [],
+        steps,
+        lr=lr,
+        beta1=betas[0],
+        beta2=betas[1],
+        weight_decay=0.0,
+        eps=eps,
+        amsgrad=False,
+        maximize=False,
+    )
 
 
 class RowAdagrad(RowOptimizer):
@@ -108,7 +130,7 @@ class FusedAdam:
     (about 150 us a step on this CPU, a twentieth of a logistic-regression step). State per
     parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -133,8 +155,16 @@ class FusedAdam:
             return
         steps = [self.step_count[i] for i in live]
         torch._foreach_add_(steps, 1.0)
-        fused_adam([self.params[i] for i in live], [self.params[i].grad for i in live], [self.exp_avg[i] for i in live],
-                   [self.exp_avg_sq[i] for i in live], steps, self.lr, self.betas, self.eps)
+        fused_adam(
+            [self.params[i] for i in live],
+            [self.params[i].grad for i in live],  # type: ignore[misc]  # live: those with a gradient
+            [self.exp_avg[i] for i in live],
+            [self.exp_avg_sq[i] for i in live],
+            steps,
+            self.lr,
+            self.betas,
+            self.eps,
+        )
 
 
 @dataclass
@@ -150,7 +180,7 @@ class Optimizers:
     dense: FusedAdam | torch.optim.Optimizer
 
     @classmethod
-    def for_model(cls, model: Network, spec: TrainSpec) -> "Optimizers":
+    def for_model(cls, model: Network, spec: TrainSpec) -> Optimizers:
         tables = model.row_tables()
         dense = [p for p in model.parameters() if all(p is not t for t in tables)]
         if spec.optimizer == "adagrad":

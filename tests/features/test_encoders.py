@@ -5,6 +5,7 @@ import hashlib
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from sklearn.preprocessing import KBinsDiscretizer
 
 from snn.pipeline.data.readers import Reader
@@ -13,12 +14,10 @@ from snn.pipeline.features.categorical import CategoricalEncoder
 from snn.pipeline.features.continuous import ContinuousEncoder
 from snn.pipeline.features.feature_map import FITTERS, FeatureMap
 from snn.pipeline.features.quantiles import percentile_edges, weighted_quantiles
+from snn.pipeline.features.spec import BinaryFeature, CategoricalFeature, ContinuousFeature
 from snn.pipeline.features.values import stable_bucket
 from snn.pipeline.native import IntegerLookup
-from snn.pipeline.features.spec import BinaryFeature, CategoricalFeature, ContinuousFeature
 from snn.pipeline.spec import parse_spec
-
-import yaml
 
 from ..conftest import ADULT_DIR, adult_spec_dict
 
@@ -46,15 +45,17 @@ def adult():
 def test_unweighted_quantiles_equal_numpy():
     x = np.random.default_rng(0).lognormal(size=1001)
     qs = np.linspace(0, 1, 17)
-    np.testing.assert_array_equal(weighted_quantiles(x, np.ones_like(x), qs),
-                                  np.quantile(x, qs, method="averaged_inverted_cdf"))
+    np.testing.assert_array_equal(
+        weighted_quantiles(x, np.ones_like(x), qs), np.quantile(x, qs, method="averaged_inverted_cdf")
+    )
 
 
 def test_edges_and_bins_match_kbinsdiscretizer(adult):
     train, test = adult
     x = train["fnlwgt"].cast(pl.Float64).to_numpy()
-    kb = KBinsDiscretizer(n_bins=16, encode="ordinal", strategy="quantile", subsample=None,
-                          quantile_method="averaged_inverted_cdf").fit(x.reshape(-1, 1))
+    kb = KBinsDiscretizer(
+        n_bins=16, encode="ordinal", strategy="quantile", subsample=None, quantile_method="averaged_inverted_cdf"
+    ).fit(x.reshape(-1, 1))
     edges = percentile_edges(x, np.ones_like(x), 16)
     np.testing.assert_allclose(edges, kb.bin_edges_[0], rtol=0, atol=0)
     enc = ContinuousEncoder("fnlwgt", edges.tolist())
@@ -75,8 +76,8 @@ def test_heavy_ties_get_their_own_bin(adult):
     x = train["capital_gain"].cast(pl.Float64).to_numpy()
     edges = percentile_edges(x, np.ones_like(x), 32)
     plain = np.unique(np.quantile(x, np.linspace(0, 1, 33), method="averaged_inverted_cdf"))
-    assert len(plain) - 1 <= 3          # equal-frequency collapses on 92% zeros
-    assert len(edges) - 1 >= 20         # we keep the non-zero values resolved
+    assert len(plain) - 1 <= 3  # equal-frequency collapses on 92% zeros
+    assert len(edges) - 1 >= 20  # we keep the non-zero values resolved
     enc = ContinuousEncoder("capital_gain", edges.tolist())
     ids = batch_ids(enc, pl.Series([0.0, 1.0, 2174.0]))
     assert ids[0] != ids[1] and ids[1] != ids[2]
@@ -118,17 +119,20 @@ def test_integer_ids_online_equal_batch_and_text_values(high, kernels):
     if kernels == "fallback":
         assert (enc._integer_lookup.dense is not None) == (high < 2**16)
     beyond_float = [2**60 + 1, None, queries[0]]  # past 2^53: the per-value path, same answers
-    assert enc.encode_values(beyond_float)[0].tolist() == enc.encode_values([str(2**60 + 1), None, str(queries[0])])[0].tolist()
+    assert (
+        enc.encode_values(beyond_float)[0].tolist()
+        == enc.encode_values([str(2**60 + 1), None, str(queries[0])])[0].tolist()
+    )
 
 
-@pytest.mark.parametrize("keys", [np.arange(0, 300, 3), np.array([5, -2**50, 2**50, 17, 0])], ids=["dense", "sparse"])
+@pytest.mark.parametrize("keys", [np.arange(0, 300, 3), np.array([5, -(2**50), 2**50, 17, 0])], ids=["dense", "sparse"])
 def test_integer_lookup_equals_a_dict(keys, kernels):
     values = np.arange(len(keys)) * 10
     lookup = IntegerLookup(keys, values, default=-1)
     assert (lookup.table is not None) == (kernels == "native")
     if kernels == "fallback":
         assert (lookup.dense is not None) == (len(keys) > 5)
-    queries = np.concatenate([keys, keys + 1, keys - 1, [2**62, -2**62]])
+    queries = np.concatenate([keys, keys + 1, keys - 1, [2**62, -(2**62)]])
     expected = dict(zip(keys.tolist(), values.tolist()))
     assert lookup(queries).tolist() == [expected.get(q, -1) for q in queries.tolist()]
     missing = np.arange(len(queries)) % 3 == 0
@@ -140,7 +144,7 @@ def test_integer_lookup_equals_a_dict(keys, kernels):
 
 
 def test_hashing_is_stable_blake2b():
-    expected = int.from_bytes(hashlib.blake2b("c\x1fvalue".encode(), digest_size=8).digest(), "little") % 1000
+    expected = int.from_bytes(hashlib.blake2b(b"c\x1fvalue", digest_size=8).digest(), "little") % 1000
     assert stable_bucket("c", "value", buckets=1000) == expected
     enc = CategoricalEncoder("c", buckets=1000)
     assert batch_ids(enc, pl.Series("c", ["value", None])).tolist() == [expected, 1000]
@@ -158,9 +162,11 @@ def test_non_numeric_and_infinite_values_are_named(adult):
 def test_online_encoding_equals_batch_on_adult(adult):
     train, test = adult
     spec = parse_spec(yaml.safe_dump(adult_spec_dict()))
-    extra = [ContinuousFeature(name="age_raw", kind="continuous", discretizer={"kind": "none"}),
-             ContinuousFeature(name="hours_hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 64}),
-             CategoricalFeature(name="occupation_hashed", kind="categorical", hash_buckets=50)]
+    extra = [
+        ContinuousFeature(name="age_raw", kind="continuous", discretizer={"kind": "none"}),
+        ContinuousFeature(name="hours_hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 64}),
+        CategoricalFeature(name="occupation_hashed", kind="categorical", hash_buckets=50),
+    ]
     aliases = {"age_raw": "age", "hours_hashed": "hours_per_week", "occupation_hashed": "occupation"}
     train = train.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
     test = test.with_columns([pl.col(v).alias(k) for k, v in aliases.items()])
@@ -177,23 +183,37 @@ def test_online_encoding_equals_batch_on_adult(adult):
 
 
 def test_a_request_encodes_as_its_records_do_whatever_the_kinds_of_value(kernels):
-    train = pl.DataFrame({
-        "n": [0.5, 1.5, 2.5, 3.5, None] * 4, "raw": [1.0, -2.0, 3.0, None, 5.0] * 4,
-        "hashed": [1.0, 2.0, 3.0, 4.0, 5.0] * 4, "code": [7, 8, 9, 2**40, None] * 4,
-        "word": ["a", "b", "c", None, "a"] * 4, "tag": ["x", "y", "z", "x", None] * 4, "flag": [0, 1, 1, 0, 1] * 4,
-    })
-    features = [ContinuousFeature(name="n", kind="continuous", discretizer={"kind": "percentile", "bins": 3}),
-                ContinuousFeature(name="raw", kind="continuous", discretizer={"kind": "none"}),
-                ContinuousFeature(name="hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 16}),
-                CategoricalFeature(name="code", kind="categorical"), CategoricalFeature(name="word", kind="categorical"),
-                CategoricalFeature(name="tag", kind="categorical", hash_buckets=8), BinaryFeature(name="flag", kind="binary")]
+    train = pl.DataFrame(
+        {
+            "n": [0.5, 1.5, 2.5, 3.5, None] * 4,
+            "raw": [1.0, -2.0, 3.0, None, 5.0] * 4,
+            "hashed": [1.0, 2.0, 3.0, 4.0, 5.0] * 4,
+            "code": [7, 8, 9, 2**40, None] * 4,
+            "word": ["a", "b", "c", None, "a"] * 4,
+            "tag": ["x", "y", "z", "x", None] * 4,
+            "flag": [0, 1, 1, 0, 1] * 4,
+        }
+    )
+    features = [
+        ContinuousFeature(name="n", kind="continuous", discretizer={"kind": "percentile", "bins": 3}),
+        ContinuousFeature(name="raw", kind="continuous", discretizer={"kind": "none"}),
+        ContinuousFeature(name="hashed", kind="continuous", discretizer={"kind": "hashing", "buckets": 16}),
+        CategoricalFeature(name="code", kind="categorical"),
+        CategoricalFeature(name="word", kind="categorical"),
+        CategoricalFeature(name="tag", kind="categorical", hash_buckets=8),
+        BinaryFeature(name="flag", kind="binary"),
+    ]
     fmap = FeatureMap.fit(features, train, np.ones(train.height))
-    plain = [{"n": 1.0, "raw": 2.5, "hashed": 3.0, "code": 8, "word": "b", "tag": "y", "flag": 1},
-             {"n": None, "raw": None, "hashed": None, "code": None, "word": None, "tag": None, "flag": 0},
-             {"n": 7, "raw": -4, "code": 2**40, "word": "never", "flag": True},  # ints; absent keys
-             {"n": np.float64(2.0), "raw": True, "hashed": 2**60, "code": 12345, "word": "a", "tag": "q", "flag": "yes"}]
-    mixed = plain + [{"n": "2.25", "raw": "1e3", "hashed": False, "code": 2**60 + 1, "word": 5, "tag": 3.0, "flag": 1.0},
-                     {"n": float("nan"), "raw": -0.0, "hashed": 1.5, "code": 8.0, "word": True, "tag": None, "flag": None}]
+    plain = [
+        {"n": 1.0, "raw": 2.5, "hashed": 3.0, "code": 8, "word": "b", "tag": "y", "flag": 1},
+        {"n": None, "raw": None, "hashed": None, "code": None, "word": None, "tag": None, "flag": 0},
+        {"n": 7, "raw": -4, "code": 2**40, "word": "never", "flag": True},  # ints; absent keys
+        {"n": np.float64(2.0), "raw": True, "hashed": 2**60, "code": 12345, "word": "a", "tag": "q", "flag": "yes"},
+    ]
+    mixed = plain + [
+        {"n": "2.25", "raw": "1e3", "hashed": False, "code": 2**60 + 1, "word": 5, "tag": 3.0, "flag": 1.0},
+        {"n": float("nan"), "raw": -0.0, "hashed": 1.5, "code": 8.0, "word": True, "tag": None, "flag": None},
+    ]
     for request in (plain, mixed, tuple(mixed)):  # a tuple of records takes the Python path
         ids, values = fmap.encode_records(request)
         singles = [fmap.encode_records([record]) for record in request]

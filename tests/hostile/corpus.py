@@ -22,9 +22,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -37,10 +37,10 @@ ROWS, TEST_ROWS = 400, 150
 class Case:
     id: str
     kind: str
-    build: Callable[["Workspace"], list[str]]
+    build: Callable[[Workspace], list[str]]
     exit_code: int
     says: tuple[str, ...]
-    check: Callable[["Workspace"], None] | None = None  # more to assert after the run (files, runs)
+    check: Callable[[Workspace], None] | None = None  # more to assert after the run (files, runs)
 
 
 @dataclass
@@ -81,10 +81,18 @@ def base_spec() -> dict:
     return {
         "version": 1,
         "name": "tiny",
-        "data": {"format": "csv", "train": {"path": "train.csv"}, "test": {"path": "test.csv"},
-                 "holdout": {"fraction": 0.2, "seed": 1}, "label": {"column": "y"}},
-        "features": [{"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 8}},
-                     {"name": "c", "kind": "categorical"}, {"name": "b", "kind": "binary"}],
+        "data": {
+            "format": "csv",
+            "train": {"path": "train.csv"},
+            "test": {"path": "test.csv"},
+            "holdout": {"fraction": 0.2, "seed": 1},
+            "label": {"column": "y"},
+        },
+        "features": [
+            {"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 8}},
+            {"name": "c", "kind": "categorical"},
+            {"name": "b", "kind": "binary"},
+        ],
         "model": {"sparse_linear": {"width": 4}, "mlp": {"layers": [4]}},
         "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "seed": 3},
         "validation": {"gates": {}},
@@ -122,35 +130,49 @@ CASES: list[Case] = []
 
 def case(id: str, kind: str, exit_code: int, *says: str, check=None):
     """Register the decorated builder as a case."""
+
     def register(build):
         CASES.append(Case(id, kind, build, exit_code, says, check))
         return build
+
     return register
 
 
 def spec_case(id: str, kind: str, edits: dict, exit_code: int, *says: str, command: str = "fit"):
     """A case that edits the base spec (dotted path -> value) and runs `command` on it."""
+
     def build(ws: Workspace) -> list[str]:
         write_base(ws)
         spec = base_spec()
         for dotted, value in edits.items():
             spec = set_path(spec, dotted, value)
         return [command, str(write_spec(ws, spec))]
+
     CASES.append(Case(id, kind, build, exit_code, says))
 
 
 def text_case(id: str, kind: str, text: bytes | Callable[[], bytes], exit_code: int, *says: str):
     """A case whose spec file holds these exact bytes."""
+
     def build(ws: Workspace) -> list[str]:
         write_base(ws)
         ws.path("spec.yaml").write_bytes(text() if callable(text) else text)
         return ["fit", str(ws.path("spec.yaml"))]
+
     CASES.append(Case(id, kind, build, exit_code, says))
 
 
-def data_case(id: str, kind: str, write: Callable[[Workspace], None], exit_code: int, *says: str,
-              edits: dict | None = None, command: str = "fit"):
+def data_case(
+    id: str,
+    kind: str,
+    write: Callable[[Workspace], None],
+    exit_code: int,
+    *says: str,
+    edits: dict | None = None,
+    command: str = "fit",
+):
     """A case with the base spec (edited) over data that `write` puts in the folder."""
+
     def build(ws: Workspace) -> list[str]:
         write_base(ws)
         write(ws)
@@ -158,6 +180,7 @@ def data_case(id: str, kind: str, write: Callable[[Workspace], None], exit_code:
         for dotted, value in (edits or {}).items():
             spec = set_path(spec, dotted, value)
         return [command, str(write_spec(ws, spec))]
+
     CASES.append(Case(id, kind, build, exit_code, says))
 
 
@@ -176,13 +199,19 @@ def _online_predictions(ws: Workspace, edit: Callable[[pl.DataFrame], pl.DataFra
 
 
 def _score_at(rows: list[int], value) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    return lambda df: df.with_columns(pl.when(pl.col("row_id").is_in(rows)).then(pl.lit(value, pl.Float64))
-                                      .otherwise(pl.col("score")).alias("score"))
+    return lambda df: df.with_columns(
+        pl.when(pl.col("row_id").is_in(rows)).then(pl.lit(value, pl.Float64)).otherwise(pl.col("score")).alias("score")
+    )
 
 
 for _id, _edit, _code, _says in [
     ("parity-some-nan", _score_at([3, 17], float("nan")), 3, ("2 of them NaN",)),
-    ("parity-all-nan", lambda df: df.with_columns(pl.lit(float("nan")).alias("score")), 3, (f"{TEST_ROWS} of them NaN",)),
+    (
+        "parity-all-nan",
+        lambda df: df.with_columns(pl.lit(float("nan")).alias("score")),
+        3,
+        (f"{TEST_ROWS} of them NaN",),
+    ),
     ("parity-null-scores", _score_at([5], None), 3, ("1 of them NaN",)),
     ("parity-infinite-score", _score_at([8], float("inf")), 3, ("parity: 1 rows differ",)),
     ("parity-rows-twice", lambda df: pl.concat([df, df]), 2, ("repeats keys",)),
@@ -193,35 +222,78 @@ for _id, _edit, _code, _says in [
 ]:
     CASES.append(Case(_id, "silent", lambda ws, e=_edit: _online_predictions(ws, e), _code, _says))
 
-spec_case("feature-is-the-label", "silent", {"features.1": {"name": "y", "kind": "categorical"}}, 2,
-          "feature 'y' is the label")
-spec_case("feature-is-the-weight", "silent", {"data.weight": "w", "features.0": {"name": "w", "kind": "continuous"}}, 2,
-          "feature 'w' is the weight")
+spec_case(
+    "feature-is-the-label",
+    "silent",
+    {"features.1": {"name": "y", "kind": "categorical"}},
+    2,
+    "feature 'y' is the label",
+)
+spec_case(
+    "feature-is-the-weight",
+    "silent",
+    {"data.weight": "w", "features.0": {"name": "w", "kind": "continuous"}},
+    2,
+    "feature 'w' is the weight",
+)
 spec_case("feature-is-the-oracle", "silent", {"data.oracle": "x"}, 2, "feature 'x' is the oracle")
 spec_case("key-is-the-label", "silent", {"data.key": "y"}, 2, "data.label.column and data.key are both 'y'")
 spec_case("lr-infinite", "silent", {"train.lr": float("inf")}, 2, "train.lr: Input should be a finite number")
 spec_case("lr-nan", "silent", {"train.lr": float("nan")}, 2, "train.lr: Input should be a finite number")
 spec_case("holdout-fraction-nan", "silent", {"data.holdout.fraction": float("nan")}, 2, "data.holdout.fraction")
-spec_case("parity-atol-infinite", "silent", {"parity.atol": float("inf")}, 2, "parity.atol: Input should be a finite number")
+spec_case(
+    "parity-atol-infinite", "silent", {"parity.atol": float("inf")}, 2, "parity.atol: Input should be a finite number"
+)
 spec_case("gate-min-nan", "silent", {"validation.gates": {"auc": {"min": float("nan")}}}, 2, "validation.gates.auc.min")
-spec_case("mlp-layer-zero", "silent", {"model.mlp.layers": [0]}, 2, "model.mlp.layers.0: Input should be greater than or equal to 1")
+spec_case(
+    "mlp-layer-zero",
+    "silent",
+    {"model.mlp.layers": [0]},
+    2,
+    "model.mlp.layers.0: Input should be greater than or equal to 1",
+)
 spec_case("sparse-width-zero", "silent", {"model.sparse_linear.width": 0}, 2, "model.sparse_linear.width")
 
 
 def _weights(values) -> Callable[[Workspace], None]:
     def write(ws: Workspace) -> None:
         base_frame().with_columns(pl.Series("w", values(ROWS))).write_csv(ws.path("train.csv"))
+
     return write
 
 
-data_case("weight-beyond-float32", "silent", _weights(lambda n: [1.0] * (n - 1) + [1e39]), 2, "beyond float32",
-          edits={"data.weight": "w"})
-data_case("weights-sum-to-zero", "silent", _weights(lambda n: [0.0] * n), 2, "weights (column 'w') sum to 0",
-          edits={"data.weight": "w"})
-data_case("weights-negative", "silent", _weights(lambda n: [-1.0] + [1.0] * (n - 1)), 2,
-          "weight column 'w' must hold finite numbers >= 0", edits={"data.weight": "w"})
-data_case("weights-infinite", "silent", _weights(lambda n: ["inf"] + ["1.0"] * (n - 1)), 2,
-          "weight column 'w' must hold finite numbers >= 0", edits={"data.weight": "w"})
+data_case(
+    "weight-beyond-float32",
+    "silent",
+    _weights(lambda n: [1.0] * (n - 1) + [1e39]),
+    2,
+    "beyond float32",
+    edits={"data.weight": "w"},
+)
+data_case(
+    "weights-sum-to-zero",
+    "silent",
+    _weights(lambda n: [0.0] * n),
+    2,
+    "weights (column 'w') sum to 0",
+    edits={"data.weight": "w"},
+)
+data_case(
+    "weights-negative",
+    "silent",
+    _weights(lambda n: [-1.0] + [1.0] * (n - 1)),
+    2,
+    "weight column 'w' must hold finite numbers >= 0",
+    edits={"data.weight": "w"},
+)
+data_case(
+    "weights-infinite",
+    "silent",
+    _weights(lambda n: ["inf"] + ["1.0"] * (n - 1)),
+    2,
+    "weight column 'w' must hold finite numbers >= 0",
+    edits={"data.weight": "w"},
+)
 
 
 def _bundle_weights(edit: Callable[[dict], None]) -> Callable[[Workspace], list[str]]:
@@ -234,6 +306,7 @@ def _bundle_weights(edit: Callable[[dict], None]) -> Callable[[Workspace], list[
         edit(weights)
         np.savez(bundle / "weights.npz", **weights)
         return ["predict", str(bundle), str(ws.path("test.csv")), "-o", str(ws.path("out.parquet"))]
+
     return build
 
 
@@ -241,6 +314,7 @@ def _poison(value: float) -> Callable[[dict], None]:
     def edit(weights: dict) -> None:
         weights["mlp.weight_0"] = weights["mlp.weight_0"].copy()
         weights["mlp.weight_0"][0, 0] = value
+
     return edit
 
 
@@ -248,42 +322,97 @@ def _no_output(ws: Workspace) -> None:
     assert not ws.path("out.parquet").exists(), "a failed predict wrote its output"
 
 
-CASES.append(Case("bundle-nan-weight", "silent", _bundle_weights(_poison(float("nan"))), 2,
-                  ("weight mlp.weight_0 holds 1 NaN or infinite values",), _no_output))
-CASES.append(Case("bundle-infinite-weight", "silent", _bundle_weights(_poison(float("-inf"))), 2,
-                  ("weight mlp.weight_0 holds 1 NaN or infinite values",), _no_output))
+CASES.append(
+    Case(
+        "bundle-nan-weight",
+        "silent",
+        _bundle_weights(_poison(float("nan"))),
+        2,
+        ("weight mlp.weight_0 holds 1 NaN or infinite values",),
+        _no_output,
+    )
+)
+CASES.append(
+    Case(
+        "bundle-infinite-weight",
+        "silent",
+        _bundle_weights(_poison(float("-inf"))),
+        2,
+        ("weight mlp.weight_0 holds 1 NaN or infinite values",),
+        _no_output,
+    )
+)
 
 
 def _predict_missing_column(online: bool) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:
         ws.copy_trained()
         pl.read_csv(ws.path("test.csv")).drop("c").write_csv(ws.path("no_c.csv"))
-        return ["predict", str(ws.bundle), str(ws.path("no_c.csv")), "-o", str(ws.path("out.parquet"))] + \
-            (["--online"] if online else [])
+        return ["predict", str(ws.bundle), str(ws.path("no_c.csv")), "-o", str(ws.path("out.parquet"))] + (
+            ["--online"] if online else []
+        )
+
     return build
 
 
-CASES.append(Case("predict-online-missing-feature", "silent", _predict_missing_column(True), 2,
-                  ("column(s) c not found",), _no_output))
-CASES.append(Case("predict-batch-missing-feature", "silent", _predict_missing_column(False), 2,
-                  ("column(s) c not found",), _no_output))
+CASES.append(
+    Case(
+        "predict-online-missing-feature",
+        "silent",
+        _predict_missing_column(True),
+        2,
+        ("column(s) c not found",),
+        _no_output,
+    )
+)
+CASES.append(
+    Case(
+        "predict-batch-missing-feature",
+        "silent",
+        _predict_missing_column(False),
+        2,
+        ("column(s) c not found",),
+        _no_output,
+    )
+)
 
 
 def _parquet_with(column: str, series: Callable[[int], pl.Series], label: bool = False) -> Callable[[Workspace], None]:
     def write(ws: Workspace) -> None:
         for name, rows, seed in (("train.parquet", ROWS, 0), ("test.parquet", TEST_ROWS, 1)):
             base_frame(rows, seed).with_columns(series(rows).alias(column)).write_parquet(ws.path(name))
+
     return write
 
 
 _PARQUET = {"data.format": "parquet", "data.train.path": "train.parquet", "data.test.path": "test.parquet"}
-data_case("parquet-struct-feature", "silent",
-          _parquet_with("c", lambda n: pl.Series([{"a": i % 3, "b": "z"} for i in range(n)])), 2,
-          "feature 'c' (categorical)", "Struct", edits=_PARQUET)
-data_case("parquet-list-feature", "silent", _parquet_with("x", lambda n: pl.Series([[i, i + 1] for i in range(n)])), 2,
-          "feature 'x' (continuous)", "List", edits=_PARQUET)
-data_case("parquet-binary-feature", "silent", _parquet_with("b", lambda n: pl.Series([b"\x00\x01"] * n)), 2,
-          "feature 'b' (binary)", "Binary", edits=_PARQUET)
+data_case(
+    "parquet-struct-feature",
+    "silent",
+    _parquet_with("c", lambda n: pl.Series([{"a": i % 3, "b": "z"} for i in range(n)])),
+    2,
+    "feature 'c' (categorical)",
+    "Struct",
+    edits=_PARQUET,
+)
+data_case(
+    "parquet-list-feature",
+    "silent",
+    _parquet_with("x", lambda n: pl.Series([[i, i + 1] for i in range(n)])),
+    2,
+    "feature 'x' (continuous)",
+    "List",
+    edits=_PARQUET,
+)
+data_case(
+    "parquet-binary-feature",
+    "silent",
+    _parquet_with("b", lambda n: pl.Series([b"\x00\x01"] * n)),
+    2,
+    "feature 'b' (binary)",
+    "Binary",
+    edits=_PARQUET,
+)
 
 
 def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
@@ -292,17 +421,21 @@ def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], 
         out = target(ws)
         ws.notes["before"] = out.read_bytes()
         return ["predict", str(ws.bundle), str(ws.path("test.csv")), "-o", str(out)]
+
     return build
 
 
 def _unchanged(target: Callable[[Workspace], Path]) -> Callable[[Workspace], None]:
     def check(ws: Workspace) -> None:
         assert target(ws).read_bytes() == ws.notes["before"], "an input was overwritten"
+
     return check
 
 
-for _id, _target in [("predict-output-is-the-input", lambda ws: ws.path("test.csv")),
-                     ("predict-output-is-a-bundle-file", lambda ws: ws.bundle / "weights.npz")]:
+for _id, _target in [
+    ("predict-output-is-the-input", lambda ws: ws.path("test.csv")),
+    ("predict-output-is-a-bundle-file", lambda ws: ws.bundle / "weights.npz"),
+]:
     CASES.append(Case(_id, "silent", _predict_over(_target), 2, ("is also an input",), _unchanged(_target)))
 
 
@@ -312,40 +445,79 @@ def _pipe_rows(ws: Workspace) -> None:
 
 
 data_case("csv-rows-starting-with-pipe-are-kept", "silent", _pipe_rows, 0, "fit on 323 train rows")
-text_case("yaml-key-given-twice", "silent", lambda: (yaml_text(base_spec()) + "train: {epochs: 1}\n").encode(), 2,
-          "key 'train' is given twice")
-text_case("yaml-nested-key-given-twice", "silent",
-          lambda: yaml_text(base_spec()).replace("  batch_size: 64\n", "  batch_size: 64\n  batch_size: 32\n").encode(),
-          2, "key 'batch_size' is given twice")
+text_case(
+    "yaml-key-given-twice",
+    "silent",
+    lambda: (yaml_text(base_spec()) + "train: {epochs: 1}\n").encode(),
+    2,
+    "key 'train' is given twice",
+)
+text_case(
+    "yaml-nested-key-given-twice",
+    "silent",
+    lambda: yaml_text(base_spec()).replace("  batch_size: 64\n", "  batch_size: 64\n  batch_size: 32\n").encode(),
+    2,
+    "key 'batch_size' is given twice",
+)
+
+
 def _oracle_outside(ws: Workspace) -> None:
     for name, rows, seed in (("train.csv", ROWS, 0), ("test.csv", TEST_ROWS, 1)):
         base_frame(rows, seed).with_columns((pl.col("x") * 5).alias("p")).write_csv(ws.path(name))
 
 
-data_case("oracle-outside-0-1", "silent", _oracle_outside, 2, "data.oracle column 'p' must hold probabilities",
-          edits={"data.oracle": "p"}, command="run")
+data_case(
+    "oracle-outside-0-1",
+    "silent",
+    _oracle_outside,
+    2,
+    "data.oracle column 'p' must hold probabilities",
+    edits={"data.oracle": "p"},
+    command="run",
+)
 
 
 # ----------------------------------------------------------------------------- bad input reported as a bug: exit 2
 
 
-text_case("spec-not-utf8", "exit", lambda: yaml_text(base_spec()).replace("tiny", "t\xe9").encode("latin-1"), 2,
-          "is not UTF-8 text")
+text_case(
+    "spec-not-utf8",
+    "exit",
+    lambda: yaml_text(base_spec()).replace("tiny", "t\xe9").encode("latin-1"),
+    2,
+    "is not UTF-8 text",
+)
 text_case("spec-deeply-nested", "exit", b"version: 1\nname: " + b"[" * 20000 + b"]" * 20000 + b"\n", 2, "too deeply")
-text_case("spec-alias-bomb", "exit", lambda: ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
-    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))).encode(),
-          2, "expands to more than")
+text_case(
+    "spec-alias-bomb",
+    "exit",
+    lambda: (  # nine levels, each ten aliases of the one before: 10^9 values once expanded
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+    ).encode(),
+    2,
+    "expands to more than",
+)
 text_case("spec-python-tag", "exit", b"version: !!python/object/apply:os.system ['true']\n", 2, "is not valid YAML")
 text_case("spec-top-level-list", "exit", b"- version: 1\n", 2, "must be a YAML mapping")
 text_case("spec-empty", "exit", b"", 2, "must be a YAML mapping")
-text_case("spec-unset-variable", "exit", lambda: yaml_text(base_spec()).replace("train.csv", "${SNN_HOSTILE_UNSET}").encode(),
-          2, "environment variable SNN_HOSTILE_UNSET is not set")
+text_case(
+    "spec-unset-variable",
+    "exit",
+    lambda: yaml_text(base_spec()).replace("train.csv", "${SNN_HOSTILE_UNSET}").encode(),
+    2,
+    "environment variable SNN_HOSTILE_UNSET is not set",
+)
 spec_case("seed-beyond-int64", "exit", {"train.seed": 2**70}, 2, "train.seed: Input should be less than or equal to")
 spec_case("seed-negative", "exit", {"train.seed": -1}, 2, "train.seed: Input should be greater than or equal to 0")
 spec_case("holdout-seed-beyond-int64", "exit", {"data.holdout.seed": 2**64}, 2, "data.holdout.seed")
-spec_case("downsampling-seed-beyond-int64", "exit", {"train.negative_downsampling": {"rate": 0.5, "seed": 2**64}}, 2,
-          "train.negative_downsampling.seed")
+spec_case(
+    "downsampling-seed-beyond-int64",
+    "exit",
+    {"train.negative_downsampling": {"rate": 0.5, "seed": 2**64}},
+    2,
+    "train.negative_downsampling.seed",
+)
 spec_case("mlp-layer-negative", "exit", {"model.mlp.layers": [-1]}, 2, "model.mlp.layers.0")
 spec_case("rows-beyond-int64", "exit", {"data.test.rows": [0, 2**64]}, 2, "data.test.rows.1")
 spec_case("rows-reversed", "exit", {"data.test.rows": [10, 5]}, 2, "rows must be [start, stop)")
@@ -371,12 +543,32 @@ def _own_row_id(ws: Workspace) -> None:
 
 
 data_case("csv-with-its-own-row-id", "exit", _own_row_id, 2, "has its own 'row_id' column", "set data.key: row_id")
-data_case("csv-with-its-own-row-id-as-key", "exit", _own_row_id, 0, "[train] done",
-          edits={"data.key": "row_id", "data.test": None})
-data_case("parquet-list-label", "exit", _parquet_with("y", lambda n: pl.Series([[1]] * n)), 2, "label column", "List",
-          edits=_PARQUET)
-data_case("parquet-struct-key", "exit", _parquet_with("k", lambda n: pl.Series([{"a": i} for i in range(n)])), 2,
-          "key column", "Struct", edits={**_PARQUET, "data.key": "k"})
+data_case(
+    "csv-with-its-own-row-id-as-key",
+    "exit",
+    _own_row_id,
+    0,
+    "[train] done",
+    edits={"data.key": "row_id", "data.test": None},
+)
+data_case(
+    "parquet-list-label",
+    "exit",
+    _parquet_with("y", lambda n: pl.Series([[1]] * n)),
+    2,
+    "label column",
+    "List",
+    edits=_PARQUET,
+)
+data_case(
+    "parquet-struct-key",
+    "exit",
+    _parquet_with("k", lambda n: pl.Series([{"a": i} for i in range(n)])),
+    2,
+    "key column",
+    "Struct",
+    edits={**_PARQUET, "data.key": "k"},
+)
 
 
 def _parquet_bytes(edit: Callable[[bytes], bytes]) -> Callable[[Workspace], None]:
@@ -384,6 +576,7 @@ def _parquet_bytes(edit: Callable[[bytes], bytes]) -> Callable[[Workspace], None
         base_frame().write_parquet(ws.path("train.parquet"))
         base_frame(TEST_ROWS, 1).write_parquet(ws.path("test.parquet"))
         ws.path("train.parquet").write_bytes(edit(ws.path("train.parquet").read_bytes()))
+
     return write
 
 
@@ -401,38 +594,116 @@ def _flip_footer(data: bytes) -> bytes:
     return bytes(footer)
 
 
-data_case("parquet-truncated", "exit", _parquet_bytes(lambda d: d[: len(d) // 2]), 2, "truncated or damaged parquet",
-          edits=_PARQUET)
+data_case(
+    "parquet-truncated",
+    "exit",
+    _parquet_bytes(lambda d: d[: len(d) // 2]),
+    2,
+    "truncated or damaged parquet",
+    edits=_PARQUET,
+)
 data_case("parquet-flipped-bytes", "exit", _parquet_bytes(_flip_middle), 2, "cannot read", edits=_PARQUET)
 data_case("parquet-flipped-footer", "exit", _parquet_bytes(_flip_footer), 2, "cannot read", edits=_PARQUET)
-data_case("csv-under-format-parquet", "exit", lambda ws: None, 2, "is not a parquet file",
-          edits={"data.format": "parquet"})
-data_case("parquet-under-format-csv", "exit", lambda ws: base_frame().write_parquet(ws.path("train.pq")), 2,
-          "is a parquet file but data.format is csv", edits={"data.train.path": "train.pq"})
-data_case("csv-gzipped", "exit", lambda ws: ws.path("train.csv.gz").write_bytes(
-    gzip.compress(ws.path("train.csv").read_bytes())), 2, "gzip-compressed", edits={"data.train.path": "train.csv.gz"})
-data_case("csv-not-utf8", "exit", lambda ws: ws.path("train.csv").write_bytes(
-    ws.path("train.csv").read_bytes().replace(b"red", b"r\xe9d")), 2, "cannot read")
-data_case("csv-ragged-line", "exit", lambda ws: ws.path("train.csv").write_text(
-    ws.path("train.csv").read_text() + "1.0,red,yes,1.0,1,extra\n"), 2, "cannot read")
-data_case("csv-duplicate-header", "exit", lambda ws: ws.path("train.csv").write_text(
-    ws.path("train.csv").read_text().replace("x,c,b,w,y", "x,c,b,x,y", 1)), 2, "names column(s) ['x'] more than once")
-data_case("label-outside-0-1", "exit", lambda ws: base_frame().with_columns(pl.lit(2).alias("y"))
-          .write_csv(ws.path("train.csv")), 2, "label column 'y' has values outside [0, 1]")
-data_case("label-missing-values", "exit", lambda ws: base_frame().with_columns(
-    pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("y")).alias("y")).write_csv(ws.path("train.csv")),
-          2, "label column 'y' has 1 missing")
-data_case("label-single-class", "exit", lambda ws: base_frame().with_columns(pl.lit(0).alias("y"))
-          .write_csv(ws.path("train.csv")), 2, "single label value")
-data_case("criteo-wrong-columns", "exit", lambda ws: ws.path("c.txt").write_text("1\t2\t3\n0\t4\t5\n"), 2, "cannot read",
-          edits={"data.format": "criteo", "data.train.path": "c.txt", "features": [
-              {"name": "I1", "kind": "continuous"}], "data.label.column": "label"})
-data_case("continuous-feature-is-text", "exit", lambda ws: base_frame().with_columns(pl.col("c").alias("x"))
-          .write_csv(ws.path("train.csv")), 2, "'x' is continuous but has non-numeric values")
-data_case("binary-feature-has-three-values", "exit", lambda ws: base_frame().with_columns(pl.col("c").alias("b"))
-          .write_csv(ws.path("train.csv")), 2, "feature 'b' is binary but has values")
-data_case("key-repeated", "exit", lambda ws: base_frame().with_columns((pl.int_range(pl.len()) % 10).alias("k"))
-          .write_csv(ws.path("train.csv")), 2, "repeats keys", edits={"data.key": "k", "data.test": None})
+data_case(
+    "csv-under-format-parquet", "exit", lambda ws: None, 2, "is not a parquet file", edits={"data.format": "parquet"}
+)
+data_case(
+    "parquet-under-format-csv",
+    "exit",
+    lambda ws: base_frame().write_parquet(ws.path("train.pq")),
+    2,
+    "is a parquet file but data.format is csv",
+    edits={"data.train.path": "train.pq"},
+)
+data_case(
+    "csv-gzipped",
+    "exit",
+    lambda ws: ws.path("train.csv.gz").write_bytes(gzip.compress(ws.path("train.csv").read_bytes())),
+    2,
+    "gzip-compressed",
+    edits={"data.train.path": "train.csv.gz"},
+)
+data_case(
+    "csv-not-utf8",
+    "exit",
+    lambda ws: ws.path("train.csv").write_bytes(ws.path("train.csv").read_bytes().replace(b"red", b"r\xe9d")),
+    2,
+    "cannot read",
+)
+data_case(
+    "csv-ragged-line",
+    "exit",
+    lambda ws: ws.path("train.csv").write_text(ws.path("train.csv").read_text() + "1.0,red,yes,1.0,1,extra\n"),
+    2,
+    "cannot read",
+)
+data_case(
+    "csv-duplicate-header",
+    "exit",
+    lambda ws: ws.path("train.csv").write_text(ws.path("train.csv").read_text().replace("x,c,b,w,y", "x,c,b,x,y", 1)),
+    2,
+    "names column(s) ['x'] more than once",
+)
+data_case(
+    "label-outside-0-1",
+    "exit",
+    lambda ws: base_frame().with_columns(pl.lit(2).alias("y")).write_csv(ws.path("train.csv")),
+    2,
+    "label column 'y' has values outside [0, 1]",
+)
+data_case(
+    "label-missing-values",
+    "exit",
+    lambda ws: (
+        base_frame()
+        .with_columns(pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("y")).alias("y"))
+        .write_csv(ws.path("train.csv"))
+    ),
+    2,
+    "label column 'y' has 1 missing",
+)
+data_case(
+    "label-single-class",
+    "exit",
+    lambda ws: base_frame().with_columns(pl.lit(0).alias("y")).write_csv(ws.path("train.csv")),
+    2,
+    "single label value",
+)
+data_case(
+    "criteo-wrong-columns",
+    "exit",
+    lambda ws: ws.path("c.txt").write_text("1\t2\t3\n0\t4\t5\n"),
+    2,
+    "cannot read",
+    edits={
+        "data.format": "criteo",
+        "data.train.path": "c.txt",
+        "features": [{"name": "I1", "kind": "continuous"}],
+        "data.label.column": "label",
+    },
+)
+data_case(
+    "continuous-feature-is-text",
+    "exit",
+    lambda ws: base_frame().with_columns(pl.col("c").alias("x")).write_csv(ws.path("train.csv")),
+    2,
+    "'x' is continuous but has non-numeric values",
+)
+data_case(
+    "binary-feature-has-three-values",
+    "exit",
+    lambda ws: base_frame().with_columns(pl.col("c").alias("b")).write_csv(ws.path("train.csv")),
+    2,
+    "feature 'b' is binary but has values",
+)
+data_case(
+    "key-repeated",
+    "exit",
+    lambda ws: base_frame().with_columns((pl.int_range(pl.len()) % 10).alias("k")).write_csv(ws.path("train.csv")),
+    2,
+    "repeats keys",
+    edits={"data.key": "k", "data.test": None},
+)
 
 
 def _bundle_file(name: str, edit: Callable) -> Callable[[Workspace], list[str]]:
@@ -448,6 +719,7 @@ def _bundle_file(name: str, edit: Callable) -> Callable[[Workspace], list[str]]:
         else:
             path.write_bytes(edit(path.read_bytes()))
         return ["predict", str(bundle), str(ws.path("test.csv")), "-o", str(ws.path("out.parquet"))]
+
     return build
 
 
@@ -458,22 +730,49 @@ def _drop(key: str):
 for _id, _name, _edit, _says in [
     ("bundle-recipe-without-data", "recipe.json", _drop("data"), "ValidationError"),
     ("bundle-recipe-without-features", "recipe.json", _drop("features"), "ValidationError"),
-    ("bundle-recipe-rate-zero", "recipe.json", lambda o: {**o, "train": {**o["train"], "negative_downsampling": {
-        "rate": 0}}}, "negative_downsampling.rate"),
-    ("bundle-recipe-other-features", "recipe.json", lambda o: {**o, "features": o["features"][::-1]},
-     "the recipe's features are not the feature map's"),
+    (
+        "bundle-recipe-rate-zero",
+        "recipe.json",
+        lambda o: {**o, "train": {**o["train"], "negative_downsampling": {"rate": 0}}},
+        "negative_downsampling.rate",
+    ),
+    (
+        "bundle-recipe-other-features",
+        "recipe.json",
+        lambda o: {**o, "features": o["features"][::-1]},
+        "the recipe's features are not the feature map's",
+    ),
     ("bundle-json-garbage", "bundle.json", lambda o: "{not json", "JSONDecodeError"),
     ("bundle-plan-garbage", "plan.json", lambda o: "[]", "plan format None"),
-    ("bundle-plan-other-width", "plan.json", lambda o: {**o, "blocks": [{**o["blocks"][0], "spec": {
-        **o["blocks"][0]["spec"], "width": 5}}] + o["blocks"][1:]}, "do not match its blocks"),
+    (
+        "bundle-plan-other-width",
+        "plan.json",
+        lambda o: {
+            **o,
+            "blocks": [{**o["blocks"][0], "spec": {**o["blocks"][0]["spec"], "width": 5}}] + o["blocks"][1:],
+        },
+        "do not match its blocks",
+    ),
     ("bundle-calibrator-lengths", "calibrator.json", lambda o: {**o, "xs": o["xs"] + [1.5]}, "calibrator has"),
     ("bundle-calibrator-descending", "calibrator.json", lambda o: {**o, "ys": o["ys"][::-1]}, "not ascending"),
-    ("bundle-calibrator-outside-0-1", "calibrator.json", lambda o: {**o, "ys": [y * 3 for y in o["ys"]]}, "outside [0, 1]"),
-    ("bundle-feature-map-edges-text", "feature_map.json",
-     lambda o: {**o, "encoders": [{**o["encoders"][0], "edges": ["a"]}] + o["encoders"][1:]}, "feature map is corrupted"),
-    ("bundle-feature-map-vocabulary-numbers", "feature_map.json",
-     lambda o: {**o, "encoders": [o["encoders"][0], {**o["encoders"][1], "vocabulary": [1, 2]}] + o["encoders"][2:]},
-     "feature map is corrupted"),
+    (
+        "bundle-calibrator-outside-0-1",
+        "calibrator.json",
+        lambda o: {**o, "ys": [y * 3 for y in o["ys"]]},
+        "outside [0, 1]",
+    ),
+    (
+        "bundle-feature-map-edges-text",
+        "feature_map.json",
+        lambda o: {**o, "encoders": [{**o["encoders"][0], "edges": ["a"]}] + o["encoders"][1:]},
+        "feature map is corrupted",
+    ),
+    (
+        "bundle-feature-map-vocabulary-numbers",
+        "feature_map.json",
+        lambda o: {**o, "encoders": [o["encoders"][0], {**o["encoders"][1], "vocabulary": [1, 2]}] + o["encoders"][2:]},
+        "feature map is corrupted",
+    ),
     ("bundle-weights-not-a-zip", "weights.npz", lambda b: b"not a zip", "is corrupted"),
     ("bundle-weights-truncated", "weights.npz", lambda b: b[: len(b) // 2], "is corrupted"),
 ]:
@@ -486,6 +785,7 @@ def _cache_file(pattern: str, edit: Callable[[Path], None], command: str = "fit"
         for path in sorted(ws.path(".snn").glob(pattern)):
             edit(path)
         return [command, str(spec)]
+
     return build
 
 
@@ -498,20 +798,43 @@ def _ids_out_of_range(path: Path) -> None:
 for _id, _pattern, _edit, _command in [
     ("cache-step-json-garbage", "steps/train-*/step.json", lambda p: p.write_text("{"), "fit"),
     ("cache-step-json-other-key", "steps/prepare-*/step.json", lambda p: p.write_text('{"key": "x"}'), "fit"),
-    ("cache-feature-map-garbage", "steps/prepare-*/feature_map.json", lambda p: p.write_text("[]"), "fit --force-step train"),
+    (
+        "cache-feature-map-garbage",
+        "steps/prepare-*/feature_map.json",
+        lambda p: p.write_text("[]"),
+        "fit --force-step train",
+    ),
     ("cache-ids-out-of-range", "steps/prepare-*/splits/train/ids.bin", _ids_out_of_range, "fit --force-step train"),
-    ("cache-split-meta-missing", "steps/prepare-*/splits/validation/meta.json", lambda p: p.unlink(), "calibrate --force-step calibrate"),
-    ("cache-labels-truncated", "steps/prepare-*/splits/train/labels.bin", lambda p: p.write_bytes(p.read_bytes()[:8]), "fit --force-step train"),
+    (
+        "cache-split-meta-missing",
+        "steps/prepare-*/splits/validation/meta.json",
+        lambda p: p.unlink(),
+        "calibrate --force-step calibrate",
+    ),
+    (
+        "cache-labels-truncated",
+        "steps/prepare-*/splits/train/labels.bin",
+        lambda p: p.write_bytes(p.read_bytes()[:8]),
+        "fit --force-step train",
+    ),
 ]:
     _cmd, *_extra = _command.split()
-    CASES.append(Case(_id, "exit", lambda ws, p=_pattern, e=_edit, c=_cmd, x=tuple(_extra): _cache_file(p, e, c)(ws) + list(x),
-                      2, ("corrupted" if "meta" not in _id else "missing or corrupted", "--force")))
+    CASES.append(
+        Case(
+            _id,
+            "exit",
+            lambda ws, p=_pattern, e=_edit, c=_cmd, x=tuple(_extra): _cache_file(p, e, c)(ws) + list(x),
+            2,
+            ("corrupted" if "meta" not in _id else "missing or corrupted", "--force"),
+        )
+    )
 
 
 def _predict_to(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:
         ws.copy_trained()
         return ["predict", str(ws.bundle), str(ws.path("test.csv")), "-o", str(target(ws))]
+
     return build
 
 
@@ -521,8 +844,15 @@ def _folder(ws: Workspace) -> Path:
 
 
 CASES.append(Case("predict-output-is-a-folder", "exit", _predict_to(_folder), 2, ("is a folder",)))
-CASES.append(Case("predict-output-under-a-file", "exit", _predict_to(lambda ws: ws.path("test.csv") / "out.parquet"), 2,
-                  ("is a file, not a folder",)))
+CASES.append(
+    Case(
+        "predict-output-under-a-file",
+        "exit",
+        _predict_to(lambda ws: ws.path("test.csv") / "out.parquet"),
+        2,
+        ("is a file, not a folder",),
+    )
+)
 
 
 def _predict_rows(rows: str) -> Callable[[Workspace], list[str]]:
@@ -538,18 +868,31 @@ def _compare_file(write: Callable[[Workspace, pl.DataFrame], None]) -> Callable[
         spec = ws.copy_trained()
         write(ws, pl.read_parquet(ws.path("online.parquet")))
         return ["validate", str(spec), "--compare", str(ws.path("compare.parquet"))]
+
     return build
 
 
 for _id, _write, _says in [
-    ("compare-key-as-text", lambda ws, df: df.with_columns(pl.col("row_id").cast(pl.String))
-     .write_parquet(ws.path("compare.parquet")), "key column 'row_id' is String but the offline keys are Int64"),
-    ("compare-score-as-text", lambda ws, df: df.with_columns(pl.col("score").cast(pl.String))
-     .write_parquet(ws.path("compare.parquet")), "column 'score' is String, not numbers"),
-    ("compare-not-parquet", lambda ws, df: ws.path("compare.parquet").write_text("row_id,score\n1,0.5\n"),
-     "is not a readable parquet file"),
-    ("compare-without-score", lambda ws, df: df.drop("score").write_parquet(ws.path("compare.parquet")),
-     "lacks column(s) ['score']"),
+    (
+        "compare-key-as-text",
+        lambda ws, df: df.with_columns(pl.col("row_id").cast(pl.String)).write_parquet(ws.path("compare.parquet")),
+        "key column 'row_id' is String but the offline keys are Int64",
+    ),
+    (
+        "compare-score-as-text",
+        lambda ws, df: df.with_columns(pl.col("score").cast(pl.String)).write_parquet(ws.path("compare.parquet")),
+        "column 'score' is String, not numbers",
+    ),
+    (
+        "compare-not-parquet",
+        lambda ws, df: ws.path("compare.parquet").write_text("row_id,score\n1,0.5\n"),
+        "is not a readable parquet file",
+    ),
+    (
+        "compare-without-score",
+        lambda ws, df: df.drop("score").write_parquet(ws.path("compare.parquet")),
+        "lacks column(s) ['score']",
+    ),
     ("compare-is-a-folder", lambda ws, df: ws.path("compare.parquet").mkdir(), "is a folder"),
 ]:
     CASES.append(Case(_id, "exit", _compare_file(_write), 2, (_says,)))
@@ -563,15 +906,39 @@ def _spec_written(ws: Workspace) -> None:
     assert (ws.path("new") / "folder" / "s.yaml").is_file()
 
 
-CASES.append(Case("synth-spec-into-a-missing-folder", "exit", _synth(lambda ws: [
-    str(ws.path("d.parquet")), "--rows", "50", "--spec", str(ws.path("new") / "folder" / "s.yaml")]), 0,
-    ("wrote 50 rows",), _spec_written))
-CASES.append(Case("synth-seed-negative", "exit", _synth(lambda ws: [str(ws.path("d.parquet")), "--rows", "5", "--seed", "-3"]),
-                  2, ("--seed -3 must be an integer",)))
-CASES.append(Case("synth-output-is-a-folder", "exit", _synth(lambda ws: [str(_folder(ws)), "--rows", "5"]), 2,
-                  ("is a folder",)))
-CASES.append(Case("synth-zero-rows", "exit", _synth(lambda ws: [str(ws.path("d.parquet")), "--rows", "0"]), 2,
-                  ("--rows and --row-group must be at least 1",)))
+CASES.append(
+    Case(
+        "synth-spec-into-a-missing-folder",
+        "exit",
+        _synth(
+            lambda ws: [str(ws.path("d.parquet")), "--rows", "50", "--spec", str(ws.path("new") / "folder" / "s.yaml")]
+        ),
+        0,
+        ("wrote 50 rows",),
+        _spec_written,
+    )
+)
+CASES.append(
+    Case(
+        "synth-seed-negative",
+        "exit",
+        _synth(lambda ws: [str(ws.path("d.parquet")), "--rows", "5", "--seed", "-3"]),
+        2,
+        ("--seed -3 must be an integer",),
+    )
+)
+CASES.append(
+    Case("synth-output-is-a-folder", "exit", _synth(lambda ws: [str(_folder(ws)), "--rows", "5"]), 2, ("is a folder",))
+)
+CASES.append(
+    Case(
+        "synth-zero-rows",
+        "exit",
+        _synth(lambda ws: [str(ws.path("d.parquet")), "--rows", "0"]),
+        2,
+        ("--rows and --row-group must be at least 1",),
+    )
+)
 
 
 # ----------------------------------------------------------------------------- resource limits
@@ -579,43 +946,96 @@ CASES.append(Case("synth-zero-rows", "exit", _synth(lambda ws: [str(ws.path("d.p
 
 spec_case("width-a-billion", "resource", {"model.sparse_linear.width": 10**9}, 2, "above the limit of 8,192", "GiB")
 spec_case("mlp-layer-a-million", "resource", {"model.mlp.layers": [10**6]}, 2, "above the limit of 8,192", "GiB")
-spec_case("hash-buckets-1e11", "resource", {"features.1": {"name": "c", "kind": "categorical", "hash_buckets": 10**11}},
-          2, "above the limit of 2,147,483,647", "GiB")
-spec_case("hashing-discretizer-buckets-2-40", "resource",
-          {"features.0": {"name": "x", "kind": "continuous", "discretizer": {"kind": "hashing", "buckets": 2**40}}},
-          2, "above the limit", "GiB")
+spec_case(
+    "hash-buckets-1e11",
+    "resource",
+    {"features.1": {"name": "c", "kind": "categorical", "hash_buckets": 10**11}},
+    2,
+    "above the limit of 2,147,483,647",
+    "GiB",
+)
+spec_case(
+    "hashing-discretizer-buckets-2-40",
+    "resource",
+    {"features.0": {"name": "x", "kind": "continuous", "discretizer": {"kind": "hashing", "buckets": 2**40}}},
+    2,
+    "above the limit",
+    "GiB",
+)
 spec_case("ece-bins-10-12", "resource", {"validation.ece_bins": 10**12}, 2, "above the limit of 10,000", "GiB")
 spec_case("interaction-dim-a-million", "resource", {"model.interactions": {"dim": 10**6}}, 2, "model.interactions.dim")
 spec_case("batch-size-10-12", "resource", {"train.batch_size": 10**12}, 2, "train.batch_size")
 spec_case("epochs-10-12", "resource", {"train.epochs": 10**12}, 2, "train.epochs")
-spec_case("percentile-bins-a-million", "resource",
-          {"features.0": {"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 10**6}}},
-          2, "bins")
-spec_case("model-larger-than-memory", "resource",
-          {"features.1": {"name": "c", "kind": "categorical", "hash_buckets": 2**31 - 1},
-           "model.sparse_linear.width": 8192}, 2, "the model would need about", "GiB", "this machine allows")
-text_case("spec-50-megabytes", "resource", lambda: yaml_text(base_spec()).encode() + b"#" * (50 << 20), 2,
-          "over the limit of 1,048,576")
-text_case("spec-many-features", "resource", lambda: yaml_text(set_path(base_spec(), "features", [
-    {"name": f"f{i}", "kind": "categorical"} for i in range(40_000)])).encode(), 2, "over the limit")
+spec_case(
+    "percentile-bins-a-million",
+    "resource",
+    {"features.0": {"name": "x", "kind": "continuous", "discretizer": {"kind": "percentile", "bins": 10**6}}},
+    2,
+    "bins",
+)
+spec_case(
+    "model-larger-than-memory",
+    "resource",
+    {"features.1": {"name": "c", "kind": "categorical", "hash_buckets": 2**31 - 1}, "model.sparse_linear.width": 8192},
+    2,
+    "the model would need about",
+    "GiB",
+    "this machine allows",
+)
+text_case(
+    "spec-50-megabytes",
+    "resource",
+    lambda: yaml_text(base_spec()).encode() + b"#" * (50 << 20),
+    2,
+    "over the limit of 1,048,576",
+)
+text_case(
+    "spec-many-features",
+    "resource",
+    lambda: yaml_text(
+        set_path(base_spec(), "features", [{"name": f"f{i}", "kind": "categorical"} for i in range(40_000)])
+    ).encode(),
+    2,
+    "over the limit",
+)
 
 
 def _bundle_buckets(ws: Workspace) -> list[str]:
-    return _bundle_file("feature_map.json", lambda o: {**o, "num_ids": o["num_ids"] - 6 + 2**40, "encoders": [
-        o["encoders"][0], {"kind": "categorical", "name": "c", "vocabulary": [], "buckets": 2**40 - 1, "min_count": 1},
-        *o["encoders"][2:]]})(ws)
+    return _bundle_file(
+        "feature_map.json",
+        lambda o: {
+            **o,
+            "num_ids": o["num_ids"] - 6 + 2**40,
+            "encoders": [
+                o["encoders"][0],
+                {"kind": "categorical", "name": "c", "vocabulary": [], "buckets": 2**40 - 1, "min_count": 1},
+                *o["encoders"][2:],
+            ],
+        },
+    )(ws)
 
 
 CASES.append(Case("bundle-declares-2-40-buckets", "resource", _bundle_buckets, 2, ("declares 1099511627775 buckets",)))
 
 
 def _bundle_num_ids(ws: Workspace) -> list[str]:
-    return _bundle_file("feature_map.json", lambda o: {**o, "num_ids": o["num_ids"] + 1, "encoders": [
-        o["encoders"][0], {**o["encoders"][1], "vocabulary": o["encoders"][1]["vocabulary"] + ["extra"]},
-        *o["encoders"][2:]]})(ws)
+    return _bundle_file(
+        "feature_map.json",
+        lambda o: {
+            **o,
+            "num_ids": o["num_ids"] + 1,
+            "encoders": [
+                o["encoders"][0],
+                {**o["encoders"][1], "vocabulary": o["encoders"][1]["vocabulary"] + ["extra"]},
+                *o["encoders"][2:],
+            ],
+        },
+    )(ws)
 
 
-CASES.append(Case("bundle-tables-fewer-rows-than-ids", "resource", _bundle_num_ids, 2, ("but the feature map declares",)))
+CASES.append(
+    Case("bundle-tables-fewer-rows-than-ids", "resource", _bundle_num_ids, 2, ("but the feature map declares",))
+)
 
 
 # ----------------------------------------------------------------------------- misleading messages
@@ -625,6 +1045,7 @@ def _spec_path(make: Callable[[Path], None]) -> Callable[[Workspace], list[str]]
     def build(ws: Workspace) -> list[str]:
         make(ws.path("spec.yaml"))
         return ["fit", str(ws.path("spec.yaml"))]
+
     return build
 
 
@@ -637,8 +1058,11 @@ CASES.append(Case("spec-is-a-folder", "message", _spec_path(lambda p: p.mkdir())
 CASES.append(Case("spec-is-a-fifo", "message", _spec_path(os.mkfifo), 2, ("is a FIFO",)))
 CASES.append(Case("spec-is-dev-zero", "message", _spec_path(lambda p: os.symlink("/dev/zero", p)), 2, ("is a device",)))
 CASES.append(Case("spec-symlink-loop", "message", _spec_path(_symlink_loop), 2, ("is a symlink loop",)))
-CASES.append(Case("spec-broken-symlink", "message", _spec_path(lambda p: os.symlink("gone.yaml", p)), 2,
-                  ("is a broken symlink",)))
+CASES.append(
+    Case(
+        "spec-broken-symlink", "message", _spec_path(lambda p: os.symlink("gone.yaml", p)), 2, ("is a broken symlink",)
+    )
+)
 CASES.append(Case("spec-missing", "message", lambda ws: ["fit", str(ws.path("none.yaml"))], 2, ("does not exist",)))
 
 
@@ -646,7 +1070,6 @@ CASES.append(Case("spec-missing", "message", lambda ws: ["fit", str(ws.path("non
 def _spec_under_a_file(ws: Workspace) -> list[str]:
     ws.path("f").write_text("")
     return ["fit", str(ws.path("f") / "spec.yaml")]
-
 
 
 def _data_path(make: Callable[[Path], None]) -> Callable[[Workspace], None]:
@@ -663,10 +1086,20 @@ for _id, _make, _says in [
     data_case(_id, "message", _data_path(_make), 2, _says, edits={"data.train.path": "special"})
 
 spec_case("data-file-missing", "message", {"data.test.path": "nope.csv"}, 2, "nope.csv does not exist")
-spec_case("data-columns-repeated", "message", {"data.columns": ["x", "c", "b", "x", "y"]}, 2,
-          "column name(s) ['x'] appear more than once")
-spec_case("feature-not-among-columns", "message", {"data.columns": ["x", "c", "bb", "w", "y"]}, 2,
-          "feature(s) ['b'] are not among data.columns")
+spec_case(
+    "data-columns-repeated",
+    "message",
+    {"data.columns": ["x", "c", "b", "x", "y"]},
+    2,
+    "column name(s) ['x'] appear more than once",
+)
+spec_case(
+    "feature-not-among-columns",
+    "message",
+    {"data.columns": ["x", "c", "bb", "w", "y"]},
+    2,
+    "feature(s) ['b'] are not among data.columns",
+)
 
 
 def _headerless_test(ws: Workspace) -> None:
@@ -674,22 +1107,38 @@ def _headerless_test(ws: Workspace) -> None:
     ws.path("test.csv").write_text(text.split("\n", 1)[1])
 
 
-data_case("header-in-train-not-in-test", "message", _headerless_test, 0, "fit on 323 train rows",
-          edits={"data.columns": ["x", "c", "b", "w", "y"], "data.train.header": True, "data.test.header": False},
-          command="run")
-data_case("header-in-train-not-in-test-undescribed", "message", _headerless_test, 2, "test.csv looks like data",
-          "header: false")
+data_case(
+    "header-in-train-not-in-test",
+    "message",
+    _headerless_test,
+    0,
+    "fit on 323 train rows",
+    edits={"data.columns": ["x", "c", "b", "w", "y"], "data.train.header": True, "data.test.header": False},
+    command="run",
+)
+data_case(
+    "header-in-train-not-in-test-undescribed",
+    "message",
+    _headerless_test,
+    2,
+    "test.csv looks like data",
+    "header: false",
+)
 spec_case("prepare-counts-train-rows-only", "message", {}, 0, "fit on 323 train rows", "323 train, 77 validation rows")
-data_case("comment-prefix-skips-lines", "message", lambda ws: ws.path("train.csv").write_text(
-    "#exported 2026\n" + ws.path("train.csv").read_text()), 0, "fit on 323 train rows",
-          edits={"data.comment_prefix": "#"})
+data_case(
+    "comment-prefix-skips-lines",
+    "message",
+    lambda ws: ws.path("train.csv").write_text("#exported 2026\n" + ws.path("train.csv").read_text()),
+    0,
+    "fit on 323 train rows",
+    edits={"data.comment_prefix": "#"},
+)
 
 
 @case("bundle-path-is-a-file", "message", 2, "no bundle at")
 def _bundle_is_a_file(ws: Workspace) -> list[str]:
     ws.path("x.csv").write_text("a")
     return ["inspect", str(ws.path("x.csv"))]
-
 
 
 # ----------------------------------------------------------------------------- faults one command shows
@@ -709,8 +1158,9 @@ def _scratch_swept(ws: Workspace) -> None:
     assert leftovers == [], f"scratch left behind: {leftovers}"
 
 
-CASES.append(Case("stale-scratch-of-a-dead-process-is-removed", "fault", _stale_scratch, 0, ("[train] done",),
-                  _scratch_swept))
+CASES.append(
+    Case("stale-scratch-of-a-dead-process-is-removed", "fault", _stale_scratch, 0, ("[train] done",), _scratch_swept)
+)
 
 
 def _stale_predict_temp(ws: Workspace) -> list[str]:
@@ -723,8 +1173,11 @@ def _temp_removed(ws: Workspace) -> None:
     assert not list(ws.folder.glob(".out.parquet.snn-*.tmp")) and ws.path("out.parquet").is_file()
 
 
-CASES.append(Case("stale-predict-temp-file-is-removed", "fault", _stale_predict_temp, 0, ("wrote 150 predictions",),
-                  _temp_removed))
+CASES.append(
+    Case(
+        "stale-predict-temp-file-is-removed", "fault", _stale_predict_temp, 0, ("wrote 150 predictions",), _temp_removed
+    )
+)
 
 
 def _orphaned_run(ws: Workspace) -> list[str]:
@@ -751,8 +1204,16 @@ def _run_killed(ws: Workspace) -> None:
     assert status == "KILLED", status
 
 
-CASES.append(Case("running-run-of-a-dead-process-is-ended", "fault", _orphaned_run, 0, ("ended 1 run(s) of killed processes",),
-                  _run_killed))
+CASES.append(
+    Case(
+        "running-run-of-a-dead-process-is-ended",
+        "fault",
+        _orphaned_run,
+        0,
+        ("ended 1 run(s) of killed processes",),
+        _run_killed,
+    )
+)
 
 
 def _force_step_keeps_upstream(ws: Workspace) -> list[str]:
@@ -767,8 +1228,16 @@ def _upstream_kept(ws: Workspace) -> None:
     assert after == ws.notes["mtime"], "--force-step calibrate rebuilt the train step"
 
 
-CASES.append(Case("force-step-reruns-only-downstream", "fault", _force_step_keeps_upstream, 0,
-                  ("[train] cache hit", "[calibrate] done"), _upstream_kept))
+CASES.append(
+    Case(
+        "force-step-reruns-only-downstream",
+        "fault",
+        _force_step_keeps_upstream,
+        0,
+        ("[train] cache hit", "[calibrate] done"),
+        _upstream_kept,
+    )
+)
 
 
 def _rerun_after_kill(ws: Workspace) -> list[str]:

@@ -65,8 +65,9 @@ def trained(tmp_path_factory, tracking_store):
         result = run_cli(["calibrate", str(spec)])
         assert result.exit_code == 0, result.stderr
         bundle = ws.folder / ".snn" / "bundles" / "tiny"
-        result = run_cli(["predict", str(bundle), str(ws.path("test.csv")), "-o", str(ws.path("online.parquet")),
-                          "--online"])
+        result = run_cli(
+            ["predict", str(bundle), str(ws.path("test.csv")), "-o", str(ws.path("online.parquet")), "--online"]
+        )
         assert result.exit_code == 0, result.stderr
     return ws.folder
 

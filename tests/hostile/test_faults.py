@@ -131,9 +131,14 @@ def _done(folder: Path, step: str):
 KILL_POINTS = {
     "during-prepare": (lambda run, folder: run.wait_for(_in_scratch(folder, "prepare"), "prepare"), 0),
     "mid-epoch-1": (lambda run, folder: (run.wait_for(run.said("[train]"), "training"), time.sleep(0.5)), 0),
-    "mid-epoch-2": (lambda run, folder: (run.wait_for(_checkpoint(folder), "the first checkpoint"), time.sleep(0.3)), 2),
-    "mid-last-epoch": (lambda run, folder: (run.wait_for(run.said(f"epoch {EPOCHS - 1}:"), f"epoch {EPOCHS - 1}"),
-                                            time.sleep(0.3)), EPOCHS),
+    "mid-epoch-2": (
+        lambda run, folder: (run.wait_for(_checkpoint(folder), "the first checkpoint"), time.sleep(0.3)),
+        2,
+    ),
+    "mid-last-epoch": (
+        lambda run, folder: (run.wait_for(run.said(f"epoch {EPOCHS - 1}:"), f"epoch {EPOCHS - 1}"), time.sleep(0.3)),
+        EPOCHS,
+    ),
     "during-calibrate": (lambda run, folder: run.wait_for(_done(folder, "train"), "the train step"), None),
 }
 
@@ -159,8 +164,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(point, tmp_path, uninterr
     assert_clean(tmp_path)
 
 
-@pytest.mark.parametrize("signum, code, says", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
-                                                (signal.SIGINT, 130, "interrupted (SIGINT)")])
+@pytest.mark.parametrize(
+    "signum, code, says", [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted (SIGINT)")]
+)
 def test_sigterm_and_sigint_clean_up_and_the_rerun_resumes(signum, code, says, tmp_path, uninterrupted):
     spec = make_folder(tmp_path)
     run = Run("calibrate", str(spec))
@@ -198,8 +204,9 @@ def test_a_write_past_the_file_size_limit_is_a_machine_error(tmp_path, uninterru
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     bundle = tmp_path / ".snn" / "bundles" / "tiny.raw"
-    run = Run("predict", str(bundle), str(tmp_path / "train.csv"), "-o", str(tmp_path / "out.parquet"),
-              preexec_fn=small_files)
+    run = Run(
+        "predict", str(bundle), str(tmp_path / "train.csv"), "-o", str(tmp_path / "out.parquet"), preexec_fn=small_files
+    )
     assert run.finish() == 1
     assert "past the size limit" in run.stderr and "bug in snn" not in run.stderr, run.stderr
     assert not (tmp_path / "out.parquet").exists() and not list(tmp_path.glob(".out.parquet*"))

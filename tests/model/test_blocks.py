@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from snn.pipeline.model.blocks import BLOCKS
-from snn.pipeline.model.blocks.base import IdSpace, Entries, FieldVectors, Node, Port, RequestEntries, as_array
+from snn.pipeline.model.blocks.base import Entries, FieldVectors, IdSpace, Node, Port, RequestEntries, as_array
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, Plan, plan_for
 from snn.pipeline.model.rows import deduplicate
@@ -24,24 +24,33 @@ SPACE = IdSpace(NUM_IDS, FIELDS)
 
 # kind -> [(spec, {input: port})]: the example inputs of each block kind
 EXAMPLES = {
-    "sparse_linear": [({"width": 6, "activation": "tanh"}, {"entries": Port("entries", (FIELDS,))}),
-                      ({"width": 3, "activation": "prelu"}, {"entries": Port("entries", (FIELDS,))})],
+    "sparse_linear": [
+        ({"width": 6, "activation": "tanh"}, {"entries": Port("entries", (FIELDS,))}),
+        ({"width": 3, "activation": "prelu"}, {"entries": Port("entries", (FIELDS,))}),
+    ],
     "field_embedding": [({"dim": 4}, {"entries": Port("entries", (FIELDS,)), "scaled": Port("scaled")})],
     "dot_interaction": [({}, {"dense": Port("dense", (7,)), "fields": Port("fields", (FIELDS, 3))})],
-    "mlp": [({"layers": [8, 4], "activation": "relu", "norm": "batch"}, {"x": Port("dense", (9,))}),
-            ({"layers": [5], "activation": "prelu", "norm": "layer", "dropout": 0.2}, {"x": Port("dense", (9,))}),
-            ({"layers": [6, 2], "activation": "sigmoid"}, {"x": Port("dense", (3,))}),
-            ({"layers": [], "activation": "none"}, {"x": Port("dense", (3,))})],
+    "mlp": [
+        ({"layers": [8, 4], "activation": "relu", "norm": "batch"}, {"x": Port("dense", (9,))}),
+        ({"layers": [5], "activation": "prelu", "norm": "layer", "dropout": 0.2}, {"x": Port("dense", (9,))}),
+        ({"layers": [6, 2], "activation": "sigmoid"}, {"x": Port("dense", (3,))}),
+        ({"layers": [], "activation": "none"}, {"x": Port("dense", (3,))}),
+    ],
     "logit": [({}, {"x": Port("dense", (5,))})],
 }
 
 # plans that hold every block, for the row-wise and JSON checks
 PLANS = {
     "sparse-mlp": {"sparse_linear": {"width": 6, "activation": "tanh"}, "mlp": {"layers": [5], "norm": "batch"}},
-    "prelu-layer-norm": {"sparse_linear": {"width": 4, "activation": "prelu"},
-                         "mlp": {"layers": [4, 3], "activation": "prelu", "norm": "layer"}},
-    "interactions": {"sparse_linear": {"width": 5}, "interactions": {"dim": 3},
-                     "mlp": {"layers": [4], "activation": "sigmoid"}},
+    "prelu-layer-norm": {
+        "sparse_linear": {"width": 4, "activation": "prelu"},
+        "mlp": {"layers": [4, 3], "activation": "prelu", "norm": "layer"},
+    },
+    "interactions": {
+        "sparse_linear": {"width": 5},
+        "interactions": {"dim": 3},
+        "mlp": {"layers": [4], "activation": "sigmoid"},
+    },
     "logistic": {"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}},
 }
 
@@ -65,8 +74,12 @@ def _inputs(ports: dict[str, Port], rng) -> tuple[dict, dict]:
     ids, values = _random_entries(rng)
     for name, port in ports.items():
         if port.kind == "entries":
-            torch_in[name] = Entries(torch.from_numpy(ids.reshape(-1)), torch.from_numpy(values.reshape(-1)),
-                                     torch.arange(ROWS) * FIELDS, FIELDS)
+            torch_in[name] = Entries(
+                torch.from_numpy(ids.reshape(-1)),
+                torch.from_numpy(values.reshape(-1)),
+                torch.arange(ROWS) * FIELDS,
+                FIELDS,
+            )
             numpy_in[name] = RequestEntries(ids, values)
         elif port.kind == "scaled":
             scaled = rng.uniform(-1, 1, (ROWS, FIELDS))
@@ -85,8 +98,10 @@ def _weights(kind: str, node: Node, rng) -> dict[str, torch.Tensor]:
     biases and unit scales are not what the check sees)."""
     block = BLOCKS[kind]
     torch.manual_seed(0)
-    weights = {name: torch.empty(w.shape, dtype=torch.float64)
-               for name, w in block.weights(node.spec, node.inputs, node.space).items()}
+    weights = {
+        name: torch.empty(w.shape, dtype=torch.float64)
+        for name, w in block.weights(node.spec, node.inputs, node.space).items()
+    }
     block.init(node, weights)
     with torch.no_grad():
         for name, tensor in weights.items():
@@ -169,14 +184,17 @@ def test_plans_and_block_specs_survive_json(name):
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == {k: w.shape for k, w in plan.weights.items()}
 
 
-@pytest.mark.parametrize("damage, says", [
-    (lambda o: o.update(format=99), "plan format 99"),
-    (lambda o: o["blocks"][0].update(kind="magic"), "unknown kind 'magic'"),
-    (lambda o: o["blocks"][1].update(inputs={"x": "nowhere.out"}), "not written before it"),
-    (lambda o: o["weights"]["sparse.weight"].update(shape=[2**40, 6]), "do not match its blocks"),
-    (lambda o: o["blocks"][0]["spec"].update(activation="swish"), "plan is corrupted"),
-    (lambda o: o["blocks"][0].update(name="Bad Name"), "not a new lowercase identifier"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda o: o.update(format=99), "plan format 99"),
+        (lambda o: o["blocks"][0].update(kind="magic"), "unknown kind 'magic'"),
+        (lambda o: o["blocks"][1].update(inputs={"x": "nowhere.out"}), "not written before it"),
+        (lambda o: o["weights"]["sparse.weight"].update(shape=[2**40, 6]), "do not match its blocks"),
+        (lambda o: o["blocks"][0]["spec"].update(activation="swish"), "plan is corrupted"),
+        (lambda o: o["blocks"][0].update(name="Bad Name"), "not a new lowercase identifier"),
+    ],
+)
 def test_a_damaged_plan_is_an_artifact_error(damage, says):
     from snn.pipeline.errors import ArtifactError
 

@@ -4,13 +4,13 @@ network built from a plan equals, weight for weight, what the plan declares; see
 import numpy as np
 import torch
 
-from snn.pipeline.store.encoded import EncodedSplit
 from snn.pipeline.model.blocks import BLOCKS
-from snn.pipeline.model.blocks.base import IdSpace, Entries
+from snn.pipeline.model.blocks.base import Entries, IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
-from snn.pipeline.train.spec import TrainSpec
+from snn.pipeline.store.encoded import EncodedSplit
 from snn.pipeline.train.loop import train_model
+from snn.pipeline.train.spec import TrainSpec
 
 SPARSE = BLOCKS["sparse_linear"]
 
@@ -18,7 +18,9 @@ SPARSE = BLOCKS["sparse_linear"]
 def _layer(num_ids=4, width=3, activation="none", seed=0):
     """A network whose first block is a sparse linear layer: (the network, its node, its weights)."""
     torch.manual_seed(seed)
-    spec = ModelSpec.model_validate({"sparse_linear": {"width": width, "activation": activation}, "mlp": {"layers": []}})
+    spec = ModelSpec.model_validate(
+        {"sparse_linear": {"width": width, "activation": activation}, "mlp": {"layers": []}}
+    )
     network = Network(plan_for(spec, IdSpace(num_ids, 2)))
     return network, network.plan.nodes[0], network.block_weights("sparse")
 
@@ -59,8 +61,9 @@ def test_training_is_order_independent_within_a_batch():
     (_, node, a), (_, _, b) = _layer(seed=1), _layer(seed=1)
     out_a = _forward(node, a, ids, values, offsets, True)
     # the same two rows in the other order
-    out_b = _forward(node, b, torch.tensor([1, 2, 3, 0, 2]), torch.tensor([0.5, 1.0, 3.0, 2.0, -4.0]),
-                     torch.tensor([0, 3]), True)
+    out_b = _forward(
+        node, b, torch.tensor([1, 2, 3, 0, 2]), torch.tensor([0.5, 1.0, 3.0, 2.0, -4.0]), torch.tensor([0, 3]), True
+    )
     torch.testing.assert_close(out_a, out_b.flip(0))
     torch.testing.assert_close(a["max_abs"], b["max_abs"])
 
@@ -82,8 +85,13 @@ def test_inference_normalized_values_stay_in_unit_range_and_state_is_frozen():
 
 
 def test_the_network_holds_what_the_plan_declares():
-    spec = ModelSpec.model_validate({"sparse_linear": {"width": 3}, "interactions": {"dim": 2},
-                                     "mlp": {"layers": [4, 2], "norm": "batch", "dropout": 0.1}})
+    spec = ModelSpec.model_validate(
+        {
+            "sparse_linear": {"width": 3},
+            "interactions": {"dim": 2},
+            "mlp": {"layers": [4, 2], "norm": "batch", "dropout": 0.1},
+        }
+    )
     plan = plan_for(spec, IdSpace(97, 5))
     network = Network(plan)
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == {k: w.shape for k, w in plan.weights.items()}

@@ -6,16 +6,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from snn.pipeline.store.encoded import CSRBatch
 from snn.pipeline.model import network as network_module
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
-from snn.pipeline.train.optimizers import RowAdagrad, RowAdam
 from snn.pipeline.model.rows import deduplicate
-from snn.pipeline.train.spec import TrainSpec
-from snn.pipeline.train.optimizers import Optimizers
+from snn.pipeline.store.encoded import CSRBatch
 from snn.pipeline.train.loop import training_step
+from snn.pipeline.train.optimizers import Optimizers, RowAdagrad, RowAdam
+from snn.pipeline.train.spec import TrainSpec
 
 NUM_IDS, WIDTH = 50, 6
 
@@ -49,8 +48,9 @@ def test_row_optimizers_equal_torch_sparse_optimizers(kind):
     torch.manual_seed(2)
     reference = torch.nn.Parameter(torch.randn(NUM_IDS, WIDTH))
     table = reference.detach().clone()
-    torch_opt = (torch.optim.SparseAdam([reference], lr=0.05) if kind == "adam"
-                 else torch.optim.Adagrad([reference], lr=0.05))
+    torch_opt = (
+        torch.optim.SparseAdam([reference], lr=0.05) if kind == "adam" else torch.optim.Adagrad([reference], lr=0.05)
+    )
     row_opt = RowAdam([table], lr=0.05) if kind == "adam" else RowAdagrad([table], lr=0.05)
     for ids, values, offsets, target in _batches(steps=8):
         torch_opt.zero_grad()
@@ -81,8 +81,13 @@ def test_narrow_tables_train_sort_free_with_the_same_updates(width):
         network_module.NARROW_ROWS = narrow
         try:
             for ids, values, offsets, _ in _batches(steps=5):
-                batch = CSRBatch(ids.numpy(), values.numpy(), offsets.numpy(),
-                                 (torch.arange(len(offsets)) % 2).float().numpy(), torch.ones(len(offsets)).numpy())
+                batch = CSRBatch(
+                    ids.numpy(),
+                    values.numpy(),
+                    offsets.numpy(),
+                    (torch.arange(len(offsets)) % 2).float().numpy(),
+                    torch.ones(len(offsets)).numpy(),
+                )
                 structure = net.deduplicate(ids, offsets)
                 assert (structure.order is None) == (narrow > 0)
                 training_step(net, optimizers, batch, torch.device("cpu"))
@@ -99,7 +104,9 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
     """A batch flagged one-hot trains without a values tensor (max_abs ← max(max_abs, 1)) and takes
     exactly the steps of the same batch with explicit values of 1.0; int32 ids (as stored) train
     exactly like int64 ones."""
-    spec = ModelSpec.model_validate({"sparse_linear": {"width": width}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}})
+    spec = ModelSpec.model_validate(
+        {"sparse_linear": {"width": width}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}}
+    )
     states = []
     for one_hot in (True, False):
         torch.manual_seed(3)
@@ -107,9 +114,15 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
         optimizers = Optimizers.for_model(net, TrainSpec(lr=0.05))
         for ids, _, offsets, _ in _batches(steps=4):
             stored = ids.numpy().astype(np.int32 if one_hot else np.int64)
-            batch = CSRBatch(stored, np.ones(len(ids), np.float32), offsets.numpy(),
-                             (torch.arange(len(offsets)) % 2).float().numpy(), np.ones(len(offsets), np.float32),
-                             width=5, one_hot=one_hot)
+            batch = CSRBatch(
+                stored,
+                np.ones(len(ids), np.float32),
+                offsets.numpy(),
+                (torch.arange(len(offsets)) % 2).float().numpy(),
+                np.ones(len(offsets), np.float32),
+                width=5,
+                one_hot=one_hot,
+            )
             assert (net.deduplicate(ids, offsets).order is None) == (width == 1)
             training_step(net, optimizers, batch, torch.device("cpu"))
         states.append(net.state_dict())
@@ -121,14 +134,20 @@ def test_fused_dense_adam_equals_torch_adam():
     from snn.pipeline.train.optimizers import FusedAdam
 
     torch.manual_seed(4)
-    ours = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2))]
+    ours = [
+        torch.nn.Parameter(torch.randn(5, 3)),
+        torch.nn.Parameter(torch.randn(3)),
+        torch.nn.Parameter(torch.randn(2)),
+    ]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
     for step in range(6):
         grads = [torch.randn_like(p) for p in ours]
         for params in (ours, theirs):
             for index, (p, g) in enumerate(zip(params, grads)):
-                p.grad = None if (index == 2 and step % 2) else g.clone()  # a parameter without a gradient is left alone
+                p.grad = (
+                    None if (index == 2 and step % 2) else g.clone()
+                )  # a parameter without a gradient is left alone
         mine.step()
         reference.step()
         mine.zero_grad()

@@ -51,11 +51,17 @@ def threads(request):
 
 @needs_compiler
 @pytest.mark.parametrize("width", [1, 3, 8, 50, 64, 70, 150])
-@pytest.mark.parametrize("lengths", [
-    [5], [0, 4, 0, 9, 1],
-    [40] * 300,  # crosses the threaded size: rows over the threads
-    [600], [0, 300], [300, 7],  # fewer rows than threads: each row's entries split over them
-])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [5],
+        [0, 4, 0, 9, 1],
+        [40] * 300,  # crosses the threaded size: rows over the threads
+        [600],
+        [0, 300],
+        [300, 7],  # fewer rows than threads: each row's entries split over them
+    ],
+)
 def test_float32_kernel_equals_its_reference(width, lengths, threads):
     tables = _tables(1000, width)
     ids, values, offsets = _csr(1000, lengths)
@@ -75,10 +81,13 @@ def _network(spec: dict, num_ids: int = 500, fields: int = 10) -> Network:
 
 
 @needs_compiler
-@pytest.mark.parametrize("spec, kernel_runs", [
-    ({"sparse_linear": {"width": 12, "activation": "prelu"}, "mlp": {"layers": [8]}}, True),
-    ({"sparse_linear": {"width": 6}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}}, False),  # reads `scaled`
-])
+@pytest.mark.parametrize(
+    "spec, kernel_runs",
+    [
+        ({"sparse_linear": {"width": 12, "activation": "prelu"}, "mlp": {"layers": [8]}}, True),
+        ({"sparse_linear": {"width": 6}, "interactions": {"dim": 3}, "mlp": {"layers": [4]}}, False),  # reads `scaled`
+    ],
+)
 def test_inference_runs_the_float32_kernel_where_only_the_output_is_read(spec, kernel_runs, monkeypatch):
     network = _network(spec)
     ids, values, offsets = _csr(500, [10] * 40)
@@ -123,12 +132,16 @@ def test_offsets_out_of_order_raise(offsets, threads):
 def test_other_dtypes_and_layouts_take_the_reference():
     ids, values, offsets = _csr(100, [6] * 4)
     tables = _tables(100, 8, torch.float64)
-    torch.testing.assert_close(f32.sparse_linear_f32(ids, values.double(), offsets, *tables),
-                               f32.sparse_linear_reference(ids, values.double(), offsets, *tables))
+    torch.testing.assert_close(
+        f32.sparse_linear_f32(ids, values.double(), offsets, *tables),
+        f32.sparse_linear_reference(ids, values.double(), offsets, *tables),
+    )
     strided = torch.stack([values, values], 1)[:, 0]
     tables = _tables(100, 8)
-    torch.testing.assert_close(f32.sparse_linear_f32(ids, strided, offsets, *tables),
-                               f32.sparse_linear_reference(ids, strided, offsets, *tables))
+    torch.testing.assert_close(
+        f32.sparse_linear_f32(ids, strided, offsets, *tables),
+        f32.sparse_linear_reference(ids, strided, offsets, *tables),
+    )
 
 
 def _request(n=64, fields=9, num_ids=300, seed=2):
@@ -167,16 +180,24 @@ def test_float64_kernels_and_references_refuse_outside_ids(bad):
 
 
 def test_the_request_reader_equals_its_reference():
-    records_ = [{"a": 1, "b": 2.5, "c": True, "d": "x"}, {"a": None, "b": np.float64(3), "c": False},
-                {"a": 2**60, "b": -0.0, "c": 1, "d": [1]}, {"a": 10**400, "b": float("nan"), "d": None}]
+    records_ = [
+        {"a": 1, "b": 2.5, "c": True, "d": "x"},
+        {"a": None, "b": np.float64(3), "c": False},
+        {"a": 2**60, "b": -0.0, "c": 1, "d": [1]},
+        {"a": 10**400, "b": float("nan"), "d": None},
+    ]
     names = ("a", "b", "c", "d", "missing")
     numbers, seen = records.records_to_numbers(records_, names)
     ref_numbers, ref_seen = records.records_to_numbers_reference(records_, names)
     np.testing.assert_array_equal(numbers, ref_numbers)
     assert seen.tolist() == ref_seen.tolist()
-    assert ref_seen.tolist() == [records.SEEN_INT | records.SEEN_NONE | records.SEEN_BIG,
-                                 records.SEEN_FLOAT, records.SEEN_BOOL | records.SEEN_INT | records.SEEN_NONE,
-                                 records.SEEN_OTHER | records.SEEN_NONE, records.SEEN_NONE]
+    assert ref_seen.tolist() == [
+        records.SEEN_INT | records.SEEN_NONE | records.SEEN_BIG,
+        records.SEEN_FLOAT,
+        records.SEEN_BOOL | records.SEEN_INT | records.SEEN_NONE,
+        records.SEEN_OTHER | records.SEEN_NONE,
+        records.SEEN_NONE,
+    ]
     assert ref_numbers[0, 3] == math.inf and math.isnan(ref_numbers[3, 0])
 
 

@@ -3,6 +3,8 @@ answers, and the native and fallback paths against each other (the `kernels` fix
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -11,13 +13,16 @@ from snn.pipeline.native.columns import pieces
 from snn.pipeline.native.loader import library
 from snn.pipeline.native.tables import HashTable, IntegerLookup, Totals, bin_column, bin_ids
 
+
 def _as_dict(frame: pl.DataFrame) -> dict:
     return dict(zip(frame["key"].to_list(), frame["total"].to_list()))
+
 
 def _chunked(values: list, dtype, cuts: list[int]) -> pl.Series:
     """A series of several Arrow chunks (like a parquet file's row groups)."""
     bounds = [0, *cuts, len(values)]
-    return pl.concat([pl.Series("x", values[a:b], dtype=dtype) for a, b in zip(bounds, bounds[1:])], rechunk=False)
+    return pl.concat([pl.Series("x", values[a:b], dtype=dtype) for a, b in itertools.pairwise(bounds)], rechunk=False)
+
 
 def test_float_totals_equal_a_group_by(kernels):
     rng = np.random.default_rng(0)
@@ -34,13 +39,17 @@ def test_float_totals_equal_a_group_by(kernels):
         part = slice(start, start + 9_999)
         totals.add_weighted(column[part], weights[part], rows[part])
     present = ~np.isnan(values) & ~nulls & rows
-    expected = (pl.DataFrame({"key": values[present] + 0.0, "total": weights[present]})
-                .group_by("key").agg(pl.col("total").sum()))
+    expected = (
+        pl.DataFrame({"key": values[present] + 0.0, "total": weights[present]})
+        .group_by("key")
+        .agg(pl.col("total").sum())
+    )
     got, want = _as_dict(totals.result()), _as_dict(expected)
     assert got.keys() == want.keys() and len(got) > 2_000  # far past the first table's 512 keys
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-12)
     assert totals.result().height == len(want)  # -0.0 is no key of its own (the dicts would merge it)
     assert got[0.0] == pytest.approx(weights[present & (values == 0)].sum(), rel=1e-12)
+
 
 def test_columns_are_read_in_place_piece_by_piece():
     values = [float(i) if i % 3 else None for i in range(1_000)]
@@ -48,16 +57,16 @@ def test_columns_are_read_in_place_piece_by_piece():
     with pieces(column) as parts:
         assert [p.start for p in parts] == [0, 328, 329, 895] and sum(len(p.values) for p in parts) == 990
         for part in parts:
-            expected = column[part.start:part.start + len(part.values)]
+            expected = column[part.start : part.start + len(part.values)]
             valid = expected.is_not_null().to_numpy()
             assert (part.valid is not None) == (not valid.all())
             np.testing.assert_array_equal(part.values[valid], expected.drop_nulls().to_numpy())
     whole = pl.Series("x", [1.0, 2.0])
     with pieces(whole) as parts:
         assert parts[0].values.base is not None and parts[0].valid is None  # a view, not a copy
-    with pytest.raises(TypeError, match="Float64 or Int64"):
-        with pieces(pl.Series("x", ["a"])):
-            pass
+    with pytest.raises(TypeError, match="Float64 or Int64"), pieces(pl.Series("x", ["a"])):
+        pass
+
 
 def test_columns_bin_and_look_up_like_their_arrays(kernels):
     rng = np.random.default_rng(3)
@@ -78,16 +87,18 @@ def test_columns_bin_and_look_up_like_their_arrays(kernels):
     expected = np.where(nulls[1:], 26, np.where(keys[1:] % 2 == 0, keys[1:] // 2, 25)) + 1_000
     np.testing.assert_array_equal(got, expected)
 
+
 def test_integer_counts_skip_nulls_and_text_counts_too(kernels):
-    series = pl.Series("c", [5, None, -2**62, 5, 7, None, 2**62, 5], dtype=pl.Int64)
+    series = pl.Series("c", [5, None, -(2**62), 5, 7, None, 2**62, 5], dtype=pl.Int64)
     totals = Totals()
     totals.count(series)
     totals.count(series.head(2))
-    assert _as_dict(totals.result()) == {5: 4.0, -2**62: 1.0, 7: 1.0, 2**62: 1.0}
+    assert _as_dict(totals.result()) == {5: 4.0, -(2**62): 1.0, 7: 1.0, 2**62: 1.0}
     text = Totals()
     text.count(pl.Series("c", ["a", None, "b", "a"]))
     assert _as_dict(text.result()) == {"a": 2.0, "b": 1.0}
     assert Totals().result().height == 0
+
 
 @pytest.mark.skipif(library() is None, reason="no C compiler: the native kernels cannot be built")
 def test_a_table_takes_one_key_type_and_grows_without_losing_keys():
@@ -97,12 +108,18 @@ def test_a_table_takes_one_key_type_and_grows_without_losing_keys():
     table.add(keys[::2])
     got_keys, counts = table.items()
     assert len(table.keys) >= 2 * len(keys)  # grown from 8 slots, at most half full
-    assert dict(zip(got_keys.tolist(), counts.tolist())) == {k: 2.0 if i % 2 == 0 else 1.0 for i, k in enumerate(keys.tolist())}
+    assert dict(zip(got_keys.tolist(), counts.tolist())) == {
+        k: 2.0 if i % 2 == 0 else 1.0 for i, k in enumerate(keys.tolist())
+    }
     with pytest.raises(TypeError, match="int64"):
         table.add(np.array([1.5]))
 
-@pytest.mark.parametrize("edges", [[], [0.5], [-1.0, 0.0, 2.5, 2.5, 10.0], list(np.linspace(-3, 3, 31))],
-                         ids=["none", "one", "repeated", "31"])
+
+@pytest.mark.parametrize(
+    "edges",
+    [[], [0.5], [-1.0, 0.0, 2.5, 2.5, 10.0], list(np.linspace(-3, 3, 31))],
+    ids=["none", "one", "repeated", "31"],
+)
 def test_bins_equal_searchsorted(edges, kernels):
     rng = np.random.default_rng(1)
     inner = np.array(edges, dtype=np.float64)
@@ -116,6 +133,7 @@ def test_bins_equal_searchsorted(edges, kernels):
     into = np.empty(len(x), dtype=np.int32)
     bin_ids(x, inner, relabel, len(inner) + 1, 1000, into)
     assert into.tolist() == (relabel[expected] + 1000).tolist()
+
 
 def test_lookup_writes_int32_buffers_in_place_and_rejects_others(kernels):
     lookup = IntegerLookup(np.array([10, 20]), np.array([0, 1]), default=2)

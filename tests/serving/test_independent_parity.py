@@ -13,8 +13,10 @@ from ..conftest import ADULT_DIR, invoke
 
 BREAKS = {
     "wrong-sign": ("y[c] += weight * w[c];", "y[c] -= weight * w[c];"),
-    "one-entry-dropped": ("for (int64_t f = 0; f < fields; ++f) {\n            const int64_t e = r * fields + f, id",
-                          "for (int64_t f = 1; f < fields; ++f) {\n            const int64_t e = r * fields + f, id"),
+    "one-entry-dropped": (
+        "for (int64_t f = 0; f < fields; ++f) {\n            const int64_t e = r * fields + f, id",
+        "for (int64_t f = 1; f < fields; ++f) {\n            const int64_t e = r * fields + f, id",
+    ),
 }
 
 
@@ -34,7 +36,9 @@ def test_a_broken_kernel_fails_parity(how, runner, small_run, tmp_path, monkeypa
     try:
         bundle = small_run.parent / ".snn" / "bundles" / "adult-income"
         online = tmp_path / "online.parquet"
-        predicted = invoke(runner, "predict", bundle, ADULT_DIR / "adult.test", "-o", online, "--online", "--rows", "0:1500")
+        predicted = invoke(
+            runner, "predict", bundle, ADULT_DIR / "adult.test", "-o", online, "--online", "--rows", "0:1500"
+        )
         assert predicted.exit_code == 0, predicted.stderr
         assert list((tmp_path / "built").glob("snn_kernels_*.so")), "the (broken) kernel was not the one that ran"
         result = invoke(runner, "validate", small_run, "--compare", online)

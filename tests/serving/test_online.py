@@ -1,4 +1,5 @@
-"""The online scorer (numpy, or its native kernels) equals the torch batch scorer across model shapes and value kinds."""
+"""The online scorer (numpy, or its native kernels) equals the torch batch scorer across model shapes and
+value kinds."""
 
 import numpy as np
 import polars as pl
@@ -6,15 +7,15 @@ import pytest
 import torch
 import yaml
 
-from snn.pipeline.store.bundle import Bundle, Recipe
-from snn.pipeline.store.encoded import EncodedSplit
+from snn.pipeline.evaluation.scoring import load_model, raw_probabilities
 from snn.pipeline.features.feature_map import FeatureMap
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import plan_for
 from snn.pipeline.serving.online import OnlineScorer
-from snn.pipeline.evaluation.scoring import load_model, raw_probabilities
 from snn.pipeline.spec import parse_spec
+from snn.pipeline.store.bundle import Bundle, Recipe
+from snn.pipeline.store.encoded import EncodedSplit
 
 ROWS = 300
 
@@ -22,30 +23,52 @@ ROWS = 300
 def _frame(seed: int) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 2**40, 40)  # sparse integer keys: the sorted-search lookup
-    return pl.DataFrame({
-        "x": rng.normal(size=ROWS),
-        "amount": pl.Series(rng.exponential(50, ROWS)).scatter(np.flatnonzero(rng.random(ROWS) < 0.1), None),
-        "city": rng.choice(ids, ROWS),
-        "shop": pl.Series(rng.integers(0, 30, ROWS)).scatter(np.flatnonzero(rng.random(ROWS) < 0.1), None),  # dense keys
-        "y": rng.integers(0, 2, ROWS),
-    })
+    return pl.DataFrame(
+        {
+            "x": rng.normal(size=ROWS),
+            "amount": pl.Series(rng.exponential(50, ROWS)).scatter(np.flatnonzero(rng.random(ROWS) < 0.1), None),
+            "city": rng.choice(ids, ROWS),
+            "shop": pl.Series(rng.integers(0, 30, ROWS)).scatter(
+                np.flatnonzero(rng.random(ROWS) < 0.1), None
+            ),  # dense keys
+            "y": rng.integers(0, 2, ROWS),
+        }
+    )
 
 
 @pytest.mark.parametrize("raw_amount", [True, False], ids=["raw-values", "one-hot"])
-@pytest.mark.parametrize("model", [
-    {"sparse_linear": {"width": 6}, "mlp": {"layers": [5]}},
-    {"sparse_linear": {"width": 6}, "interactions": {"dim": 3}, "mlp": {"layers": [5, 4], "norm": "layer"}},
-    {"sparse_linear": {"width": 6, "activation": "tanh"}, "interactions": {"dim": 3}, "mlp": {"layers": []}},
-], ids=["plain", "interactions", "interactions-no-hidden"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"sparse_linear": {"width": 6}, "mlp": {"layers": [5]}},
+        {"sparse_linear": {"width": 6}, "interactions": {"dim": 3}, "mlp": {"layers": [5, 4], "norm": "layer"}},
+        {"sparse_linear": {"width": 6, "activation": "tanh"}, "interactions": {"dim": 3}, "mlp": {"layers": []}},
+    ],
+    ids=["plain", "interactions", "interactions-no-hidden"],
+)
 def test_online_scores_equal_batch_scores(model, raw_amount, kernels):
     amount = {"kind": "none"} if raw_amount else {"kind": "percentile", "bins": 8}
-    spec = parse_spec(yaml.safe_dump({
-        "version": 1, "name": "online", "data": {"format": "parquet", "train": {"path": "t.parquet"},
-                                                 "holdout": {"fraction": 0.1}, "label": {"column": "y"}},
-        "features": [{"name": "x", "kind": "continuous"}, {"name": "amount", "kind": "continuous", "discretizer": amount},
-                     {"name": "city", "kind": "categorical"}, {"name": "shop", "kind": "categorical"}],
-        "model": model,
-    }))
+    spec = parse_spec(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "name": "online",
+                "data": {
+                    "format": "parquet",
+                    "train": {"path": "t.parquet"},
+                    "holdout": {"fraction": 0.1},
+                    "label": {"column": "y"},
+                },
+                "features": [
+                    {"name": "x", "kind": "continuous"},
+                    {"name": "amount", "kind": "continuous", "discretizer": amount},
+                    {"name": "city", "kind": "categorical"},
+                    {"name": "shop", "kind": "categorical"},
+                ],
+                "model": model,
+            }
+        )
+    )
     train, test = _frame(0), _frame(1)
     feature_map = FeatureMap.fit(spec.features, train, np.ones(ROWS))
     assert feature_map.one_hot is not raw_amount

@@ -6,8 +6,13 @@ from snn.pipeline.store.encoded import EncodedSplit, SplitWriter, ids_dtype
 
 
 def test_take_gathers_rows_in_any_order():
-    split = EncodedSplit(np.array([0, 2, 3, 6]), np.arange(6), np.arange(6, dtype=np.float32),
-                         np.array([0, 1, 0], np.float32), np.ones(3, np.float32))
+    split = EncodedSplit(
+        np.array([0, 2, 3, 6]),
+        np.arange(6),
+        np.arange(6, dtype=np.float32),
+        np.array([0, 1, 0], np.float32),
+        np.ones(3, np.float32),
+    )
     batch = split.take(np.array([2, 0]))
     assert batch.ids.tolist() == [3, 4, 5, 0, 1] and batch.offsets.tolist() == [0, 3]
     assert batch.labels.tolist() == [0, 0]

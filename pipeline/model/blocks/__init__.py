@@ -6,5 +6,6 @@ from __future__ import annotations
 from . import dot_interaction, field_embedding, logit, mlp, sparse_linear
 from .base import Block
 
-BLOCKS: dict[str, Block] = {module.BLOCK.kind: module.BLOCK for module in (
-    sparse_linear, field_embedding, dot_interaction, mlp, logit)}
+BLOCKS: dict[str, Block] = {
+    module.BLOCK.kind: module.BLOCK for module in (sparse_linear, field_embedding, dot_interaction, mlp, logit)
+}

@@ -18,7 +18,9 @@ Ports between blocks (B rows of a batch, F features, n candidates of a request):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -108,11 +110,14 @@ class FieldVectors:
         return np.take(self.table, self.ids, axis=0) * self.scaled[:, :, None]
 
     @classmethod
-    def of(cls, vectors: np.ndarray) -> "FieldVectors":
+    def of(cls, vectors: np.ndarray) -> FieldVectors:
         """Vectors already built, [n, F, dim], in this form (each its own table row, scale 1)."""
         n, fields, dim = vectors.shape
-        return cls(np.ascontiguousarray(vectors).reshape(n * fields, dim),
-                   np.arange(n * fields, dtype=np.int64).reshape(n, fields), np.ones((n, fields)))
+        return cls(
+            np.ascontiguousarray(vectors).reshape(n * fields, dim),
+            np.arange(n * fields, dtype=np.int64).reshape(n, fields),
+            np.ones((n, fields)),
+        )
 
 
 @dataclass
@@ -131,10 +136,9 @@ def matmul(x: np.ndarray | DenseParts, weight_t: np.ndarray) -> np.ndarray:
     """x [n, w] (or its parts) @ weight_t [w, k] -> [n, k]."""
     if not isinstance(x, DenseParts):
         return x @ weight_t
-    out, start = None, 0
+    out, start = np.zeros((len(x.parts[0]), weight_t.shape[1])), 0
     for part in x.parts:
-        term = part @ weight_t[start:start + part.shape[1]]
-        out = term if out is None else out + term
+        out += part @ weight_t[start : start + part.shape[1]]
         start += part.shape[1]
     return out
 
@@ -163,8 +167,9 @@ class Block:
         """Give its weights their starting values, in place (the global torch generator is seeded by
         training; blocks are initialized in plan order)."""
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         """Torch: the outputs of one batch. Per-id weights arrive as full tables, or as the rows the
         batch touches when `inputs` hold row-wise Entries."""
         raise NotImplementedError
@@ -188,21 +193,26 @@ def activation_weights(name: Activation, width: int) -> dict[str, Weight]:
     return {"prelu": Weight((width,))} if name == "prelu" else {}
 
 
-def activate_torch(name: Activation, x: torch.Tensor, prelu: torch.Tensor | None = None) -> torch.Tensor:
+@functools.cache
+def _torch_activations() -> dict[str, Callable]:
     import torch
     from torch.nn import functional as F
 
-    if name == "relu":
-        return torch.relu(x)
-    if name == "prelu":
-        return F.prelu(x, prelu)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "none":
-        return x
-    raise ValueError(f"unknown activation {name!r}; one of {ACTIVATIONS}")
+    return {
+        "relu": lambda x, w: torch.relu(x),
+        "prelu": F.prelu,
+        "sigmoid": lambda x, w: torch.sigmoid(x),
+        "tanh": lambda x, w: torch.tanh(x),
+        "none": lambda x, w: x,
+    }
+
+
+def activate_torch(name: Activation, x: torch.Tensor, prelu: torch.Tensor | None = None) -> torch.Tensor:
+    """F(x) in torch (`prelu`: PReLU's slopes [width])."""
+    activations = _torch_activations()
+    if name not in activations:
+        raise ValueError(f"unknown activation {name!r}; one of {ACTIVATIONS}")
+    return activations[name](x, prelu)
 
 
 def activate_numpy(name: Activation, x: np.ndarray, prelu: np.ndarray | None = None) -> np.ndarray:
@@ -222,7 +232,6 @@ def activate_numpy(name: Activation, x: np.ndarray, prelu: np.ndarray | None = N
 def init_prelu(weights: dict[str, torch.Tensor]) -> None:
     if "prelu" in weights:
         weights["prelu"].data.fill_(0.25)  # torch.nn.PReLU's start
-
 
 
 def init_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:

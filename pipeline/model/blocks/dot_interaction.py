@@ -20,9 +20,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from ... import native
 from ...config import Strict
-from .base import Block, IdSpace, DenseParts, FieldVectors, Node, Port, Weight, as_array, init_linear
+from .base import Block, DenseParts, IdSpace, Node, Port, Weight, as_array, init_linear
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +58,9 @@ class DotInteraction(Block):
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
         init_linear(weights["project_weight"], weights["project_bias"])
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         import torch
         from torch.nn import functional as F
 

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from ...config import Strict
-from .base import Block, IdSpace, Entries, FieldVectors, Node, Port, RequestEntries, Weight
+from .base import Block, Entries, FieldVectors, IdSpace, Node, Port, RequestEntries, Weight
 
 if TYPE_CHECKING:
     import torch
@@ -46,8 +46,9 @@ class FieldEmbedding(Block):
         with torch.no_grad():
             weights["weight"].copy_(torch.randn(weights["weight"].shape) * INIT_STD)
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         entries: Entries = inputs["entries"]
         fields = node.space.num_fields
         vectors = weights["weight"].index_select(0, entries.index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from ...config import Strict
 from .base import Block, IdSpace, Node, Port, Weight, init_linear, matmul
 
@@ -36,8 +37,9 @@ class Logit(Block):
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
         init_linear(weights["weight"], weights["bias"])
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         from torch.nn import functional as F
 
         return {"out": F.linear(inputs["x"], weights["weight"], weights["bias"])}

@@ -39,11 +39,14 @@ MOMENTUM = 0.1
 
 
 class MLPSpec(Strict):
-    layers: list[Width] = Field(default=[64, 32], max_length=64,
-                                description="Hidden widths after the sparse layer (each >= 1); [] for none.")
+    layers: list[Width] = Field(
+        default=[64, 32], max_length=64, description="Hidden widths after the sparse layer (each >= 1); [] for none."
+    )
     activation: Activation = Field(default="relu", description="Hidden activation.")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
-    norm: Literal["none", "batch", "layer"] = Field(default="none", description="Normalization after each hidden layer.")
+    norm: Literal["none", "batch", "layer"] = Field(
+        default="none", description="Normalization after each hidden layer."
+    )
 
 
 class MLP(Block):
@@ -55,14 +58,17 @@ class MLP(Block):
         return {"out": Port("dense", (spec.layers[-1],) if spec.layers else inputs["x"].shape)}
 
     def weights(self, spec: MLPSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
-        weights, (width,) = {}, inputs["x"].shape
+        weights: dict[str, Weight] = {}
+        (width,) = inputs["x"].shape
         for k, hidden in enumerate(spec.layers):
             weights |= {f"weight_{k}": Weight((hidden, width)), f"bias_{k}": Weight((hidden,))}
             if spec.norm != "none":
                 weights |= {f"norm_weight_{k}": Weight((hidden,)), f"norm_bias_{k}": Weight((hidden,))}
             if spec.norm == "batch":
-                weights |= {f"running_mean_{k}": Weight((hidden,), trainable=False),
-                            f"running_var_{k}": Weight((hidden,), trainable=False)}
+                weights |= {
+                    f"running_mean_{k}": Weight((hidden,), trainable=False),
+                    f"running_var_{k}": Weight((hidden,), trainable=False),
+                }
             weights |= {f"{name}_{k}": w for name, w in activation_weights(spec.activation, hidden).items()}
             width = hidden
         return weights
@@ -70,21 +76,35 @@ class MLP(Block):
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
         for k in range(len(node.spec.layers)):
             init_linear(weights[f"weight_{k}"], weights[f"bias_{k}"])
-            for name, value in (("norm_weight", 1.0), ("norm_bias", 0.0), ("running_mean", 0.0),
-                                ("running_var", 1.0), ("prelu", 0.25)):
+            for name, value in (
+                ("norm_weight", 1.0),
+                ("norm_bias", 0.0),
+                ("running_mean", 0.0),
+                ("running_var", 1.0),
+                ("prelu", 0.25),
+            ):
                 if f"{name}_{k}" in weights:
                     weights[f"{name}_{k}"].data.fill_(value)
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         from torch.nn import functional as F
 
         spec, x = node.spec, inputs["x"]
         for k, hidden in enumerate(spec.layers):
             x = F.linear(x, weights[f"weight_{k}"], weights[f"bias_{k}"])
             if spec.norm == "batch":
-                x = F.batch_norm(x, weights[f"running_mean_{k}"], weights[f"running_var_{k}"],
-                                 weights[f"norm_weight_{k}"], weights[f"norm_bias_{k}"], training, MOMENTUM, EPS)
+                x = F.batch_norm(
+                    x,
+                    weights[f"running_mean_{k}"],
+                    weights[f"running_var_{k}"],
+                    weights[f"norm_weight_{k}"],
+                    weights[f"norm_bias_{k}"],
+                    training,
+                    MOMENTUM,
+                    EPS,
+                )
             elif spec.norm == "layer":
                 x = F.layer_norm(x, (hidden,), weights[f"norm_weight_{k}"], weights[f"norm_bias_{k}"], EPS)
             x = activate_torch(spec.activation, x, weights.get(f"prelu_{k}"))

@@ -17,6 +17,8 @@ reference there.
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,8 +28,8 @@ from ... import native
 from ...config import Activation, Strict, Width
 from .base import (
     Block,
-    IdSpace,
     Entries,
+    IdSpace,
     Node,
     Port,
     RequestEntries,
@@ -79,6 +81,14 @@ def scaled_values(max_abs: torch.Tensor, entries: Entries, training: bool) -> to
     return values / torch.maximum(max_abs.index_select(0, ids), values.abs()).clamp_min(TINY)
 
 
+@functools.cache
+def _native_sparse_linear() -> ModuleType:
+    """native.sparse_linear, imported on first use (it imports torch)."""
+    from ...native import sparse_linear
+
+    return sparse_linear
+
+
 class SparseLinear(Block):
     kind = "sparse_linear"
     Spec = SparseLinearSpec
@@ -88,11 +98,13 @@ class SparseLinear(Block):
         return {"out": Port("dense", (spec.width,)), "scaled": Port("scaled")}
 
     def weights(self, spec: SparseLinearSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
-        return {"weight": Weight((space.num_ids, spec.width), per_id=True),
-                "id_bias": Weight((space.num_ids, 1), per_id=True),
-                "bias": Weight((spec.width,)),
-                "max_abs": Weight((space.num_ids,), per_id=True, trainable=False),
-                **activation_weights(spec.activation, spec.width)}
+        return {
+            "weight": Weight((space.num_ids, spec.width), per_id=True),
+            "id_bias": Weight((space.num_ids, 1), per_id=True),
+            "bias": Weight((spec.width,)),
+            "max_abs": Weight((space.num_ids,), per_id=True, trainable=False),
+            **activation_weights(spec.activation, spec.width),
+        }
 
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
         from torch import nn
@@ -102,33 +114,47 @@ class SparseLinear(Block):
             weights[name].data.zero_()
         init_prelu(weights)
 
-    def forward(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any],
-                training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
+    ) -> dict[str, torch.Tensor]:
         from ..rows import pool
 
         entries: Entries = inputs["entries"]
         scaled = scaled_values(weights["max_abs"], entries, training)
         pooled = pool(weights["weight"], weights["id_bias"].view(-1), scaled, entries)
-        return {"out": activate_torch(node.spec.activation, pooled + weights["bias"], weights.get("prelu")),
-                "scaled": scaled}
+        return {
+            "out": activate_torch(node.spec.activation, pooled + weights["bias"], weights.get("prelu")),
+            "scaled": scaled,
+        }
 
     def infer(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
-        import torch
-
-        from ...native.sparse_linear import sparse_linear_f32
-
         entries: Entries = inputs["entries"]
         values = entries.values
         if values is None:
+            import torch
+
             values = torch.ones(entries.index.shape[0], dtype=weights["weight"].dtype)
-        pooled = sparse_linear_f32(entries.index, values, entries.offsets, weights["weight"], weights["max_abs"],
-                                   weights["id_bias"], weights["bias"])
+        pooled = _native_sparse_linear().sparse_linear_f32(
+            entries.index,
+            values,
+            entries.offsets,
+            weights["weight"],
+            weights["max_abs"],
+            weights["id_bias"],
+            weights["bias"],
+        )
         return activate_torch(node.spec.activation, pooled, weights.get("prelu"))
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
-        scaled, sums = native.sparse_sums(entries.ids, entries.values, weights["weight"], weights["max_abs"],
-                                          weights["id_bias"].reshape(-1), weights["bias"])
+        scaled, sums = native.sparse_sums(
+            entries.ids,
+            entries.values,
+            weights["weight"],
+            weights["max_abs"],
+            weights["id_bias"].reshape(-1),
+            weights["bias"],
+        )
         return {"out": activate_numpy(node.spec.activation, sums, weights.get("prelu")), "scaled": scaled}
 
 
