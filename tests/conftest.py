@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,18 +82,35 @@ def small_run(tmp_path_factory):
     return spec_path
 
 
+@contextmanager
+def native_off():
+    """SNN_NATIVE=0 inside the block: every kernel off, the references run; the libraries are loaded
+    afresh after it (the environment restored first, so no test inherits a cached absence)."""
+    from snn.pipeline import native
+
+    saved = os.environ.get("SNN_NATIVE")
+    os.environ["SNN_NATIVE"] = "0"
+    native.forget_libraries()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SNN_NATIVE", None)
+        else:
+            os.environ["SNN_NATIVE"] = saved
+        native.forget_libraries()
+
+
 @pytest.fixture(params=["native", "fallback"])
-def kernels(request, monkeypatch):
+def kernels(request):
     """Runs a test twice: with the native kernels, and with SNN_NATIVE=0 (the numpy, polars and torch
     references every kernel sits beside)."""
-    from snn.pipeline import native
     from snn.pipeline.native.loader import library
 
     if request.param == "native":
         if library() is None:
             pytest.skip("no C compiler: the native kernels cannot be built")
+        yield request.param
     else:
-        monkeypatch.setenv("SNN_NATIVE", "0")
-        native.forget_libraries()
-    yield request.param
-    native.forget_libraries()
+        with native_off():
+            yield request.param

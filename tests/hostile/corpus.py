@@ -941,6 +941,88 @@ CASES.append(
 )
 
 
+spec_case("unknown-key", "exit", {"train.epochz": 3}, 2, "train.epochz: unknown key", "spec.yaml:")
+spec_case("wrong-type", "exit", {"train.batch_size": "big"}, 2, "train.batch_size: Input should be a valid integer")
+text_case("invalid-yaml", "exit", b"version: 1\nname: [unclosed\n", 2, "is not valid YAML")
+spec_case(
+    "feature-column-missing",
+    "exit",
+    {"features.0.name": "xx"},
+    2,
+    "column(s) xx not found",
+    "the file has: x, c, b, w, y",
+)
+data_case("data-file-empty", "exit", lambda ws: ws.path("train.csv").write_text(""), 2, "is empty")
+data_case(
+    "continuous-feature-infinite",
+    "exit",
+    lambda ws: (
+        base_frame()
+        .with_columns(
+            pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("inf")).otherwise(pl.col("x").cast(pl.String)).alias("x")
+        )
+        .write_csv(ws.path("train.csv"))
+    ),
+    2,
+    "'x' has infinite values",
+)
+spec_case("train-and-test-overlap", "exit", {"data.test.path": "train.csv"}, 2, "data.train and data.test overlap")
+spec_case(
+    "train-and-test-overlap-allowed",
+    "exit",
+    {"data.test.path": "train.csv", "data.allow_overlap": True},
+    0,
+    "[train] done",
+)
+
+
+def _no_steps(ws: Workspace) -> None:
+    assert not (ws.path(".snn") / "steps").exists(), "work was done before the tracking server was checked"
+
+
+@case(
+    "tracking-server-unreachable",
+    "exit",
+    1,
+    "MLflow tracking server http://127.0.0.1:9 is unreachable",
+    check=_no_steps,
+)
+def _tracking_unreachable(ws: Workspace) -> list[str]:
+    write_base(ws)
+    return ["fit", str(write_spec(ws, base_spec())), "--tracking-uri", "http://127.0.0.1:9"]
+
+
+def _unseen_categories(ws: Workspace) -> list[str]:
+    ws.copy_trained()
+    frame = pl.read_csv(ws.path("test.csv")).head(5).with_columns(pl.lit("mauve").alias("c"))
+    frame.write_csv(ws.path("unseen.csv"))
+    return ["predict", str(ws.bundle), str(ws.path("unseen.csv")), "-o", str(ws.path("out.parquet"))]
+
+
+def _scored_in_range(ws: Workspace) -> None:
+    scores = pl.read_parquet(ws.path("out.parquet"))["score"].to_numpy()
+    assert len(scores) == 5 and np.all((scores > 0) & (scores < 1))
+
+
+CASES.append(
+    Case(
+        "unseen-category-takes-the-oov-id", "silent", _unseen_categories, 0, ("wrote 5 predictions",), _scored_in_range
+    )
+)
+CASES.append(Case("predict-rows-reversed", "exit", _predict_rows("9:3"), 2, ("--rows '9:3' is not START:STOP",)))
+
+
+@case("compare-file-missing", "message", 2, "missing.parquet does not exist")
+def _compare_missing(ws: Workspace) -> list[str]:
+    return ["validate", str(ws.copy_trained()), "--compare", str(ws.path("missing.parquet"))]
+
+
+@case("a-failed-gate-exits-3", "silent", 3, "gate failed", "auc = ", "violates min 0.999")
+def _failed_gate(ws: Workspace) -> list[str]:
+    ws.copy_trained()
+    return ["validate", str(write_spec(ws, set_path(base_spec(), "validation.gates", {"auc": {"min": 0.999}})))]
+
+
 # ----------------------------------------------------------------------------- resource limits
 
 

@@ -8,7 +8,7 @@ import yaml
 from snn.pipeline.errors import SpecError
 from snn.pipeline.spec import Spec, json_schema, parse_spec, substitute_env
 
-from .conftest import ROOT, adult_spec_dict
+from ..conftest import ROOT, adult_spec_dict
 
 
 def _text(spec: dict) -> str:

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import ADULT_DIR, adult_spec_dict, invoke, write_spec
+from ..conftest import ADULT_DIR, adult_spec_dict, invoke, write_spec
 
 
 @pytest.fixture(scope="module")

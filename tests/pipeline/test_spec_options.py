@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from .conftest import invoke, write_spec
+from ..conftest import invoke, write_spec
 
 
 def write_data(folder, n, seed):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import invoke, small_adult_spec_dict, write_spec
+from ..conftest import invoke, small_adult_spec_dict, write_spec
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@
 import functools
 import json
 import operator
+from contextlib import nullcontext
 
 import numpy as np
 import polars as pl
@@ -17,7 +18,8 @@ from snn.pipeline.steps.prepare import prepare
 from snn.pipeline.store.bundle import Bundle
 from snn.pipeline.store.encoded import EncodedSplit
 
-from .conftest import invoke as invoke_with
+from ..conftest import invoke as invoke_with
+from ..conftest import native_off
 
 
 def invoke(args):
@@ -156,8 +158,7 @@ def test_bench_tiny_reports_every_figure(tmp_path):
     )
 
 
-def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path, monkeypatch):
-    from snn.pipeline import native
+def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path):
     from snn.pipeline.data.chunks import needed_columns, stream_chunks
     from snn.pipeline.data.rows import holdout_mask, unit_hash
     from snn.pipeline.features.feature_map import FeatureMap
@@ -168,14 +169,12 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
     loaded = load_spec(tmp_path / "s.yaml")
     outputs = []
     for mode in ("native", "fallback"):
-        if mode == "fallback":
-            monkeypatch.setenv("SNN_NATIVE", "0")
-            native.forget_libraries()
         folder = tmp_path / mode
         folder.mkdir()
-        info = prepare(
-            loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder, chunk_rows=700
-        )
+        with native_off() if mode == "fallback" else nullcontext():
+            info = prepare(
+                loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder, chunk_rows=700
+            )
         outputs.append(
             (
                 json.loads((folder / "feature_map.json").read_text()),

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from .conftest import CRITEO, ROOT, invoke
+from ..conftest import CRITEO, ROOT, invoke
 
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if p.name != "adult.yaml")
 
