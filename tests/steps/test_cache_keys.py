@@ -20,16 +20,30 @@ STEPS = {"prepare": prepare.READS, "train": train.READS, "calibrate": calibrate.
 
 # (dotted path, a new value): one change inside every section and sub-section of the spec
 CHANGES = [
-    ("name", "another-name"), ("workdir", "elsewhere"),
-    ("data.holdout.seed", 99), ("data.train.rows", [0, 100]), ("data.label.positive", [">50K", "yes"]),
-    ("data.null_values", ["?"]), ("data.separator", ";"), ("data.key", "fnlwgt"),
+    ("name", "another-name"),
+    ("workdir", "elsewhere"),
+    ("data.holdout.seed", 99),
+    ("data.train.rows", [0, 100]),
+    ("data.label.positive", [">50K", "yes"]),
+    ("data.null_values", ["?"]),
+    ("data.separator", ";"),
+    ("data.key", "fnlwgt"),
     ("features", [{"name": "age", "kind": "continuous"}]),
-    ("model.sparse_linear.width", 32), ("model.mlp.layers", [8]), ("model.interactions", {"dim": 4}),
-    ("train.lr", 0.01), ("train.epochs", 3), ("train.seed", 8), ("train.early_stopping", None),
+    ("model.sparse_linear.width", 32),
+    ("model.mlp.layers", [8]),
+    ("model.interactions", {"dim": 4}),
+    ("train.lr", 0.01),
+    ("train.epochs", 3),
+    ("train.seed", 8),
+    ("train.early_stopping", None),
     ("train.negative_downsampling", {"rate": 0.5, "seed": 1}),
-    ("calibration", {"kind": "none"}), ("calibration", {"kind": "isotonic", "pseudo_count": 2.0}),
-    ("validation.gates", {"auc": {"min": 0.5}}), ("validation.slices", ["race"]), ("validation.ece_bins", 20),
-    ("parity.atol", 0.001), ("tracking.experiment", "elsewhere"),
+    ("calibration", {"kind": "none"}),
+    ("calibration", {"kind": "isotonic", "pseudo_count": 2.0}),
+    ("validation.gates", {"auc": {"min": 0.5}}),
+    ("validation.slices", ["race"]),
+    ("validation.ece_bins", 20),
+    ("parity.atol", 0.001),
+    ("tracking.experiment", "elsewhere"),
 ]
 
 
