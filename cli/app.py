@@ -336,7 +336,7 @@ def data_synth(
 
     from snn.pipeline.data.synth import SynthConfig, synth_spec, write
     from snn.pipeline.errors import InputError
-    from snn.pipeline.store.files import output_file
+    from snn.pipeline.files import output_file
 
     if not 0 <= seed <= 2**63 - 1:
         raise InputError(f"--seed {seed} must be an integer in [0, 2^63 - 1]")

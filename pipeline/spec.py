@@ -26,7 +26,7 @@ from .errors import SnnError, SpecError
 from .evaluation.spec import Calibration, IsotonicCalibration, ParitySpec, ValidationSpec
 from .features.spec import Feature
 from .model.plan import ModelSpec
-from .steps.tracking import TrackingSpec
+from .tracking import TrackingSpec
 from .train.spec import TrainSpec
 
 SPEC_MAX_BYTES = 1 << 20  # a spec is a small YAML file
@@ -249,7 +249,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 def read_spec_text(path: Path) -> str:
     """The spec file's text: a readable regular file of at most SPEC_MAX_BYTES, in UTF-8."""
-    from .store.files import input_file
+    from .files import input_file
 
     try:
         input_file(path, "spec file", "pass the path of a YAML spec (see specs/)", max_bytes=SPEC_MAX_BYTES)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..store.encoded import CSRBatch, EncodedSplit
+from ..data.encoded import CSRBatch, EncodedSplit
 
 BATCH = 4096
 T = TypeVar("T")

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.encoded import CSRBatch, EncodedSplit
 from ..model.blocks.base import IdSpace
 from ..model.network import Network
 from ..model.plan import ModelSpec, plan_for
-from ..store.encoded import CSRBatch, EncodedSplit
 from ..train.loop import training_step
 from ..train.optimizers import Optimizers
 from ..train.spec import TrainSpec

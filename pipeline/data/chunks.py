@@ -17,10 +17,9 @@ import polars as pl
 
 from ..errors import InputError
 from ..features.spec import Feature
-from ..train.spec import NegativeDownsampling
 from .readers import Reader
 from .rows import holdout_mask, key_column, labels_of, unit_hash, weights_of
-from .spec import DataFiles, DataSpec
+from .spec import DataFiles, DataSpec, NegativeDownsampling
 
 CHUNK_ROWS = 1 << 19
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import InputError
-from ..store.files import input_file
+from ..files import input_file
 from .spec import DataSpec
 
 ROW_ID = "row_id"

@@ -50,6 +50,11 @@ class Label(Strict):
     )
 
 
+class NegativeDownsampling(Strict):
+    rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
+    seed: Seed = Field(default=0, description="Seed of the per-row keep decision.")
+
+
 class DataSpec(Strict):
     format: Literal["csv", "parquet", "criteo"] = Field(
         description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."

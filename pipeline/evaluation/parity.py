@@ -15,7 +15,7 @@ import polars as pl
 
 from ..data.readers import READ_ERRORS
 from ..errors import InputError
-from ..store.files import input_file
+from ..files import input_file
 from .spec import ParitySpec
 
 _OFFLINE, _ONLINE = "__snn_offline_row__", "__snn_online_row__"

@@ -11,9 +11,8 @@ import polars as pl
 
 from .. import native
 from ..errors import InputError
-from ..store.encoded import unit_values
 from .spec import BinaryFeature
-from .values import category_of, category_text
+from .values import category_of, category_text, unit_values
 
 TRUE = {"1", "true", "t", "yes", "y", "1.0"}
 FALSE = {"0", "false", "f", "no", "n", "0.0"}

@@ -16,9 +16,8 @@ import polars as pl
 
 from .. import native
 from ..native import IntegerLookup, Totals, fits_int64
-from ..store.encoded import unit_values
 from .spec import CategoricalFeature
-from .values import category_of, category_text, stable_bucket
+from .values import category_of, category_text, stable_bucket, unit_values
 
 VOCABULARY_METHOD = "exact: counts per value accumulated chunk by chunk; most frequent first, ties by text"
 

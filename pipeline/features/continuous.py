@@ -18,10 +18,9 @@ import polars as pl
 from .. import native
 from ..errors import InputError
 from ..native import Totals, bin_column, bin_ids
-from ..store.encoded import unit_values
 from .quantiles import QUANTILE_METHOD, percentile_edges
 from .spec import ContinuousFeature, HashingDiscretizer, RawValue
-from .values import as_float, infinite_values, numbers_of, stable_bucket
+from .values import as_float, infinite_values, numbers_of, stable_bucket, unit_values
 
 
 @dataclass

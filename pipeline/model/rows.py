@@ -18,14 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-
-if TYPE_CHECKING:
-    from .blocks.base import Entries
 
 
 @dataclass
@@ -165,14 +161,22 @@ class _PoolRows(torch.autograd.Function):
         return grad_rows, grad_bias, None, None, None
 
 
-def pool(rows: torch.Tensor, bias: torch.Tensor, scaled: torch.Tensor, entries: Entries) -> torch.Tensor:
-    """Σ_e rows[index_e] · (scaled_e + bias[index_e]) over each batch row -> [B, D]: the full tables
-    (rows [num_ids, D], bias [num_ids]) through one `embedding_bag`, or the gathered rows of
-    row-wise training (rows [U, D], bias [U]) through `_PoolRows`, whose backward is written out."""
-    if entries.rows is None:
-        weights = scaled + bias.index_select(0, entries.index)
-        return F.embedding_bag(entries.index, rows, entries.offsets, mode="sum", per_sample_weights=weights)
-    return _PoolRows.apply(rows, bias, scaled, entries.rows, entries.offsets)
+def pool(
+    rows: torch.Tensor,
+    bias: torch.Tensor,
+    scaled: torch.Tensor,
+    index: torch.Tensor,
+    offsets: torch.Tensor,
+    batch: RowBatch | None,
+) -> torch.Tensor:
+    """Σ_e rows[index_e] · (scaled_e + bias[index_e]) over each batch row (`offsets` [B], row starts)
+    -> [B, D]: the full tables (rows [num_ids, D], bias [num_ids]; index the ids) through one
+    `embedding_bag`, or the gathered rows of row-wise training (rows [U, D], bias [U]; `batch` the
+    batch's distinct ids, index its inverse) through `_PoolRows`, whose backward is written out."""
+    if batch is None:
+        weights = scaled + bias.index_select(0, index)
+        return F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weights)
+    return _PoolRows.apply(rows, bias, scaled, batch, offsets)
 
 
 def gather_rows(tables: Sequence[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:

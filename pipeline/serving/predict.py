@@ -9,9 +9,9 @@ import polars as pl
 
 from ..data.sources import check_schema
 from ..errors import InputError
-from ..evaluation.scoring import score_frame
+from ..files import output_file, owned_temp
 from ..store.bundle import Bundle
-from ..store.files import output_file, owned_temp
+from .batch import score_frame
 from .online import OnlineScorer
 
 REQUEST_ROWS = 1000

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ..evaluation import metrics
 from ..evaluation.calibrate import Isotonic, downsampling_correction
-from ..evaluation.scoring import load_model, raw_probabilities
 from ..evaluation.spec import IsotonicCalibration
+from ..model.inference import raw_probabilities
+from ..serving.batch import load_model
 from ..spec import Spec
 from ..store.bundle import Bundle
 from .context import Context, StepResult, cached_step, read

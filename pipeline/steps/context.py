@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..files import Scratch, locked
 from ..spec import Spec
 from ..store.cache import StepDir, link_latest, step_key
-from ..store.files import Scratch, locked
-from .tracking import Tracker
+from ..tracking import Tracker
 
 STEPS = ("prepare", "train", "calibrate", "validate")
 BUNDLE_LINKS = {"train": ".raw", "calibrate": ""}  # <workdir>/bundles/<name><suffix> -> the newest bundle

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
+from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype
 from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
-from ..data.spec import DataFiles
+from ..data.spec import DataFiles, NegativeDownsampling
 from ..errors import ArtifactError, InputError
 from ..features.categorical import VOCABULARY_METHOD
 from ..features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
@@ -32,8 +33,6 @@ from ..features.quantiles import QUANTILE_METHOD
 from ..features.spec import Feature
 from ..spec import Spec
 from ..store.cache import corrupted_cache
-from ..store.encoded import EncodedSplit, SplitWriter, ids_dtype
-from ..train.spec import NegativeDownsampling
 from .context import Context, StepResult, cached_step, log, read
 
 READS = {"data": "data", "features": "features", "downsampling": "train.negative_downsampling"}

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files import Scratch, ensure_folder, sweep
 from ..spec import load_spec
-from ..store.files import Scratch, ensure_folder, sweep
+from ..tracking import Tracker, flatten, resolve_uri
 from . import calibrate, prepare, train, validate
 from .context import Context, StepResult
-from .tracking import Tracker, flatten, resolve_uri
 
 LAST_STEP = {"fit": "train", "calibrate": "calibrate", "validate": "validate", "run": "validate"}
 

@@ -14,10 +14,10 @@ from ..evaluation import metrics
 from ..evaluation.gates import evaluate_gates, slice_metrics
 from ..evaluation.parity import compare, read_predictions
 from ..evaluation.plots import reliability_png, roc_png
-from ..evaluation.scoring import load_model, score_splits
+from ..files import input_file, locked
+from ..serving.batch import load_model, score_splits
 from ..spec import Spec
 from ..store.bundle import Bundle, replace_folder
-from ..store.files import input_file, locked
 from .context import Context, StepResult, log, read
 
 READS = {"data": "data", "validation": "validation", "parity": "parity"}

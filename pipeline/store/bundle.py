@@ -33,9 +33,9 @@ from ..evaluation.calibrate import Isotonic, downsampling_correction
 from ..evaluation.spec import Calibration
 from ..features.feature_map import FeatureMap
 from ..features.spec import Feature
+from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
-from .files import Scratch
 
 FORMAT_VERSION = 2  # 2: the plan (plan.json), weights named by it; the recipe instead of the whole spec
 

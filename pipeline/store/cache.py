@@ -21,8 +21,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ArtifactError
+from ..files import Scratch
 from ..spec import canonical_json
-from .files import Scratch
 
 # Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
 ARTIFACT_LAYOUT = 5

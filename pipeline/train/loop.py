@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..data.encoded import CSRBatch, EncodedSplit
 from ..errors import InputError, TrainingDiverged
 from ..evaluation import metrics
-from ..evaluation.scoring import raw_probabilities
+from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan
-from ..store.encoded import CSRBatch, EncodedSplit
 from .checkpoints import Checkpoints, restore_rng, rng_state
 from .optimizers import Optimizers
 from .resources import check_model_fits

@@ -7,16 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import INT64_MAX, Seed, Strict
+from ..data.spec import NegativeDownsampling
 
 
 class EarlyStopping(Strict):
     metric: Literal["auc", "logloss"] = Field(default="auc", description="Validation metric watched.")
     patience: int = Field(default=3, ge=1, le=INT64_MAX, description="Epochs without improvement before stopping.")
-
-
-class NegativeDownsampling(Strict):
-    rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
-    seed: Seed = Field(default=0, description="Seed of the per-row keep decision.")
 
 
 class TrainSpec(Strict):

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from snn.pipeline.data.encoded import EncodedSplit
 from snn.pipeline.data.synth import CATEGORICAL, CONTINUOUS, SynthConfig, synth_spec, train_rows, write
 from snn.pipeline.serving.online import OnlineScorer
 from snn.pipeline.spec import load_spec
 from snn.pipeline.steps.prepare import prepare
 from snn.pipeline.store.bundle import Bundle
-from snn.pipeline.store.encoded import EncodedSplit
 
 from ..conftest import invoke as invoke_with
 from ..conftest import native_off

@@ -4,11 +4,11 @@ network built from a plan equals, weight for weight, what the plan declares; see
 import numpy as np
 import torch
 
+from snn.pipeline.data.encoded import EncodedSplit
 from snn.pipeline.model.blocks import BLOCKS
 from snn.pipeline.model.blocks.base import Entries, IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
-from snn.pipeline.store.encoded import EncodedSplit
 from snn.pipeline.train.loop import train_model
 from snn.pipeline.train.spec import TrainSpec
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from snn.pipeline.data.encoded import CSRBatch
 from snn.pipeline.model import network as network_module
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, plan_for
 from snn.pipeline.model.rows import deduplicate
-from snn.pipeline.store.encoded import CSRBatch
 from snn.pipeline.train.loop import training_step
 from snn.pipeline.train.optimizers import Optimizers, RowAdagrad, RowAdam
 from snn.pipeline.train.spec import TrainSpec

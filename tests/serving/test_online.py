@@ -7,15 +7,16 @@ import pytest
 import torch
 import yaml
 
-from snn.pipeline.evaluation.scoring import load_model, raw_probabilities
+from snn.pipeline.data.encoded import EncodedSplit
 from snn.pipeline.features.feature_map import FeatureMap
 from snn.pipeline.model.blocks.base import IdSpace
+from snn.pipeline.model.inference import raw_probabilities
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import plan_for
+from snn.pipeline.serving.batch import load_model
 from snn.pipeline.serving.online import OnlineScorer
 from snn.pipeline.spec import parse_spec
 from snn.pipeline.store.bundle import Bundle, Recipe
-from snn.pipeline.store.encoded import EncodedSplit
 
 ROWS = 300
 

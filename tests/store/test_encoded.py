@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from snn.pipeline.store.encoded import EncodedSplit, SplitWriter, ids_dtype
+from snn.pipeline.data.encoded import EncodedSplit, SplitWriter, ids_dtype
 
 
 def test_take_gathers_rows_in_any_order():

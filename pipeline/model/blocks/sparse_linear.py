@@ -121,7 +121,9 @@ class SparseLinear(Block):
 
         entries: Entries = inputs["entries"]
         scaled = scaled_values(weights["max_abs"], entries, training)
-        pooled = pool(weights["weight"], weights["id_bias"].view(-1), scaled, entries)
+        pooled = pool(
+            weights["weight"], weights["id_bias"].view(-1), scaled, entries.index, entries.offsets, entries.rows
+        )
         return {
             "out": activate_torch(node.spec.activation, pooled + weights["bias"], weights.get("prelu")),
             "scaled": scaled,

@@ -14,12 +14,13 @@ import polars as pl
 import torch
 
 from ..data.chunks import needed_columns, stream_chunks
+from ..data.encoded import EncodedSplit
 from ..data.sources import check_inputs
 from ..data.spec import DataFiles
 from ..errors import InputError
+from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..store.bundle import Bundle
-from ..store.encoded import EncodedSplit
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
@@ -28,24 +29,6 @@ def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
     model = Network(bundle.plan)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
     return model.to(dtype).eval()
-
-
-@torch.no_grad()
-def raw_probabilities(model: Network, split: EncodedSplit, batch_size: int = 1024, fast: bool = False) -> np.ndarray:
-    """σ(logit) for every row of an encoded split, float64 [n], in batches of 1,024 rows (the MLP's
-    input and the interactions' Gram matrices stay cache-sized). `fast`: through the blocks' native
-    fast paths (float32 validation during training); else plain torch, the reference scorer."""
-    dtype = next(model.parameters()).dtype
-    out = np.empty(split.rows, dtype=np.float64)
-    row = 0
-    for batch in split.batches(batch_size):
-        ids = torch.from_numpy(np.asarray(batch.ids, dtype=np.int64))
-        values = torch.from_numpy(np.ascontiguousarray(batch.values)).to(dtype)
-        offsets = torch.from_numpy(np.asarray(batch.offsets))
-        logits = (model.infer if fast else model)(ids, values, offsets, batch.width)
-        out[row : row + len(batch.labels)] = torch.sigmoid(logits).numpy()
-        row += len(batch.labels)
-    return out
 
 
 def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> EncodedSplit:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config import Strict
-from ..errors import Terminated, TrackingError
-from ..store.files import Scratch, ensure_folder, locked
+from .config import Strict
+from .errors import Terminated, TrackingError
+from .files import Scratch, ensure_folder, locked
 
 
 class TrackingSpec(Strict):

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import ArtifactError
+from ..features.values import unit_values
 
 DTYPES = {"offsets": np.int64, "ids": np.int64, "values": np.float32, "labels": np.float32, "weights": np.float32}
 ARRAYS = tuple(DTYPES)
@@ -28,12 +29,6 @@ def ids_dtype(num_ids: int) -> type:
     """The narrowest id dtype for an id space of num_ids ids: int32 below 2^31 (half the bytes of
     int64 on disk and in every batch gather), else int64."""
     return np.int32 if num_ids <= np.iinfo(np.int32).max else np.int64
-
-
-def unit_values(count: int) -> np.ndarray:
-    """float32 [count] of 1.0, the values of one-hot entries, as a read-only broadcast view: no memory
-    to allocate or fault in (a 1M-row chunk would be 4 MB per feature; a stored split, its whole nnz)."""
-    return np.broadcast_to(np.float32(1.0), (count,))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from ..errors import InputError
+from .errors import InputError
 
 LOCK_NAME = ".lock"
 
