@@ -37,12 +37,6 @@ class TrackingError(SnnError):
     exit_code = 1
 
 
-class GateFailed(SnnError):
-    """A validation gate or a parity check failed: the model, not the tool, is at fault."""
-
-    exit_code = 3
-
-
 class TrainingDiverged(SnnError):
     """The training loss or the model's predictions became NaN or infinite: nothing is written."""
 

@@ -25,6 +25,7 @@ from .data.spec import DataFiles, DataSpec
 from .errors import SnnError, SpecError
 from .evaluation.spec import Calibration, IsotonicCalibration, ParitySpec, ValidationSpec
 from .features.spec import Feature
+from .model.blocks import BLOCKS
 from .model.plan import ModelSpec
 from .tracking import TrackingSpec
 from .train.spec import TrainSpec
@@ -106,20 +107,33 @@ def substitute_env(text: str, environ=os.environ) -> str:
     return out
 
 
-def _yaml_line(node, loc) -> int | None:
-    """1-based line of the YAML node at path `loc` (deepest existing node)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
+def _walk(node, path) -> list:
+    """The YAML nodes along `path` from `node` (as far as they exist), `node` first."""
+    nodes = [node]
+    for part in path:
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
+            node = next((v for k, v in node.value if k.value == str(part)), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
+            node = node.value[part]
         else:
-            child = None
-        if child is None:
+            node = None
+        if node is None:
             break
-        node, line = child, child.start_mark.line + 1
-    return line
+        nodes.append(node)
+    return nodes
+
+
+def _yaml_line(root_node, path) -> int | None:
+    """1-based line of the YAML node at `path` (the deepest that exists)."""
+    node = _walk(root_node, path)[-1]
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _has_key(root_node, path: list[str | int], key: str) -> bool:
+    """Whether the YAML mapping at `path` has `key` (a field named like a union tag, `mlp` say)."""
+    nodes = _walk(root_node, path)
+    node = nodes[-1] if len(nodes) == len(path) + 1 else None
+    return isinstance(node, yaml.MappingNode) and any(k.value == key for k, _ in node.value)
 
 
 def _format_errors(error: ValidationError, root_node, source: str) -> str:
@@ -129,7 +143,7 @@ def _format_errors(error: ValidationError, root_node, source: str) -> str:
         path_parts: list[str] = []
         node_path: list[str | int] = []
         for part in loc:
-            if isinstance(part, str) and node_path and part in _TAGS:
+            if isinstance(part, str) and node_path and part in _TAGS and not _has_key(root_node, node_path, part):
                 continue  # pydantic puts the union tag in loc; it is not a YAML key
             path_parts.append(str(part))
             node_path.append(part)
@@ -143,7 +157,7 @@ def _format_errors(error: ValidationError, root_node, source: str) -> str:
     return "invalid spec:\n  " + "\n  ".join(lines)
 
 
-_TAGS = {"continuous", "categorical", "binary", "percentile", "hashing", "none", "isotonic"}
+_TAGS = {"continuous", "categorical", "binary", "percentile", "hashing", "none", "isotonic", *BLOCKS}
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""evaluation"""
+"""Judging scores: metrics, calibrators, gates and slices, offline/online parity, plots."""

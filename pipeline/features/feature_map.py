@@ -62,7 +62,7 @@ def check_encoder_fields(item: dict) -> None:
 
 def each_feature(work: Callable[[T], None], items: Iterable[T]) -> None:
     """work(item) for every item, on one thread per core: each feature's numpy and polars work
-    releases the GIL, so features encode (or fit) side by side (about 1.6x on 2 cores). Items must
+    releases the GIL, so features encode (or fit) side by side. Items must
     touch disjoint state (one encoder or fitter each); the first error is raised here."""
     items = list(items)
     if len(items) < 2 or (os.cpu_count() or 1) < 2:

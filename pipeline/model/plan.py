@@ -5,18 +5,20 @@ The bundle stores the plan as JSON beside the weights (`plan.json`); the torch n
 (network.py) is built from it and the online scorer (serving/) interprets it with the blocks' numpy
 scorers. A block's inputs name a port: "features" (the batch's entries) or "<block>.<output>".
 
-`ModelSpec` is the spec's `model:` section; `plan_for` turns it into the plan
+`ModelSpec` is the spec's `model:` section: either the usual network, given by its sections
     sparse (sparse_linear) [-> embedding (field_embedding) -> interactions (dot_interaction)]
-    -> mlp (mlp) -> head (logit).
+    -> mlp (mlp) -> head (logit),
+or any plan written out as `blocks` (each: name, kind, inputs, and its kind's options) and the
+`output` port. Every registered block kind is available there without any change to this module.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from ..config import Strict
 from ..errors import ArtifactError
@@ -40,6 +42,33 @@ class InteractionSpec(Strict):
     )
 
 
+class BlockNode(Strict):
+    """What every block of a written-out plan gives besides its kind's options."""
+
+    name: str = Field(description="The block's name: a lowercase identifier, unique in the plan.")
+    kind: str = Field(description="Block kind.")
+    inputs: dict[str, str] = Field(description="Input -> the port it reads: 'features' or '<block>.<output>'.")
+
+
+def _node_spec(kind: str) -> type[BlockNode]:
+    """The spec of a `kind` block of a written-out plan: its kind's options, and its name and inputs."""
+    block = BLOCKS[kind]
+    model: type[BlockNode] = create_model(
+        f"{''.join(part.title() for part in kind.split('_'))}Block",
+        __base__=(block.Spec, BlockNode),  # type: ignore[arg-type]  # a Strict spec and the node fields
+        __doc__=f"A `{kind}` block of a written-out plan; it reads {sorted(block.reads)}.",
+        kind=(Literal[kind], Field(description="Block kind.")),
+    )
+    return model
+
+
+if TYPE_CHECKING:
+    BlockSpec = BlockNode
+else:  # one tagged union of every registered kind
+    BlockSpec = Annotated[Union[tuple(_node_spec(kind) for kind in BLOCKS)], Field(discriminator="kind")]  # noqa: UP007
+PRESET_SECTIONS = ("sparse_linear", "interactions", "mlp")
+
+
 class ModelSpec(Strict):
     sparse_linear: SparseLinearSpec = Field(default_factory=SparseLinearSpec, description="The sparse linear layer.")
     interactions: InteractionSpec | None = Field(
@@ -47,6 +76,26 @@ class ModelSpec(Strict):
         description="Optional DLRM dot interactions between per-feature embeddings and the sparse layer's output.",
     )
     mlp: MLPSpec = Field(default_factory=MLPSpec, description="The MLP on top of it.")
+    blocks: list[BlockSpec] | None = Field(
+        default=None,
+        max_length=256,
+        description="A plan written out block by block, instead of the sections above: every block kind is "
+        "available, wired by name.",
+    )
+    output: str | None = Field(
+        default=None, description="With `blocks`: the port holding the logit ('head.out' when absent)."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelSpec:
+        defaults = ModelSpec.model_construct()
+        given = [name for name in PRESET_SECTIONS if getattr(self, name) != getattr(defaults, name)]
+        if self.blocks is not None and given:
+            raise ValueError(f"give either `blocks` or the sections {given}, not both")
+        if self.blocks is None and self.output is not None:
+            raise ValueError("`output` goes with `blocks`")
+        plan_for(self, IdSpace(1, 1))  # the wiring is checked now: it does not depend on the data
+        return self
 
 
 @dataclass(frozen=True)
@@ -162,6 +211,12 @@ def _block(kind: str):
 
 def plan_for(spec: ModelSpec, space: IdSpace) -> Plan:
     """The plan of the spec's `model:` section over the data's id space."""
+    if spec.blocks is not None:
+        written = []
+        for block in spec.blocks:
+            options = block.model_dump(exclude={"name", "kind", "inputs"})
+            written.append(PlanBlock(block.name, block.kind, BLOCKS[block.kind].Spec(**options), dict(block.inputs)))
+        return Plan(space, tuple(written), spec.output or "head.out")
     blocks = [PlanBlock("sparse", "sparse_linear", spec.sparse_linear, {"entries": FEATURES})]
     top = "sparse.out"
     if spec.interactions is not None:

@@ -58,7 +58,7 @@ def rows_of_entries(offsets: torch.Tensor, nnz: int, width: int | None) -> torch
 @lru_cache(maxsize=8)
 def _repeated_rows(rows: int, width: int, device: torch.device) -> torch.Tensor:
     """[0]*width + [1]*width + ... [rows*width], built once per batch shape: every full batch of a
-    split has the same one (and position // width is about 8x slower: torch's int64 division)."""
+    split has the same one (position // width would pay for torch's int64 division)."""
     return torch.arange(rows, device=device).unsqueeze(1).expand(-1, width).reshape(-1)
 
 
@@ -84,7 +84,7 @@ class IdBitmap:
     def _distinct_numpy(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`distinct` on one CPU thread. torch's parallel index_fill_ / index_copy_ make the cores fight
         over the cache lines of frequent (Zipf) ids, and reading back `slot` right after another core
-        wrote it misses too: 4-20x slower than this on 2 cores."""
+        wrote it misses too: a single thread is faster."""
         seen, slot, keys = self.seen.numpy(), self.slot.numpy(), ids.numpy()
         seen[keys] = True
         unique = np.flatnonzero(seen)
@@ -139,7 +139,7 @@ class _PoolRows(torch.autograd.Function):
         rows, weights = ctx.saved_tensors
         batch: RowBatch = ctx.batch
         grad = grad.contiguous()
-        if batch.order is None and rows.shape[1] == 1:  # 1-D: torch's 2-D [n, 1] gathers and adds are 3-4x slower
+        if batch.order is None and rows.shape[1] == 1:  # 1-D: torch's 2-D [n, 1] gathers and adds are slower
             per_entry = grad.view(-1).index_select(0, batch.row_of_entry)
             grad_rows = rows.new_zeros(len(rows)).scatter_add_(0, batch.inverse, per_entry * weights).unsqueeze(1)
             summed = rows.new_zeros(len(rows)).scatter_add_(0, batch.inverse, per_entry).unsqueeze(1)

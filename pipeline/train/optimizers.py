@@ -127,7 +127,7 @@ class RowAdagrad(RowOptimizer):
 class FusedAdam:
     """torch.optim.Adam (no weight decay, no amsgrad) for the dense parameters: the same update in
     one call of torch's fused kernel per step, without torch.optim's per-step Python bookkeeping
-    (about 150 us a step on this CPU, a twentieth of a logistic-regression step). State per
+    (which short steps, such as logistic regression's, feel). State per
     parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
@@ -173,7 +173,7 @@ class Optimizers:
 
     adam: lazy Adam on touched rows (SparseAdam's update) + Adam (`FusedAdam`); adagrad: Adagrad for
     both (torch's, fused on CPU). Short steps (logistic regression) pay for every bit of per-step
-    Python: the fused dense updates took that pass from 1.27M to 1.50M rows/s.
+    Python, hence the fused dense updates (the bench's B5 measures them).
     """
 
     rows: RowOptimizer

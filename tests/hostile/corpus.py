@@ -1023,6 +1023,44 @@ def _failed_gate(ws: Workspace) -> list[str]:
     return ["validate", str(write_spec(ws, set_path(base_spec(), "validation.gates", {"auc": {"min": 0.999}})))]
 
 
+spec_case(
+    "model-blocks-miswired",
+    "exit",
+    {
+        "model": {
+            "blocks": [
+                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
+                {"name": "head", "kind": "logit", "inputs": {"x": "sparse.scaled"}},
+            ]
+        }
+    },
+    2,
+    "model: Value error, block 'head' input 'x' reads 'sparse.scaled', which is a scaled port",
+)
+spec_case(
+    "model-blocks-and-sections",
+    "exit",
+    {
+        "model": {
+            "mlp": {"layers": [2]},
+            "blocks": [
+                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 1},
+                {"name": "head", "kind": "logit", "inputs": {"x": "sparse.out"}},
+            ],
+        }
+    },
+    2,
+    "give either `blocks` or the sections",
+)
+spec_case(
+    "model-block-kind-unknown",
+    "exit",
+    {"model": {"blocks": [{"name": "x", "kind": "transformer", "inputs": {}}]}},
+    2,
+    "model.blocks.0",
+)
+
+
 # ----------------------------------------------------------------------------- resource limits
 
 

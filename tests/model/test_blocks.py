@@ -202,3 +202,71 @@ def test_a_damaged_plan_is_an_artifact_error(damage, says):
     damage(obj)
     with pytest.raises(ArtifactError, match=says):
         Plan.from_json(json.loads(json.dumps(obj)))
+
+
+def test_a_written_out_plan_equals_the_sections_it_spells_out():
+    sections = ModelSpec.model_validate(PLANS["interactions"])
+    written = ModelSpec.model_validate(
+        {
+            "blocks": [
+                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 5},
+                {
+                    "name": "embedding",
+                    "kind": "field_embedding",
+                    "inputs": {"entries": "features", "scaled": "sparse.scaled"},
+                    "dim": 3,
+                },
+                {
+                    "name": "interactions",
+                    "kind": "dot_interaction",
+                    "inputs": {"dense": "sparse.out", "fields": "embedding.out"},
+                },
+                {
+                    "name": "mlp",
+                    "kind": "mlp",
+                    "inputs": {"x": "interactions.out"},
+                    "layers": [4],
+                    "activation": "sigmoid",
+                },
+                {"name": "head", "kind": "logit", "inputs": {"x": "mlp.out"}},
+            ]
+        }
+    )
+    assert plan_for(written, SPACE) == plan_for(sections, SPACE)
+
+
+@pytest.mark.parametrize(
+    "blocks, says",
+    [
+        ([{"name": "head", "kind": "logit", "inputs": {"x": "sparse.out"}}], "not written before it"),
+        (
+            [
+                {"name": "s", "kind": "sparse_linear", "inputs": {"entries": "features"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "s.scaled"}},
+            ],
+            "a scaled port; it takes a dense port",
+        ),
+        ([{"name": "s", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 2}], "'head.out' is not"),
+        ([{"name": "s", "kind": "magic", "inputs": {}}], "does not match any of the expected tags"),
+    ],
+)
+def test_a_written_out_plan_that_does_not_wire_is_refused(blocks, says):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=says):
+        ModelSpec.model_validate({"blocks": blocks})
+
+
+def test_blocks_and_sections_are_not_given_together():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="either `blocks` or the sections"):
+        ModelSpec.model_validate(
+            {
+                "mlp": {"layers": [3]},
+                "blocks": [
+                    {"name": "s", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 1},
+                    {"name": "head", "kind": "logit", "inputs": {"x": "s.out"}},
+                ],
+            }
+        )

@@ -16,7 +16,7 @@
  * Threads (OpenMP, `threads` of them): a batch of at least PARALLEL_ENTRIES entries is split by
  * rows. A batch of fewer rows than threads (a single request) has each row's entries split over
  * the threads instead (at least PART_ENTRIES each), the partial sums added after, so that more
- * cache misses are in flight (a cold row of 500 entries: 11 -> 8 µs on 2 cores). Other batches
+ * cache misses are in flight (cold rows, a serving request's: the bench's B2). Other batches
  * run on the calling thread without entering OpenMP. The row kernel is compiled for x86-64-v4
  * (AVX-512), x86-64-v3 (AVX2 + FMA) and plain x86-64 and picked at load time (target_clones).
  *
@@ -146,7 +146,7 @@ static inline int pool_one(const int64_t *ids, const float *values, const int64_
                     out + b * width) != 0;
 }
 
-/* Whole rows, split over the threads; one thread runs outside OpenMP (entering it costs ~0.5 µs). */
+/* Whole rows, split over the threads; one thread runs outside OpenMP (entering it is not free). */
 static int pool_batch(const int64_t *ids, const float *values, const int64_t *offsets, int64_t rows, int64_t nnz,
                       const float *weight, int64_t num_ids, int64_t width, const float *max_abs,
                       const float *id_bias, const float *bias, float *out, int threads) {
