@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -143,35 +144,9 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
         raise typer.Exit(3)
 
 
-@app.command()
-@handled
-def fit(
-    spec: SpecArg,
-    force: ForceOpt = False,
-    force_step: ForceStepOpt = None,
-    json_out: JsonOpt = False,
-    tracking_uri: UriOpt = None,
-):
-    """Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle."""
-    _finish(_run_pipeline("fit", spec, force, tracking_uri, force_step), json_out, _print_fit)
-
-
 def _print_fit(result: dict) -> None:
     m = result["metrics"]
     err(f"validation: auc {m['best_val_auc']:.4f}  logloss {m['best_val_logloss']:.4f}  (best epoch {m['best_epoch']})")
-
-
-@app.command()
-@handled
-def calibrate(
-    spec: SpecArg,
-    force: ForceOpt = False,
-    force_step: ForceStepOpt = None,
-    json_out: JsonOpt = False,
-    tracking_uri: UriOpt = None,
-):
-    """Fit the calibrator on held-out predictions; writes a new, calibrated bundle."""
-    _finish(_run_pipeline("calibrate", spec, force, tracking_uri, force_step), json_out, _print_calibrate)
 
 
 def _print_calibrate(result: dict) -> None:
@@ -202,6 +177,30 @@ def _print_metrics(result: dict) -> None:
     err(f"verdict: {'PASS' if result['verdict']['passed'] else 'FAIL'} ({result['report']}/verdict.json)")
 
 
+def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -> None:
+    """Register `snn <command> SPEC`, which runs its steps (steps.run) and prints with `printer`."""
+
+    def run_command(
+        spec: SpecArg,
+        force: ForceOpt = False,
+        force_step: ForceStepOpt = None,
+        json_out: JsonOpt = False,
+        tracking_uri: UriOpt = None,
+    ):
+        _finish(_run_pipeline(command, spec, force, tracking_uri, force_step), json_out, printer)
+
+    run_command.__doc__ = doc
+    app.command(name=command)(handled(run_command))
+
+
+_pipeline_command(
+    "fit", "Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle.", _print_fit
+)
+_pipeline_command(
+    "calibrate", "Fit the calibrator on held-out predictions; writes a new, calibrated bundle.", _print_calibrate
+)
+
+
 @app.command()
 @handled
 def validate(
@@ -222,17 +221,9 @@ def validate(
     _finish(result, json_out, _print_metrics)
 
 
-@app.command()
-@handled
-def run(
-    spec: SpecArg,
-    force: ForceOpt = False,
-    force_step: ForceStepOpt = None,
-    json_out: JsonOpt = False,
-    tracking_uri: UriOpt = None,
-):
-    """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
-    _finish(_run_pipeline("run", spec, force, tracking_uri, force_step), json_out, _print_metrics)
+_pipeline_command(
+    "run", "Every step in order (prepare, train, calibrate, validate), reusing cached steps.", _print_metrics
+)
 
 
 @app.command()

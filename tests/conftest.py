@@ -83,21 +83,30 @@ def small_run(tmp_path_factory):
 
 
 @contextmanager
+def environment(name: str, value: str):
+    """The environment variable `name` set to `value` inside the block, restored after it."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+@contextmanager
 def native_off():
     """SNN_NATIVE=0 inside the block: every kernel off, the references run; the libraries are loaded
     afresh after it (the environment restored first, so no test inherits a cached absence)."""
     from snn.pipeline import native
 
-    saved = os.environ.get("SNN_NATIVE")
-    os.environ["SNN_NATIVE"] = "0"
-    native.forget_libraries()
     try:
-        yield
+        with environment("SNN_NATIVE", "0"):
+            native.forget_libraries()
+            yield
     finally:
-        if saved is None:
-            os.environ.pop("SNN_NATIVE", None)
-        else:
-            os.environ["SNN_NATIVE"] = saved
         native.forget_libraries()
 
 

@@ -29,6 +29,14 @@ def invoke(args):
 ROWS = 6000
 
 
+def _prepared(loaded, downsampling, folder, chunk_rows: int):
+    """prepare into `folder`: (its feature map's JSON, rows per split, the splits)."""
+    folder.mkdir()
+    info = prepare(loaded.data_files, loaded.spec.features, downsampling, folder, chunk_rows=chunk_rows)
+    splits = {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]}
+    return json.loads((folder / "feature_map.json").read_text()), info["rows"], splits
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synth")
@@ -57,16 +65,7 @@ def test_streaming_prepare_does_not_depend_on_the_chunk_size(synth, tmp_path):
     loaded = load_spec(synth / "s.yaml")
     outputs = []
     for chunk in (700, 100_000):
-        folder = tmp_path / str(chunk)
-        folder.mkdir()
-        info = prepare(loaded.data_files, loaded.spec.features, None, folder, chunk_rows=chunk)
-        outputs.append(
-            (
-                json.loads((folder / "feature_map.json").read_text()),
-                info["rows"],
-                {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]},
-            )
-        )
+        outputs.append(_prepared(loaded, None, tmp_path / str(chunk), chunk))
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
     assert map_a == map_b and rows_a == rows_b
     for name in rows_a:
@@ -169,19 +168,8 @@ def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels
     loaded = load_spec(tmp_path / "s.yaml")
     outputs = []
     for mode in ("native", "fallback"):
-        folder = tmp_path / mode
-        folder.mkdir()
         with native_off() if mode == "fallback" else nullcontext():
-            info = prepare(
-                loaded.data_files, loaded.spec.features, loaded.spec.train.negative_downsampling, folder, chunk_rows=700
-            )
-        outputs.append(
-            (
-                json.loads((folder / "feature_map.json").read_text()),
-                info["rows"],
-                {name: EncodedSplit.load(folder / "splits" / name) for name in info["rows"]},
-            )
-        )
+            outputs.append(_prepared(loaded, loaded.spec.train.negative_downsampling, tmp_path / mode, 700))
     (map_a, rows_a, splits_a), (map_b, rows_b, splits_b) = outputs
     assert map_a == map_b and rows_a == rows_b
     for name in rows_a:

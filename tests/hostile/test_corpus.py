@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from contextlib import contextmanager
 
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 
 from snn.cli.app import app
 
+from ..conftest import environment
 from .corpus import CASES, Workspace, base_spec, write_base, write_spec
 
 CASE_SECONDS = 120  # a case that reads a FIFO or /dev/zero would hang: fail it instead
@@ -42,26 +42,13 @@ def tracking_store(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-@contextmanager
-def tracking_to(uri: str):
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tracking_store):
     """The base spec calibrated, and its test split scored online (online.parquet)."""
     ws = Workspace(tmp_path_factory.mktemp("trained"))
     write_base(ws)
     spec = write_spec(ws, base_spec())
-    with tracking_to(tracking_store):
+    with environment("MLFLOW_TRACKING_URI", tracking_store):
         result = run_cli(["calibrate", str(spec)])
         assert result.exit_code == 0, result.stderr
         bundle = ws.folder / ".snn" / "bundles" / "tiny"
