@@ -291,7 +291,7 @@ def bench(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
 ):
     """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
-    from snn.pipeline import bench as benchmarks
+    from snn.pipeline.bench import suite as benchmarks
     from snn.pipeline.errors import InputError
 
     if size not in benchmarks.SIZES:

@@ -16,8 +16,7 @@ from ..model.blocks.base import RequestEntries, as_array
 from ..model.plan import FEATURES
 from ..store.bundle import Bundle
 
-BLOCK_ROWS = 128  # candidates run through the plan together: every temporary stays small enough to be
-# reused from the heap instead of freshly mapped (page faults were most of a 1,000-candidate request)
+BLOCK_ROWS = 1024  # candidates run through the plan together: a bound on the temporaries of big requests
 
 
 def sigmoid(logit: np.ndarray) -> np.ndarray:
@@ -32,10 +31,14 @@ class OnlineScorer:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.plan = bundle.plan
-        self.weights: dict[str, dict[str, np.ndarray]] = {block.name: {} for block in self.plan.blocks}
+        owned: dict[str, dict[str, np.ndarray]] = {block.name: {} for block in self.plan.blocks}
         for name, array in bundle.weights.items():
             block, weight = name.split(".", 1)
-            self.weights[block][weight] = np.ascontiguousarray(array, dtype=np.float64)
+            owned[block][weight] = np.ascontiguousarray(array, dtype=np.float64)
+        self.weights = {
+            block.name: BLOCKS[block.kind].serving_weights(node, owned[block.name])
+            for block, node in zip(self.plan.blocks, self.plan.nodes)
+        }
 
     def raw_encoded(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""

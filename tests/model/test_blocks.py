@@ -121,7 +121,7 @@ def test_torch_forward_equals_the_numpy_scorer_in_float64(kind, index):
     torch_in, numpy_in = _inputs(ports, rng)
     with torch.no_grad():
         expected = block.forward(node, weights, torch_in, training=False)
-    got = block.score(node, {k: v.numpy() for k, v in weights.items()}, numpy_in)
+    got = block.score(node, block.serving_weights(node, {k: v.numpy() for k, v in weights.items()}), numpy_in)
     assert set(got) == set(expected)
     for name, value in got.items():
         value = value.dense() if isinstance(value, FieldVectors) else as_array(value)

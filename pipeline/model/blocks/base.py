@@ -178,8 +178,13 @@ class Block:
         """Torch inference of "out" alone through a native fast path (no autograd), or None for none."""
         return None
 
+    def serving_weights(self, node: Node, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The weights as `score` reads them, laid out once when a scorer loads (matrices transposed
+        to the row-major [in, out] a request's matmul reads fastest, say); the same by default."""
+        return weights
+
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
-        """numpy, float64: the outputs for one request (serving)."""
+        """numpy, float64: the outputs for one request (serving), from `serving_weights`."""
         raise NotImplementedError
 
 

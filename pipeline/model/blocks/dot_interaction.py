@@ -73,9 +73,12 @@ class DotInteraction(Block):
         pairs = gram.index_select(1, pairs_index) if gram.requires_grad else gram[:, pairs_index]
         return {"out": torch.cat([h, pairs], 1)}
 
+    def serving_weights(self, node: Node, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**weights, "project_weight": np.ascontiguousarray(weights["project_weight"].T)}
+
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         h, fields = as_array(inputs["dense"]), inputs["fields"]
-        g0 = h @ weights["project_weight"].T + weights["project_bias"]
+        g0 = h @ weights["project_weight"] + weights["project_bias"]  # project_weight [width, dim] here
         pairs = native.dot_pairs(np.ascontiguousarray(g0), fields.table, fields.ids, fields.scaled)
         return {"out": DenseParts([h, pairs])}
 

@@ -44,8 +44,11 @@ class Logit(Block):
 
         return {"out": F.linear(inputs["x"], weights["weight"], weights["bias"])}
 
+    def serving_weights(self, node: Node, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"weight": np.ascontiguousarray(weights["weight"].T), "bias": weights["bias"]}
+
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
-        return {"out": matmul(inputs["x"], weights["weight"].T) + weights["bias"]}
+        return {"out": matmul(inputs["x"], weights["weight"]) + weights["bias"]}  # weight [in, 1] here
 
 
 BLOCK = Logit()

@@ -112,10 +112,13 @@ class MLP(Block):
                 x = F.dropout(x, spec.dropout, training)
         return {"out": x}
 
+    def serving_weights(self, node: Node, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.ascontiguousarray(w.T) if name.startswith("weight_") else w for name, w in weights.items()}
+
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         spec, x = node.spec, inputs["x"]
         for k in range(len(spec.layers)):
-            x = matmul(x, weights[f"weight_{k}"].T) + weights[f"bias_{k}"]
+            x = matmul(x, weights[f"weight_{k}"]) + weights[f"bias_{k}"]  # weight_k [in, out] here
             if spec.norm == "batch":
                 scale = weights[f"norm_weight_{k}"] / np.sqrt(weights[f"running_var_{k}"] + EPS)
                 x = x * scale + (weights[f"norm_bias_{k}"] - weights[f"running_mean_{k}"] * scale)
