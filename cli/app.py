@@ -292,6 +292,7 @@ def bench(
 ):
     """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
     from snn.pipeline.bench import suite as benchmarks
+    from snn.pipeline.bench.figures import table
     from snn.pipeline.errors import InputError
 
     if size not in benchmarks.SIZES:
@@ -303,7 +304,7 @@ def bench(
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        sys.stdout.write(benchmarks.table(result) + "\n")
+        sys.stdout.write(table(result) + "\n")
 
 
 data_app = typer.Typer(help="Data utilities: synthetic data with known true probabilities.", no_args_is_help=True)

@@ -155,6 +155,13 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         figures["B5.logistic_vs_vw"]["competitor_value"] is not None
         or "skipped" in figures["B5.logistic_vs_vw"]["note"]
     )
+    written = tmp_path / "bench.json"
+    shown = invoke(["bench", "--size", "tiny", "--workdir", str(tmp_path), "-o", str(written)])  # the table
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:4] == ["figure", "snn", "competitor", "ratio"]
+    assert {line.split()[0] for line in lines[1:] if not line.startswith("note:")} == set(expected)
+    assert {f["id"] for f in json.loads(written.read_text())["figures"]} == set(expected)
 
 
 def test_prepare_routes_rows_like_a_direct_split_with_and_without_native_kernels(synth, tmp_path):
