@@ -152,6 +152,11 @@ def _print_fit(result: dict) -> None:
 def _print_calibrate(result: dict) -> None:
     m = result["metrics"]
     err(
+        f"calibrator: {result['calibrator']}  (cross-validated log loss: "
+        + (", ".join(f"{k} {v:.4f}" for k, v in result["evidence"].get("cv_logloss", {}).items()) or "not compared")
+        + ")"
+    )
+    err(
         f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
         f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}"
     )
@@ -174,7 +179,9 @@ def _print_metrics(result: dict) -> None:
             f"{parity['missing_offline']} missing offline, max abs diff {parity['max_abs_diff']:.3g}, "
             f"max rel diff {parity['max_rel_diff']:.3g}: {'PASS' if parity['passed'] else 'FAIL'}"
         )
-    err(f"verdict: {'PASS' if result['verdict']['passed'] else 'FAIL'} ({result['report']}/verdict.json)")
+    verdict = result["verdict"]
+    graded = f"graded on {verdict['split']}" + (", IN-SAMPLE" if verdict.get("in_sample") else "")
+    err(f"verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({graded}; {result['report']}/verdict.json)")
 
 
 def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -> None:

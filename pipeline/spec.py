@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .config import Strict
 from .data.spec import DataFiles, DataSpec
 from .errors import SnnError, SpecError
-from .evaluation.spec import Calibration, IsotonicCalibration, ParitySpec, ValidationSpec
+from .evaluation.spec import AutoCalibration, Calibration, ParitySpec, ValidationSpec
 from .features.spec import Feature
 from .model.blocks import BLOCKS
 from .model.plan import ModelSpec
@@ -45,7 +45,8 @@ class Spec(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
     calibration: Calibration = Field(
-        default_factory=lambda: IsotonicCalibration(kind="isotonic"), description="Score calibration."
+        default_factory=lambda: AutoCalibration(kind="auto"),
+        description="Score calibration, fit on the validation split (auto: chosen by cross-validated log loss).",
     )
     validation: ValidationSpec = Field(default_factory=ValidationSpec, description="Offline validation.")
     parity: ParitySpec = Field(default_factory=ParitySpec, description="Offline vs online parity tolerances.")

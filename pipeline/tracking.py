@@ -176,6 +176,11 @@ class Tracker:
             mlflow.set_tag("snn.cache_hit", str(cached).lower())
             yield self
 
+    def tags(self, tags: dict) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
     def params(self, params: dict) -> None:
         import mlflow
 

@@ -1,7 +1,12 @@
-"""Calibrators: the analytic negative-downsampling correction and weighted isotonic regression.
+"""Calibrators: the analytic negative-downsampling correction, weighted isotonic regression and
+Platt scaling, each a monotone map p -> p' stored as plain numbers (calibrator.json) and applied
+by the same function in every scorer.
 
-Stored as plain arrays and applied by clamped piecewise-linear interpolation (np.interp), so the
-online path applies the very same function.
+    isotonic  clamped piecewise-linear interpolation through knots (np.interp); with the defaults
+              (block_ends, pseudo_count 0) the exact pool-adjacent-violators fit, so the mean
+              prediction on the fit rows equals their mean label
+    platt     p' = σ(a·logit(p) + b), (a, b) minimizing the weighted log loss (Newton); at the
+              optimum ∂/∂b = Σw(p' − y) = 0, so it keeps the fit rows' mean too
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import IsotonicCalibration
+from .spec import IsotonicCalibration, NoCalibration, PlattCalibration
 
 
 def downsampling_correction(p, negative_rate: float, positive_rate: float = 1.0):
@@ -96,3 +101,101 @@ class Isotonic:
 
     def to_json(self) -> dict:
         return {"kind": "isotonic", "xs": self.xs.tolist(), "ys": self.ys.tolist()}
+
+    def describe(self) -> str:
+        return f"isotonic, {len(self.xs)} knots"
+
+
+LOGIT_CLIP = 1e-12  # Platt reads logit(p) of p clipped to [LOGIT_CLIP, 1 − LOGIT_CLIP]
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -t))
+
+
+@dataclass
+class Platt:
+    """p' = σ(slope·logit(p) + intercept), slope ≥ 0 (monotone)."""
+
+    slope: float
+    intercept: float
+
+    @classmethod
+    def fit(cls, scores, labels, weights, max_steps: int = 100) -> Platt:
+        """Weighted log-loss fit by Newton's method with step halving (the loss is convex), from the
+        identity (1, 0), until the gradient is below 1e-12. A negative best slope (scores ranked
+        backwards) falls back to the best constant (slope 0)."""
+        z = _logit(scores)
+        y, w = np.asarray(labels, np.float64), np.asarray(weights, np.float64)
+        w = w / w.sum()
+
+        def loss(theta) -> float:
+            t = theta[0] * z + theta[1]
+            return float(np.sum(w * (np.logaddexp(0.0, t) - y * t)))
+
+        def solve(theta: np.ndarray, free: np.ndarray) -> np.ndarray:
+            for _ in range(max_steps):
+                p = _sigmoid(theta[0] * z + theta[1])
+                grad = np.array([np.sum(w * (p - y) * z), np.sum(w * (p - y))])[free]
+                if np.max(np.abs(grad)) < 1e-12:
+                    break
+                h = w * p * (1 - p)
+                hess = np.array([[np.sum(h * z * z), np.sum(h * z)], [np.sum(h * z), np.sum(h)]])[np.ix_(free, free)]
+                step = np.zeros(2)
+                step[free] = np.linalg.solve(hess + 1e-15 * np.eye(len(grad)), grad)
+                current, scale = loss(theta), 1.0
+                while scale > 1e-10 and loss(theta - scale * step) > current:
+                    scale /= 2
+                theta = theta - scale * step
+            return theta
+
+        theta = solve(np.array([1.0, 0.0]), np.array([True, True]))
+        if theta[0] < 0:
+            theta = solve(np.array([0.0, 0.0]), np.array([False, True]))
+        return cls(float(theta[0]), float(theta[1]))
+
+    def problem(self) -> str | None:
+        if not (np.isfinite(self.slope) and np.isfinite(self.intercept)):
+            return "Platt calibrator's slope or intercept is not finite"
+        if self.slope < 0:
+            return "Platt calibrator's slope is negative (it would reverse the ranking)"
+        return None
+
+    def __call__(self, scores):
+        return _sigmoid(self.slope * _logit(scores) + self.intercept)
+
+    def to_json(self) -> dict:
+        return {"kind": "platt", "slope": self.slope, "intercept": self.intercept}
+
+    def describe(self) -> str:
+        return f"Platt, σ({self.slope:.4g}·logit(p) + {self.intercept:.4g})"
+
+
+Calibrator = Isotonic | Platt
+
+
+def fit_calibrator(
+    spec: IsotonicCalibration | PlattCalibration | NoCalibration, scores, labels, weights
+) -> Calibrator | None:
+    """The calibrator `spec` names, fit on (score, label, weight); None for `none`."""
+    if isinstance(spec, IsotonicCalibration):
+        return Isotonic.fit(scores, labels, weights, spec)
+    if isinstance(spec, PlattCalibration):
+        keep = np.asarray(weights) > 0
+        return Platt.fit(np.asarray(scores)[keep], np.asarray(labels)[keep], np.asarray(weights)[keep])
+    return None
+
+
+def calibrator_from_json(stored: dict) -> Calibrator:
+    """calibrator.json -> the calibrator (ValueError when the kind is unknown: a damaged bundle)."""
+    kind = stored.get("kind")
+    if kind == "isotonic":
+        return Isotonic(np.asarray(stored["xs"], dtype=np.float64), np.asarray(stored["ys"], dtype=np.float64))
+    if kind == "platt":
+        return Platt(float(stored["slope"]), float(stored["intercept"]))
+    raise ValueError(f"calibrator.json has kind {kind!r}; this snn reads isotonic and platt")

@@ -29,7 +29,7 @@ def roc_points(y, p, w=None):
     return np.r_[0.0, fp / max(fp[-1], 1e-12)], np.r_[0.0, tp / max(tp[-1], 1e-12)]
 
 
-def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: int = 10) -> None:
+def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: int = 10, split: str = "") -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
@@ -39,7 +39,7 @@ def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: 
     ax.set(
         xlabel="mean predicted probability",
         ylabel="observed positive rate",
-        title="Reliability",
+        title=f"Reliability, {split}" if split else "Reliability",
         xlim=(0, 1),
         ylim=(0, 1),
     )
@@ -49,14 +49,20 @@ def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: 
     plt.close(fig)
 
 
-def roc_png(path: Path, y, curves: dict[str, np.ndarray], w=None) -> None:
+def roc_png(path: Path, y, curves: dict[str, np.ndarray], w=None, split: str = "") -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:")
     for name, p in curves.items():
         fpr, tpr = roc_points(y, p, w)
         ax.plot(fpr, tpr, label=f"{name} (AUC {metrics.auc(y, p, w):.4f})")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC, {split}" if split else "ROC",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import Strict, at_most, gigabytes
 
@@ -14,21 +14,57 @@ MAX_ECE_BINS = 10_000
 
 class IsotonicCalibration(Strict):
     kind: Literal["isotonic"] = Field(description="Calibrator tag.")
-    interpolation: Literal["centered", "block_ends"] = Field(
-        default="centered",
-        description="centered: interpolate between block centroids (strictly increasing, keeps ranking); "
-        "block_ends: sklearn IsotonicRegression's step-with-ramps knots.",
+    interpolation: Literal["block_ends", "centered"] = Field(
+        default="block_ends",
+        description="block_ends: sklearn IsotonicRegression's step-with-ramps knots, exactly the pool-adjacent-"
+        "violators fit (the mean of its fit rows kept); centered: interpolate between block centroids (strictly "
+        "increasing, keeps ranking, but not mean-exact).",
     )
     pseudo_count: float = Field(
-        default=1.0, ge=0, description="Prior weight added to each block: y = (sum wy + c/2) / (sum w + c)."
+        default=0.0,
+        ge=0,
+        le=1e12,
+        description="Prior weight added to each block: y = (Σwy + c/2) / (Σw + c). 0 keeps the fit rows' mean exact.",
     )
+
+
+class PlattCalibration(Strict):
+    kind: Literal["platt"] = Field(description="Calibrator tag: σ(a·logit(p) + b), fit by weighted log loss.")
 
 
 class NoCalibration(Strict):
     kind: Literal["none"] = Field(description="Calibrator tag: only the analytic downsampling correction.")
 
 
-Calibration = Annotated[IsotonicCalibration | NoCalibration, Field(discriminator="kind")]
+CalibratorKind = Literal["none", "platt", "isotonic"]
+
+
+class AutoCalibration(Strict):
+    kind: Literal["auto"] = Field(
+        description="Pick among the candidates by cross-validated log loss on the validation split, then fit the "
+        "winner on all of it; the choice and each candidate's figures are recorded in the bundle and the run."
+    )
+    candidates: list[CalibratorKind] = Field(
+        default=["none", "platt", "isotonic"],
+        min_length=1,
+        description="Calibrators to choose from; on a tie the earlier one wins.",
+    )
+    folds: int = Field(default=5, ge=2, le=100, description="Cross-validation folds over the validation rows.")
+    isotonic: IsotonicCalibration = Field(
+        default=IsotonicCalibration(kind="isotonic"), description="Settings of the isotonic candidate."
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, candidates: list[str]) -> list[str]:
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"calibration candidates repeat a kind: {candidates}; list each once")
+        return candidates
+
+
+Calibration = Annotated[
+    AutoCalibration | IsotonicCalibration | PlattCalibration | NoCalibration, Field(discriminator="kind")
+]
 
 
 class Gate(Strict):

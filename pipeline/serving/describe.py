@@ -44,6 +44,6 @@ def describe(path: Path) -> str:
     for name, array in bundle.weights.items():
         lines.append(f"    {name:<28} {tuple(array.shape)!s:<16} |w| mean {float(np.abs(array).mean()):.4g}")
     if bundle.calibrator is not None:
-        lines.append(f"  calibrator: isotonic, {len(bundle.calibrator.xs)} knots")
+        lines.append(f"  calibrator: {bundle.calibrator.describe()}")
     lines.append("  metrics: " + json.dumps(bundle.metrics))
     return "\n".join(lines)

@@ -1,13 +1,15 @@
 """Step `calibrate`: fit the calibrator on the raw scores of the prepared validation split (the
-analytic downsampling correction first, then isotonic regression); write the calibrated bundle."""
+analytic downsampling correction first, then the calibrator the spec names, or the one `auto`
+picks by cross-validated log loss); write the calibrated bundle with the choice and its evidence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..evaluation import metrics
-from ..evaluation.calibrate import Isotonic, downsampling_correction
-from ..evaluation.spec import IsotonicCalibration
+from ..evaluation.calibrate import downsampling_correction, fit_calibrator
+from ..evaluation.choice import Choice, choose_calibrator
+from ..evaluation.spec import AutoCalibration
 from ..model.inference import raw_probabilities
 from ..serving.batch import load_model
 from ..spec import Spec
@@ -27,23 +29,26 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         validation = split_of(prepared, "validation", raw_bundle.feature_map.num_ids)
         raw = raw_probabilities(load_model(raw_bundle), validation)
         corrected = downsampling_correction(raw, raw_bundle.negative_rate) if raw_bundle.negative_rate != 1 else raw
-        calibrator = None
-        if isinstance(calibration, IsotonicCalibration):
-            calibrator = Isotonic.fit(corrected, validation.labels, validation.weights, calibration)
-        bundle = raw_bundle.calibrated(calibration, calibrator, {})
-        calibrated = bundle.finish(raw)
         y, w = validation.labels, validation.weights
+        if isinstance(calibration, AutoCalibration):
+            choice = choose_calibrator(corrected, y, w, calibration)
+        else:
+            choice = Choice(calibration.kind, fit_calibrator(calibration, corrected, y, w))
+        bundle = raw_bundle.calibrated(calibration, choice.calibrator, {})
+        calibrated = bundle.finish(raw)
         summary = {
             "val_logloss_raw": metrics.logloss(y, raw, w),
             "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
             "val_calibration_ratio_raw": metrics.calibration_ratio(y, raw, w),
             "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
-            "knots": float(len(calibrator.xs)) if calibrator else 0.0,
         }
-        bundle.metrics["calibrate"] = summary
+        for kind, value in choice.evidence.get("cv_logloss", {}).items():
+            summary[f"cv_logloss_{kind}"] = value
+        bundle.metrics["calibrate"] = {**summary, "calibrator": choice.kind, "evidence": choice.evidence}
         bundle.save(folder / "bundle")
         ctx.tracker.metrics(summary)
+        ctx.tracker.params({"calibrator": choice.kind})
         ctx.tracker.artifact(folder / "bundle", "bundle")
-        return {"metrics": summary}
+        return {"metrics": summary, "calibrator": choice.kind, "evidence": choice.evidence}
 
     return cached_step(ctx, "calibrate", values, build, (prepared, trained))

@@ -50,6 +50,7 @@ def run(
                 result = validate.run(ctx, spec, last, compare, baseline)
             else:
                 result = {"bundle": str(last.path / "bundle"), "metrics": last.info["metrics"]}
+                result.update({k: last.info[k] for k in ("calibrator", "evidence") if k in last.info})
     finally:
         scratch.close()
     result.update(

@@ -1,6 +1,10 @@
 """Step `validate` (never cached): metrics raw and calibrated per split, per slice, against the
 oracle and a baseline bundle; plots; gates; parity against online scores -> a report folder and a
-verdict."""
+verdict.
+
+Gates and plots grade the test split. Without one they grade the validation split, whose rows
+chose the epoch kept and fit the calibrator: the verdict is then marked `in_sample` and a
+warning says so (stderr, verdict.json, the MLflow tag snn.in_sample)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from ..store.bundle import Bundle, replace_folder
 from .context import Context, StepResult, log, read
 
 READS = {"data": "data", "validation": "validation", "parity": "parity"}
+IN_SAMPLE_WARNING = (
+    "IN-SAMPLE: no test split, so gates and plots grade the validation split, the rows that chose the epoch kept "
+    "and fit the calibrator; its figures are optimistic. Add data.test (a file or rows) for held-out figures."
+)
 
 
 def run(
@@ -66,11 +74,13 @@ def run(
             for kind in [k for k in ("raw", "calibrated", "oracle") if k in split_metrics]:
                 ctx.tracker.metrics({f"{name}_{kind}_{k}": v for k, v in split_metrics[kind].items()})
         gated_split = list(evaluated)[-1]  # test when there is one, else validation
+        in_sample = gated_split != "test"
         gated, scored = result["metrics"][gated_split], evaluated[gated_split].scored
         y, w = evaluated[gated_split].labels, evaluated[gated_split].weights
         curves = {"raw": scored["raw_score"].to_numpy(), "calibrated": scored["score"].to_numpy()}
-        reliability_png(tmp / "reliability.png", y, curves, w, validation.ece_bins)
-        roc_png(tmp / "roc.png", y, curves, w)
+        title = f"{gated_split} split" + (" (IN-SAMPLE)" if in_sample else "")
+        reliability_png(tmp / "reliability.png", y, curves, w, validation.ece_bins, title)
+        roc_png(tmp / "roc.png", y, curves, w, title)
         result["gated_split"] = gated_split
         verdict = evaluate_gates(
             validation.gates,
@@ -80,6 +90,11 @@ def run(
             bundle_path=result["bundle"],
             baseline_path=str(baseline) if baseline else None,
         )
+        verdict["in_sample"] = in_sample
+        if in_sample:
+            verdict["warning"] = IN_SAMPLE_WARNING
+            log(f"[validate] WARNING: {IN_SAMPLE_WARNING}")
+        ctx.tracker.tags({"snn.in_sample": str(in_sample).lower(), "snn.graded_split": gated_split})
         if compare_path is not None:
             online = read_predictions(compare_path, bundle.key, scored.schema[bundle.key])
             parity = compare(scored, online, bundle.key, parity_spec)

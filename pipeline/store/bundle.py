@@ -6,10 +6,10 @@
     feature_map.json   encoders and their id ranges
     plan.json          the network's blocks, their wiring and every weight's name and shape
     weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False)
-    calibrator.json    optional: isotonic knots
+    calibrator.json    optional: the calibrator (isotonic knots, or Platt's slope and intercept)
 
 Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
-downsampled at rate r; score = isotonic(p) when calibrated, else p.
+downsampled at rate r; score = calibrator(p) when calibrated, else p.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..data.readers import Reader
 from ..data.rows import key_column
 from ..data.spec import DataSpec
 from ..errors import ArtifactError
-from ..evaluation.calibrate import Isotonic, downsampling_correction
+from ..evaluation.calibrate import Calibrator, calibrator_from_json, downsampling_correction
 from ..evaluation.spec import Calibration
 from ..features.feature_map import FeatureMap
 from ..features.spec import Feature
@@ -61,7 +61,7 @@ class Bundle:
     feature_map: FeatureMap
     plan: Plan
     weights: dict[str, np.ndarray]
-    calibrator: Isotonic | None = None
+    calibrator: Calibrator | None = None
     metrics: dict = field(default_factory=dict)
 
     @property
@@ -130,8 +130,7 @@ class Bundle:
                 weights = {k: npz[k] for k in npz.files}
             calibrator = None
             if (folder / "calibrator.json").is_file():
-                cal = json.loads((folder / "calibrator.json").read_text())
-                calibrator = Isotonic(np.asarray(cal["xs"], dtype=np.float64), np.asarray(cal["ys"], dtype=np.float64))
+                calibrator = calibrator_from_json(json.loads((folder / "calibrator.json").read_text()))
             bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}))
             problem = bundle.problem()
         except ArtifactError:
@@ -168,7 +167,7 @@ class Bundle:
             return self.calibrator.problem()
         return None
 
-    def calibrated(self, calibration: Calibration, calibrator: Isotonic | None, metrics: dict) -> Bundle:
+    def calibrated(self, calibration: Calibration, calibrator: Calibrator | None, metrics: dict) -> Bundle:
         """This bundle with a calibrator, its calibration spec in the recipe and its metrics added."""
         recipe = self.recipe.model_copy(update={"calibration": calibration})
         return Bundle(recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics})

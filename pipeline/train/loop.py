@@ -1,7 +1,8 @@
 """The training loop: shuffled CSR batches -> the network -> weighted BCE -> optimizer step.
 
 Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r. Each epoch ends with validation
-metrics; early stopping keeps the best epoch's weights.
+metrics (of the downsampling-corrected probability when negatives were downsampled); the best epoch's weights are kept (by validation log loss, or the early-stopping
+metric), whether or not early stopping ends training before the last epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 from ..data.encoded import CSRBatch, EncodedSplit
 from ..errors import InputError, TrainingDiverged
 from ..evaluation import metrics
+from ..evaluation.calibrate import downsampling_correction
 from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan
@@ -115,7 +117,7 @@ def train_model(
 ) -> TrainResult:
     """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU. With
     `checkpoints`, each finished epoch is saved there and a run finding a checkpoint resumes after
-    its epoch. Validation keeps the best epoch (by the early-stopping metric; the last without it).
+    its epoch. Validation keeps the best epoch (by the early-stopping metric; log loss without it).
     A NaN or infinite loss or prediction stops training with TrainingDiverged."""
     check_model_fits(plan, spec)
     torch.manual_seed(spec.seed)
@@ -124,8 +126,8 @@ def train_model(
     model = Network(plan).to(device)
     optimizers = Optimizers.for_model(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
-    higher_is_better = spec.early_stopping is None or spec.early_stopping.metric == "auc"
-    watched = spec.early_stopping.metric if spec.early_stopping else "auc"
+    watched = spec.early_stopping.metric if spec.early_stopping else "logloss"
+    higher_is_better = watched == "auc"
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     result = TrainResult(state={}, device=str(device))
     saved, first_epoch, elapsed = Checkpoints(checkpoints), 1, 0.0
@@ -162,6 +164,8 @@ def train_model(
         model.to(device)
         if not np.isfinite(p).all():
             raise _diverged(epoch, "the validation predictions", spec)
+        if spec.negative_downsampling is not None:  # validation rows are not downsampled: grade what is served
+            p = downsampling_correction(p, spec.negative_downsampling.rate)
         row = {
             "epoch": epoch,
             "train_loss": float(total_loss) / max(batches, 1),
@@ -177,11 +181,7 @@ def train_model(
         if on_epoch:
             on_epoch(epoch, row)
         value = row[f"val_{watched}"]
-        improved = (
-            spec.early_stopping is None
-            or best_value is None
-            or (value > best_value if higher_is_better else value < best_value)
-        )
+        improved = best_value is None or (value > best_value if higher_is_better else value < best_value)
         if improved:
             best_value, best_epoch, stale = value, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

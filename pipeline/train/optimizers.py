@@ -1,6 +1,13 @@
 """The optimizers: row-wise updates for the per-id tables (only the rows a batch touched), torch's
-update for the dense rest, the same mathematics as torch.optim's SparseAdam, Adam and Adagrad
+update for the dense rest, the same mathematics as torch.optim's SparseAdam, Adam(W) and Adagrad
 (tests hold them equal) in fewer passes.
+
+Regularization (train.table_l2, train.weight_decay):
+
+    table rows:  the step's loss gains (λ/2)·Σ_{r touched} ‖θ_r‖², so g_r ← g_r + λ·θ_r for the
+                 rows the batch touched and no others (lazy, like the row-wise updates themselves);
+    dense:       adam: AdamW's decoupled decay θ ← θ·(1 − lr·wd) before the Adam step;
+                 adagrad: torch's Adagrad weight_decay, g ← g + wd·θ.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ class RowOptimizer:
 
     state_names: tuple[str, ...] = ()  # the per-row state: lists of tensors shaped like the tables
 
-    def __init__(self, tables: list[torch.Tensor], lr: float):
-        self.tables, self.lr, self.steps = tables, lr, 0
+    def __init__(self, tables: list[torch.Tensor], lr: float, l2: float = 0.0):
+        self.tables, self.lr, self.l2, self.steps = tables, lr, l2, 0
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, **{name: getattr(self, name) for name in self.state_names}}
@@ -36,7 +43,8 @@ class RowOptimizer:
         with torch.no_grad():
             for index, (table, rows) in enumerate(zip(self.tables, gathered)):
                 if rows.grad is not None:
-                    table.index_copy_(0, unique, self.update(index, unique, rows.detach(), rows.grad))
+                    grad = rows.grad if self.l2 == 0 else rows.grad.add(rows.detach(), alpha=self.l2)
+                    table.index_copy_(0, unique, self.update(index, unique, rows.detach(), grad))
 
     def update(self, index: int, unique: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Table `index`'s rows `unique` [U] (gathered copies [U, D], scratch that may be overwritten)
@@ -57,8 +65,8 @@ class RowAdam(RowOptimizer):
 
     state_names = ("first", "second")
 
-    def __init__(self, tables, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        super().__init__(tables, lr)
+    def __init__(self, tables, lr: float, l2: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(tables, lr, l2)
         self.betas, self.eps = betas, eps
         self.first = [torch.zeros_like(t) for t in tables]
         self.second = [torch.zeros_like(t) for t in tables]
@@ -84,11 +92,14 @@ def fused_adam(
     lr: float,
     betas: tuple[float, float],
     eps: float,
+    weight_decay: float = 0.0,
 ) -> None:
-    """One Adam step (no weight decay, no amsgrad) over lists of tensors, in place, in one call of
-    torch's fused kernel (the one place snn calls that private API): steps are each tensor's step
-    count t, already advanced, as a scalar on its device; the divisor is √v/√(1−β2^t) + eps."""
-    torch._fused_adam_(
+    """One Adam step (no amsgrad; with weight_decay, AdamW's decoupled decay θ ← θ·(1 − lr·wd)
+    first) over lists of tensors, in place, in one call of torch's fused kernel (the one place snn
+    calls that private API): steps are each tensor's step count t, already advanced, as a scalar on
+    its device; the divisor is √v/√(1−β2^t) + eps."""
+    kernel = torch._fused_adamw_ if weight_decay else torch._fused_adam_
+    kernel(
         params,
         grads,
         exp_avg,
@@ -98,7 +109,7 @@ def fused_adam(
         lr=lr,
         beta1=betas[0],
         beta2=betas[1],
-        weight_decay=0.0,
+        weight_decay=weight_decay,
         eps=eps,
         amsgrad=False,
         maximize=False,
@@ -113,8 +124,8 @@ class RowAdagrad(RowOptimizer):
 
     state_names = ("sums",)
 
-    def __init__(self, tables, lr: float, eps: float = 1e-10):
-        super().__init__(tables, lr)
+    def __init__(self, tables, lr: float, l2: float = 0.0, eps: float = 1e-10):
+        super().__init__(tables, lr, l2)
         self.eps = eps
         self.sums = [torch.zeros_like(t) for t in tables]
 
@@ -125,13 +136,20 @@ class RowAdagrad(RowOptimizer):
 
 
 class FusedAdam:
-    """torch.optim.Adam (no weight decay, no amsgrad) for the dense parameters: the same update in
-    one call of torch's fused kernel per step, without torch.optim's per-step Python bookkeeping
-    (which short steps, such as logistic regression's, feel). State per
+    """torch.optim.Adam, or AdamW with weight_decay > 0 (no amsgrad), for the dense parameters: the
+    same update in one call of torch's fused kernel per step, without torch.optim's per-step Python
+    bookkeeping (which short steps, such as logistic regression's, feel). State per
     parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lr: float,
+        weight_decay: float = 0.0,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        self.params, self.lr, self.weight_decay, self.betas, self.eps = list(params), lr, weight_decay, betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.step_count = [torch.zeros((), device=p.device) for p in self.params]
@@ -164,6 +182,7 @@ class FusedAdam:
             self.lr,
             self.betas,
             self.eps,
+            self.weight_decay,
         )
 
 
@@ -171,9 +190,10 @@ class FusedAdam:
 class Optimizers:
     """Row-wise updates for the per-id tables (rows.py), a torch optimizer for the dense rest.
 
-    adam: lazy Adam on touched rows (SparseAdam's update) + Adam (`FusedAdam`); adagrad: Adagrad for
-    both (torch's, fused on CPU). Short steps (logistic regression) pay for every bit of per-step
-    Python, hence the fused dense updates (the bench's B5 measures them).
+    adam: lazy Adam on touched rows (SparseAdam's update) + Adam(W) (`FusedAdam`); adagrad: Adagrad
+    for both (torch's, fused on CPU); table_l2 and weight_decay as in the module docstring. Short
+    steps (logistic regression) pay for every bit of per-step Python, hence the fused dense updates
+    (the bench's B5 measures them).
     """
 
     rows: RowOptimizer
@@ -185,8 +205,11 @@ class Optimizers:
         dense = [p for p in model.parameters() if all(p is not t for t in tables)]
         if spec.optimizer == "adagrad":
             on_cpu = all(p.device.type == "cpu" for p in dense)
-            return cls(RowAdagrad(tables, spec.lr), torch.optim.Adagrad(dense, lr=spec.lr, fused=on_cpu or None))
-        return cls(RowAdam(tables, spec.lr), FusedAdam(dense, lr=spec.lr))
+            return cls(
+                RowAdagrad(tables, spec.lr, spec.table_l2),
+                torch.optim.Adagrad(dense, lr=spec.lr, weight_decay=spec.weight_decay, fused=on_cpu or None),
+            )
+        return cls(RowAdam(tables, spec.lr, spec.table_l2), FusedAdam(dense, spec.lr, spec.weight_decay))
 
     def state_dict(self) -> dict:
         return {"rows": self.rows.state_dict(), "dense": self.dense.state_dict()}

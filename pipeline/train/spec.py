@@ -11,16 +11,36 @@ from ..data.spec import NegativeDownsampling
 
 
 class EarlyStopping(Strict):
-    metric: Literal["auc", "logloss"] = Field(default="auc", description="Validation metric watched.")
+    metric: Literal["logloss", "auc"] = Field(
+        default="logloss",
+        description="Validation metric watched, and the one that picks the epoch kept. log loss (a proper "
+        "scoring rule) by default: AUC ignores overconfidence.",
+    )
     patience: int = Field(default=3, ge=1, le=INT64_MAX, description="Epochs without improvement before stopping.")
 
 
 class TrainSpec(Strict):
     optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="Optimizer for all parameters.")
     lr: float = Field(default=0.003, gt=0, le=1e3, description="Learning rate (finite, > 0).")
+    table_l2: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e3,
+        description="L2 on the per-id table rows each step touches: the step's loss gains (l2/2)·Σ‖row‖² over them.",
+    )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Dense parameters' decay: AdamW's decoupled decay with adam, an L2 gradient term with adagrad.",
+    )
     batch_size: int = Field(default=512, ge=1, le=1 << 24, description="Rows per step (at most 2^24).")
     epochs: int = Field(default=10, ge=1, le=100_000, description="Maximum passes over the training rows.")
-    early_stopping: EarlyStopping | None = Field(default=None, description="Stop when validation stops improving.")
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="Stop when validation stops improving. With or without it, the epoch with the best validation "
+        "log loss (or the early-stopping metric) is the one kept.",
+    )
     seed: Seed = Field(default=0, description="Seed of initialization and shuffling.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks cuda when available.")
     negative_downsampling: NegativeDownsampling | None = Field(

@@ -95,6 +95,7 @@ def base_spec() -> dict:
         ],
         "model": {"sparse_linear": {"width": 4}, "mlp": {"layers": [4]}},
         "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "seed": 3},
+        "calibration": {"kind": "isotonic"},  # a calibrator file in the bundle, for the cases that damage it
         "validation": {"gates": {}},
     }
 
@@ -755,6 +756,7 @@ for _id, _name, _edit, _says in [
     ),
     ("bundle-calibrator-lengths", "calibrator.json", lambda o: {**o, "xs": o["xs"] + [1.5]}, "calibrator has"),
     ("bundle-calibrator-descending", "calibrator.json", lambda o: {**o, "ys": o["ys"][::-1]}, "not ascending"),
+    ("bundle-calibrator-unknown-kind", "calibrator.json", lambda o: {**o, "kind": "spline"}, "has kind 'spline'"),
     (
         "bundle-calibrator-outside-0-1",
         "calibrator.json",

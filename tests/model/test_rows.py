@@ -43,19 +43,23 @@ def test_deduplicate_describes_the_batch():
     assert known.row_of_entry.tolist() == derived.row_of_entry.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.parametrize("l2", [0.0, 0.3])
 @pytest.mark.parametrize("kind", ["adam", "adagrad"])
-def test_row_optimizers_equal_torch_sparse_optimizers(kind):
+def test_row_optimizers_equal_torch_sparse_optimizers(kind, l2):
+    """The row-wise path (gathered rows, g + l2·θ on them) equals the dense definition: the full
+    table under torch's sparse optimizer, loss + (l2/2)·Σ‖θ_r‖² over the batch's distinct ids."""
     torch.manual_seed(2)
     reference = torch.nn.Parameter(torch.randn(NUM_IDS, WIDTH))
     table = reference.detach().clone()
     torch_opt = (
         torch.optim.SparseAdam([reference], lr=0.05) if kind == "adam" else torch.optim.Adagrad([reference], lr=0.05)
     )
-    row_opt = RowAdam([table], lr=0.05) if kind == "adam" else RowAdagrad([table], lr=0.05)
+    row_opt = RowAdam([table], lr=0.05, l2=l2) if kind == "adam" else RowAdagrad([table], lr=0.05, l2=l2)
     for ids, values, offsets, target in _batches(steps=8):
         torch_opt.zero_grad()
         pooled = F.embedding_bag(ids, reference, offsets, mode="sum", per_sample_weights=values, sparse=True)
-        ((pooled - target) ** 2).sum().backward()
+        touched = F.embedding(torch.unique(ids), reference, sparse=True)
+        (((pooled - target) ** 2).sum() + l2 / 2 * (touched**2).sum()).backward()
         torch_opt.step()
 
         batch = deduplicate(ids, offsets, NUM_IDS)
@@ -130,7 +134,9 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
         assert torch.equal(tensor, states[1][name]), name
 
 
-def test_fused_dense_adam_equals_torch_adam():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_fused_dense_adam_equals_torch_adam(weight_decay):
+    """Without decay, torch.optim.Adam; with it, torch.optim.AdamW (decoupled decay)."""
     from snn.pipeline.train.optimizers import FusedAdam
 
     torch.manual_seed(4)
@@ -140,7 +146,12 @@ def test_fused_dense_adam_equals_torch_adam():
         torch.nn.Parameter(torch.randn(2)),
     ]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
+    mine = FusedAdam(ours, lr=0.01, weight_decay=weight_decay)
+    reference = (
+        torch.optim.AdamW(theirs, lr=0.01, weight_decay=weight_decay)
+        if weight_decay
+        else torch.optim.Adam(theirs, lr=0.01)
+    )
     for step in range(6):
         grads = [torch.randn_like(p) for p in ours]
         for params in (ours, theirs):

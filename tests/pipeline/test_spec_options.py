@@ -113,3 +113,27 @@ def test_options_run_and_online_equals_batch(runner, data_dir, variant):
     else:
         checks = {(c["metric"], c["rule"]) for c in out["verdict"]["checks"]}
         assert checks == {("auc", "max_drop_vs_baseline"), ("logloss", "max_increase_vs_baseline")}
+
+
+def test_grading_without_a_test_split_is_flagged_in_sample(runner, data_dir):
+    """No test split: the verdict, the report, the run's tags and stderr say the figures are
+    in-sample (the validation rows chose the epoch and fit the calibrator); with one they do not."""
+    import mlflow
+
+    spec = options_spec("b")
+    spec["name"] = "no-test"
+    del spec["data"]["test"]
+    spec["validation"] = {"gates": {"auc": {"min": 0.5}}}
+    result = invoke(runner, "validate", write_spec(data_dir, spec, "no-test.yaml"), "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    verdict = out["verdict"]
+    assert verdict["split"] == "validation" and verdict["in_sample"] is True
+    assert "IN-SAMPLE" in verdict["warning"] and "IN-SAMPLE" in result.stderr
+    assert json.loads((data_dir / ".snn" / "reports" / "no-test" / "verdict.json").read_text())["in_sample"] is True
+    mlflow.set_tracking_uri(out["tracking_uri"])
+    tags = mlflow.search_runs(experiment_names=["no-test"], filter_string="tags.`snn.step` = 'validate'")
+    assert tags["tags.snn.in_sample"].tolist() == ["true"]
+
+    with_test = invoke(runner, "validate", write_spec(data_dir, options_spec("a"), "a.yaml"), "--json")
+    assert json.loads(with_test.stdout)["verdict"]["in_sample"] is False and "IN-SAMPLE" not in with_test.stderr

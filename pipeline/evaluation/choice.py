@@ -1,0 +1,64 @@
+"""Choosing the calibrator by cross-validated log loss (calibration kind `auto`).
+
+The validation rows are dealt into K folds (a seeded permutation); each candidate is fit on K−1
+folds and scores the fold left out, so every row gets an out-of-fold calibrated score from each
+candidate. The candidate with the lowest out-of-fold log loss wins (the earlier listed on a tie;
+`none` is the raw score, so a calibrator is kept only when it beats raw on rows it was not fit
+on), and is then fit on all the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics
+from .calibrate import Calibrator, fit_calibrator
+from .spec import AutoCalibration, NoCalibration, PlattCalibration
+
+FOLD_SEED = 0
+
+
+@dataclass
+class Choice:
+    """The chosen calibrator (None: raw scores), its kind and the evidence for it."""
+
+    kind: str
+    calibrator: Calibrator | None
+    evidence: dict = field(default_factory=dict)
+
+
+def candidate_spec(kind: str, spec: AutoCalibration):
+    if kind == "isotonic":
+        return spec.isotonic
+    return PlattCalibration(kind="platt") if kind == "platt" else NoCalibration(kind="none")
+
+
+def choose_calibrator(scores, labels, weights, spec: AutoCalibration) -> Choice:
+    """scores, labels, weights [n] (scores already corrected for downsampling) -> the Choice, with
+    evidence {"folds", "rows", "cv_logloss": {kind: value}, "cv_calibration_ratio": {kind: value}}
+    or {"reason"} when the rows hold a single class (no calibrator can be judged: none)."""
+    scores, labels, weights = (np.asarray(a, np.float64) for a in (scores, labels, weights))
+    keep = weights > 0
+    scores, labels, weights = scores[keep], labels[keep], weights[keep]
+    positives = float(np.sum(weights * labels))
+    if positives <= 0 or positives >= float(np.sum(weights)) or len(scores) < spec.folds:
+        reason = f"{len(scores)} validation rows with positive weight, {positives:g} weighted positives"
+        return Choice("none", None, {"reason": f"{reason}: too few of both classes to fit a calibrator"})
+    fold = np.random.default_rng(FOLD_SEED).permutation(len(scores)) % spec.folds
+    out_of_fold = {kind: np.empty(len(scores)) for kind in spec.candidates}
+    for k in range(spec.folds):
+        fit, held = fold != k, fold == k
+        for kind in spec.candidates:
+            calibrator = fit_calibrator(candidate_spec(kind, spec), scores[fit], labels[fit], weights[fit])
+            out_of_fold[kind][held] = scores[held] if calibrator is None else calibrator(scores[held])
+    losses = {kind: metrics.logloss(labels, p, weights) for kind, p in out_of_fold.items()}
+    kind = min(spec.candidates, key=lambda k: (losses[k], spec.candidates.index(k)))
+    evidence = {
+        "folds": spec.folds,
+        "rows": len(scores),
+        "cv_logloss": losses,
+        "cv_calibration_ratio": {k: metrics.calibration_ratio(labels, p, weights) for k, p in out_of_fold.items()},
+    }
+    return Choice(kind, fit_calibrator(candidate_spec(kind, spec), scores, labels, weights), evidence)
