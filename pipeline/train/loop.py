@@ -1,8 +1,9 @@
 """The training loop: shuffled CSR batches -> the network -> weighted BCE -> optimizer step.
 
 Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r. Each epoch ends with validation
-metrics (of the downsampling-corrected probability when negatives were downsampled); the best epoch's weights are kept (by validation log loss, or the early-stopping
-metric), whether or not early stopping ends training before the last epoch.
+metrics (of the downsampling-corrected probability when negatives were downsampled); the best
+epoch's weights are kept (by validation log loss, or the early-stopping metric), whether or not
+early stopping ends training before the last epoch.
 """
 
 from __future__ import annotations
