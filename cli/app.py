@@ -164,7 +164,7 @@ def _print_calibrate(result: dict) -> None:
 
 def _print_metrics(result: dict) -> None:
     for split, by_kind in result["metrics"].items():
-        for kind in ("raw", "calibrated", "baseline", "oracle"):
+        for kind in ("uncorrected", "raw", "calibrated", "baseline", "oracle"):
             if kind in by_kind:
                 m = by_kind[kind]
                 err(

@@ -13,13 +13,13 @@ from pathlib import Path
 from .figures import Figure, interleaved_results
 
 
-def synth_file(folder: Path, rows: int) -> Path:
-    """A cached synthetic parquet file of `rows` rows (seed 0)."""
+def synth_file(folder: Path, rows: int, seed: int = 0) -> Path:
+    """A cached synthetic parquet file of `rows` rows drawn from the planted model of `seed`."""
     from ..data.synth import SynthConfig, write
 
-    path = folder / f"synth-{rows}.parquet"
+    path = folder / (f"synth-{rows}.parquet" if seed == 0 else f"synth-{rows}-seed{seed}.parquet")
     if not path.exists():
-        write(path, SynthConfig(rows=rows, seed=0))
+        write(path, SynthConfig(rows=rows, seed=seed))
     return path
 
 

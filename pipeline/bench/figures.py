@@ -11,6 +11,7 @@ from typing import TypeVar
 from ..data.encoded import CSRBatch, EncodedSplit
 
 BATCH = 4096
+FOUR_DECIMALS = {"auc", "logloss", "ratio", "ece"}  # units shown to 4 decimals
 T = TypeVar("T")
 
 
@@ -67,7 +68,7 @@ def table(result: dict) -> str:
     lines = [f"{'figure':<28} {'snn':>12} {'competitor':>12} {'ratio':>7}  unit    competitor / target / note"]
 
     def fmt(value: float | None, unit: str) -> str:
-        return "-" if value is None else f"{value:,.4f}" if unit == "auc" else f"{value:,.1f}"
+        return "-" if value is None else f"{value:,.4f}" if unit in FOUR_DECIMALS else f"{value:,.1f}"
 
     for f in result["figures"]:
         ratio = "-" if f["ratio"] is None else f"{f['ratio']:.2f}x"

@@ -1,13 +1,10 @@
-"""Q (one epoch's test AUC against the oracle) and B4 (snn predict rows/s, online latency), through
-the real pipeline on synthetic data."""
+"""Q (one epoch's test AUC against the oracle, 3 seeds; quality.py) and B4 (snn predict rows/s,
+online latency), through the real pipeline on synthetic data."""
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,46 +15,23 @@ from .figures import Figure
 
 
 def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], Path]:
-    """Q (one epoch vs oracle), B4 (predict rows/s, online latency), via the real pipeline; also
-    returns the run's prepare folder (B5 trains on its encoded train split)."""
+    """Q (one epoch vs oracle, 3 seeds), B4 (predict rows/s, online latency), via the real pipeline;
+    also returns seed 0's prepare folder (B5 trains on its encoded train split)."""
     import polars as pl
-    import yaml
 
-    from ..data.synth import synth_spec, train_rows
+    from ..data.synth import train_rows
     from ..serving.online import OnlineScorer
     from ..serving.predict import predict_file
     from ..store.bundle import Bundle
+    from .quality import bench_oracle_gap
 
     rows = size["quality_rows"]
+    figures, result = bench_oracle_gap(size, folder)
     path = synth_file(folder, rows)
-    spec_path = folder / f"quality-{rows}.yaml"
-    spec_path.write_text(yaml.safe_dump(synth_spec(path.name, rows, name=f"quality-{rows}"), sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
-    out = subprocess.run(
-        [sys.executable, "-m", "snn.cli.app", "validate", str(spec_path), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode not in (0, 3):
-        raise RuntimeError(f"quality run failed: {out.stderr[-2000:]}")
-    result = json.loads(out.stdout)
-    test = result["metrics"]["test"]
     history = json.loads((Path(result["steps"]["train"]["path"]) / "history.json").read_text())
-    figures = [
-        Figure(
-            "Q.one_epoch_auc_vs_oracle",
-            f"test AUC after 1 epoch, {rows:,} synthetic rows (interactions)",
-            "auc",
-            test["raw"]["auc"],
-            "oracle (true p)",
-            test["oracle"]["auc"],
-            target="within 0.01 of oracle",
-            note=f"gap {test['oracle']['auc'] - test['raw']['auc']:.4f}",
-        ),
-        Figure("Q.train_rows_per_s", "pipeline training rows/s in that run", "rows/s", history[0]["rows_per_s"]),
-    ]
+    figures.append(
+        Figure("Q.train_rows_per_s", "pipeline training rows/s in seed 0's run", "rows/s", history[0]["rows_per_s"])
+    )
     bundle_path = Path(result["bundle"])
     cut = train_rows(rows)
     predict_runs = []

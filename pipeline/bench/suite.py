@@ -13,10 +13,12 @@ import torch
 from .encoding import bench_fit_encode
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
+from .quality import bench_shipped_specs
 from .training import bench_logistic, bench_training
 
 SIZES = {
-    # rows for B1/B5 training, ids for B1/B2, B3 row counts, repeats, Q rows, online requests
+    # rows for B1/B5 training, ids for B1/B2, B3 row counts, repeats, Q rows, online requests, and
+    # whether to run the shipped specs (Adult, Criteo, synthetic) over 3 seeds
     "full": {
         "train_rows": 1_000_000,
         "num_ids": 1 << 22,
@@ -29,6 +31,7 @@ SIZES = {
         "b2_repeats": 200,
         "b2_cold_entries": 400_000,
         "requests": 200,
+        "shipped_specs": True,
     },
     "tiny": {
         "train_rows": 20_000,
@@ -42,6 +45,7 @@ SIZES = {
         "b2_repeats": 5,
         "b2_cold_entries": 2_000,
         "requests": 5,
+        "shipped_specs": False,
     },
 }
 
@@ -57,6 +61,8 @@ def run(size_name: str, folder: Path) -> dict:
     figures = bench_training(size, notes) + bench_forward(size) + bench_fit_encode(size, folder)
     quality, prepared = bench_quality_and_serving(size, folder)
     figures += quality + bench_logistic(size, prepared)
+    if size["shipped_specs"]:
+        figures += bench_shipped_specs(folder)
     return {
         "size": size_name,
         "machine": {

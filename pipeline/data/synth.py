@@ -220,5 +220,4 @@ def synth_spec(data_path: str, rows: int, name: str = "synth", width: int = 64, 
             "interactions": {"dim": 16},
         },
         "train": {"optimizer": "adam", "lr": 0.01, "batch_size": batch_size, "epochs": 1, "seed": 1},
-        "calibration": {"kind": "isotonic"},
     }

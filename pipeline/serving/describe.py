@@ -43,7 +43,13 @@ def describe(path: Path) -> str:
     lines.append("  weights:")
     for name, array in bundle.weights.items():
         lines.append(f"    {name:<28} {tuple(array.shape)!s:<16} |w| mean {float(np.abs(array).mean()):.4g}")
-    if bundle.calibrator is not None:
-        lines.append(f"  calibrator: {bundle.calibrator.describe()}")
+    calibrate = bundle.metrics.get("calibrate", {})
+    if bundle.calibrator is not None or calibrate:
+        losses = calibrate.get("evidence", {}).get("cv_logloss", {})
+        chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in losses.items())
+        lines.append(
+            f"  calibrator: {bundle.calibrator.describe() if bundle.calibrator else 'none'}"
+            + (f" (cross-validated log loss: {chosen})" if chosen else "")
+        )
     lines.append("  metrics: " + json.dumps(bundle.metrics))
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation import metrics
-from ..evaluation.calibrate import downsampling_correction, fit_calibrator
+from ..evaluation.calibrate import fit_calibrator
 from ..evaluation.choice import Choice, choose_calibrator
 from ..evaluation.spec import AutoCalibration
 from ..model.inference import raw_probabilities
@@ -28,7 +28,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         raw_bundle = Bundle.load(trained.path / "bundle")
         validation = split_of(prepared, "validation", raw_bundle.feature_map.num_ids)
         raw = raw_probabilities(load_model(raw_bundle), validation)
-        corrected = downsampling_correction(raw, raw_bundle.negative_rate) if raw_bundle.negative_rate != 1 else raw
+        corrected = raw_bundle.corrected(raw)
         y, w = validation.labels, validation.weights
         if isinstance(calibration, AutoCalibration):
             choice = choose_calibrator(corrected, y, w, calibration)
@@ -37,9 +37,9 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         bundle = raw_bundle.calibrated(calibration, choice.calibrator, {})
         calibrated = bundle.finish(raw)
         summary = {
-            "val_logloss_raw": metrics.logloss(y, raw, w),
+            "val_logloss_raw": metrics.logloss(y, corrected, w),
             "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
-            "val_calibration_ratio_raw": metrics.calibration_ratio(y, raw, w),
+            "val_calibration_ratio_raw": metrics.calibration_ratio(y, corrected, w),
             "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
         }
         for kind, value in choice.evidence.get("cv_logloss", {}).items():

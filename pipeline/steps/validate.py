@@ -2,9 +2,11 @@
 oracle and a baseline bundle; plots; gates; parity against online scores -> a report folder and a
 verdict.
 
-Gates and plots grade the test split. Without one they grade the validation split, whose rows
-chose the epoch kept and fit the calibrator: the verdict is then marked `in_sample` and a
-warning says so (stderr, verdict.json, the MLflow tag snn.in_sample)."""
+Metric kinds: raw (the network's probability, with the analytic downsampling correction when
+negatives were downsampled), uncorrected (without it; downsampled models only), calibrated (the
+served score), oracle, baseline. Gates and plots grade the test split. Without one they grade
+the validation split, whose rows chose the epoch kept and fit the calibrator: the verdict is then
+marked `in_sample` and a warning says so (stderr, verdict.json, the MLflow tag snn.in_sample)."""
 
 from __future__ import annotations
 
@@ -58,11 +60,13 @@ def run(
         )
         for name, split in evaluated.items():
             scored, y, w = split.scored, split.labels, split.weights
-            raw, final = scored["raw_score"].to_numpy(), scored["score"].to_numpy()
+            raw, final = bundle.corrected(scored["raw_score"].to_numpy()), scored["score"].to_numpy()
             split_metrics = {
                 "raw": metrics.all_metrics(y, raw, w, **kw),
                 "calibrated": metrics.all_metrics(y, final, w, **kw),
             }
+            if bundle.negative_rate != 1.0:
+                split_metrics["uncorrected"] = metrics.all_metrics(y, scored["raw_score"].to_numpy(), w, **kw)
             if split.oracle is not None:
                 split_metrics["oracle"] = metrics.all_metrics(y, split.oracle, w, **kw)
             if split.baseline is not None:
@@ -71,13 +75,13 @@ def run(
                 split_metrics["slices"] = slice_metrics(split.slices, validation.slices, y, final, w, **kw)
             result["metrics"][name] = split_metrics
             scored.with_columns(pl.Series("label", y)).write_parquet(tmp / f"predictions_{name}.parquet")
-            for kind in [k for k in ("raw", "calibrated", "oracle") if k in split_metrics]:
+            for kind in [k for k in ("raw", "uncorrected", "calibrated", "oracle") if k in split_metrics]:
                 ctx.tracker.metrics({f"{name}_{kind}_{k}": v for k, v in split_metrics[kind].items()})
         gated_split = list(evaluated)[-1]  # test when there is one, else validation
         in_sample = gated_split != "test"
         gated, scored = result["metrics"][gated_split], evaluated[gated_split].scored
         y, w = evaluated[gated_split].labels, evaluated[gated_split].weights
-        curves = {"raw": scored["raw_score"].to_numpy(), "calibrated": scored["score"].to_numpy()}
+        curves = {"raw": bundle.corrected(scored["raw_score"].to_numpy()), "calibrated": scored["score"].to_numpy()}
         title = f"{gated_split} split" + (" (IN-SAMPLE)" if in_sample else "")
         reliability_png(tmp / "reliability.png", y, curves, w, validation.ece_bins, title)
         roc_png(tmp / "roc.png", y, curves, w, title)

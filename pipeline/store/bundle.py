@@ -79,11 +79,15 @@ class Bundle:
         down = self.recipe.train.negative_downsampling
         return down.rate if down is not None else 1.0
 
+    def corrected(self, raw: np.ndarray) -> np.ndarray:
+        """Raw probabilities [n] -> the model's probabilities on undownsampled data [n] (the analytic
+        downsampling correction, the identity when nothing was downsampled)."""
+        p = np.asarray(raw, dtype=np.float64)
+        return downsampling_correction(p, self.negative_rate) if self.negative_rate != 1.0 else p
+
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Raw probabilities [n] -> final scores [n] (downsampling correction, then calibrator)."""
-        p = np.asarray(raw, dtype=np.float64)
-        if self.negative_rate != 1.0:
-            p = downsampling_correction(p, self.negative_rate)
+        p = self.corrected(raw)
         return self.calibrator(p) if self.calibrator is not None else p
 
     def save(self, folder: Path) -> None:

@@ -152,6 +152,9 @@ def train_model(
         model.train()
         epoch_start, total_loss, batches = time.perf_counter(), torch.zeros((), device=device), 0
         for batch in train.batches(spec.batch_size, rng.permutation(train.rows)):
+            if spec.lr_schedule == "linear":
+                done = (epoch - 1) * progress.total + batches
+                optimizers.set_lr(spec.lr * (1 - done / (spec.epochs * progress.total)))
             total_loss += training_step(model, optimizers, batch, device)
             batches += 1
             progress.batch(epoch, batches)

@@ -211,6 +211,15 @@ class Optimizers:
             )
         return cls(RowAdam(tables, spec.lr, spec.table_l2), FusedAdam(dense, spec.lr, spec.weight_decay))
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of every update from the next step on (a schedule's value)."""
+        self.rows.lr = lr
+        if isinstance(self.dense, FusedAdam):
+            self.dense.lr = lr
+        else:
+            for group in self.dense.param_groups:
+                group["lr"] = lr
+
     def state_dict(self) -> dict:
         return {"rows": self.rows.state_dict(), "dense": self.dense.state_dict()}
 

@@ -22,6 +22,10 @@ class EarlyStopping(Strict):
 class TrainSpec(Strict):
     optimizer: Literal["adam", "adagrad"] = Field(default="adam", description="Optimizer for all parameters.")
     lr: float = Field(default=0.003, gt=0, le=1e3, description="Learning rate (finite, > 0).")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        default="linear",
+        description="constant: lr at every step; linear: lr·(1 − t/T) at step t of the T steps of all epochs.",
+    )
     table_l2: float = Field(
         default=0.0,
         ge=0,
@@ -29,7 +33,7 @@ class TrainSpec(Strict):
         description="L2 on the per-id table rows each step touches: the step's loss gains (l2/2)·Σ‖row‖² over them.",
     )
     weight_decay: float = Field(
-        default=0.0,
+        default=0.5,
         ge=0,
         le=1,
         description="Dense parameters' decay: AdamW's decoupled decay with adam, an L2 gradient term with adagrad.",

@@ -109,7 +109,8 @@ def test_options_run_and_online_equals_batch(runner, data_dir, variant):
     assert test["calibrated"]["auc"] > 0.7
     if variant == "a":  # the analytic correction undoes the 50% negative downsampling
         assert abs(test["calibrated"]["calibration_ratio"] - 1) < 0.15
-        assert test["raw"]["calibration_ratio"] > test["calibrated"]["calibration_ratio"] + 0.1
+        assert test["uncorrected"]["calibration_ratio"] > test["calibrated"]["calibration_ratio"] + 0.1
+        assert abs(test["raw"]["calibration_ratio"] - 1) < 0.15  # raw: with the analytic correction
     else:
         checks = {(c["metric"], c["rule"]) for c in out["verdict"]["checks"]}
         assert checks == {("auc", "max_drop_vs_baseline"), ("logloss", "max_increase_vs_baseline")}
@@ -137,3 +138,33 @@ def test_grading_without_a_test_split_is_flagged_in_sample(runner, data_dir):
 
     with_test = invoke(runner, "validate", write_spec(data_dir, options_spec("a"), "a.yaml"), "--json")
     assert json.loads(with_test.stdout)["verdict"]["in_sample"] is False and "IN-SAMPLE" not in with_test.stderr
+
+
+def test_auto_calibration_records_its_choice_and_evidence(runner, data_dir):
+    """The default calibration picks by cross-validated log loss and writes down why: in the step's
+    output, the bundle (bundle.json, calibrator.json) and the calibrate step's MLflow run."""
+    import mlflow
+
+    spec = options_spec("b")
+    spec["name"] = "auto-calibration"
+    del spec["calibration"]
+    result = invoke(runner, "calibrate", write_spec(data_dir, spec, "auto.yaml"), "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    losses = out["evidence"]["cv_logloss"]
+    assert set(losses) == {"none", "platt", "isotonic"} and out["calibrator"] == min(losses, key=losses.get)
+    shown = invoke(runner, "calibrate", data_dir / "auto.yaml")  # cached: the human output
+    assert f"calibrator: {out['calibrator']}  (cross-validated log loss: none " in shown.stderr
+    bundle = data_dir / ".snn" / "bundles" / "auto-calibration"
+    recorded = json.loads((bundle / "bundle.json").read_text())["metrics"]["calibrate"]
+    assert recorded["calibrator"] == out["calibrator"] and recorded["evidence"]["cv_logloss"] == losses
+    assert (bundle / "calibrator.json").is_file() == (out["calibrator"] != "none")
+    mlflow.set_tracking_uri(out["tracking_uri"])
+    runs = mlflow.search_runs(
+        experiment_names=["auto-calibration"],
+        filter_string="tags.`snn.step` = 'calibrate' and tags.`snn.cache_hit` = 'false'",
+    )
+    assert runs["params.calibrator"].tolist() == [out["calibrator"]]
+    assert runs["metrics.cv_logloss_none"].tolist() == [pytest.approx(losses["none"])]
+    inspected = invoke(runner, "inspect", bundle)
+    assert inspected.exit_code == 0 and "(cross-validated log loss: none " in inspected.stdout

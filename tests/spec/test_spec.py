@@ -18,7 +18,7 @@ def _text(spec: dict) -> str:
 def test_the_adult_spec_is_valid():
     spec = parse_spec((ROOT / "specs" / "adult.yaml").read_text())
     assert spec.features[3].discretizer.bins == 32
-    assert spec.calibration.kind == "isotonic"
+    assert spec.calibration.kind == "auto"
 
 
 def test_errors_name_the_path_and_the_line():

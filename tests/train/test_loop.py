@@ -31,7 +31,16 @@ def _overfitting_splits():
 @pytest.mark.parametrize("early_stopping", [None, EarlyStopping(patience=20)])
 def test_the_best_epoch_is_kept_and_reported(early_stopping):
     train, validation = _overfitting_splits()
-    spec = TrainSpec(epochs=6, lr=0.05, batch_size=32, seed=1, device="cpu", early_stopping=early_stopping)
+    spec = TrainSpec(
+        epochs=6,
+        lr=0.05,
+        lr_schedule="constant",
+        weight_decay=0.0,
+        batch_size=32,
+        seed=1,
+        device="cpu",
+        early_stopping=early_stopping,
+    )
     plan = plan_for(
         ModelSpec.model_validate({"sparse_linear": {"width": 16}, "mlp": {"layers": [16]}}), IdSpace(1204, 2)
     )
@@ -49,3 +58,23 @@ def test_the_best_epoch_is_kept_and_reported(early_stopping):
 
 def test_early_stopping_watches_log_loss_by_default():
     assert EarlyStopping().metric == "logloss"
+
+
+def test_the_linear_schedule_decays_the_rate_to_zero_over_all_steps(monkeypatch):
+    from snn.pipeline.train.optimizers import Optimizers
+
+    seen = []
+    original = Optimizers.set_lr
+
+    def recording(self, lr):
+        seen.append((lr, self.rows.lr))
+        original(self, lr)
+        assert self.rows.lr == lr and self.dense.lr == lr
+
+    monkeypatch.setattr(Optimizers, "set_lr", recording)
+    train, validation = _overfitting_splits()
+    spec = TrainSpec(epochs=2, lr=0.04, batch_size=100, seed=1, device="cpu", lr_schedule="linear")
+    plan = plan_for(ModelSpec(), IdSpace(1204, 2))
+    train_model(plan, spec, train, validation)
+    steps = 2 * 6  # 600 rows in batches of 100, twice
+    assert [lr for lr, _ in seen] == pytest.approx([0.04 * (1 - t / steps) for t in range(steps)])
