@@ -152,8 +152,11 @@ def _print_fit(result: dict) -> None:
 def _print_calibrate(result: dict) -> None:
     m = result["metrics"]
     err(
-        f"calibrator: {result['calibrator']}  (cross-validated log loss: "
-        + (", ".join(f"{k} {v:.4f}" for k, v in result["evidence"].get("cv_logloss", {}).items()) or "not compared")
+        f"calibrator: {result.get('calibrator', 'unknown')}  (cross-validated log loss: "
+        + (
+            ", ".join(f"{k} {v:.4f}" for k, v in result.get("evidence", {}).get("cv_logloss", {}).items())
+            or "not compared"
+        )
         + ")"
     )
     err(

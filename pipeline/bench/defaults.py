@@ -5,8 +5,9 @@ validation log loss (what a default may be chosen on) and reported on its test s
     python -m snn.pipeline.bench.defaults --workdir .snn/defaults -o defaults.json \
         --grid '{"table_l2": [0, 1e-4, 1e-3, 1e-2]}' specs/adult.yaml specs/criteo.yaml specs/synthetic.yaml
 
-Prints a table per dataset (setting x seed: validation log loss, test AUC, raw and calibrated log
-loss, calibration ratio) and writes every run's figures as JSON.
+Prints a line per data set and setting (the means over seeds of: the best epoch's validation log
+loss, test AUC, raw and calibrated log loss, calibration ratio; each seed's best epoch) and writes
+every run's figures as JSON.
 """
 
 from __future__ import annotations

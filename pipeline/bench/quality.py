@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from ..spec import load_spec
@@ -39,12 +38,14 @@ def validate_json(spec_path: Path, folder: Path) -> dict:
 
 def test_figures(result: dict) -> dict:
     """A validate result -> its test-split figures and the best epoch's validation log loss."""
-    history = json.loads((Path(result["steps"]["train"]["path"]) / "history.json").read_text())
+    train_folder = Path(result["steps"]["train"]["path"])
+    history = json.loads((train_folder / "history.json").read_text())
+    best_epoch = json.loads((train_folder / "step.json").read_text())["metrics"]["best_epoch"]
     test = result["metrics"]["test"]
     raw, calibrated = test["raw"], test["calibrated"]
     return {
-        "val_logloss": min(row["val_logloss"] for row in history),
-        "best_epoch": 1 + int(np.argmin([row["val_logloss"] for row in history])),
+        "val_logloss": history[int(best_epoch) - 1]["val_logloss"],
+        "best_epoch": int(best_epoch),
         "epochs": len(history),
         "rows": raw["rows"],
         "auc": raw["auc"],
@@ -84,8 +85,8 @@ def run_variant(spec_path: Path, train_options: dict, folder: Path, env: dict | 
 
 
 def ratio_interval(ratio: float, ctr: float, rows: float) -> tuple[float, float]:
-    """An approximate 95% interval of a calibration ratio Σp/Σy from the label noise alone:
-    Σy is binomial, so ratio·(1 ± 1.96·√((1 − ctr)/(rows·ctr)))."""
+    """An approximate 95% interval of a calibration ratio Σp/Σy from the label noise alone: Σy is
+    binomial, Σy ≈ E[Σy]·(1 ± h) with h = 1.96·√((1 − ctr)/(rows·ctr)), so ratio/(1 ± h)."""
     half = 1.96 * ((1 - ctr) / (rows * ctr)) ** 0.5
     return ratio / (1 + half), ratio / (1 - half)
 
@@ -161,7 +162,7 @@ def bench_shipped_specs(folder: Path) -> list[Figure]:
     figures = []
     for name in SHIPPED_SPECS:
         spec_path = SHIPPED / f"{name}.yaml"
-        base = load_spec(spec_path).spec.train.seed if name != "synthetic" else 1
+        base = load_spec(spec_path).spec.train.seed
         runs = [run_variant(spec_path, {"seed": base + k}, folder / f"shipped-{name}", env) for k in range(len(SEEDS))]
         mean, spread = _summaries(runs)
         low, high = ratio_interval(mean("ratio_calibrated"), mean("ctr"), runs[0]["rows"])

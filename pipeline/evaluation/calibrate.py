@@ -128,8 +128,10 @@ class Platt:
     @classmethod
     def fit(cls, scores, labels, weights, max_steps: int = 100) -> Platt:
         """Weighted log-loss fit by Newton's method with step halving (the loss is convex), from the
-        identity (1, 0), until the gradient is below 1e-12. A negative best slope (scores ranked
-        backwards) falls back to the best constant (slope 0)."""
+        identity (1, 0), until the gradient is below 1e-12 (or max_steps: separable rows have no
+        finite optimum, and the fit stops at a steep, finite map). A negative best slope (scores
+        ranked backwards) falls back to the best constant (slope 0); a single distinct score fits
+        the intercept alone. Needs both classes (`fit_problem`)."""
         z = _logit(scores)
         y, w = np.asarray(labels, np.float64), np.asarray(weights, np.float64)
         w = w / w.sum()
@@ -154,9 +156,12 @@ class Platt:
                 theta = theta - scale * step
             return theta
 
-        theta = solve(np.array([1.0, 0.0]), np.array([True, True]))
-        if theta[0] < 0:
-            theta = solve(np.array([0.0, 0.0]), np.array([False, True]))
+        if np.ptp(z) == 0:  # one score: only the level can be fit
+            theta = solve(np.array([1.0, 0.0]), np.array([False, True]))
+        else:
+            theta = solve(np.array([1.0, 0.0]), np.array([True, True]))
+            if theta[0] < 0:
+                theta = solve(np.array([0.0, 0.0]), np.array([False, True]))
         return cls(float(theta[0]), float(theta[1]))
 
     def problem(self) -> str | None:
@@ -177,6 +182,15 @@ class Platt:
 
 
 Calibrator = Isotonic | Platt
+
+
+def fit_problem(labels, weights) -> str | None:
+    """Why no calibrator can be fit on these rows (they need weight on both classes), or None."""
+    y, w = np.asarray(labels, np.float64), np.asarray(weights, np.float64)
+    total, positives = float(np.sum(w)), float(np.sum(w * y))
+    if positives <= 0 or positives >= total:
+        return f"the validation rows hold a single class (weight {total:g}, of it positive {positives:g})"
+    return None
 
 
 def fit_calibrator(

@@ -1,6 +1,7 @@
 """Choosing the calibrator by cross-validated log loss (calibration kind `auto`).
 
-The validation rows are dealt into K folds (a seeded permutation); each candidate is fit on K−1
+The validation rows are dealt into K folds (a seeded permutation within each class, so every
+fold holds its share of positives); each candidate is fit on K−1
 folds and scores the fold left out, so every row gets an out-of-fold calibrated score from each
 candidate. The candidate with the lowest out-of-fold log loss wins (the earlier listed on a tie;
 `none` is the raw score, so a calibrator is kept only when it beats raw on rows it was not fit
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
-from .calibrate import Calibrator, fit_calibrator
+from .calibrate import Calibrator, fit_calibrator, fit_problem
 from .spec import AutoCalibration, NoCalibration, PlattCalibration
 
 FOLD_SEED = 0
@@ -38,15 +39,22 @@ def candidate_spec(kind: str, spec: AutoCalibration):
 def choose_calibrator(scores, labels, weights, spec: AutoCalibration) -> Choice:
     """scores, labels, weights [n] (scores already corrected for downsampling) -> the Choice, with
     evidence {"folds", "rows", "cv_logloss": {kind: value}, "cv_calibration_ratio": {kind: value}}
-    or {"reason"} when the rows hold a single class (no calibrator can be judged: none)."""
+    or {"reason"} when no calibrator can be judged (a single class, or fewer rows of a class than
+    folds): then none."""
     scores, labels, weights = (np.asarray(a, np.float64) for a in (scores, labels, weights))
     keep = weights > 0
     scores, labels, weights = scores[keep], labels[keep], weights[keep]
-    positives = float(np.sum(weights * labels))
-    if positives <= 0 or positives >= float(np.sum(weights)) or len(scores) < spec.folds:
-        reason = f"{len(scores)} validation rows with positive weight, {positives:g} weighted positives"
-        return Choice("none", None, {"reason": f"{reason}: too few of both classes to fit a calibrator"})
-    fold = np.random.default_rng(FOLD_SEED).permutation(len(scores)) % spec.folds
+    problem = fit_problem(labels, weights)
+    positive = labels > 0.5
+    smaller = int(min(positive.sum(), (~positive).sum()))
+    if problem is None and smaller < spec.folds:
+        problem = f"{smaller} validation rows of one class, fewer than the {spec.folds} folds"
+    if problem is not None:
+        return Choice("none", None, {"reason": f"{problem}: no calibrator fit"})
+    fold = np.empty(len(scores), dtype=np.int64)
+    rng = np.random.default_rng(FOLD_SEED)
+    for members in (np.flatnonzero(positive), np.flatnonzero(~positive)):
+        fold[members[rng.permutation(len(members))]] = np.arange(len(members)) % spec.folds
     out_of_fold = {kind: np.empty(len(scores)) for kind in spec.candidates}
     for k in range(spec.folds):
         fit, held = fold != k, fold == k

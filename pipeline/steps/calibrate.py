@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from ..evaluation import metrics
-from ..evaluation.calibrate import fit_calibrator
+from ..evaluation.calibrate import fit_calibrator, fit_problem
 from ..evaluation.choice import Choice, choose_calibrator
 from ..evaluation.spec import AutoCalibration
 from ..model.inference import raw_probabilities
@@ -33,6 +34,12 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         if isinstance(calibration, AutoCalibration):
             choice = choose_calibrator(corrected, y, w, calibration)
         else:
+            problem = fit_problem(y, w) if calibration.kind != "none" else None
+            if problem is not None:
+                raise InputError(
+                    f"calibration.kind {calibration.kind}: {problem}; give the validation split rows of both "
+                    "classes (data.holdout or data.validation), or use calibration kind none or auto"
+                )
             choice = Choice(calibration.kind, fit_calibrator(calibration, corrected, y, w))
         bundle = raw_bundle.calibrated(calibration, choice.calibrator, {})
         calibrated = bundle.finish(raw)

@@ -37,7 +37,7 @@ from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
 
-FORMAT_VERSION = 2  # 2: the plan (plan.json), weights named by it; the recipe instead of the whole spec
+FORMAT_VERSION = 3  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators, regularization
 
 
 class Recipe(Strict):

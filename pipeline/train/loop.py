@@ -66,7 +66,7 @@ def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, devic
     optimizers.dense.zero_grad()
     loss.backward()
     optimizers.rows.step(structure.unique, rows)
-    optimizers.dense.step()
+    optimizers.step_dense()
     return loss.detach()
 
 

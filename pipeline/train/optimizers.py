@@ -6,14 +6,16 @@ Regularization (train.table_l2, train.weight_decay):
 
     table rows:  the step's loss gains (λ/2)·Σ_{r touched} ‖θ_r‖², so g_r ← g_r + λ·θ_r for the
                  rows the batch touched and no others (lazy, like the row-wise updates themselves);
-    dense:       adam: AdamW's decoupled decay θ ← θ·(1 − lr·wd) before the Adam step;
-                 adagrad: torch's Adagrad weight_decay, g ← g + wd·θ.
+    dense:       decoupled weight decay θ ← θ·(1 − lr·wd) before the optimizer's step, for the
+                 dense weight matrices only (biases, norm scales and PReLU slopes are not decayed:
+                 a decayed logit bias could not reach a low base rate). With adam this is torch's
+                 AdamW on those parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -92,14 +94,11 @@ def fused_adam(
     lr: float,
     betas: tuple[float, float],
     eps: float,
-    weight_decay: float = 0.0,
 ) -> None:
-    """One Adam step (no amsgrad; with weight_decay, AdamW's decoupled decay θ ← θ·(1 − lr·wd)
-    first) over lists of tensors, in place, in one call of torch's fused kernel (the one place snn
-    calls that private API): steps are each tensor's step count t, already advanced, as a scalar on
-    its device; the divisor is √v/√(1−β2^t) + eps."""
-    kernel = torch._fused_adamw_ if weight_decay else torch._fused_adam_
-    kernel(
+    """One Adam step (no weight decay, no amsgrad) over lists of tensors, in place, in one call of
+    torch's fused kernel (the one place snn calls that private API): steps are each tensor's step
+    count t, already advanced, as a scalar on its device; the divisor is √v/√(1−β2^t) + eps."""
+    torch._fused_adam_(
         params,
         grads,
         exp_avg,
@@ -109,7 +108,7 @@ def fused_adam(
         lr=lr,
         beta1=betas[0],
         beta2=betas[1],
-        weight_decay=weight_decay,
+        weight_decay=0.0,
         eps=eps,
         amsgrad=False,
         maximize=False,
@@ -136,20 +135,13 @@ class RowAdagrad(RowOptimizer):
 
 
 class FusedAdam:
-    """torch.optim.Adam, or AdamW with weight_decay > 0 (no amsgrad), for the dense parameters: the
-    same update in one call of torch's fused kernel per step, without torch.optim's per-step Python
-    bookkeeping (which short steps, such as logistic regression's, feel). State per
+    """torch.optim.Adam (no weight decay, no amsgrad) for the dense parameters: the same update in
+    one call of torch's fused kernel per step, without torch.optim's per-step Python bookkeeping
+    (which short steps, such as logistic regression's, feel). State per
     parameter p: exp_avg and exp_avg_sq [like p], and the step count t (a scalar on p's device)."""
 
-    def __init__(
-        self,
-        params: Sequence[torch.Tensor],
-        lr: float,
-        weight_decay: float = 0.0,
-        betas=(0.9, 0.999),
-        eps: float = 1e-8,
-    ):
-        self.params, self.lr, self.weight_decay, self.betas, self.eps = list(params), lr, weight_decay, betas, eps
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.step_count = [torch.zeros((), device=p.device) for p in self.params]
@@ -182,7 +174,6 @@ class FusedAdam:
             self.lr,
             self.betas,
             self.eps,
-            self.weight_decay,
         )
 
 
@@ -190,7 +181,7 @@ class FusedAdam:
 class Optimizers:
     """Row-wise updates for the per-id tables (rows.py), a torch optimizer for the dense rest.
 
-    adam: lazy Adam on touched rows (SparseAdam's update) + Adam(W) (`FusedAdam`); adagrad: Adagrad
+    adam: lazy Adam on touched rows (SparseAdam's update) + Adam (`FusedAdam`); adagrad: Adagrad
     for both (torch's, fused on CPU); table_l2 and weight_decay as in the module docstring. Short
     steps (logistic regression) pay for every bit of per-step Python, hence the fused dense updates
     (the bench's B5 measures them).
@@ -198,22 +189,35 @@ class Optimizers:
 
     rows: RowOptimizer
     dense: FusedAdam | torch.optim.Optimizer
+    decayed: list[torch.Tensor] = field(default_factory=list)  # the dense matrices weight decay shrinks
+    weight_decay: float = 0.0
+    lr: float = 0.0  # the current learning rate (the decay's factor is 1 − lr·weight_decay)
 
     @classmethod
     def for_model(cls, model: Network, spec: TrainSpec) -> Optimizers:
         tables = model.row_tables()
         dense = [p for p in model.parameters() if all(p is not t for t in tables)]
+        matrices = [p for p in dense if p.ndim >= 2]
         if spec.optimizer == "adagrad":
             on_cpu = all(p.device.type == "cpu" for p in dense)
-            return cls(
-                RowAdagrad(tables, spec.lr, spec.table_l2),
-                torch.optim.Adagrad(dense, lr=spec.lr, weight_decay=spec.weight_decay, fused=on_cpu or None),
-            )
-        return cls(RowAdam(tables, spec.lr, spec.table_l2), FusedAdam(dense, spec.lr, spec.weight_decay))
+            rows: RowOptimizer = RowAdagrad(tables, spec.lr, spec.table_l2)
+            optimizer: FusedAdam | torch.optim.Optimizer = torch.optim.Adagrad(dense, lr=spec.lr, fused=on_cpu or None)
+        else:
+            rows, optimizer = RowAdam(tables, spec.lr, spec.table_l2), FusedAdam(dense, spec.lr)
+        return cls(rows, optimizer, matrices, spec.weight_decay, spec.lr)
+
+    @torch.no_grad()
+    def step_dense(self) -> None:
+        """Decay the dense matrices that have a gradient (θ ← θ·(1 − lr·wd)), then the dense step."""
+        if self.weight_decay:
+            live = [p for p in self.decayed if p.grad is not None]
+            if live:
+                torch._foreach_mul_(live, 1.0 - self.lr * self.weight_decay)
+        self.dense.step()
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of every update from the next step on (a schedule's value)."""
-        self.rows.lr = lr
+        self.lr = self.rows.lr = lr
         if isinstance(self.dense, FusedAdam):
             self.dense.lr = lr
         else:

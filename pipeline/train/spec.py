@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import INT64_MAX, Seed, Strict
 from ..data.spec import NegativeDownsampling
@@ -36,7 +36,8 @@ class TrainSpec(Strict):
         default=0.5,
         ge=0,
         le=1,
-        description="Dense parameters' decay: AdamW's decoupled decay with adam, an L2 gradient term with adagrad.",
+        description="Decoupled decay of the dense weight matrices, θ ← θ·(1 − lr·wd) before each step (AdamW's "
+        "with adam); biases and norm scales are not decayed. lr·weight_decay must stay below 1.",
     )
     batch_size: int = Field(default=512, ge=1, le=1 << 24, description="Rows per step (at most 2^24).")
     epochs: int = Field(default=10, ge=1, le=100_000, description="Maximum passes over the training rows.")
@@ -50,3 +51,12 @@ class TrainSpec(Strict):
     negative_downsampling: NegativeDownsampling | None = Field(
         default=None, description="Keep only a share of negatives; calibration undoes it analytically."
     )
+
+    @model_validator(mode="after")
+    def _decay_below_one_step(self) -> TrainSpec:
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(
+                f"train.lr × train.weight_decay is {self.lr * self.weight_decay:g}: the decay factor "
+                "1 − lr·weight_decay would not be positive; lower one of them"
+            )
+        return self

@@ -116,7 +116,20 @@ def test_auto_calibration_fixes_overconfidence_and_never_loses_to_raw(seed):
 def test_auto_calibration_of_a_single_class_is_none():
     s, _, w = _overconfident(500, 0)
     choice = choose_calibrator(s, np.zeros(500), w, AutoCalibration(kind="auto"))
-    assert choice.kind == "none" and choice.calibrator is None and "too few" in choice.evidence["reason"]
+    assert choice.kind == "none" and choice.calibrator is None and "single class" in choice.evidence["reason"]
+    y = np.zeros(500)
+    y[:3] = 1  # three positives, five folds
+    choice = choose_calibrator(s, y, w, AutoCalibration(kind="auto"))
+    assert (
+        choice.kind == "none" and "3 validation rows of one class, fewer than the 5 folds" in choice.evidence["reason"]
+    )
+
+
+def test_platt_on_a_single_score_fits_the_level():
+    s, y, w = np.full(400, 0.3), (np.arange(400) % 4 == 0).astype(float), np.ones(400)
+    cal = Platt.fit(s, y, w)
+    assert cal.slope == 1.0 and cal.problem() is None
+    np.testing.assert_allclose(cal(s), 0.25, rtol=1e-9)
 
 
 def test_auto_calibration_candidates_are_distinct():

@@ -254,6 +254,7 @@ spec_case(
     "model.mlp.layers.0: Input should be greater than or equal to 1",
 )
 spec_case("sparse-width-zero", "silent", {"model.sparse_linear.width": 0}, 2, "model.sparse_linear.width")
+spec_case("decay-factor-negative", "silent", {"train.lr": 2.0, "train.weight_decay": 0.6}, 2, "lr·weight_decay")
 spec_case("lr-schedule-unknown", "exit", {"train.lr_schedule": "cosine"}, 2, "train.lr_schedule")
 spec_case("table-l2-negative", "silent", {"train.table_l2": -1e-4}, 2, "train.table_l2: Input should be greater")
 spec_case("weight-decay-infinite", "silent", {"train.weight_decay": float("inf")}, 2, "train.weight_decay")

@@ -134,9 +134,7 @@ def test_one_hot_batches_skip_the_values_with_the_same_updates(width):
         assert torch.equal(tensor, states[1][name]), name
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
-def test_fused_dense_adam_equals_torch_adam(weight_decay):
-    """Without decay, torch.optim.Adam; with it, torch.optim.AdamW (decoupled decay)."""
+def test_fused_dense_adam_equals_torch_adam():
     from snn.pipeline.train.optimizers import FusedAdam
 
     torch.manual_seed(4)
@@ -146,12 +144,7 @@ def test_fused_dense_adam_equals_torch_adam(weight_decay):
         torch.nn.Parameter(torch.randn(2)),
     ]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    mine = FusedAdam(ours, lr=0.01, weight_decay=weight_decay)
-    reference = (
-        torch.optim.AdamW(theirs, lr=0.01, weight_decay=weight_decay)
-        if weight_decay
-        else torch.optim.Adam(theirs, lr=0.01)
-    )
+    mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
     for step in range(6):
         grads = [torch.randn_like(p) for p in ours]
         for params in (ours, theirs):
@@ -166,3 +159,39 @@ def test_fused_dense_adam_equals_torch_adam(weight_decay):
         assert all(p.grad is None for p in ours)
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
+def test_weight_decay_is_decoupled_and_spares_vectors(optimizer):
+    """Optimizers' dense step with weight decay equals torch's: AdamW with the decay on the weight
+    matrices only (adam); θ ← θ·(1 − lr·wd), then torch's Adagrad (adagrad). Biases keep no decay."""
+    torch.manual_seed(5)
+    spec = TrainSpec(lr=0.05, weight_decay=0.3, optimizer=optimizer)
+    plan = plan_for(ModelSpec.model_validate({"sparse_linear": {"width": 4}, "mlp": {"layers": [3]}}), IdSpace(20, 2))
+    net = Network(plan)
+    ours = Optimizers.for_model(net, spec)
+    dense = [p for p in net.parameters() if all(p is not t for t in net.row_tables())]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in dense]
+    matrices = [q for p, q in zip(dense, theirs) if p.ndim >= 2]
+    vectors = [q for p, q in zip(dense, theirs) if p.ndim < 2]
+    assert matrices and vectors and {id(p) for p in ours.decayed} == {id(p) for p in dense if p.ndim >= 2}
+    if optimizer == "adam":
+        groups = [{"params": matrices, "weight_decay": 0.3}, {"params": vectors, "weight_decay": 0.0}]
+        reference = torch.optim.AdamW(groups, lr=0.05)
+    else:
+        reference = torch.optim.Adagrad(theirs, lr=0.05)
+    for step in range(5):
+        ours.set_lr(0.05 * (1 - step / 5))
+        for group in reference.param_groups:
+            group["lr"] = 0.05 * (1 - step / 5)
+        for p, q in zip(dense, theirs):
+            g = torch.randn_like(p)
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step_dense()
+        if optimizer == "adagrad":
+            with torch.no_grad():
+                for q in matrices:
+                    q.mul_(1 - 0.05 * (1 - step / 5) * 0.3)
+        reference.step()
+        for p, q in zip(dense, theirs):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)

@@ -34,6 +34,7 @@ CHANGES = [
     ("model.interactions", {"dim": 4}),
     ("train.lr", 0.01),
     ("train.table_l2", 0.01),
+    ("train.lr_schedule", "constant"),
     ("train.weight_decay", 0.0),
     ("train.epochs", 3),
     ("train.seed", 8),
