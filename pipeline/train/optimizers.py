@@ -15,7 +15,7 @@ Regularization (train.table_l2, train.weight_decay):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -189,7 +189,7 @@ class Optimizers:
 
     rows: RowOptimizer
     dense: FusedAdam | torch.optim.Optimizer
-    decayed: list[torch.Tensor] = field(default_factory=list)  # the dense matrices weight decay shrinks
+    decayed: Sequence[torch.Tensor] = ()  # the dense matrices weight decay shrinks
     weight_decay: float = 0.0
     lr: float = 0.0  # the current learning rate (the decay's factor is 1 − lr·weight_decay)
 
