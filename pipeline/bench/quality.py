@@ -158,7 +158,7 @@ def bench_shipped_specs(folder: Path) -> list[Figure]:
     synthetic = folder / "shipped-synthetic.parquet"
     if not synthetic.exists():
         write(synthetic, SynthConfig(rows=300_000, seed=0))
-    env = {"SNN_SYNTH_DATA": str(synthetic)}
+    env = {"SNN_SYNTH_DATA": str(synthetic.resolve())}
     figures = []
     for name in SHIPPED_SPECS:
         spec_path = SHIPPED / f"{name}.yaml"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import IsotonicCalibration, NoCalibration, PlattCalibration
+from .spec import IsotonicCalibration, NoCalibration, PlattCalibration, ShiftCalibration
 
 
 def downsampling_correction(p, negative_rate: float, positive_rate: float = 1.0):
@@ -126,12 +126,13 @@ class Platt:
     intercept: float
 
     @classmethod
-    def fit(cls, scores, labels, weights, max_steps: int = 100) -> Platt:
+    def fit(cls, scores, labels, weights, fit_slope: bool = True, max_steps: int = 100) -> Platt:
         """Weighted log-loss fit by Newton's method with step halving (the loss is convex), from the
         identity (1, 0), until the gradient is below 1e-12 (or max_steps: separable rows have no
         finite optimum, and the fit stops at a steep, finite map). A negative best slope (scores
-        ranked backwards) falls back to the best constant (slope 0); a single distinct score fits
-        the intercept alone. Needs both classes (`fit_problem`)."""
+        ranked backwards) falls back to the best constant (slope 0); a single distinct score, or
+        fit_slope False (the `shift` calibrator), fits the intercept alone with slope 1. Needs both
+        classes (`fit_problem`)."""
         z = _logit(scores)
         y, w = np.asarray(labels, np.float64), np.asarray(weights, np.float64)
         w = w / w.sum()
@@ -156,7 +157,7 @@ class Platt:
                 theta = theta - scale * step
             return theta
 
-        if np.ptp(z) == 0:  # one score: only the level can be fit
+        if not fit_slope or np.ptp(z) == 0:  # a shift, or one score: only the level can be fit
             theta = solve(np.array([1.0, 0.0]), np.array([False, True]))
         else:
             theta = solve(np.array([1.0, 0.0]), np.array([True, True]))
@@ -194,14 +195,15 @@ def fit_problem(labels, weights) -> str | None:
 
 
 def fit_calibrator(
-    spec: IsotonicCalibration | PlattCalibration | NoCalibration, scores, labels, weights
+    spec: IsotonicCalibration | PlattCalibration | ShiftCalibration | NoCalibration, scores, labels, weights
 ) -> Calibrator | None:
     """The calibrator `spec` names, fit on (score, label, weight); None for `none`."""
     if isinstance(spec, IsotonicCalibration):
         return Isotonic.fit(scores, labels, weights, spec)
-    if isinstance(spec, PlattCalibration):
+    if isinstance(spec, (PlattCalibration, ShiftCalibration)):
         keep = np.asarray(weights) > 0
-        return Platt.fit(np.asarray(scores)[keep], np.asarray(labels)[keep], np.asarray(weights)[keep])
+        rows = (np.asarray(scores)[keep], np.asarray(labels)[keep], np.asarray(weights)[keep])
+        return Platt.fit(*rows, fit_slope=isinstance(spec, PlattCalibration))
     return None
 
 

@@ -3,9 +3,10 @@
 The validation rows are dealt into K folds (a seeded permutation within each class, so every
 fold holds its share of positives); each candidate is fit on K−1
 folds and scores the fold left out, so every row gets an out-of-fold calibrated score from each
-candidate. The candidate with the lowest out-of-fold log loss wins (the earlier listed on a tie;
-`none` is the raw score, so a calibrator is kept only when it beats raw on rows it was not fit
-on), and is then fit on all the rows.
+candidate. The candidate with the lowest out-of-fold log loss wins (the earlier listed on a tie)
+and is then fit on all the rows. The default candidates (shift, platt, isotonic) each keep the mean
+of their fit rows; the raw score (`none`) is measured beside them for the record, and competes
+only when listed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import metrics
 from .calibrate import Calibrator, fit_calibrator, fit_problem
-from .spec import AutoCalibration, NoCalibration, PlattCalibration
+from .spec import AutoCalibration, NoCalibration, PlattCalibration, ShiftCalibration
 
 FOLD_SEED = 0
 
@@ -33,6 +34,8 @@ class Choice:
 def candidate_spec(kind: str, spec: AutoCalibration):
     if kind == "isotonic":
         return spec.isotonic
+    if kind == "shift":
+        return ShiftCalibration(kind="shift")
     return PlattCalibration(kind="platt") if kind == "platt" else NoCalibration(kind="none")
 
 
@@ -55,10 +58,11 @@ def choose_calibrator(scores, labels, weights, spec: AutoCalibration) -> Choice:
     rng = np.random.default_rng(FOLD_SEED)
     for members in (np.flatnonzero(positive), np.flatnonzero(~positive)):
         fold[members[rng.permutation(len(members))]] = np.arange(len(members)) % spec.folds
-    out_of_fold = {kind: np.empty(len(scores)) for kind in spec.candidates}
+    measured = [*spec.candidates, *(["none"] if "none" not in spec.candidates else [])]  # raw, for reference
+    out_of_fold = {kind: np.empty(len(scores)) for kind in measured}
     for k in range(spec.folds):
         fit, held = fold != k, fold == k
-        for kind in spec.candidates:
+        for kind in measured:
             calibrator = fit_calibrator(candidate_spec(kind, spec), scores[fit], labels[fit], weights[fit])
             out_of_fold[kind][held] = scores[held] if calibrator is None else calibrator(scores[held])
     losses = {kind: metrics.logloss(labels, p, weights) for kind, p in out_of_fold.items()}

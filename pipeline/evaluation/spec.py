@@ -32,11 +32,18 @@ class PlattCalibration(Strict):
     kind: Literal["platt"] = Field(description="Calibrator tag: σ(a·logit(p) + b), fit by weighted log loss.")
 
 
+class ShiftCalibration(Strict):
+    kind: Literal["shift"] = Field(
+        description="Calibrator tag: σ(logit(p) + b), the one shift of the logit that makes the mean prediction on "
+        "the fit rows equal their mean label (ranking and spread kept)."
+    )
+
+
 class NoCalibration(Strict):
     kind: Literal["none"] = Field(description="Calibrator tag: only the analytic downsampling correction.")
 
 
-CalibratorKind = Literal["none", "platt", "isotonic"]
+CalibratorKind = Literal["shift", "platt", "isotonic", "none"]
 
 
 class AutoCalibration(Strict):
@@ -45,9 +52,10 @@ class AutoCalibration(Strict):
         "winner on all of it; the choice and each candidate's figures are recorded in the bundle and the run."
     )
     candidates: list[CalibratorKind] = Field(
-        default=["none", "platt", "isotonic"],
+        default=["shift", "platt", "isotonic"],
         min_length=1,
-        description="Calibrators to choose from; on a tie the earlier one wins.",
+        description="Calibrators to choose from; on a tie the earlier one wins. The defaults all keep the mean of "
+        "their fit rows; `none` (the raw score) is always measured beside them, and may be listed.",
     )
     folds: int = Field(default=5, ge=2, le=100, description="Cross-validation folds over the validation rows.")
     isotonic: IsotonicCalibration = Field(
@@ -63,7 +71,8 @@ class AutoCalibration(Strict):
 
 
 Calibration = Annotated[
-    AutoCalibration | IsotonicCalibration | PlattCalibration | NoCalibration, Field(discriminator="kind")
+    AutoCalibration | IsotonicCalibration | PlattCalibration | ShiftCalibration | NoCalibration,
+    Field(discriminator="kind"),
 ]
 
 

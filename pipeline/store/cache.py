@@ -23,8 +23,10 @@ from .. import __version__
 from ..errors import ArtifactError
 from ..files import Scratch
 from ..spec import canonical_json
+from .bundle import FORMAT_VERSION as BUNDLE_FORMAT
 
-# Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching.
+# Bump when what a step writes changes shape (e.g. a weight's layout), so old folders stop matching;
+# a new bundle format (BUNDLE_FORMAT) does the same by itself.
 ARTIFACT_LAYOUT = 5
 
 
@@ -37,7 +39,7 @@ def step_key(
         "upstream": upstream or {},
         "inputs": inputs or {},
         "version": __version__,
-        "layout": ARTIFACT_LAYOUT,
+        "layout": [ARTIFACT_LAYOUT, BUNDLE_FORMAT],
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 

@@ -102,8 +102,9 @@ def test_auto_calibration_fixes_overconfidence_and_never_loses_to_raw(seed):
     s, y, w = _overconfident(4000, seed)
     choice = choose_calibrator(s, y, w, spec)
     losses = choice.evidence["cv_logloss"]
-    assert choice.kind == min(losses, key=losses.get) != "none"
-    assert set(losses) == {"none", "platt", "isotonic"} and choice.evidence["folds"] == 5
+    assert choice.kind == min(spec.candidates, key=losses.get) != "none"
+    assert set(losses) == {"shift", "platt", "isotonic", "none"} and choice.evidence["folds"] == 5
+    assert losses[choice.kind] < losses["none"]  # raw, measured for the record
     fresh = _overconfident(20_000, seed + 100)
     assert _held_out_logloss(choice, *fresh) < metrics.logloss(fresh[1], fresh[0], fresh[2]) - 0.02
 
@@ -111,6 +112,20 @@ def test_auto_calibration_fixes_overconfidence_and_never_loses_to_raw(seed):
     choice = choose_calibrator(*calibrated, spec)
     fresh = _overconfident(20_000, seed + 100, sharpen=1.0)
     assert _held_out_logloss(choice, *fresh) <= metrics.logloss(fresh[1], fresh[0], fresh[2]) + 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_default_candidate_keeps_the_mean_of_its_fit_rows(seed):
+    from snn.pipeline.evaluation.calibrate import fit_calibrator
+    from snn.pipeline.evaluation.choice import candidate_spec
+
+    spec = AutoCalibration(kind="auto")
+    s, y, w = _overconfident(3000, seed)
+    for kind in spec.candidates:
+        cal = fit_calibrator(candidate_spec(kind, spec), s, y, w)
+        assert metrics.calibration_ratio(y, cal(s), w) == pytest.approx(1.0, abs=1e-6), kind
+    shift = fit_calibrator(candidate_spec("shift", spec), s, y, w)
+    assert shift.slope == 1.0 and metrics.auc(y, shift(s), w) == pytest.approx(metrics.auc(y, s, w), abs=1e-12)
 
 
 def test_auto_calibration_of_a_single_class_is_none():

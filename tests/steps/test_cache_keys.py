@@ -44,6 +44,7 @@ CHANGES = [
     ("calibration", {"kind": "isotonic", "pseudo_count": 2.0}),
     ("calibration", {"kind": "auto", "folds": 3}),
     ("calibration", {"kind": "platt"}),
+    ("calibration", {"kind": "shift"}),
     ("validation.gates", {"auc": {"min": 0.5}}),
     ("validation.slices", ["race"]),
     ("validation.ece_bins", 20),
@@ -101,3 +102,13 @@ def test_a_real_run_reuses_what_a_change_does_not_touch(runner, tmp_path):
     write_spec(tmp_path, spec)
     steps = json.loads(invoke(runner, "calibrate", path, "--json").stdout)["steps"]
     assert (steps["prepare"]["cached"], steps["train"]["cached"], steps["calibrate"]["cached"]) == (True, False, False)
+
+
+def test_a_new_bundle_format_misses_every_cached_step(monkeypatch):
+    """Folders written with an older bundle format are never reused (a cached calibrate step would
+    otherwise hand validate a bundle this snn refuses)."""
+    from snn.pipeline.store import cache
+
+    key = cache.step_key("calibrate", {"calibration": {"kind": "auto"}})
+    monkeypatch.setattr(cache, "BUNDLE_FORMAT", cache.BUNDLE_FORMAT + 1)
+    assert cache.step_key("calibrate", {"calibration": {"kind": "auto"}}) != key
