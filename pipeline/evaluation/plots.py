@@ -29,41 +29,28 @@ def roc_points(y, p, w=None):
     return np.r_[0.0, fp / max(fp[-1], 1e-12)], np.r_[0.0, tp / max(tp[-1], 1e-12)]
 
 
+def _save(path: Path, fig, ax, title: str, split: str, legend: str, xlabel: str, ylabel: str) -> None:
+    """Unit axes, the title naming the split, the legend at `legend`; write the PNG and close."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title}, {split}" if split else title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+
+
 def reliability_png(path: Path, y, curves: dict[str, np.ndarray], w=None, bins: int = 10, split: str = "") -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
     for name, p in curves.items():
         mean_p, mean_y, _ = metrics.reliability(y, p, w, bins)
         ax.plot(mean_p, mean_y, "o-", label=f"{name} (ECE {metrics.ece(y, p, w, bins):.4f})")
-    ax.set(
-        xlabel="mean predicted probability",
-        ylabel="observed positive rate",
-        title=f"Reliability, {split}" if split else "Reliability",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(path, fig, ax, "Reliability", split, "upper left", "mean predicted probability", "observed positive rate")
 
 
 def roc_png(path: Path, y, curves: dict[str, np.ndarray], w=None, split: str = "") -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:")
     for name, p in curves.items():
         fpr, tpr = roc_points(y, p, w)
         ax.plot(fpr, tpr, label=f"{name} (AUC {metrics.auc(y, p, w):.4f})")
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=f"ROC, {split}" if split else "ROC",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(path, fig, ax, "ROC", split, "lower right", "false positive rate", "true positive rate")
