@@ -195,3 +195,10 @@ def test_weight_decay_is_decoupled_and_spares_vectors(optimizer):
         reference.step()
         for p, q in zip(dense, theirs):
             torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_spec_sets_the_regularizers():
+    net = Network(plan_for(ModelSpec(), IdSpace(20, 2)))
+    for optimizer in ("adam", "adagrad"):
+        built = Optimizers.for_model(net, TrainSpec(optimizer=optimizer, table_l2=0.02, weight_decay=0.3, lr=0.1))
+        assert (built.rows.l2, built.weight_decay, built.lr) == (0.02, 0.3, 0.1)

@@ -169,3 +169,21 @@ def test_auto_calibration_records_its_choice_and_evidence(runner, data_dir):
     assert runs["metrics.cv_logloss_none"].tolist() == [pytest.approx(losses["none"])]
     inspected = invoke(runner, "inspect", bundle)
     assert inspected.exit_code == 0 and "(cross-validated log loss: shift " in inspected.stdout
+
+
+@pytest.mark.parametrize("kind", ["platt", "shift"])
+def test_explicit_logistic_calibrators_keep_the_validation_mean(runner, data_dir, kind):
+    spec = options_spec("b")
+    spec["name"] = f"calibrated-{kind}"
+    spec["calibration"] = {"kind": kind}
+    spec["train"]["table_l2"] = 1e-3  # wired through to the row-wise optimizer
+    result = invoke(runner, "calibrate", write_spec(data_dir, spec, f"{kind}.yaml"), "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["calibrator"] == kind and out["metrics"]["val_calibration_ratio_calibrated"] == pytest.approx(
+        1, abs=1e-6
+    )
+    stored = json.loads((data_dir / ".snn" / "bundles" / f"calibrated-{kind}" / "calibrator.json").read_text())
+    assert stored["kind"] == "platt" and (stored["slope"] == 1.0) == (kind == "shift")
+    recipe = json.loads((data_dir / ".snn" / "bundles" / f"calibrated-{kind}" / "recipe.json").read_text())
+    assert recipe["train"]["table_l2"] == 1e-3 and recipe["calibration"]["kind"] == kind
