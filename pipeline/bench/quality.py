@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import yaml
 
@@ -65,13 +66,8 @@ def run_variant(spec_path: Path, train_options: dict, folder: Path, env: dict | 
     """The spec at `spec_path` with absolute data paths and `train_options`, written into `folder`
     (also its workdir: variants of one data set share the prepare step), validated -> test_figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in env or {}}
-    os.environ.update(env or {})
-    try:
+    with patch.dict(os.environ, env or {}):  # the spec's ${VAR} paths, restored after
         loaded = load_spec(spec_path)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     spec = loaded.spec.model_dump(mode="json", exclude_none=True)
     for split in ("train", "validation", "test"):
         if split in spec["data"]:

@@ -58,9 +58,11 @@ def run(
             load_model(bundle),
             baseline_bundle,
         )
+        curves: dict[str, dict] = {}  # per split: the raw (corrected) and calibrated scores, for the plots
         for name, split in evaluated.items():
             scored, y, w = split.scored, split.labels, split.weights
             raw, final = bundle.corrected(scored["raw_score"].to_numpy()), scored["score"].to_numpy()
+            curves[name] = {"raw": raw, "calibrated": final}
             split_metrics = {
                 "raw": metrics.all_metrics(y, raw, w, **kw),
                 "calibrated": metrics.all_metrics(y, final, w, **kw),
@@ -81,10 +83,9 @@ def run(
         in_sample = gated_split != "test"
         gated, scored = result["metrics"][gated_split], evaluated[gated_split].scored
         y, w = evaluated[gated_split].labels, evaluated[gated_split].weights
-        curves = {"raw": bundle.corrected(scored["raw_score"].to_numpy()), "calibrated": scored["score"].to_numpy()}
         title = f"{gated_split} split" + (" (IN-SAMPLE)" if in_sample else "")
-        reliability_png(tmp / "reliability.png", y, curves, w, validation.ece_bins, title)
-        roc_png(tmp / "roc.png", y, curves, w, title)
+        reliability_png(tmp / "reliability.png", y, curves[gated_split], w, validation.ece_bins, title)
+        roc_png(tmp / "roc.png", y, curves[gated_split], w, title)
         result["gated_split"] = gated_split
         verdict = evaluate_gates(
             validation.gates,

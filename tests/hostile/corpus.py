@@ -1038,32 +1038,26 @@ def _failed_gate(ws: Workspace) -> list[str]:
     return ["validate", str(write_spec(ws, set_path(base_spec(), "validation.gates", {"auc": {"min": 0.999}})))]
 
 
+def _sparse_then_logit(head_reads: str, **sections) -> dict:
+    """model: a written-out plan of a sparse linear layer and a logit reading `head_reads`."""
+    blocks = [
+        {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
+        {"name": "head", "kind": "logit", "inputs": {"x": head_reads}},
+    ]
+    return {"model": {**sections, "blocks": blocks}}
+
+
 spec_case(
     "model-blocks-miswired",
     "exit",
-    {
-        "model": {
-            "blocks": [
-                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
-                {"name": "head", "kind": "logit", "inputs": {"x": "sparse.scaled"}},
-            ]
-        }
-    },
+    _sparse_then_logit("sparse.scaled"),
     2,
     "model: Value error, block 'head' input 'x' reads 'sparse.scaled', which is a scaled port",
 )
 spec_case(
     "model-blocks-and-sections",
     "exit",
-    {
-        "model": {
-            "mlp": {"layers": [2]},
-            "blocks": [
-                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 1},
-                {"name": "head", "kind": "logit", "inputs": {"x": "sparse.out"}},
-            ],
-        }
-    },
+    _sparse_then_logit("sparse.out", mlp={"layers": [2]}),
     2,
     "give either `blocks` or the sections",
 )
