@@ -331,6 +331,9 @@ def data_synth(
         int, typer.Option("--row-group", help="Rows per parquet row group (and per generated block).")
     ] = 262_144,
     spec_out: Annotated[Path | None, typer.Option("--spec", help="Also write a ready spec for the file here.")] = None,
+    lists: Annotated[
+        bool, typer.Option("--lists", help="Add two id-list columns with planted effects: L1 (int list), L2 (text).")
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
@@ -345,7 +348,7 @@ def data_synth(
     output_file(output, "output")
     if spec_out is not None:
         output_file(spec_out, "--spec", inputs=(output,))
-    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group))
+    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists))
     if spec_out is not None:
         spec_out.parent.mkdir(parents=True, exist_ok=True)
         data_path = os.path.relpath(output.resolve(), spec_out.resolve().parent)

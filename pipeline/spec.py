@@ -24,9 +24,9 @@ from .config import Strict
 from .data.spec import DataFiles, DataSpec
 from .errors import SnnError, SpecError
 from .evaluation.spec import AutoCalibration, Calibration, ParitySpec, ValidationSpec
-from .features.spec import Feature
+from .features.spec import Feature, entry_kind_of
 from .model.blocks import BLOCKS
-from .model.plan import ModelSpec
+from .model.plan import ModelSpec, plan_for, space_of
 from .tracking import TrackingSpec
 from .train.spec import TrainSpec
 
@@ -80,6 +80,18 @@ class Spec(Strict):
             missing = [f.name for f in self.features if f.name not in data.columns]
             if missing:
                 raise ValueError(f"feature(s) {missing} are not among data.columns {data.columns}")
+        return self
+
+    @model_validator(mode="after")
+    def _model_reads_these_features(self):
+        """The model's blocks over the features' layout (names and entry kinds; one id each, as the
+        sizes are not known before the data): a block naming an unknown feature, or reading features
+        of a kind it cannot take, is refused here, before any data is read."""
+        layout = [(f.name, j, 1, entry_kind_of(f)) for j, f in enumerate(self.features)]
+        try:
+            plan_for(self.model, space_of(len(layout), layout))
+        except ValueError as exc:
+            raise ValueError(f"model: {exc}") from None
         return self
 
 

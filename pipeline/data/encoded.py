@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import ArtifactError
+from ..features.feature_map import list_positions
 from ..features.values import unit_values
 
 DTYPES = {"offsets": np.int64, "ids": np.int64, "values": np.float32, "labels": np.float32, "weights": np.float32}
@@ -70,6 +71,21 @@ class EncodedSplit:
             np.asarray(labels, np.float32),
             np.asarray(weights, np.float32),
             width=width,
+            one_hot=bool((values == 1.0).all()),
+        )
+
+    @classmethod
+    def from_rows(cls, ids: np.ndarray, values: np.ndarray, lengths: np.ndarray, labels, weights) -> EncodedSplit:
+        """From a row-major CSR: ids/values [nnz], entries per row lengths [n]; one-hot when every
+        value is 1.0."""
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(
+            offsets,
+            ids,
+            values,
+            np.asarray(labels, np.float32),
+            np.asarray(weights, np.float32),
             one_hot=bool((values == 1.0).all()),
         )
 
@@ -141,11 +157,7 @@ class EncodedSplit:
                 width,
                 self.one_hot,
             )
-        starts, stops = self.offsets[rows], self.offsets[rows + 1]
-        lengths = stops - starts
-        batch_offsets = np.zeros(len(rows), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=batch_offsets[1:])
-        positions = np.repeat(starts - batch_offsets, lengths) + np.arange(lengths.sum(), dtype=np.int64)
+        positions, batch_offsets = take_positions(self.offsets, rows)
         return CSRBatch(
             self.ids[positions],
             self.values[positions],
@@ -173,6 +185,16 @@ class EncodedSplit:
         for start in range(0, self.rows, batch_size):
             stop = min(start + batch_size, self.rows)
             yield self.slice(start, stop) if order is None else self.take(order[start:stop])
+
+
+def take_positions(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of `rows` (any order) of a CSR with row offsets [n+1]: their positions int64
+    [Σ lengths] and the gathered rows' starts int64 [len(rows)]."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    batch_offsets = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=batch_offsets[1:])
+    return list_positions(starts, lengths), batch_offsets
 
 
 def uniform_width(offsets: np.ndarray) -> int | None:

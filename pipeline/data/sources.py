@@ -29,6 +29,10 @@ _ACCEPTS = {
     "continuous": (_numberlike, "numbers (or text holding numbers)"),
     "categorical": (_scalar, "text, integers, booleans or numbers"),
     "binary": (_numberlike, "booleans, 0/1 or text such as yes/no"),
+    "id_list": (
+        lambda d: _scalar(d) or (isinstance(d, (pl.List, pl.Array)) and _scalar(d.inner)),  # type: ignore[arg-type]
+        "lists of ids, or text such as 'a,b,c'",
+    ),
     "label": (_numberlike, "0/1 numbers, booleans or text (with data.label.positive)"),
     "weight": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "numbers"),
     "oracle": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "probabilities"),

@@ -13,13 +13,20 @@ The planted model (all parameters drawn from `seed`):
     w_k[r] ~ N(0, 0.6²) · (1 + r)^-RARE_DECAY per id rank r (rarer ids matter less)
     u(row) = a N(0, 1) factor per id of a categorical, tanh(z-score of log1p(x)) for a continuous
 
-so a model needs the pairwise products (INTERACTIONS) to reach the oracle. b0 is solved so the
+so a model needs the pairwise products (INTERACTIONS) to reach the oracle. With `lists`, two id-list
+columns join (drawn after the others, so the rest of a row is the same as without them):
+
+    L1  recent items: a parquet list of int ids, Zipf over 20,000 items, length Poisson(6) capped
+        at 30 (some empty); logit += 1.5 · mean over the list of v[item] (0 when empty)
+    L2  tags: text such as "t12|t7", 300 tags, 0-6 per row; logit += Σ over the list of t[tag]
+    v[r] ~ N(0, 0.8²) · (1 + r)^-0.2,  t[r] ~ N(0, 0.3²) b0 is solved so the
 positive rate is about `positive_rate`. Rows are drawn per row group from the generator
 `(seed, group)`, so any group can be regenerated alone and the output is deterministic.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +39,8 @@ from ..errors import InputError
 from .rows import splitmix64
 
 CONTINUOUS = [f"I{j}" for j in range(1, 14)]
+LISTS = {"L1": {"items": 20_000, "mean_length": 6, "cap": 30}, "L2": {"items": 300, "max_length": 6}}
+TAG_SEPARATOR = "|"
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
 INTERACTIONS = (("C1", "C2"), ("C3", "C5"), ("C4", "I1"), ("C6", "C8"), ("I2", "I3"), ("C7", "C10"))
@@ -60,6 +69,7 @@ class SynthConfig:
     row_group: int = 262_144
     positive_rate: float = 0.25
     interaction_strength: float = 0.35
+    lists: bool = False
 
 
 class PlantedModel:
@@ -86,6 +96,11 @@ class PlantedModel:
         self.factors = {
             name: rng.normal(0, 1, self.cards[name]) for pair in INTERACTIONS for name in pair if name in self.cards
         }
+        if config.lists:
+            self.list_effects = {
+                "L1": rng.normal(0, 0.8, LISTS["L1"]["items"]) * (1.0 + np.arange(LISTS["L1"]["items"])) ** -0.2,
+                "L2": rng.normal(0, 0.3, LISTS["L2"]["items"]),
+            }
         self.b0 = 0.0
         self.b0 = self._solve_bias()
 
@@ -119,7 +134,28 @@ class PlantedModel:
             columns[name] = _with_nulls(name, hashed, missing)
         for a, b in INTERACTIONS:
             logit += self.config.interaction_strength * factor[a] * factor[b]
+        if self.config.lists:
+            self._draw_lists(rng, n, columns, logit)
         return columns, logit
+
+    def _draw_lists(self, rng: np.random.Generator, n: int, columns: dict, logit: np.ndarray) -> None:
+        """The id-list columns L1 (list of ints) and L2 (text), and their effects added to `logit` [n]."""
+        spec = LISTS["L1"]
+        lengths = np.minimum(rng.poisson(spec["mean_length"], n), spec["cap"])
+        ranks = zipf_ranks(rng, spec["items"], int(lengths.sum()))
+        rows = np.repeat(np.arange(n), lengths)
+        sums = np.bincount(rows, self.list_effects["L1"][ranks], minlength=n)
+        logit += 1.5 * sums / np.maximum(lengths, 1)
+        ids = (splitmix64(ranks, seed=101) >> np.uint64(40)).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        columns["L1"] = pl.Series("L1", [ids[a:b] for a, b in itertools.pairwise(offsets)], dtype=pl.List(pl.Int64))
+        tags_per_row = rng.integers(0, LISTS["L2"]["max_length"] + 1, n)
+        tags = rng.integers(0, LISTS["L2"]["items"], int(tags_per_row.sum()))
+        logit += np.bincount(np.repeat(np.arange(n), tags_per_row), self.list_effects["L2"][tags], minlength=n)
+        starts = np.concatenate([[0], np.cumsum(tags_per_row)])
+        columns["L2"] = pl.Series(
+            "L2", [TAG_SEPARATOR.join(f"t{t}" for t in tags[a:b]) for a, b in itertools.pairwise(starts)]
+        )
 
     def group(self, index: int) -> pl.DataFrame:
         """Row group `index` (rows [index·row_group, ...)), deterministic in (seed, index)."""
@@ -130,8 +166,16 @@ class PlantedModel:
         p = _sigmoid(logit)
         label = (rng.random(n) < p).astype(np.int8)
         return pl.DataFrame(
-            [pl.Series("label", label), *(columns[c] for c in CONTINUOUS + CATEGORICAL), pl.Series(ORACLE_COLUMN, p)]
+            [
+                pl.Series("label", label),
+                *(columns[c] for c in CONTINUOUS + CATEGORICAL + self.list_columns),
+                pl.Series(ORACLE_COLUMN, p),
+            ]
         )
+
+    @property
+    def list_columns(self) -> list[str]:
+        return list(LISTS) if self.config.lists else []
 
     @property
     def groups(self) -> int:
@@ -148,11 +192,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def schema() -> dict:
+def schema(lists: bool = False) -> dict:
     return {
         "label": pl.Int8,
         **dict.fromkeys(CONTINUOUS, pl.Float64),
         **dict.fromkeys(CATEGORICAL, pl.Int64),
+        **({"L1": pl.List(pl.Int64), "L2": pl.String} if lists else {}),
         ORACLE_COLUMN: pl.Float64,
     }
 
@@ -174,7 +219,7 @@ def write(path: Path, config: SynthConfig) -> dict:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    register_io_source(source, schema=schema()).sink_parquet(tmp, row_group_size=config.row_group)
+    register_io_source(source, schema=schema(config.lists)).sink_parquet(tmp, row_group_size=config.row_group)
     tmp.replace(path)
     summary = {
         "path": str(path),

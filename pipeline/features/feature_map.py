@@ -26,21 +26,48 @@ from ..errors import ArtifactError, InputError
 from .binary import BinaryEncoder, BinaryFitter
 from .categorical import CategoricalEncoder, CategoricalFitter
 from .continuous import ContinuousEncoder, ContinuousFitter
-from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature
+from .id_list import IdListEncoder, IdListFitter
+from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature, IdListFeature
 
 T = TypeVar("T")
-Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder
-Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter
+Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder | IdListEncoder
+Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter | IdListFitter
 ENCODERS: dict[str, type[Encoder]] = {
     "continuous": ContinuousEncoder,
     "categorical": CategoricalEncoder,
     "binary": BinaryEncoder,
+    "id_list": IdListEncoder,
 }
 FITTERS: dict[type, type[Fitter]] = {
     ContinuousFeature: ContinuousFitter,
     CategoricalFeature: CategoricalFitter,
     BinaryFeature: BinaryFitter,
+    IdListFeature: IdListFitter,
 }
+
+
+def entry_kind(encoder: Encoder) -> str:
+    """How a feature's entries look to the blocks: "id" (one entry, value 1), "value" (one entry
+    carrying a number: a raw or transformed continuous value) or "list" (any number of entries)."""
+    if isinstance(encoder, IdListEncoder):
+        return "list"
+    return "id" if encoder.one_hot else "value"
+
+
+def place_entries(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each (row, feature)'s entries start in a row-major CSR of ragged rows, features in
+    order within a row: counts int64 [n, F] -> (starts int64 [n, F], row lengths int64 [n])."""
+    lengths = counts.sum(axis=1)
+    within = np.cumsum(counts, axis=1) - counts
+    row_starts = np.cumsum(lengths) - lengths
+    return row_starts[:, None] + within, lengths
+
+
+def list_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each entry's position when row r's `lengths[r]` entries start at `starts[r]`: int64 [Σ lengths]."""
+    total = int(lengths.sum())
+    first = np.cumsum(lengths) - lengths
+    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
 
 
 def check_encoder_fields(item: dict) -> None:
@@ -55,6 +82,15 @@ def check_encoder_fields(item: dict) -> None:
         array = np.asarray(edges, dtype=np.float64)
         if array.ndim != 1 or not np.isfinite(array).all() or (np.diff(array) <= 0).any():
             raise ValueError(f"encoder {item['name']!r} has edges that are not finite and ascending")
+    transform = item.get("transform")
+    if transform not in (None, "log1p", "normal"):
+        raise ValueError(f"encoder {item['name']!r} has an unknown transform {transform!r}")
+    if transform == "normal" and (
+        not isinstance(item.get("scores"), list)
+        or len(item["scores"]) != len(edges or [])
+        or not np.isfinite(np.asarray(item["scores"], dtype=np.float64)).all()
+    ):
+        raise ValueError(f"encoder {item['name']!r} has a to-normal map whose scores do not match its knots")
     vocabulary = item.get("vocabulary")
     if vocabulary is not None and not all(isinstance(v, str) for v in vocabulary):
         raise ValueError(f"encoder {item['name']!r} has a vocabulary entry that is not text")
@@ -131,6 +167,52 @@ class FeatureMap:
     def names(self) -> list[str]:
         return [e.name for e in self.encoders]
 
+    @property
+    def ragged(self) -> bool:
+        """Some feature is an id list: rows have varying numbers of entries."""
+        return any(isinstance(e, IdListEncoder) for e in self.encoders)
+
+    def layout(self) -> list[tuple[str, int, int, str]]:
+        """Each feature's (name, first id, number of ids, entry kind: see `entry_kind`)."""
+        return [(e.name, e.offset, e.size, entry_kind(e)) for e in self.encoders]
+
+    def encode_rows(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row-major CSR of any feature map: global ids int64 [nnz], values float32 [nnz], entries
+        per row int64 [n]; within a row, each feature's entries in feature order."""
+        lists = [j for j, e in enumerate(self.encoders) if isinstance(e, IdListEncoder)]
+        if not lists:
+            ids, values = self.encode_frame(frame)
+            return ids.reshape(-1), values.reshape(-1), np.full(frame.height, len(self.encoders), np.int64)
+        self._check_columns(frame)
+        encoded: list = [None] * len(self.encoders)
+
+        def encode(j: int) -> None:
+            encoder, column = self.encoders[j], frame[self.encoders[j].name]
+            if isinstance(encoder, IdListEncoder):
+                encoded[j] = encoder.encode_lists(column)
+            else:
+                ids = np.empty(frame.height, dtype=np.int64)
+                encoded[j] = (ids, encoder.encode_into(column, ids), None)
+
+        each_feature(encode, range(len(self.encoders)))
+        counts = np.ones((frame.height, len(self.encoders)), dtype=np.int64)
+        for j in lists:
+            counts[:, j] = encoded[j][2]
+        starts, lengths = place_entries(counts)
+        ids = np.empty(int(lengths.sum()), dtype=np.int64)
+        values = np.empty(len(ids), dtype=np.float32)
+        for j, (feature_ids, feature_values, _) in enumerate(encoded):
+            positions = starts[:, j] if j not in lists else list_positions(starts[:, j], counts[:, j])
+            ids[positions], values[positions] = feature_ids, feature_values
+        return ids, values, lengths
+
+    def _check_columns(self, frame: pl.DataFrame) -> None:
+        missing = [name for name in self.names if name not in frame.columns]
+        if missing:
+            raise InputError(
+                f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}"
+            )
+
     def encode_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global ids int64 [n, F] and values float32 [n, F], one column per feature."""
         ids, values = self.encode_columns(frame)
@@ -151,14 +233,13 @@ class FeatureMap:
             )
         ids = buffers[0][:, : frame.height]
         values = None if buffers[1] is None else buffers[1][:, : frame.height]
-        missing = [name for name in self.names if name not in frame.columns]
-        if missing:
-            raise InputError(
-                f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}"
-            )
+        if self.ragged:
+            raise ValueError("a feature map with id lists encodes rows (encode_rows), not columns")
+        self._check_columns(frame)
 
         def encode(j: int) -> None:
             encoder = self.encoders[j]
+            assert not isinstance(encoder, IdListEncoder)  # ragged maps were refused above
             encoded = encoder.encode_into(frame[encoder.name], ids[j])
             if values is not None:
                 values[j] = encoded
@@ -172,21 +253,48 @@ class FeatureMap:
         The request's values are read as numbers in one pass (native.records_to_numbers); a feature
         whose column holds a kind of value its encoder does not take as a number (text, say) is
         encoded from its raw values instead."""
+        if self.ragged:
+            raise ValueError("a feature map with id lists encodes a request's rows (encode_records_rows)")
         ids = np.empty((len(records), len(self.encoders)), dtype=np.int64)
         values = np.empty((len(records), len(self.encoders)), dtype=np.float64)
+        for j, (local, vals, _) in enumerate(self._encode_request(records)):
+            ids[:, j], values[:, j] = local + self.encoders[j].offset, vals
+        return ids, values
+
+    def encode_records_rows(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The online path of any feature map, as `encode_rows`: global ids int64 [nnz], values
+        float64 [nnz], entries per candidate int64 [n]."""
+        encoded = self._encode_request(records)
+        counts = np.ones((len(records), len(self.encoders)), dtype=np.int64)
+        for j, (_, _, lengths) in enumerate(encoded):
+            if lengths is not None:
+                counts[:, j] = lengths
+        starts, lengths = place_entries(counts)
+        ids = np.empty(int(lengths.sum()), dtype=np.int64)
+        values = np.empty(len(ids), dtype=np.float64)
+        for j, (local, vals, feature_lengths) in enumerate(encoded):
+            positions = starts[:, j] if feature_lengths is None else list_positions(starts[:, j], feature_lengths)
+            ids[positions], values[positions] = local + self.encoders[j].offset, vals
+        return ids, values, lengths
+
+    def _encode_request(self, records: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Each feature's (local ids, values float64, entries per candidate or None for one each)."""
         numbers = native.records_to_numbers(records, tuple(self.names))
         columns = None
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         for j, encoder in enumerate(self.encoders):
             try:
-                if encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:
-                    local, vals = encoder.encode_numbers(numbers[0][j])
+                if isinstance(encoder, IdListEncoder):
+                    columns = self._columns(records) if columns is None else columns
+                    out.append(encoder.encode_values(columns[j]))
+                elif encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:
+                    out.append((*encoder.encode_numbers(numbers[0][j]), None))
                 else:
                     columns = self._columns(records) if columns is None else columns
-                    local, vals = encoder.encode_values(columns[j])
+                    out.append((*encoder.encode_values(columns[j]), None))
             except InputError as exc:
                 raise InputError(f"feature {encoder.name!r}: {exc}") from None
-            ids[:, j], values[:, j] = local + encoder.offset, vals
-        return ids, values
+        return out
 
     def _columns(self, records: list[dict]) -> list:
         """Each feature's raw values across the records (None where a record lacks the key)."""

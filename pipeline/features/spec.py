@@ -30,7 +30,24 @@ class RawValue(Strict):
     kind: Literal["none"] = Field(description="Discretizer tag.")
 
 
-Discretizer = Annotated[PercentileDiscretizer | HashingDiscretizer | RawValue, Field(discriminator="kind")]
+class Log1pTransform(Strict):
+    """No bins: one id carrying sign(x)·log(1 + |x|) (DLRM's transform of count features)."""
+
+    kind: Literal["log1p"] = Field(description="Discretizer tag.")
+
+
+class NormalTransform(Strict):
+    """No bins: one id carrying the value's Gaussian score, Φ⁻¹ of its weighted percentile rank in
+    train, interpolated between `quantiles` fitted points (a rank-preserving map to N(0, 1))."""
+
+    kind: Literal["normal"] = Field(description="Discretizer tag.")
+    quantiles: int = Field(default=1024, ge=2, le=65536, description="Fitted points of the rank -> score map.")
+
+
+Discretizer = Annotated[
+    PercentileDiscretizer | HashingDiscretizer | RawValue | Log1pTransform | NormalTransform,
+    Field(discriminator="kind"),
+]
 
 
 class ContinuousFeature(Strict):
@@ -58,4 +75,45 @@ class BinaryFeature(Strict):
     kind: Literal["binary"] = Field(description="Feature kind tag.")
 
 
-Feature = Annotated[ContinuousFeature | CategoricalFeature | BinaryFeature, Field(discriminator="kind")]
+class IdListFeature(Strict):
+    """A multi-valued categorical: a list of ids per row (a parquet list column, or text split at
+    `separator`), each id a categorical value (vocabulary or hash buckets); optionally weighted."""
+
+    name: str = Field(description="Column name (a list column, or text such as 'a,b,c').")
+    kind: Literal["id_list"] = Field(description="Feature kind tag.")
+    separator: str = Field(
+        default=",", min_length=1, max_length=8, description="Between the ids of a text cell (list columns need none)."
+    )
+    max_length: int = Field(
+        default=64, ge=1, le=65536, description="At most this many ids per row are kept (empty lists are allowed)."
+    )
+    keep: Literal["first", "last"] = Field(
+        default="first", description="Which ids a list longer than max_length keeps: the first or the last."
+    )
+    min_count: int = Field(
+        default=1, ge=1, le=INT64_MAX, description="Ids seen fewer times in train share the out-of-vocabulary id."
+    )
+    hash_buckets: Buckets | None = Field(
+        default=None, description="Hash ids into this many buckets (stable BLAKE2b) instead of a vocabulary."
+    )
+    weighted: bool = Field(
+        default=False,
+        description="Each item is `id:weight` (sparse continuous: an id -> value map); the weight is the "
+        "entry's value instead of 1.",
+    )
+
+
+def entry_kind_of(feature: ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature) -> str:
+    """What a feature's entries will look like to the blocks (FeatureMap.layout's kind, known from
+    the spec alone): "list" for id lists, "value" for a continuous number (none, log1p, normal),
+    "id" for every one-hot feature."""
+    if isinstance(feature, IdListFeature):
+        return "list"
+    if isinstance(feature, ContinuousFeature) and isinstance(
+        feature.discretizer, (RawValue, Log1pTransform, NormalTransform)
+    ):
+        return "value"
+    return "id"
+
+
+Feature = Annotated[ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature, Field(discriminator="kind")]

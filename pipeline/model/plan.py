@@ -23,12 +23,12 @@ from pydantic import Field, ValidationError, create_model, model_validator
 from ..config import Strict
 from ..errors import ArtifactError
 from .blocks import BLOCKS
-from .blocks.base import IdSpace, Node, Port, Weight
+from .blocks.base import FieldInfo, IdSpace, Node, Port, Weight
 from .blocks.field_embedding import FieldEmbeddingSpec
 from .blocks.mlp import MLPSpec
 from .blocks.sparse_linear import SparseLinearSpec
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: the features' layout (fields)
 FEATURES = "features"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _RESERVED = {"features", "training", "forward", "blocks", "plan"}
@@ -124,23 +124,30 @@ class Plan:
             if not _NAME.match(block.name) or block.name in _RESERVED or any(n.name == block.name for n in nodes):
                 raise ValueError(f"block name {block.name!r} is not a new lowercase identifier")
             kind = _block(block.kind)
-            if set(block.inputs) != set(kind.reads):
+            if kind.accepts is None and set(block.inputs) != set(kind.reads):
                 raise ValueError(
                     f"block {block.name!r} ({block.kind}) reads {sorted(kind.reads)}, "
                     f"the plan gives {sorted(block.inputs)}"
                 )
+            if kind.accepts is not None and not block.inputs:
+                raise ValueError(f"block {block.name!r} ({block.kind}) reads at least one port; the plan gives none")
             inputs = {}
             for name, ref in block.inputs.items():
                 port = ports.get(ref)
-                if port is None or port.kind != kind.reads[name]:
+                takes = kind.accepts or (kind.reads[name],)
+                if port is None or port.kind not in takes:
                     raise ValueError(
                         f"block {block.name!r} input {name!r} reads {ref!r}, which is "
                         f"{'not written before it' if port is None else 'a ' + port.kind + ' port'}; "
-                        f"it takes a {kind.reads[name]} port"
+                        f"it takes a {' or '.join(takes)} port"
                     )
                 inputs[name] = port
             nodes.append(Node(block.name, block.spec, self.space, inputs))
-            for name, port in kind.outputs(block.spec, inputs, self.space).items():
+            try:
+                outputs = kind.outputs(block.spec, inputs, self.space)
+            except ValueError as exc:
+                raise ValueError(f"block {block.name!r} ({block.kind}): {exc}") from None
+            for name, port in outputs.items():
                 ports[f"{block.name}.{name}"] = port
         if ports.get(self.output) != Port("dense", (1,)):
             raise ValueError(f"the plan's output {self.output!r} is not a block's dense output of width 1")
@@ -164,6 +171,7 @@ class Plan:
             "format": PLAN_FORMAT,
             "num_ids": self.space.num_ids,
             "num_fields": self.space.num_fields,
+            "fields": self.space.to_json(),
             "blocks": [
                 {"name": b.name, "kind": b.kind, "inputs": b.inputs, "spec": b.spec.model_dump(mode="json")}
                 for b in self.blocks
@@ -188,7 +196,8 @@ class Plan:
                 PlanBlock(b["name"], b["kind"], _block(b["kind"]).Spec.model_validate(b["spec"]), dict(b["inputs"]))
                 for b in obj["blocks"]
             )
-            plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"])), blocks, obj["output"])
+            fields = tuple(FieldInfo(str(n), int(o), int(s), k) for n, o, s, k in obj["fields"])
+            plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"]), fields), blocks, obj["output"])
             stored = {
                 name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"]) for name, w in obj["weights"].items()
             }
@@ -207,6 +216,11 @@ def _block(kind: str):
     if kind not in BLOCKS:
         raise ValueError(f"unknown kind {kind!r}; one of {sorted(BLOCKS)}")
     return BLOCKS[kind]
+
+
+def space_of(num_ids: int, layout: list[tuple[str, int, int, str]]) -> IdSpace:
+    """The id space of a fitted feature map (FeatureMap.num_ids and .layout())."""
+    return IdSpace(num_ids, len(layout), tuple(FieldInfo(*field) for field in layout))  # type: ignore[arg-type]
 
 
 def plan_for(spec: ModelSpec, space: IdSpace) -> Plan:

@@ -35,6 +35,29 @@ def sparse_sums_reference(ids, values, table, max_abs, id_bias, bias) -> tuple[n
     return scaled, sums
 
 
+def sparse_sums_rows(
+    ids: np.ndarray,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    max_abs: np.ndarray,
+    id_bias: np.ndarray,
+    bias: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`sparse_sums` of ragged rows (id lists): ids int64 and values float64 [nnz], row offsets
+    int64 [n + 1] -> scaled [nnz], sums [n, width]; each row's entries summed in order. numpy only
+    (no kernel: the fixed-width kernel's reference formula, per entry)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= len(table)):
+        raise IndexError(f"an id outside [0, {len(table)}): the feature map and the weights disagree")
+    scaled = values / np.maximum(np.maximum(np.take(max_abs, ids), np.abs(values)), TINY)
+    terms = np.take(table, ids, axis=0) * (scaled + np.take(id_bias, ids))[:, None]
+    sums = np.broadcast_to(bias, (len(offsets) - 1, len(bias))).copy()
+    filled = np.flatnonzero(np.diff(offsets) > 0)
+    if len(filled):
+        sums[filled] += np.add.reduceat(terms, offsets[filled], axis=0)
+    return scaled, sums
+
+
 def sparse_sums(
     ids: np.ndarray, values: np.ndarray, table: np.ndarray, max_abs: np.ndarray, id_bias: np.ndarray, bias: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -32,14 +32,13 @@ def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
 
 
 def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> EncodedSplit:
-    ids, values = bundle.feature_map.encode_frame(frame)
     n = frame.height
-    return EncodedSplit.from_dense(
-        ids,
-        values,
-        np.zeros(n, np.float32) if labels is None else labels,
-        np.ones(n, np.float32) if weights is None else weights,
-    )
+    labels = np.zeros(n, np.float32) if labels is None else labels
+    weights = np.ones(n, np.float32) if weights is None else weights
+    if bundle.feature_map.ragged:
+        return EncodedSplit.from_rows(*bundle.feature_map.encode_rows(frame), labels, weights)
+    ids, values = bundle.feature_map.encode_frame(frame)
+    return EncodedSplit.from_dense(ids, values, labels, weights)
 
 
 def score_frame(bundle: Bundle, frame: pl.DataFrame, model: Network | None = None) -> pl.DataFrame:

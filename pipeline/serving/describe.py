@@ -10,6 +10,7 @@ import numpy as np
 from ..features.categorical import CategoricalEncoder
 from ..features.continuous import ContinuousEncoder
 from ..features.feature_map import Encoder
+from ..features.id_list import IdListEncoder
 from ..store.bundle import Bundle
 
 
@@ -17,9 +18,16 @@ def _encoding(encoder: Encoder) -> str:
     """How one encoder turns values into ids, in a few words."""
     if isinstance(encoder, ContinuousEncoder):
         if encoder.raw:
-            return "raw value"
+            return {"log1p": "sign(x)·log(1 + |x|)", "normal": f"to normal ({len(encoder.edges)} knots)"}.get(
+                encoder.transform or "", "raw value"
+            )
         what = f"{encoder.n_bins} bins" + (f" hashed into {encoder.buckets}" if encoder.buckets else "")
         return what + (f", range [{encoder.edges[0]:g}, {encoder.edges[-1]:g}]" if encoder.edges else "")
+    if isinstance(encoder, IdListEncoder):
+        ids = f"{encoder.buckets} hash buckets" if encoder.buckets else f"vocabulary {len(encoder.vocabulary)}"
+        return f"id list of {ids}, at most {encoder.max_length} ({encoder.keep})" + (
+            ", weighted" if encoder.weighted else ""
+        )
     if isinstance(encoder, CategoricalEncoder):
         if encoder.buckets:
             return f"{encoder.buckets} hash buckets"

@@ -3,7 +3,8 @@
 An independent implementation of the network for serving: it interprets the bundle's plan with
 each block's numpy scorer (float64; native kernels for the sparse sums and the dot interactions,
 through native/), never torch, so offline/online parity compares two implementations. For a request:
-(ids, values) = feature_map.encode_records(records), one entry per feature; the blocks in plan order,
+(ids, values) = feature_map.encode_records(records), one entry per feature (or, with id lists, the
+candidates' ragged rows from encode_records_rows); the blocks in plan order,
 a block of BLOCK_ROWS candidates at a time; raw = σ(logit); score = bundle.finish(raw).
 """
 
@@ -40,18 +41,31 @@ class OnlineScorer:
             for block, node in zip(self.plan.blocks, self.plan.nodes)
         }
 
+    def raw_rows(self, ids: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Ragged rows (id lists): ids [nnz], values [nnz], entries per candidate [n] -> raw probabilities [n]."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        logits = []
+        for start in range(0, len(lengths), BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, len(lengths))
+            a, b = offsets[start], offsets[stop]
+            logits.append(self._logits(RequestEntries(ids[a:b], values[a:b], offsets[start : stop + 1] - a)))
+        return sigmoid(np.concatenate(logits) if logits else np.empty(0))
+
     def raw_encoded(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
         """ids [n, F], values [n, F] -> raw probabilities [n]."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         logits = [
-            self._logits(ids[start : start + BLOCK_ROWS], values[start : start + BLOCK_ROWS])
+            self._logits(RequestEntries(ids[start : start + BLOCK_ROWS], values[start : start + BLOCK_ROWS]))
             for start in range(0, len(ids), BLOCK_ROWS)
         ]
         return sigmoid(np.concatenate(logits) if logits else np.empty(0))
 
-    def _logits(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-        ports: dict[str, object] = {FEATURES: RequestEntries(ids, values)}
+    def _logits(self, entries: RequestEntries) -> np.ndarray:
+        ports: dict[str, object] = {FEATURES: entries}
         for block, node in zip(self.plan.blocks, self.plan.nodes):
             inputs = {name: ports[ref] for name, ref in block.inputs.items()}
             for name, value in BLOCKS[block.kind].score(node, self.weights[block.name], inputs).items():
@@ -66,6 +80,8 @@ class OnlineScorer:
 
     def raw_many(self, records: list[dict]) -> np.ndarray:
         """One request of many candidates, encoded and scored together: raw probabilities [n]."""
+        if self.bundle.feature_map.ragged:
+            return self.raw_rows(*self.bundle.feature_map.encode_records_rows(records))
         return self.raw_encoded(*self.bundle.feature_map.encode_records(records))
 
     def score_many(self, records: list[dict]) -> np.ndarray:

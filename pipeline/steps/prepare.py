@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
-from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype
+from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype, take_positions
 from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
 from ..data.spec import DataFiles, NegativeDownsampling
 from ..errors import ArtifactError, InputError
@@ -98,6 +98,26 @@ def encode_splits(
                     rows,
                 )
 
+        def write_rows(chunk: Chunk, ids: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> None:
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            for split, selected in chunk.routes:
+                rows = np.arange(len(lengths)) if selected is None else np.flatnonzero(selected)
+                positions, _ = take_positions(offsets, rows)
+                writers[split].append(
+                    ids[positions],
+                    None if feature_map.one_hot else values[positions],
+                    lengths[rows],
+                    chunk.labels[rows],
+                    chunk.weights[rows],
+                )
+
+        if feature_map.ragged:  # id lists: each chunk's row-major CSR, its routed rows gathered
+            for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
+                if chunk.frame.height:
+                    write_rows(chunk, *feature_map.encode_rows(chunk.frame))
+            return finish_splits(data, writers)
+
         # a chunk is written on a background thread while the next one is encoded, so two chunks'
         # feature-major arrays take turns (each at most chunk_rows rows; one-hot maps store no values)
         buffers: list[tuple[np.ndarray, np.ndarray | None]] = [
@@ -119,8 +139,14 @@ def encode_splits(
             pending = writing.submit(write, chunk, ids, values)
         if pending is not None:
             pending.result()
-        rows = {name: writer.rows for name, writer in writers.items()}
-        weights = {name: writer.weight_sum for name, writer in writers.items()}
+        return finish_splits(data, writers)
+
+
+def finish_splits(data, writers: dict[str, SplitWriter]) -> dict[str, int]:
+    """Rows per split, once every chunk is written; an empty validation split or a split whose
+    weights sum to 0 is an InputError."""
+    rows = {name: writer.rows for name, writer in writers.items()}
+    weights = {name: writer.weight_sum for name, writer in writers.items()}
     if rows["validation"] == 0:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
     for name, total in weights.items():

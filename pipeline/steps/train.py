@@ -8,8 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..model.blocks.base import IdSpace
-from ..model.plan import plan_for
+from ..model.plan import plan_for, space_of
 from ..spec import Spec
 from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
@@ -35,7 +34,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         validation = split_of(prepared, "validation", feature_map.num_ids)
         ctx.tracker.params({f"train.{k}": v for k, v in train.model_dump(mode="json").items()})
         log(f"[train] {train_split.rows:,} rows, {feature_map.num_ids:,} ids, device {train.device}")
-        plan = plan_for(model, IdSpace(feature_map.num_ids, len(feature_map.encoders)))
+        plan = plan_for(model, space_of(feature_map.num_ids, feature_map.layout()))
         result = train_model(
             plan,
             train,

@@ -37,7 +37,8 @@ from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
 
-FORMAT_VERSION = 3  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators, regularization
+FORMAT_VERSION = 4  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
+# regularization; 4: id lists, the features' layout in the plan
 
 
 class Recipe(Strict):
@@ -160,6 +161,8 @@ class Bundle:
                 f"the plan is laid over {space.num_ids:,} ids and {space.num_fields} features but the feature "
                 f"map declares {self.feature_map.num_ids:,} ids and {len(self.feature_map.encoders)} features"
             )
+        if space.to_json() != [list(field) for field in self.feature_map.layout()]:
+            return "the plan's features (names, ids, entry kinds) are not the feature map's"
         if [f.name for f in self.recipe.features] != self.feature_map.names:
             return "the recipe's features are not the feature map's"
         declared = {name: weight.shape for name, weight in self.plan.weights.items()}

@@ -428,6 +428,66 @@ data_case(
     edits=_PARQUET,
 )
 
+_ID_LIST = {"features.1": {"name": "c", "kind": "id_list"}}
+data_case(
+    "id-list-of-structs",
+    "silent",
+    _parquet_with("c", lambda n: pl.Series([[{"a": i}] for i in range(n)])),
+    2,
+    "feature 'c' (id_list)",
+    "lists of ids",
+    edits={**_PARQUET, **_ID_LIST},
+)
+spec_case(
+    "id-list-weighted-without-weights",
+    "silent",
+    {"features.1": {"name": "c", "kind": "id_list", "weighted": True}},
+    2,
+    "id list 'c'",
+    "has no ':weight'",
+)
+spec_case(
+    "field-embedding-over-id-lists",
+    "exit",
+    {**_ID_LIST, "model.interactions": {"dim": 4}},
+    2,
+    "field_embedding takes one entry per feature",
+    "embedding_bag",
+)
+_BAGS = {
+    "model": {
+        "blocks": [
+            {"name": "bags", "kind": "embedding_bag", "inputs": {"entries": "features"}, "features": ["nope"]},
+            {"name": "flat", "kind": "concat", "inputs": {"bags": "bags.out"}},
+            {"name": "head", "kind": "logit", "inputs": {"x": "flat.out"}},
+        ]
+    }
+}
+spec_case("embedding-bag-unknown-feature", "exit", _BAGS, 2, "block 'bags'", "feature 'nope' is not one of")
+spec_case(
+    "dense-features-over-binned",
+    "exit",
+    {
+        "model": {
+            "blocks": [
+                {"name": "dense", "kind": "dense_features", "inputs": {"entries": "features"}, "features": ["x"]},
+                {"name": "head", "kind": "logit", "inputs": {"x": "dense.out"}},
+            ]
+        }
+    },
+    2,
+    "feature 'x' has id entries",
+    "embedding_bag",
+)
+spec_case(
+    "transform-with-bins",
+    "exit",
+    {"features.0.discretizer": {"kind": "log1p", "bins": 8}},
+    2,
+    "discretizer",
+    "bins",
+)
+
 
 def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:

@@ -14,13 +14,45 @@ import pytest
 import torch
 
 from snn.pipeline.model.blocks import BLOCKS
-from snn.pipeline.model.blocks.base import Entries, FieldVectors, IdSpace, Node, Port, RequestEntries, as_array
+from snn.pipeline.model.blocks.base import (
+    Entries,
+    FieldInfo,
+    FieldVectors,
+    IdSpace,
+    Node,
+    Port,
+    RequestEntries,
+    as_array,
+)
 from snn.pipeline.model.network import Network
 from snn.pipeline.model.plan import ModelSpec, Plan, plan_for
 from snn.pipeline.model.rows import deduplicate
 
 NUM_IDS, FIELDS, ROWS = 60, 5, 40
 SPACE = IdSpace(NUM_IDS, FIELDS)
+# laid-out spaces: one entry per feature (ids and numbers), and with id lists (one weighted)
+LAID_OUT = IdSpace(
+    NUM_IDS,
+    FIELDS,
+    (
+        FieldInfo("a", 0, 10, "id"),
+        FieldInfo("x", 10, 2, "value"),
+        FieldInfo("b", 12, 18, "id"),
+        FieldInfo("y", 30, 2, "value"),
+        FieldInfo("c", 32, 28, "id"),
+    ),
+)
+RAGGED = IdSpace(
+    NUM_IDS,
+    FIELDS,
+    (
+        FieldInfo("a", 0, 10, "id"),
+        FieldInfo("x", 10, 2, "value"),
+        FieldInfo("tags", 12, 18, "list"),
+        FieldInfo("y", 30, 2, "value"),
+        FieldInfo("terms", 32, 28, "list"),
+    ),
+)
 
 # kind -> [(spec, {input: port})]: the example inputs of each block kind
 EXAMPLES = {
@@ -37,6 +69,21 @@ EXAMPLES = {
         ({"layers": [], "activation": "none"}, {"x": Port("dense", (3,))}),
     ],
     "logit": [({}, {"x": Port("dense", (5,))})],
+    "embedding_bag": [
+        ({"dim": 4, "pooling": pooling}, {"entries": Port("entries", (FIELDS,))}, space)
+        for pooling in ("sum", "mean", "max")
+        for space in (LAID_OUT, RAGGED)
+    ]
+    + [({"dim": 3, "features": ["c", "a"]}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT)],
+    "concat": [
+        ({}, {"a": Port("dense", (3,)), "b": Port("fields", (FIELDS, 2)), "c": Port("dense", (1,))}),
+        ({}, {"only": Port("fields", (FIELDS, 3))}),
+    ],
+    "dense_features": [
+        ({}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT),
+        ({"missing_indicators": False, "features": ["y"]}, {"entries": Port("entries", (FIELDS,))}, RAGGED),
+        ({}, {"entries": Port("entries", (FIELDS,))}, RAGGED),
+    ],
 }
 
 # plans that hold every block, for the row-wise and JSON checks
@@ -53,34 +100,98 @@ PLANS = {
     },
     "logistic": {"sparse_linear": {"width": 1, "activation": "none"}, "mlp": {"layers": []}},
 }
+DLRM = {
+    "blocks": [
+        {"name": "dense", "kind": "dense_features", "inputs": {"entries": "features"}},
+        {"name": "bottom", "kind": "mlp", "inputs": {"x": "dense.out"}, "layers": [4, 3]},
+        {"name": "embed", "kind": "embedding_bag", "inputs": {"entries": "features"}, "dim": 3, "pooling": "mean"},
+        {"name": "pairs", "kind": "dot_interaction", "inputs": {"dense": "bottom.out", "fields": "embed.out"}},
+        {"name": "top", "kind": "mlp", "inputs": {"x": "pairs.out"}, "layers": [4]},
+        {"name": "head", "kind": "logit", "inputs": {"x": "top.out"}},
+    ]
+}
+# plans over a laid-out space: (spec, space)
+LAID_OUT_PLANS = {
+    "dlrm-ragged": (DLRM, RAGGED),
+    "dlrm-fixed": (DLRM, LAID_OUT),
+    "split-net": (
+        {
+            "blocks": [
+                {"name": "wide", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3},
+                {"name": "dense", "kind": "dense_features", "inputs": {"entries": "features"}},
+                {"name": "bags", "kind": "embedding_bag", "inputs": {"entries": "features"}, "features": ["tags"]},
+                {
+                    "name": "joined",
+                    "kind": "concat",
+                    "inputs": {"wide": "wide.out", "dense": "dense.out", "bags": "bags.out"},
+                },
+                {"name": "deep", "kind": "mlp", "inputs": {"x": "joined.out"}, "layers": [4]},
+                {"name": "head", "kind": "logit", "inputs": {"x": "deep.out"}},
+            ]
+        },
+        RAGGED,
+    ),
+    "sparse-and-bags": (
+        {
+            "blocks": [
+                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
+                {"name": "bags", "kind": "embedding_bag", "inputs": {"entries": "features"}, "pooling": "max"},
+                {"name": "pairs", "kind": "dot_interaction", "inputs": {"dense": "sparse.out", "fields": "bags.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "pairs.out"}},
+            ]
+        },
+        RAGGED,
+    ),
+}
 
 
 def test_every_block_has_examples():
     assert set(EXAMPLES) == set(BLOCKS)
-    kinds = {block.kind for spec in PLANS.values() for block in plan_for(ModelSpec.model_validate(spec), SPACE).blocks}
+    plans = [(spec, SPACE) for spec in PLANS.values()] + list(LAID_OUT_PLANS.values())
+    kinds = {block.kind for spec, space in plans for block in plan_for(ModelSpec.model_validate(spec), space).blocks}
     assert kinds == set(BLOCKS)
 
 
-def _random_entries(rng):
-    ids = rng.integers(0, NUM_IDS, (ROWS, FIELDS))
-    values = rng.normal(size=(ROWS, FIELDS)) * 3
-    values[rng.random((ROWS, FIELDS)) < 0.3] = 1.0
-    return ids, values
+def _random_entries(rng, space: IdSpace = SPACE, rows: int = ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random rows over `space`: ids int64 and values float64 [nnz], entries per row [rows]. A space
+    without a layout: F random ids per row; with one: each feature's ids from its own range (lists
+    of 0-4 ids, some repeated; numbers present or missing), in feature order."""
+    if not space.fields:
+        values = rng.normal(size=(rows, FIELDS)) * 3
+        values[rng.random((rows, FIELDS)) < 0.3] = 1.0
+        return rng.integers(0, NUM_IDS, rows * FIELDS), values.reshape(-1), np.full(rows, FIELDS)
+    ids, values, lengths = [], [], np.zeros(rows, np.int64)
+    for r in range(rows):
+        for f in space.fields:
+            if f.kind == "value":
+                missing = rng.random() < 0.25
+                ids.append(f.offset + int(missing))
+                values.append(1.0 if missing else float(rng.normal() * 3))
+                count = 1
+            else:
+                count = int(rng.integers(0, 5)) if f.kind == "list" else 1
+                ids += list(f.offset + rng.integers(0, min(f.size, 4), count))
+                values += list(rng.uniform(0.5, 2, count) if f.name == "terms" else np.ones(count))
+            lengths[r] += count
+    return np.array(ids, np.int64), np.array(values), lengths
 
 
-def _inputs(ports: dict[str, Port], rng) -> tuple[dict, dict]:
+def _inputs(ports: dict[str, Port], rng, space: IdSpace = SPACE) -> tuple[dict, dict]:
     """Random inputs for the ports: (torch, numpy) views of the same numbers."""
     torch_in, numpy_in = {}, {}
-    ids, values = _random_entries(rng)
+    ids, values, lengths = _random_entries(rng, space)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     for name, port in ports.items():
         if port.kind == "entries":
+            width = FIELDS if not space.ragged else None
             torch_in[name] = Entries(
-                torch.from_numpy(ids.reshape(-1)),
-                torch.from_numpy(values.reshape(-1)),
-                torch.arange(ROWS) * FIELDS,
-                FIELDS,
+                torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(offsets[:-1]), width
             )
-            numpy_in[name] = RequestEntries(ids, values)
+            numpy_in[name] = (
+                RequestEntries(ids.reshape(ROWS, FIELDS), values.reshape(ROWS, FIELDS))
+                if width
+                else RequestEntries(ids, values, offsets)
+            )
         elif port.kind == "scaled":
             scaled = rng.uniform(-1, 1, (ROWS, FIELDS))
             torch_in[name], numpy_in[name] = torch.from_numpy(scaled.reshape(-1)), scaled
@@ -113,12 +224,13 @@ def _weights(kind: str, node: Node, rng) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind, index", [(k, i) for k, examples in EXAMPLES.items() for i in range(len(examples))])
 def test_torch_forward_equals_the_numpy_scorer_in_float64(kind, index):
-    spec_dict, ports = EXAMPLES[kind][index]
+    spec_dict, ports, *laid_out = EXAMPLES[kind][index]
+    space = laid_out[0] if laid_out else SPACE
     block = BLOCKS[kind]
-    node = Node(kind, block.Spec.model_validate(spec_dict), SPACE, ports)
+    node = Node(kind, block.Spec.model_validate(spec_dict), space, ports)
     rng = np.random.default_rng(index)
     weights = _weights(kind, node, rng)
-    torch_in, numpy_in = _inputs(ports, rng)
+    torch_in, numpy_in = _inputs(ports, rng, space)
     with torch.no_grad():
         expected = block.forward(node, weights, torch_in, training=False)
     got = block.score(node, block.serving_weights(node, {k: v.numpy() for k, v in weights.items()}), numpy_in)
@@ -129,28 +241,34 @@ def test_torch_forward_equals_the_numpy_scorer_in_float64(kind, index):
         assert np.abs(value - reference).max() <= 1e-12, (kind, name)
 
 
-def _batch(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    rows = 16
-    ids = torch.randint(0, NUM_IDS, (rows * FIELDS,), generator=g)  # repeats within rows and across
-    values = torch.randn(rows * FIELDS, generator=g, dtype=torch.float64) * 3
-    return ids, values, torch.arange(rows) * FIELDS
+def _batch(seed: int, space: IdSpace):
+    """16 rows over the space (repeated ids within rows and across), as torch ids, values, offsets
+    and the width (None for ragged rows)."""
+    ids, values, lengths = _random_entries(np.random.default_rng(seed), space, rows=16)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    width = None if space.ragged else FIELDS
+    return torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(offsets), width
 
 
-@pytest.mark.parametrize("name", list(PLANS))
+ALL_PLANS = {name: (spec, SPACE) for name, spec in PLANS.items()} | LAID_OUT_PLANS
+
+
+@pytest.mark.parametrize("name", list(ALL_PLANS))
 def test_row_wise_training_equals_the_full_tables_in_outputs_and_gradients(name):
-    plan = plan_for(ModelSpec.model_validate(PLANS[name]), SPACE)
+    spec, space = ALL_PLANS[name]
+    plan = plan_for(ModelSpec.model_validate(spec), space)
     torch.manual_seed(3)
     full = Network(plan).double()
-    with torch.no_grad():  # off the start: nonzero per-id biases
-        full.block_weights("sparse")["id_bias"].normal_(std=0.3)
+    if "sparse" in {b.name for b in plan.blocks}:
+        with torch.no_grad():  # off the start: nonzero per-id biases
+            full.block_weights("sparse")["id_bias"].normal_(std=0.3)
     rowwise = Network(plan).double()
     rowwise.load_state_dict(full.state_dict())
-    ids, values, offsets = _batch(1)
+    ids, values, offsets, width = _batch(1, space)
     target = torch.randn(len(offsets), dtype=torch.float64)
     torch.manual_seed(7)
-    out_full = full(ids, values, offsets, FIELDS)
-    batch = deduplicate(ids, offsets, NUM_IDS, FIELDS)
+    out_full = full(ids, values, offsets, width)
+    batch = deduplicate(ids, offsets, NUM_IDS, width)
     rows = rowwise.gather_rows(batch.unique)
     torch.manual_seed(7)
     out_rows = rowwise.forward_rows(rows, batch, values, offsets)
@@ -171,9 +289,10 @@ def test_row_wise_training_equals_the_full_tables_in_outputs_and_gradients(name)
         torch.testing.assert_close(dict(rowwise.named_buffers())[buffer_name], buffer, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", list(PLANS))
+@pytest.mark.parametrize("name", list(ALL_PLANS))
 def test_plans_and_block_specs_survive_json(name):
-    plan = plan_for(ModelSpec.model_validate(PLANS[name]), SPACE)
+    spec, space = ALL_PLANS[name]
+    plan = plan_for(ModelSpec.model_validate(spec), space)
     text = json.dumps(plan.to_json())
     again = Plan.from_json(json.loads(text))
     assert again == plan and again.weights == plan.weights

@@ -2,18 +2,21 @@
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from ..conftest import CRITEO, ROOT, invoke
 
-SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if p.name not in ("adult.yaml", "synthetic.yaml"))
+RUN_ELSEWHERE = ("adult.yaml", "synthetic.yaml", "synthetic_lists.yaml")
+SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if p.name not in RUN_ELSEWHERE)
 
 
 def test_specs_are_covered():
-    assert {p.name for p in SPECS} == {"criteo.yaml"}, "add a run for every new spec"
-    assert (ROOT / "specs" / "synthetic.yaml").is_file()  # test_synthetic_spec_runs
+    assert {p.name for p in SPECS} == {"criteo.yaml", "criteo_dlrm.yaml"}, "add a run for every new spec"
+    assert all((ROOT / "specs" / name).is_file() for name in RUN_ELSEWHERE)  # test_synthetic_*
 
 
 @pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: p.stem)
@@ -33,8 +36,24 @@ def test_spec_runs(runner, tmp_path, monkeypatch, spec_path):
         assert 0 < test[kind]["rce"] < 30
     assert test["calibrated"]["logloss"] <= test["raw"]["logloss"] <= 1.05 * test["calibrated"]["logloss"]
     assert out["verdict"]["passed"]
-    declared = yaml.safe_load(spec_path.read_text())["data"]
-    assert declared["train"]["rows"] == [0, 8000] and declared["test"]["rows"] == [8000, 10000]
+    declared = yaml.safe_load(spec_path.read_text())
+    assert declared["data"]["train"]["rows"] == [0, 8000] and declared["data"]["test"]["rows"] == [8000, 10000]
+    _holds_parity(runner, spec, tmp_path / ".snn" / "bundles" / declared["name"], CRITEO, "8000:10000")
+
+
+def _holds_parity(runner, spec: Path, bundle: Path, data: Path, rows: str) -> None:
+    """The online scorer equals the reference on the test rows (exit 0), and a bundle whose first
+    per-id table is moved by 1e-3 fails parity (exit 3)."""
+    online = spec.parent / "online.parquet"
+    assert invoke(runner, "predict", bundle, data, "-o", online, "--online", "--rows", rows).exit_code == 0
+    result = invoke(runner, "validate", spec, "--compare", online)
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads((bundle / "plan.json").read_text())
+    table = next(name for name, weight in plan["weights"].items() if weight["per_id"] and weight["trainable"])
+    broken = _perturbed_copy(bundle, spec.parent, table)
+    assert invoke(runner, "predict", broken, data, "-o", online, "--online", "--rows", rows).exit_code == 0
+    result = invoke(runner, "validate", spec, "--compare", online)
+    assert result.exit_code == 3 and "parity: " in result.stderr, result.stderr
 
 
 def test_synthetic_spec_runs(runner, tmp_path, monkeypatch):
@@ -60,3 +79,34 @@ def test_synthetic_spec_runs(runner, tmp_path, monkeypatch):
     # by ±7% (95%) between those and the 10k test rows at this size
     assert abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
     assert test["calibrated"]["logloss"] <= test["raw"]["logloss"] + 1e-3
+
+
+def _perturbed_copy(bundle: Path, folder: Path, weight: str) -> Path:
+    """A copy of the bundle with one weight moved by 1e-3 (a row the data uses: all of them)."""
+    copy = folder / "perturbed"
+    shutil.copytree(bundle.resolve(), copy)
+    with np.load(copy / "weights.npz") as stored:
+        weights = dict(stored)
+    weights[weight] = weights[weight] + 1e-3
+    np.savez(copy / "weights.npz", **weights)
+    return copy
+
+
+def test_synthetic_lists_spec_runs_and_holds_parity(runner, tmp_path, monkeypatch):
+    """specs/synthetic_lists.yaml (id lists: a parquet list column and "|"-separated text) on a 60k-row
+    file: the E-P model beats a model without the lists' vectors, the online scorer equals the
+    reference on ragged rows (exit 0), and a perturbed embedding table fails parity (exit 3)."""
+    data = tmp_path / "lists.parquet"
+    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0, "--lists").exit_code == 0
+    monkeypatch.setenv("SNN_SYNTH_LISTS_DATA", str(data))
+    spec = yaml.safe_load((ROOT / "specs" / "synthetic_lists.yaml").read_text())
+    assert [b["kind"] for b in spec["model"]["blocks"]][:2] == ["sparse_linear", "embedding_bag"]
+    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
+    spec["validation"]["gates"] = {"auc": {"min": 0.75}}
+    path = tmp_path / "lists.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = invoke(runner, "run", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    test = json.loads(result.stdout)["metrics"]["test"]
+    assert test["raw"]["rows"] == 10_000 and test["oracle"]["auc"] > test["raw"]["auc"] > 0.8
+    _holds_parity(runner, path, tmp_path / ".snn" / "bundles" / "synthetic-lists", data, "50000:60000")

@@ -54,12 +54,68 @@ class Weight:
     trainable: bool = True
 
 
+EntryKind = Literal["id", "value", "list"]
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One feature as blocks see it: its name, its ids [offset, offset + size), and its entries'
+    kind: "id" (one entry, value 1), "value" (one entry: id offset carrying a number, or id
+    offset + 1 with value 1 when the number is missing) or "list" (any number of entries)."""
+
+    name: str
+    offset: int
+    size: int
+    kind: EntryKind
+
+
+KIND_HINT = {
+    "value": "a continuous number: discretizer none, log1p or normal; read it with dense_features",
+    "id": "one id per row: categorical, binary or binned continuous; embed it with embedding_bag",
+    "list": "an id list; pool it with embedding_bag",
+}
+
+
 @dataclass(frozen=True)
 class IdSpace:
-    """The data a plan is laid over: the id space's size and the number of features."""
+    """The data a plan is laid over: the id space's size, the number of features and, once the
+    feature map is fitted, each feature's ids and entry kind (`fields`; empty for a spec checked
+    before any data, when blocks take every feature name on trust)."""
 
     num_ids: int
     num_fields: int
+    fields: tuple[FieldInfo, ...] = ()
+
+    @property
+    def ragged(self) -> bool:
+        """Some feature is an id list: a row's entries are not one per feature."""
+        return any(f.kind == "list" for f in self.fields)
+
+    def select(self, names: list[str] | None, kinds: tuple[EntryKind, ...]) -> tuple[int, ...]:
+        """The indices of the features `names` (None: every feature of `kinds`), each checked to be
+        of one of `kinds`; a ValueError naming the feature otherwise."""
+        if not self.fields:  # no data yet: the names are checked when the plan is laid over it
+            return tuple(range(len(names) if names is not None else self.num_fields))
+        index = {f.name: j for j, f in enumerate(self.fields)}
+        if names is None:
+            chosen = tuple(j for j, f in enumerate(self.fields) if f.kind in kinds)
+        else:
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise ValueError(f"feature {unknown[0]!r} is not one of the spec's features {sorted(index)}")
+            chosen = tuple(index[n] for n in names)
+        for j in chosen:
+            if self.fields[j].kind not in kinds:
+                raise ValueError(
+                    f"feature {self.fields[j].name!r} has {self.fields[j].kind} entries; this block reads "
+                    f"features with {' or '.join(kinds)} entries ({KIND_HINT[self.fields[j].kind]})"
+                )
+        if not chosen:
+            raise ValueError(f"no feature has {' or '.join(kinds)} entries, which this block reads")
+        return chosen
+
+    def to_json(self) -> list:
+        return [[f.name, f.offset, f.size, f.kind] for f in self.fields]
 
 
 @dataclass(frozen=True)
@@ -90,11 +146,53 @@ class Entries:
 
 @dataclass
 class RequestEntries:
-    """The entries of an online request: every candidate has one entry per feature, ids int64 and
-    values float64 [n, F]."""
+    """The entries of an online request, float64 values: with one entry per feature (`offsets`
+    None), ids int64 and values [n, F]; with id lists (ragged), ids int64 and values [nnz] and the
+    candidates' offsets int64 [n + 1]."""
 
     ids: np.ndarray
     values: np.ndarray
+    offsets: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.ids) if self.offsets is None else len(self.offsets) - 1
+
+
+def entry_ids(entries: Entries) -> torch.Tensor:
+    """The entries' global ids [nnz] (row-wise batches hold each entry's row among the distinct ids)."""
+    return entries.index if entries.rows is None else entries.rows.unique.index_select(0, entries.index)
+
+
+def entry_slots(
+    ids: torch.Tensor, offsets: torch.Tensor, width: int | None, space: IdSpace, chosen: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a block reading features `chosen` of a torch batch (ids [nnz], row starts [B]): which
+    entries it reads (bool [nnz]) and each one's bag, row · k + the feature's slot among the k
+    chosen (int64 [nnz], meaningful where read)."""
+    import torch
+
+    from ..rows import rows_of_entries
+
+    starts = torch.tensor([f.offset for f in space.fields[1:]], dtype=ids.dtype, device=ids.device)
+    field = torch.bucketize(ids, starts, right=True)
+    slot_of_field = torch.full((len(space.fields),), -1, dtype=torch.int64, device=ids.device)
+    slot_of_field[list(chosen)] = torch.arange(len(chosen), device=ids.device)
+    slot = slot_of_field[field]
+    rows = rows_of_entries(offsets, len(ids), width)
+    return slot >= 0, rows * len(chosen) + slot
+
+
+def request_slots(entries: RequestEntries, space: IdSpace, chosen: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of `entry_slots` for a ragged request: (read bool [nnz], bag int64 [nnz])."""
+    assert entries.offsets is not None
+    starts = np.array([f.offset for f in space.fields], dtype=np.int64)
+    field = np.searchsorted(starts, entries.ids, side="right") - 1
+    slot_of_field = np.full(len(space.fields), -1, dtype=np.int64)
+    slot_of_field[list(chosen)] = np.arange(len(chosen))
+    slot = slot_of_field[field]
+    rows = np.repeat(np.arange(entries.count), np.diff(entries.offsets))
+    return slot >= 0, rows * len(chosen) + slot
 
 
 @dataclass
@@ -154,6 +252,7 @@ class Block:
     kind: ClassVar[str]
     Spec: ClassVar[type[Strict]]
     reads: ClassVar[dict[str, PortKind]]  # input name -> the port kind it takes
+    accepts: ClassVar[tuple[PortKind, ...] | None] = None  # instead: any inputs, named freely, of these kinds
 
     def outputs(self, spec: Any, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
         """The ports this block writes ("out" first), given the ports it reads."""

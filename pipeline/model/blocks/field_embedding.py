@@ -35,6 +35,8 @@ class FieldEmbedding(Block):
     reads = {"entries": "entries", "scaled": "scaled"}
 
     def outputs(self, spec: FieldEmbeddingSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
+        if space.ragged:
+            raise ValueError("field_embedding takes one entry per feature; with id lists, use embedding_bag")
         return {"out": Port("fields", (space.num_fields, spec.dim))}
 
     def weights(self, spec: FieldEmbeddingSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:

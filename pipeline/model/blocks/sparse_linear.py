@@ -149,14 +149,11 @@ class SparseLinear(Block):
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
-        scaled, sums = native.sparse_sums(
-            entries.ids,
-            entries.values,
-            weights["weight"],
-            weights["max_abs"],
-            weights["id_bias"].reshape(-1),
-            weights["bias"],
-        )
+        tables = (weights["weight"], weights["max_abs"], weights["id_bias"].reshape(-1), weights["bias"])
+        if entries.offsets is None:
+            scaled, sums = native.sparse_sums(entries.ids, entries.values, *tables)
+        else:
+            scaled, sums = native.sparse_sums_rows(entries.ids, entries.values, entries.offsets, *tables)
         return {"out": activate_numpy(node.spec.activation, sums, weights.get("prelu")), "scaled": scaled}
 
 
