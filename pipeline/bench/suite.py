@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .dlrm import bench_dlrm
 from .encoding import bench_fit_encode
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
@@ -58,7 +59,7 @@ def run(size_name: str, folder: Path) -> dict:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # the competitors
     notes: list[str] = []
     started = time.perf_counter()
-    figures = bench_training(size, notes) + bench_forward(size) + bench_fit_encode(size, folder)
+    figures = bench_training(size, notes) + bench_dlrm(size) + bench_forward(size) + bench_fit_encode(size, folder)
     quality, prepared = bench_quality_and_serving(size, folder)
     figures += quality + bench_logistic(size, prepared)
     if size["shipped_specs"]:

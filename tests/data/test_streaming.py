@@ -137,6 +137,9 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         "B4.online_p50_ms",
         "B4.online_p99_ms",
         "B5.logistic_vs_vw",
+        "B6.dlrm_train_vs_plain",
+        "B6.dlrm_online_p50_ms",
+        "B6.dlrm_online_p99_ms",
     ]
     assert sorted(figures) == sorted(expected)
     for name, f in figures.items():
@@ -150,6 +153,7 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         "B2.forward_hot_batch_1",
         "B2.forward_cold_batch_256",
         "B3.fit_encode_20k",
+        "B6.dlrm_train_vs_plain",
     ):
         assert figures[name]["competitor_value"] > 0
     assert (
