@@ -338,6 +338,14 @@ def init_prelu(weights: dict[str, torch.Tensor]) -> None:
         weights["prelu"].data.fill_(0.25)  # torch.nn.PReLU's start
 
 
+def init_normal(weight: torch.Tensor, std: float) -> None:
+    """weight ~ N(0, std²), in place (the per-id embedding tables' start)."""
+    import torch
+
+    with torch.no_grad():
+        weight.copy_(torch.randn(weight.shape) * std)
+
+
 def init_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
     """torch.nn.Linear's start: weight [out, in] Kaiming-uniform (a = √5), bias U(±1/√in)."""
     import math

@@ -40,18 +40,13 @@ class DenseFeaturesSpec(Strict):
     )
 
 
-def _chosen(node_or_spec: Any, space: IdSpace) -> tuple[int, ...]:
-    spec = node_or_spec.spec if isinstance(node_or_spec, Node) else node_or_spec
-    return space.select(spec.features, NUMBERS)
-
-
 class DenseFeatures(Block):
     kind = "dense_features"
     Spec = DenseFeaturesSpec
     reads = {"entries": "entries"}
 
     def outputs(self, spec: DenseFeaturesSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
-        count = len(_chosen(spec, space))
+        count = len(space.select(spec.features, NUMBERS))
         return {"out": Port("dense", (2 * count if spec.missing_indicators else count,))}
 
     def forward(
@@ -60,7 +55,7 @@ class DenseFeatures(Block):
         import torch
 
         entries: Entries = inputs["entries"]
-        chosen, batch = _chosen(node, node.space), len(entries.offsets)
+        chosen, batch = node.space.select(node.spec.features, NUMBERS), len(entries.offsets)
         ids = entry_ids(entries)
         values = entries.values if entries.values is not None else torch.ones(len(ids), dtype=torch.float64)
         first = torch.tensor([node.space.fields[j].offset for j in chosen], device=ids.device)
@@ -81,7 +76,7 @@ class DenseFeatures(Block):
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
-        chosen, n = _chosen(node, node.space), entries.count
+        chosen, n = node.space.select(node.spec.features, NUMBERS), entries.count
         first = np.array([node.space.fields[j].offset for j in chosen], dtype=np.int64)
         if entries.offsets is None:
             ids, numbers = entries.ids[:, list(chosen)], entries.values[:, list(chosen)]

@@ -37,6 +37,7 @@ from .base import (
     Weight,
     entry_ids,
     entry_slots,
+    init_normal,
     request_slots,
 )
 
@@ -57,11 +58,6 @@ class EmbeddingBagSpec(Strict):
     pooling: Literal["sum", "mean", "max"] = Field(
         default="sum", description="How the vectors of a row's entries of one feature are pooled."
     )
-
-
-def _chosen(node_or_spec: Any, space: IdSpace) -> tuple[int, ...]:
-    spec = node_or_spec.spec if isinstance(node_or_spec, Node) else node_or_spec
-    return space.select(spec.features, POOLED)
 
 
 def pool_torch(vectors: torch.Tensor, bags: torch.Tensor, count: int, pooling: str) -> torch.Tensor:
@@ -97,22 +93,19 @@ class EmbeddingBag(Block):
     reads = {"entries": "entries"}
 
     def outputs(self, spec: EmbeddingBagSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
-        return {"out": Port("fields", (len(_chosen(spec, space)), spec.dim))}
+        return {"out": Port("fields", (len(space.select(spec.features, POOLED)), spec.dim))}
 
     def weights(self, spec: EmbeddingBagSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
         return {"weight": Weight((space.num_ids, spec.dim), per_id=True)}
 
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
-        import torch
-
-        with torch.no_grad():
-            weights["weight"].copy_(torch.randn(weights["weight"].shape) * INIT_STD)
+        init_normal(weights["weight"], INIT_STD)
 
     def forward(
         self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
     ) -> dict[str, torch.Tensor]:
         entries: Entries = inputs["entries"]
-        chosen, table, dim = _chosen(node, node.space), weights["weight"], node.spec.dim
+        chosen, table, dim = node.space.select(node.spec.features, POOLED), weights["weight"], node.spec.dim
         batch = len(entries.offsets)
         if not node.space.ragged and entries.width == node.space.num_fields:
             index = entries.index.view(batch, -1)[:, list(chosen)]
@@ -129,7 +122,7 @@ class EmbeddingBag(Block):
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
-        chosen, table = _chosen(node, node.space), weights["weight"]
+        chosen, table = node.space.select(node.spec.features, POOLED), weights["weight"]
         if entries.offsets is None:
             columns = list(chosen)
             ids, values = (np.ascontiguousarray(a[:, columns]) for a in (entries.ids, entries.values))

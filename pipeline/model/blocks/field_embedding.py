@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from ...config import Strict
-from .base import Block, Entries, FieldVectors, IdSpace, Node, Port, RequestEntries, Weight
+from .base import Block, Entries, FieldVectors, IdSpace, Node, Port, RequestEntries, Weight, init_normal
 
 if TYPE_CHECKING:
     import torch
@@ -43,10 +43,7 @@ class FieldEmbedding(Block):
         return {"weight": Weight((space.num_ids, spec.dim), per_id=True)}
 
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
-        import torch
-
-        with torch.no_grad():
-            weights["weight"].copy_(torch.randn(weights["weight"].shape) * INIT_STD)
+        init_normal(weights["weight"], INIT_STD)
 
     def forward(
         self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
