@@ -59,6 +59,8 @@ EXAMPLES = {
     "sparse_linear": [
         ({"width": 6, "activation": "tanh"}, {"entries": Port("entries", (FIELDS,))}),
         ({"width": 3, "activation": "prelu"}, {"entries": Port("entries", (FIELDS,))}),
+        ({"width": 4, "features": ["c", "x"]}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT),
+        ({"width": 2, "features": ["terms", "a"]}, {"entries": Port("entries", (FIELDS,))}, RAGGED),
     ],
     "field_embedding": [({"dim": 4}, {"entries": Port("entries", (FIELDS,)), "scaled": Port("scaled")})],
     "dot_interaction": [({}, {"dense": Port("dense", (7,)), "fields": Port("fields", (FIELDS, 3))})],
@@ -130,6 +132,33 @@ LAID_OUT_PLANS = {
             ]
         },
         RAGGED,
+    ),
+    "split-net-groups": (
+        {
+            "blocks": [
+                {"name": "users", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3,
+                 "features": ["a", "x", "tags"]},
+                {"name": "items", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 2,
+                 "features": ["terms", "y"], "activation": "tanh"},
+                {"name": "joined", "kind": "concat", "inputs": {"u": "users.out", "i": "items.out"}},
+                {"name": "deep", "kind": "mlp", "inputs": {"x": "joined.out"}, "layers": [4]},
+                {"name": "head", "kind": "logit", "inputs": {"x": "deep.out"}},
+            ]
+        },
+        RAGGED,
+    ),
+    "split-net-groups-fixed": (
+        {
+            "blocks": [
+                {"name": "users", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 1,
+                 "features": ["a", "x"], "activation": "none"},
+                {"name": "items", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3,
+                 "features": ["b", "y", "c"]},
+                {"name": "joined", "kind": "concat", "inputs": {"u": "users.out", "i": "items.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "joined.out"}},
+            ]
+        },
+        LAID_OUT,
     ),
     "sparse-and-bags": (
         {

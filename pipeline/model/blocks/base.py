@@ -195,6 +195,54 @@ def request_slots(entries: RequestEntries, space: IdSpace, chosen: tuple[int, ..
     return slot >= 0, rows * len(chosen) + slot
 
 
+def select_entries(entries: Entries, space: IdSpace, chosen: tuple[int, ...]) -> Entries:
+    """The torch batch restricted to the entries of features `chosen` (rows kept, in order): a
+    block over a feature group sees only its group. Row-wise batches keep their distinct ids; the
+    restricted batch is scattered (no transposed structure)."""
+    import torch
+
+    from ..rows import RowBatch, rows_of_entries
+
+    batch = len(entries.offsets)
+    if len(chosen) == space.num_fields and (not space.fields or not space.ragged):
+        return entries
+    if not space.ragged and entries.width == space.num_fields:  # one entry per feature: pick columns
+        columns = torch.tensor(chosen, dtype=torch.int64)
+        positions = (torch.arange(batch).unsqueeze(1) * space.num_fields + columns).reshape(-1)
+        width: int | None = len(chosen)
+        offsets = torch.arange(batch, dtype=torch.int64) * len(chosen)
+    else:
+        read, _ = entry_slots(entry_ids(entries), entries.offsets, entries.width, space, chosen)
+        positions = torch.nonzero(read).squeeze(1)
+        rows = rows_of_entries(entries.offsets, len(entries.index), entries.width).index_select(0, positions)
+        counts = torch.bincount(rows, minlength=batch)
+        offsets, width = torch.cumsum(counts, 0) - counts, None
+    values = None if entries.values is None else entries.values.index_select(0, positions)
+    row_batch = None
+    if entries.rows is not None:
+        row_batch = RowBatch(
+            entries.rows.unique,
+            entries.rows.inverse.index_select(0, positions),
+            entries.rows.row_of_entry.index_select(0, positions),
+        )
+    return Entries(entries.index.index_select(0, positions), values, offsets, width, row_batch)
+
+
+def select_request(entries: RequestEntries, space: IdSpace, chosen: tuple[int, ...]) -> RequestEntries:
+    """numpy twin of `select_entries` for an online request."""
+    if len(chosen) == space.num_fields and (not space.fields or not space.ragged):
+        return entries
+    if entries.offsets is None:
+        columns = list(chosen)
+        return RequestEntries(
+            np.ascontiguousarray(entries.ids[:, columns]), np.ascontiguousarray(entries.values[:, columns])
+        )
+    read, _ = request_slots(entries, space, chosen)
+    rows = np.repeat(np.arange(entries.count), np.diff(entries.offsets))[read]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=entries.count))]).astype(np.int64)
+    return RequestEntries(entries.ids[read], entries.values[read], offsets)
+
+
 @dataclass
 class FieldVectors:
     """numpy `fields`: vector f of candidate r is table[ids[r, f]] · scaled[r, f] ([n, F, dim]),

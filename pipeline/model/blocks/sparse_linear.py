@@ -2,9 +2,11 @@
 
     N_j = F( Σ_i W_ij · (v_i / max_abs_i + b_i) + B_j )          (DESIGN.md)
 
-reads  entries   the batch's (id, value) entries
+reads  entries   the batch's (id, value) entries; with `features`, only those features' entries
+                 (a split net's sub-net over one feature group)
 writes out       dense [width], N
-       scaled    the entries' v_i / max_abs_i, for blocks that embed the same entries
+       scaled    the entries' v_i / max_abs_i, for blocks that embed the same entries (every
+                 feature's: only when the layer reads them all)
 weights  weight [num_ids, width] and id_bias [num_ids, 1] (per id, trained row-wise), bias [width],
          max_abs [num_ids] (per id, the running max |v|, not trained), prelu [width] (PReLU only)
 
@@ -29,6 +31,7 @@ from ...config import Activation, Strict, Width
 from .base import (
     Block,
     Entries,
+    EntryKind,
     IdSpace,
     Node,
     Port,
@@ -38,6 +41,8 @@ from .base import (
     activate_torch,
     activation_weights,
     init_prelu,
+    select_entries,
+    select_request,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +57,14 @@ class SparseLinearSpec(Strict):
 
     width: Width = Field(default=64, description="Output units N_j of the sparse linear layer.")
     activation: Activation = Field(default="relu", description="F in N_j = F(sum_i W_ij norm(v_i) + B_j).")
+    features: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The feature group this layer reads (a split net's sub-net); default every feature.",
+    )
+
+
+EVERY_KIND: tuple[EntryKind, ...] = ("id", "value", "list")
 
 
 def scaled_values(max_abs: torch.Tensor, entries: Entries, training: bool) -> torch.Tensor:
@@ -95,6 +108,9 @@ class SparseLinear(Block):
     reads = {"entries": "entries"}
 
     def outputs(self, spec: SparseLinearSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
+        space.select(spec.features, EVERY_KIND)  # the group is checked against the data's features
+        if spec.features is not None:
+            return {"out": Port("dense", (spec.width,))}
         return {"out": Port("dense", (spec.width,)), "scaled": Port("scaled")}
 
     def weights(self, spec: SparseLinearSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
@@ -119,18 +135,22 @@ class SparseLinear(Block):
     ) -> dict[str, torch.Tensor]:
         from ..rows import pool
 
-        entries: Entries = inputs["entries"]
+        entries = self._entries(node, inputs)
         scaled = scaled_values(weights["max_abs"], entries, training)
         pooled = pool(
             weights["weight"], weights["id_bias"].view(-1), scaled, entries.index, entries.offsets, entries.rows
         )
-        return {
-            "out": activate_torch(node.spec.activation, pooled + weights["bias"], weights.get("prelu")),
-            "scaled": scaled,
-        }
+        out = activate_torch(node.spec.activation, pooled + weights["bias"], weights.get("prelu"))
+        return {"out": out} if node.spec.features is not None else {"out": out, "scaled": scaled}
+
+    @staticmethod
+    def _entries(node: Node, inputs: dict[str, Any]) -> Entries:
+        if node.spec.features is None:
+            return inputs["entries"]
+        return select_entries(inputs["entries"], node.space, node.space.select(node.spec.features, EVERY_KIND))
 
     def infer(self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
-        entries: Entries = inputs["entries"]
+        entries = self._entries(node, inputs)
         values = entries.values
         if values is None:
             import torch
@@ -149,12 +169,15 @@ class SparseLinear(Block):
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
+        if node.spec.features is not None:
+            entries = select_request(entries, node.space, node.space.select(node.spec.features, EVERY_KIND))
         tables = (weights["weight"], weights["max_abs"], weights["id_bias"].reshape(-1), weights["bias"])
         if entries.offsets is None:
             scaled, sums = native.sparse_sums(entries.ids, entries.values, *tables)
         else:
             scaled, sums = native.sparse_sums_rows(entries.ids, entries.values, entries.offsets, *tables)
-        return {"out": activate_numpy(node.spec.activation, sums, weights.get("prelu")), "scaled": scaled}
+        out = activate_numpy(node.spec.activation, sums, weights.get("prelu"))
+        return {"out": out} if node.spec.features is not None else {"out": out, "scaled": scaled}
 
 
 BLOCK = SparseLinear()
