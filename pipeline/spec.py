@@ -24,7 +24,7 @@ from .config import Strict
 from .data.spec import DataFiles, DataSpec
 from .errors import SnnError, SpecError
 from .evaluation.spec import AutoCalibration, Calibration, ParitySpec, ValidationSpec
-from .features.spec import Feature, entry_kind_of
+from .features.spec import Feature, columns_of, entry_kind_of
 from .model.blocks import BLOCKS
 from .model.plan import ModelSpec, plan_for, space_of
 from .tracking import TrackingSpec
@@ -71,13 +71,13 @@ class Spec(Strict):
             ("the weight (data.weight)", data.weight),
             ("the oracle (data.oracle)", data.oracle),
         ):
-            if column is not None and any(f.name == column for f in self.features):
+            if column is not None and any(column in (f.name, *columns_of(f)) for f in self.features):
                 raise ValueError(
                     f"feature {column!r} is {role}: a model that reads its own target learns nothing "
                     "usable; remove it from features"
                 )
         if data.columns is not None:
-            missing = [f.name for f in self.features if f.name not in data.columns]
+            missing = [c for f in self.features for c in columns_of(f) if c not in data.columns]
             if missing:
                 raise ValueError(f"feature(s) {missing} are not among data.columns {data.columns}")
         return self

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import InputError
-from ..features.spec import Feature
+from ..features.spec import Feature, columns_of
 from .readers import Reader
 from .rows import holdout_mask, key_column, labels_of, unit_hash, weights_of
 from .spec import DataFiles, DataSpec, NegativeDownsampling
@@ -56,8 +56,9 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
 
 
 def needed_columns(data: DataSpec, features: list[Feature], extra: Sequence[str] = ()) -> list[str]:
-    """The columns the features, the label, the key and the weight (and `extra`) read."""
-    return [f.name for f in features] + [data.label.column] + list(extra) + [c for c in (data.key, data.weight) if c]
+    """The columns the features, the label, the key and the weight (and `extra`) read, each once."""
+    read = [c for f in features for c in columns_of(f)] + [data.label.column] + list(extra)
+    return list(dict.fromkeys(read + [c for c in (data.key, data.weight) if c]))
 
 
 def stream_chunks(

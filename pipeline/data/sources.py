@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import InputError
-from ..features.spec import Feature
+from ..features.spec import Feature, TreeLeavesFeature
 from .readers import READ_ERRORS, ROW_ID, Reader, check_columns
 from .spec import DataFiles, DataSpec, Source
 
@@ -33,6 +33,7 @@ _ACCEPTS = {
         lambda d: _scalar(d) or (isinstance(d, (pl.List, pl.Array)) and _scalar(d.inner)),  # type: ignore[arg-type]
         "lists of ids, or text such as 'a,b,c'",
     ),
+    "tree_input": (_scalar, "numbers, text or booleans"),
     "label": (_numberlike, "0/1 numbers, booleans or text (with data.label.positive)"),
     "weight": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "numbers"),
     "oracle": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "probabilities"),
@@ -57,7 +58,13 @@ def check_schema(
             f"{path} has its own {ROW_ID!r} column, the name snn gives each row's index when data.key "
             f"is absent; set data.key: {ROW_ID} to use that column as the row key, or rename it"
         )
-    roles: list[tuple[str, str, str]] = [(f.name, f.kind, f"feature {f.name!r} ({f.kind})") for f in features]
+    roles: list[tuple[str, str, str]] = [
+        (column, "tree_input", f"column {column!r} (an input of tree feature {f.name!r})")
+        if isinstance(f, TreeLeavesFeature)
+        else (column, f.kind, f"feature {f.name!r} ({f.kind})")
+        for f in features
+        for column in (f.inputs if isinstance(f, TreeLeavesFeature) else [f.name])
+    ]
     roles += [(data.label.column, "label", "label column")] if with_label else []
     roles += [
         (column, role, f"{role} column")

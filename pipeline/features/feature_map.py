@@ -27,29 +27,32 @@ from .binary import BinaryEncoder, BinaryFitter
 from .categorical import CategoricalEncoder, CategoricalFitter
 from .continuous import ContinuousEncoder, ContinuousFitter
 from .id_list import IdListEncoder, IdListFitter
-from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature, IdListFeature
+from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature, IdListFeature, TreeLeavesFeature
+from .tree_leaves import TreeLeavesEncoder, TreeLeavesFitter
 
 T = TypeVar("T")
-Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder | IdListEncoder
-Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter | IdListFitter
+Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder | IdListEncoder | TreeLeavesEncoder
+Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter | IdListFitter | TreeLeavesFitter
 ENCODERS: dict[str, type[Encoder]] = {
     "continuous": ContinuousEncoder,
     "categorical": CategoricalEncoder,
     "binary": BinaryEncoder,
     "id_list": IdListEncoder,
+    "tree_leaves": TreeLeavesEncoder,
 }
 FITTERS: dict[type, type[Fitter]] = {
     ContinuousFeature: ContinuousFitter,
     CategoricalFeature: CategoricalFitter,
     BinaryFeature: BinaryFitter,
     IdListFeature: IdListFitter,
+    TreeLeavesFeature: TreeLeavesFitter,
 }
 
 
 def entry_kind(encoder: Encoder) -> str:
     """How a feature's entries look to the blocks: "id" (one entry, value 1), "value" (one entry
     carrying a number: a raw or transformed continuous value) or "list" (any number of entries)."""
-    if isinstance(encoder, IdListEncoder):
+    if isinstance(encoder, (IdListEncoder, TreeLeavesEncoder)):
         return "list"
     return "id" if encoder.one_hot else "value"
 
@@ -127,13 +130,24 @@ def finish_fitters(running: list) -> list:
 
 
 def update_fitters(
-    features, running: list, frame: pl.DataFrame, weights: np.ndarray, rows: np.ndarray | None = None
+    features,
+    running: list,
+    frame: pl.DataFrame,
+    weights: np.ndarray,
+    rows: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ) -> None:
     """Every fitter takes its feature's column of one chunk (weights [n]; only the rows of the bool
-    mask `rows` [n] count, every row without it), side by side."""
+    mask `rows` [n] count, every row without it), side by side; a tree feature's fitter takes the
+    frame and the labels [n]."""
 
     def update(j: int) -> None:
-        running[j].update(frame[features[j].name], weights, rows)
+        if isinstance(running[j], TreeLeavesFitter):
+            if labels is None:
+                raise ValueError("tree features are fitted with the labels")
+            running[j].update_frame(frame, labels, weights, rows)
+        else:
+            running[j].update(frame[features[j].name], weights, rows)
 
     each_feature(update, range(len(features)))
 
@@ -152,10 +166,11 @@ class FeatureMap:
         self.num_ids = offset
 
     @classmethod
-    def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray) -> FeatureMap:
-        """The streaming fit (`fitters`) over one in-memory frame as its only chunk."""
+    def fit(cls, features, frame: pl.DataFrame, weights: np.ndarray, labels: np.ndarray | None = None) -> FeatureMap:
+        """The streaming fit (`fitters`) over one in-memory frame as its only chunk (labels [n]: for
+        tree features)."""
         running = fitters(features)
-        update_fitters(features, running, frame, weights)
+        update_fitters(features, running, frame, weights, labels=labels)
         return cls(finish_fitters(running))
 
     @property
@@ -169,8 +184,14 @@ class FeatureMap:
 
     @property
     def ragged(self) -> bool:
-        """Some feature is an id list: rows have varying numbers of entries."""
-        return any(isinstance(e, IdListEncoder) for e in self.encoders)
+        """Some feature is an id list or tree leaves: a row's entries are not one per feature."""
+        return any(entry_kind(e) == "list" for e in self.encoders)
+
+    @property
+    def columns(self) -> list[str]:
+        """The data columns the features read, in order, each once."""
+        read = [e.inputs if isinstance(e, TreeLeavesEncoder) else [e.name] for e in self.encoders]
+        return list(dict.fromkeys(column for columns in read for column in columns))
 
     def layout(self) -> list[tuple[str, int, int, str]]:
         """Each feature's (name, first id, number of ids, entry kind: see `entry_kind`)."""
@@ -179,7 +200,7 @@ class FeatureMap:
     def encode_rows(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row-major CSR of any feature map: global ids int64 [nnz], values float32 [nnz], entries
         per row int64 [n]; within a row, each feature's entries in feature order."""
-        lists = [j for j, e in enumerate(self.encoders) if isinstance(e, IdListEncoder)]
+        lists = [j for j, e in enumerate(self.encoders) if entry_kind(e) == "list"]
         if not lists:
             ids, values = self.encode_frame(frame)
             return ids.reshape(-1), values.reshape(-1), np.full(frame.height, len(self.encoders), np.int64)
@@ -187,12 +208,14 @@ class FeatureMap:
         encoded: list = [None] * len(self.encoders)
 
         def encode(j: int) -> None:
-            encoder, column = self.encoders[j], frame[self.encoders[j].name]
-            if isinstance(encoder, IdListEncoder):
-                encoded[j] = encoder.encode_lists(column)
+            encoder = self.encoders[j]
+            if isinstance(encoder, TreeLeavesEncoder):
+                encoded[j] = encoder.encode_frame(frame)
+            elif isinstance(encoder, IdListEncoder):
+                encoded[j] = encoder.encode_lists(frame[encoder.name])
             else:
                 ids = np.empty(frame.height, dtype=np.int64)
-                encoded[j] = (ids, encoder.encode_into(column, ids), None)
+                encoded[j] = (ids, encoder.encode_into(frame[encoder.name], ids), None)
 
         each_feature(encode, range(len(self.encoders)))
         counts = np.ones((frame.height, len(self.encoders)), dtype=np.int64)
@@ -207,10 +230,10 @@ class FeatureMap:
         return ids, values, lengths
 
     def _check_columns(self, frame: pl.DataFrame) -> None:
-        missing = [name for name in self.names if name not in frame.columns]
+        missing = [name for name in self.columns if name not in frame.columns]
         if missing:
             raise InputError(
-                f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.names)}"
+                f"column {missing[0]!r} is missing from the data; the model needs: {', '.join(self.columns)}"
             )
 
     def encode_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +262,7 @@ class FeatureMap:
 
         def encode(j: int) -> None:
             encoder = self.encoders[j]
-            assert not isinstance(encoder, IdListEncoder)  # ragged maps were refused above
+            assert not isinstance(encoder, (IdListEncoder, TreeLeavesEncoder))  # ragged maps were refused above
             encoded = encoder.encode_into(frame[encoder.name], ids[j])
             if values is not None:
                 values[j] = encoded
@@ -284,7 +307,9 @@ class FeatureMap:
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         for j, encoder in enumerate(self.encoders):
             try:
-                if isinstance(encoder, IdListEncoder):
+                if isinstance(encoder, TreeLeavesEncoder):
+                    out.append(encoder.encode_records(records))
+                elif isinstance(encoder, IdListEncoder):
                     columns = self._columns(records) if columns is None else columns
                     out.append(encoder.encode_values(columns[j]))
                 elif encoder.number_kinds and not numbers[1][j] & ~encoder.number_kinds:

@@ -103,11 +103,41 @@ class IdListFeature(Strict):
     )
 
 
-def entry_kind_of(feature: ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature) -> str:
+class TreeLeavesFeature(Strict):
+    """Gradient-boosted trees fitted on the train split; each tree's leaf is one id (He et al. 2014):
+    an id list of exactly `trees` entries per row."""
+
+    name: str = Field(description="The feature's name (a new name: it reads the columns `inputs`).")
+    kind: Literal["tree_leaves"] = Field(description="Feature kind tag.")
+    inputs: list[str] = Field(
+        min_length=1, max_length=1024, description="The columns the trees split on: numbers, or text (coded by rate)."
+    )
+    trees: int = Field(default=32, ge=1, le=1024, description="Number of boosted trees (ids per row).")
+    max_leaf_nodes: int = Field(default=16, ge=2, le=4096, description="Leaves per tree at most.")
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="The boosting's shrinkage.")
+    min_samples_leaf: int = Field(default=20, ge=1, le=INT64_MAX, description="Sample rows per leaf at least.")
+    sample_rows: int = Field(
+        default=200_000,
+        ge=100,
+        le=100_000_000,
+        description="The trees fit on a uniform sample of this many train rows.",
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the sample and the trees.")
+
+
+AnyFeature = ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature | TreeLeavesFeature
+
+
+def columns_of(feature: AnyFeature) -> list[str]:
+    """The data columns a feature reads: its own, or a tree feature's inputs."""
+    return list(feature.inputs) if isinstance(feature, TreeLeavesFeature) else [feature.name]
+
+
+def entry_kind_of(feature: AnyFeature) -> str:
     """What a feature's entries will look like to the blocks (FeatureMap.layout's kind, known from
     the spec alone): "list" for id lists, "value" for a continuous number (none, log1p, normal),
     "id" for every one-hot feature."""
-    if isinstance(feature, IdListFeature):
+    if isinstance(feature, (IdListFeature, TreeLeavesFeature)):
         return "list"
     if isinstance(feature, ContinuousFeature) and isinstance(
         feature.discretizer, (RawValue, Log1pTransform, NormalTransform)
@@ -116,4 +146,4 @@ def entry_kind_of(feature: ContinuousFeature | CategoricalFeature | BinaryFeatur
     return "id"
 
 
-Feature = Annotated[ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature, Field(discriminator="kind")]
+Feature = Annotated[AnyFeature, Field(discriminator="kind")]

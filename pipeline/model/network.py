@@ -22,7 +22,7 @@ from torch import nn
 from .blocks import BLOCKS
 from .blocks.base import Entries
 from .plan import FEATURES, Plan
-from .rows import IdBitmap, RowBatch, deduplicate, gather_rows
+from .rows import IdBitmap, RowBatch, deduplicate
 
 NARROW_ROWS = 4  # per-id tables at most this wide train from scattered batches (no sort) ...
 BITMAP_IDS_PER_ENTRY = 16  # ... when scanning the id space's bitmap costs less than sorting the batch
@@ -52,9 +52,14 @@ class Network(nn.Module):
             self.add_module(block.name, holder)
         for block, node in zip(plan.blocks, plan.nodes):
             BLOCKS[block.kind].init(node, self.block_weights(block.name))
-        # each per-id trained table, and where it sits in a block's weights
+        # each per-id trained table, where it sits in a block's weights, and the ids its rows hold
         self._tables = [
             (name.split(".", 1)[0], name.split(".", 1)[1]) for name, w in declared.items() if w.per_id and w.trainable
+        ]
+        self._ranges = [
+            None if (w.first_id, w.shape[0]) == (0, plan.space.num_ids) else (w.first_id, w.first_id + w.shape[0])
+            for w in declared.values()
+            if w.per_id and w.trainable
         ]
         self._fast = {
             block.name
@@ -93,9 +98,22 @@ class Network(nn.Module):
             self._bitmap = IdBitmap(num_ids, ids.device)
         return deduplicate(ids, offsets, num_ids, width, self._bitmap)
 
-    def gather_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
-        """Copies of rows `unique` [U] of every per-id table, as leaves that take gradients."""
-        return gather_rows(self.row_tables(), unique)
+    def table_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
+        """Each per-id table's rows for the batch's distinct ids `unique` [U] (ascending): `unique`
+        itself for a table of every id; for a table of ids [a, b), the ids in it (a slice of
+        `unique`, found by binary search) minus a."""
+        out = []
+        for bounds in self._ranges:
+            if bounds is None:
+                out.append(unique)
+            else:
+                low, high = torch.searchsorted(unique, torch.tensor(bounds, dtype=unique.dtype, device=unique.device))
+                out.append(unique[low:high] - bounds[0])
+        return out
+
+    def gather_rows(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Copies of each per-id table's `rows` (`table_rows`), as leaves that take gradients."""
+        return [table.detach().index_select(0, r).requires_grad_() for table, r in zip(self.row_tables(), rows)]
 
     def _run(self, entries: Entries, gathered: list[torch.Tensor] | None = None, fast: bool = False) -> torch.Tensor:
         """The blocks in plan order -> logits [B]; `gathered` replaces the per-id tables (row-wise)."""

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
+import numpy as np
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from ..config import Strict
@@ -84,6 +85,12 @@ class ModelSpec(Strict):
     )
     output: str | None = Field(
         default=None, description="With `blocks`: the port holding the logit ('head.out' when absent)."
+    )
+    tables: Literal["float32", "int8"] = Field(
+        default="float32",
+        description="How the bundle stores the per-id tables at least 8 wide: float32, or row-wise 8-bit (uint8 "
+        "codes with a float32 scale and low end per row: 72 bytes for a 64-wide row instead of 256); both scorers "
+        "read the dequantized tables, and the train step reports the validation AUC change.",
     )
 
     @model_validator(mode="after")
@@ -178,7 +185,7 @@ class Plan:
             ],
             "output": self.output,
             "weights": {
-                name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable}
+                name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable, "first_id": w.first_id}
                 for name, w in self.weights.items()
             },
         }
@@ -199,7 +206,8 @@ class Plan:
             fields = tuple(FieldInfo(str(n), int(o), int(s), k) for n, o, s, k in obj["fields"])
             plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"]), fields), blocks, obj["output"])
             stored = {
-                name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"]) for name, w in obj["weights"].items()
+                name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"], w["first_id"])
+                for name, w in obj["weights"].items()
             }
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise ArtifactError(
@@ -223,13 +231,26 @@ def space_of(num_ids: int, layout: list[tuple[str, int, int, str]]) -> IdSpace:
     return IdSpace(num_ids, len(layout), tuple(FieldInfo(*field) for field in layout))  # type: ignore[arg-type]
 
 
-def plan_for(spec: ModelSpec, space: IdSpace) -> Plan:
-    """The plan of the spec's `model:` section over the data's id space."""
+def uses_counts(spec: ModelSpec) -> bool:
+    """Some block is completed from the train split's id counts (see `plan_for`)."""
+    return any(BLOCKS[block.kind].uses_counts for block in spec.blocks or ())
+
+
+def plan_for(spec: ModelSpec, space: IdSpace, counts: np.ndarray | None = None) -> Plan:
+    """The plan of the spec's `model:` section over the data's id space; `counts` (the train split's
+    accesses per id, int64 [num_ids]) complete the blocks that need them (Block.resolve)."""
     if spec.blocks is not None:
         written = []
         for block in spec.blocks:
             options = block.model_dump(exclude={"name", "kind", "inputs"})
-            written.append(PlanBlock(block.name, block.kind, BLOCKS[block.kind].Spec(**options), dict(block.inputs)))
+            kind = BLOCKS[block.kind]
+            block_spec = kind.Spec(**options)
+            if counts is not None and kind.uses_counts:
+                try:
+                    block_spec = kind.resolve(block_spec, space, counts)
+                except ValueError as exc:
+                    raise ValueError(f"block {block.name!r} ({block.kind}): {exc}") from None
+            written.append(PlanBlock(block.name, block.kind, block_spec, dict(block.inputs)))
         return Plan(space, tuple(written), spec.output or "head.out")
     blocks = [PlanBlock("sparse", "sparse_linear", spec.sparse_linear, {"entries": FEATURES})]
     top = "sparse.out"

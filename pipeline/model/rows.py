@@ -15,7 +15,6 @@ A batch of nnz entries touches U <= nnz distinct ids. Training works on those U 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -177,8 +176,3 @@ def pool(
         weights = scaled + bias.index_select(0, index)
         return F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weights)
     return _PoolRows.apply(rows, bias, scaled, batch, offsets)
-
-
-def gather_rows(tables: Sequence[torch.Tensor], unique: torch.Tensor) -> list[torch.Tensor]:
-    """Copies of rows `unique` [U] of each table [N, D] -> [U, D], as leaves that take gradients."""
-    return [table.detach().index_select(0, unique).requires_grad_() for table in tables]

@@ -11,6 +11,7 @@ from ..features.categorical import CategoricalEncoder
 from ..features.continuous import ContinuousEncoder
 from ..features.feature_map import Encoder
 from ..features.id_list import IdListEncoder
+from ..features.tree_leaves import TreeLeavesEncoder
 from ..store.bundle import Bundle
 
 
@@ -23,6 +24,11 @@ def _encoding(encoder: Encoder) -> str:
             )
         what = f"{encoder.n_bins} bins" + (f" hashed into {encoder.buckets}" if encoder.buckets else "")
         return what + (f", range [{encoder.edges[0]:g}, {encoder.edges[-1]:g}]" if encoder.edges else "")
+    if isinstance(encoder, TreeLeavesEncoder):
+        return (
+            f"{encoder.tree_count} trees over {len(encoder.inputs)} columns "
+            f"({len(encoder.categories)} text, coded by positive rate), one leaf id per tree"
+        )
     if isinstance(encoder, IdListEncoder):
         ids = f"{encoder.buckets} hash buckets" if encoder.buckets else f"vocabulary {len(encoder.vocabulary)}"
         return f"id list of {ids}, at most {encoder.max_length} ({encoder.keep})" + (

@@ -53,7 +53,7 @@ def fit_feature_map(
             labels = chunk.labels if selected is None else chunk.labels[selected]
             if len(labels) == 0:
                 continue
-            update_fitters(features, running, chunk.frame, chunk.weights, selected)
+            update_fitters(features, running, chunk.frame, chunk.weights, selected, chunk.labels)
             rows += len(labels)
             weight += float(chunk.weights.sum() if selected is None else chunk.weights[selected].sum())
             low, high = min(low, float(labels.min())), max(high, float(labels.max()))

@@ -5,7 +5,9 @@
                        (and calibration once calibrated)
     feature_map.json   encoders and their id ranges
     plan.json          the network's blocks, their wiring and every weight's name and shape
-    weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False)
+    weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False);
+                       with `model.tables: int8`, each packed table as "<name>.q8" (uint8 codes),
+                       "<name>.scale" and "<name>.low" (quantize.py), read back dequantized
     calibrator.json    optional: the calibrator (isotonic knots, or Platt's slope and intercept)
 
 Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
@@ -36,9 +38,10 @@ from ..features.spec import Feature
 from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
+from .quantize import SUFFIXES, dequantize_rows, pack, unpack
 
-FORMAT_VERSION = 4  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
-# regularization; 4: id lists, the features' layout in the plan
+FORMAT_VERSION = 5  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
+# regularization; 4: id lists, the features' layout in the plan; 5: tree leaves, 8-bit tables
 
 
 class Recipe(Strict):
@@ -64,6 +67,17 @@ class Bundle:
     weights: dict[str, np.ndarray]
     calibrator: Calibrator | None = None
     metrics: dict = field(default_factory=dict)
+    packed: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)  # 8-bit tables: (codes, scale, low)
+
+    @classmethod
+    def quantized(cls, recipe: Recipe, feature_map: FeatureMap, plan: Plan, weights: dict, metrics: dict) -> Bundle:
+        """A bundle whose per-id tables are stored as `recipe.model.tables` says: with int8, each
+        table at least 8 wide packed row-wise, and `weights` holding what the codes stand for."""
+        if recipe.model.tables != "int8":
+            return cls(recipe, feature_map, plan, weights, metrics=metrics)
+        tables = {name for name, w in plan.weights.items() if w.per_id and w.trainable}
+        packed = pack(weights, tables)
+        return cls(recipe, feature_map, plan, unpack(weights, packed), metrics=metrics, packed=packed)
 
     @property
     def reader(self) -> Reader:
@@ -107,7 +121,10 @@ class Bundle:
         (folder / "recipe.json").write_text(self.recipe.model_dump_json(indent=2))
         (folder / "feature_map.json").write_text(json.dumps(self.feature_map.to_json()))
         (folder / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=1))
-        np.savez(folder / "weights.npz", **self.weights)  # type: ignore[arg-type]  # names are plan names
+        stored = {name: array for name, array in self.weights.items() if name not in self.packed}
+        for name, parts in self.packed.items():
+            stored.update({name + suffix: part for suffix, part in zip(SUFFIXES, parts)})
+        np.savez(folder / "weights.npz", **stored)  # type: ignore[arg-type]  # names are plan names
         if self.calibrator is not None:
             (folder / "calibrator.json").write_text(json.dumps(self.calibrator.to_json()))
 
@@ -133,10 +150,11 @@ class Bundle:
             plan = Plan.from_json(json.loads((folder / "plan.json").read_text()))
             with np.load(folder / "weights.npz", allow_pickle=False) as npz:
                 weights = {k: npz[k] for k in npz.files}
+            packed = unpacked(weights)
             calibrator = None
             if (folder / "calibrator.json").is_file():
                 calibrator = calibrator_from_json(json.loads((folder / "calibrator.json").read_text()))
-            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}))
+            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}), packed)
             problem = bundle.problem()
         except ArtifactError:
             raise
@@ -177,7 +195,24 @@ class Bundle:
     def calibrated(self, calibration: Calibration, calibrator: Calibrator | None, metrics: dict) -> Bundle:
         """This bundle with a calibrator, its calibration spec in the recipe and its metrics added."""
         recipe = self.recipe.model_copy(update={"calibration": calibration})
-        return Bundle(recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics})
+        return Bundle(
+            recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics}, self.packed
+        )
+
+
+def unpacked(weights: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Replace, in place, each packed table of a loaded weights.npz ("<name>.q8", ".scale", ".low")
+    by its dequantized table under its plan name -> the packed parts by name. A part missing, of
+    the wrong type or shape is a ValueError."""
+    packed: dict[str, tuple[np.ndarray, ...]] = {}
+    for key in [k for k in weights if k.endswith(SUFFIXES[0])]:
+        name = key[: -len(SUFFIXES[0])]
+        codes, scale, low = (weights.pop(name + suffix) for suffix in SUFFIXES)
+        if codes.dtype != np.uint8 or codes.ndim != 2 or scale.shape != low.shape or scale.shape != codes.shape[:1]:
+            raise ValueError(f"the 8-bit table {name} has codes {codes.dtype} {codes.shape} and scales {scale.shape}")
+        packed[name] = (codes, scale, low)
+        weights[name] = dequantize_rows(codes, scale, low)
+    return packed
 
 
 def replace_folder(tmp: Path, final: Path, scratch: Scratch) -> None:

@@ -58,14 +58,15 @@ def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, devic
     """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
     structure = model.deduplicate(ids, offsets, batch.width)
-    rows = model.gather_rows(structure.unique)
+    table_rows = model.table_rows(structure.unique)
+    rows = model.gather_rows(table_rows)
     logits = model.forward_rows(rows, structure, values, offsets)
     loss = (
         F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
     ).sum() / weights.sum().clamp_min(1e-12)
     optimizers.dense.zero_grad()
     loss.backward()
-    optimizers.rows.step(structure.unique, rows)
+    optimizers.rows.step(table_rows, rows)
     optimizers.step_dense()
     return loss.detach()
 

@@ -40,10 +40,11 @@ class RowOptimizer:
             for mine, saved in zip(getattr(self, name), state[name], strict=True):
                 mine.copy_(saved)
 
-    def step(self, unique: torch.Tensor, gathered: list[torch.Tensor]) -> None:
+    def step(self, table_rows: list[torch.Tensor], gathered: list[torch.Tensor]) -> None:
+        """Update each table's rows `table_rows[k]` from the gradients of their copies `gathered[k]`."""
         self.steps += 1
         with torch.no_grad():
-            for index, (table, rows) in enumerate(zip(self.tables, gathered)):
+            for index, (table, unique, rows) in enumerate(zip(self.tables, table_rows, gathered)):
                 if rows.grad is not None:
                     grad = rows.grad if self.l2 == 0 else rows.grad.add(rows.detach(), alpha=self.l2)
                     table.index_copy_(0, unique, self.update(index, unique, rows.detach(), grad))

@@ -488,6 +488,35 @@ spec_case(
     "bins",
 )
 
+_TREES = {"name": "t", "kind": "tree_leaves", "inputs": ["x", "c"], "trees": 3}
+spec_case(
+    "tree-input-is-the-label",
+    "silent",
+    {"features.2": {**_TREES, "inputs": ["x", "y"]}},
+    2,
+    "feature 'y' is the label",
+    "remove it",
+)
+spec_case(
+    "tree-input-not-in-data", "exit", {"features.2": {**_TREES, "inputs": ["x", "nope"]}}, 2, "column(s) nope not found"
+)
+spec_case(
+    "dense-features-over-tree-leaves",
+    "exit",
+    {
+        "features.2": _TREES,
+        "model": {
+            "blocks": [
+                {"name": "dense", "kind": "dense_features", "inputs": {"entries": "features"}, "features": ["t"]},
+                {"name": "head", "kind": "logit", "inputs": {"x": "dense.out"}},
+            ]
+        },
+    },
+    2,
+    "feature 't' has list entries",
+    "embedding_bag",
+)
+
 
 def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:

@@ -77,6 +77,11 @@ EXAMPLES = {
         for space in (LAID_OUT, RAGGED)
     ]
     + [({"dim": 3, "features": ["c", "a"]}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT)],
+    "mixed_embedding": [
+        ({"dim": 4, "pooling": pooling, "tables": tables}, {"entries": Port("entries", (FIELDS,))}, space)
+        for pooling in ("sum", "mean", "max")
+        for space, tables in ((LAID_OUT, None), (RAGGED, None))
+    ],
     "concat": [
         ({}, {"a": Port("dense", (3,)), "b": Port("fields", (FIELDS, 2)), "c": Port("dense", (1,))}),
         ({}, {"only": Port("fields", (FIELDS, 3))}),
@@ -87,6 +92,28 @@ EXAMPLES = {
         ({}, {"entries": Port("entries", (FIELDS,))}, RAGGED),
     ],
 }
+
+
+def _tables(space: IdSpace, features=None, dim=4, blocks=2) -> list[dict]:
+    """Resolved mixed-dim tables over `space` from made-up Zipf-like counts (popular ids first)."""
+    from snn.pipeline.model.blocks.mixed_embedding import MixedEmbeddingSpec, resolve_dims
+
+    counts = np.zeros(space.num_ids, np.int64)
+    for f in space.fields:
+        counts[f.offset : f.offset + f.size] = (1000 / np.arange(1, f.size + 1) ** 1.2).astype(np.int64)
+    spec = MixedEmbeddingSpec(features=features, dim=dim, blocks=blocks, alpha=1.0)
+    return [t.model_dump() for t in resolve_dims(spec, space, counts)]
+
+
+for _spec, _ports, _space in EXAMPLES["mixed_embedding"]:
+    _spec["tables"] = _tables(_space)
+EXAMPLES["mixed_embedding"].append(
+    (
+        {"dim": 6, "features": ["c", "a"], "tables": _tables(LAID_OUT, ["c", "a"], dim=6, blocks=3)},
+        {"entries": Port("entries", (FIELDS,))},
+        LAID_OUT,
+    )
+)
 
 # plans that hold every block, for the row-wise and JSON checks
 PLANS = {
@@ -136,10 +163,21 @@ LAID_OUT_PLANS = {
     "split-net-groups": (
         {
             "blocks": [
-                {"name": "users", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3,
-                 "features": ["a", "x", "tags"]},
-                {"name": "items", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 2,
-                 "features": ["terms", "y"], "activation": "tanh"},
+                {
+                    "name": "users",
+                    "kind": "sparse_linear",
+                    "inputs": {"entries": "features"},
+                    "width": 3,
+                    "features": ["a", "x", "tags"],
+                },
+                {
+                    "name": "items",
+                    "kind": "sparse_linear",
+                    "inputs": {"entries": "features"},
+                    "width": 2,
+                    "features": ["terms", "y"],
+                    "activation": "tanh",
+                },
                 {"name": "joined", "kind": "concat", "inputs": {"u": "users.out", "i": "items.out"}},
                 {"name": "deep", "kind": "mlp", "inputs": {"x": "joined.out"}, "layers": [4]},
                 {"name": "head", "kind": "logit", "inputs": {"x": "deep.out"}},
@@ -150,12 +188,58 @@ LAID_OUT_PLANS = {
     "split-net-groups-fixed": (
         {
             "blocks": [
-                {"name": "users", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 1,
-                 "features": ["a", "x"], "activation": "none"},
-                {"name": "items", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3,
-                 "features": ["b", "y", "c"]},
+                {
+                    "name": "users",
+                    "kind": "sparse_linear",
+                    "inputs": {"entries": "features"},
+                    "width": 1,
+                    "features": ["a", "x"],
+                    "activation": "none",
+                },
+                {
+                    "name": "items",
+                    "kind": "sparse_linear",
+                    "inputs": {"entries": "features"},
+                    "width": 3,
+                    "features": ["b", "y", "c"],
+                },
                 {"name": "joined", "kind": "concat", "inputs": {"u": "users.out", "i": "items.out"}},
                 {"name": "head", "kind": "logit", "inputs": {"x": "joined.out"}},
+            ]
+        },
+        LAID_OUT,
+    ),
+    "mixed-dims": (
+        {
+            "blocks": [
+                {"name": "dense", "kind": "dense_features", "inputs": {"entries": "features"}},
+                {
+                    "name": "mixed",
+                    "kind": "mixed_embedding",
+                    "inputs": {"entries": "features"},
+                    "dim": 4,
+                    "pooling": "mean",
+                    "tables": _tables(RAGGED),
+                },
+                {"name": "pairs", "kind": "dot_interaction", "inputs": {"dense": "dense.out", "fields": "mixed.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "pairs.out"}},
+            ]
+        },
+        RAGGED,
+    ),
+    "mixed-dims-fixed": (
+        {
+            "blocks": [
+                {
+                    "name": "mixed",
+                    "kind": "mixed_embedding",
+                    "inputs": {"entries": "features"},
+                    "dim": 4,
+                    "features": ["b", "c"],
+                    "tables": _tables(LAID_OUT, ["b", "c"], blocks=3),
+                },
+                {"name": "flat", "kind": "concat", "inputs": {"m": "mixed.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "flat.out"}},
             ]
         },
         LAID_OUT,
@@ -298,16 +382,20 @@ def test_row_wise_training_equals_the_full_tables_in_outputs_and_gradients(name)
     torch.manual_seed(7)
     out_full = full(ids, values, offsets, width)
     batch = deduplicate(ids, offsets, NUM_IDS, width)
-    rows = rowwise.gather_rows(batch.unique)
+    table_rows = rowwise.table_rows(batch.unique)
+    rows = rowwise.gather_rows(table_rows)
     torch.manual_seed(7)
     out_rows = rowwise.forward_rows(rows, batch, values, offsets)
     torch.testing.assert_close(out_rows, out_full, rtol=1e-12, atol=1e-12)
     ((out_full - target) ** 2).sum().backward()
     ((out_rows - target) ** 2).sum().backward()
-    for table, gathered in zip(full.row_tables(), rows):
-        torch.testing.assert_close(gathered.grad, table.grad[batch.unique], rtol=1e-10, atol=1e-12)
-        untouched = torch.ones(NUM_IDS, dtype=torch.bool)
-        untouched[batch.unique] = False
+    for table, gathered, local in zip(full.row_tables(), rows, table_rows):
+        if table.grad is None:  # a table no entry of the batch reads (a popularity block of the tail)
+            assert len(local) == 0 and gathered.grad is None
+            continue
+        torch.testing.assert_close(gathered.grad, table.grad[local], rtol=1e-10, atol=1e-12)
+        untouched = torch.ones(len(table), dtype=torch.bool)
+        untouched[local] = False
         assert torch.all(table.grad[untouched] == 0)
     tables = {id(t) for t in full.row_tables()}
     mine = dict(rowwise.named_parameters())

@@ -66,7 +66,7 @@ def test_row_optimizers_equal_torch_sparse_optimizers(kind, l2):
         rows = table.index_select(0, batch.unique).requires_grad_()
         pooled = F.embedding_bag(batch.inverse, rows, offsets, mode="sum", per_sample_weights=values)
         ((pooled - target) ** 2).sum().backward()
-        row_opt.step(batch.unique, [rows])
+        row_opt.step([batch.unique], [rows])
     torch.testing.assert_close(table, reference.detach(), rtol=1e-5, atol=1e-6)
 
 

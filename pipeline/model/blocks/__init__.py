@@ -3,10 +3,30 @@ here, and its tests (tests/model/test_blocks.py runs every registered block thro
 
 from __future__ import annotations
 
-from . import concat, dense_features, dot_interaction, embedding_bag, field_embedding, logit, mlp, sparse_linear
+from . import (
+    concat,
+    dense_features,
+    dot_interaction,
+    embedding_bag,
+    field_embedding,
+    logit,
+    mixed_embedding,
+    mlp,
+    sparse_linear,
+)
 from .base import Block
 
 BLOCKS: dict[str, Block] = {
     module.BLOCK.kind: module.BLOCK
-    for module in (sparse_linear, field_embedding, embedding_bag, dense_features, dot_interaction, concat, mlp, logit)
+    for module in (
+        sparse_linear,
+        field_embedding,
+        embedding_bag,
+        mixed_embedding,
+        dense_features,
+        dot_interaction,
+        concat,
+        mlp,
+        logit,
+    )
 }

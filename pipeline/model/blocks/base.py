@@ -45,13 +45,16 @@ class Port:
 
 @dataclass(frozen=True)
 class Weight:
-    """One array a block owns: its shape (per-id arrays have num_ids rows), whether it has one row
-    per id (`per_id`: trained row-wise, a touched row at a time) and whether training changes it by
-    gradient (`trainable`; running statistics are not)."""
+    """One array a block owns: its shape, whether it has one row per id (`per_id`: trained
+    row-wise, a touched row at a time) and whether training changes it by gradient (`trainable`;
+    running statistics are not). A per-id array's rows are ids [first_id, first_id + shape[0]):
+    every id by default (first_id 0, num_ids rows), or one range of them (a table of one feature,
+    or of one popularity block of a feature)."""
 
     shape: tuple[int, ...]
     per_id: bool = False
     trainable: bool = True
+    first_id: int = 0
 
 
 EntryKind = Literal["id", "value", "list"]
@@ -157,6 +160,17 @@ class RequestEntries:
     @property
     def count(self) -> int:
         return len(self.ids) if self.offsets is None else len(self.offsets) - 1
+
+
+def table_base(entries: Entries, first_id: int) -> int | torch.Tensor:
+    """What to subtract from `entries.index` to index a per-id table whose rows start at id
+    `first_id` (valid for the entries whose ids it holds): the id itself with full tables; in a
+    row-wise batch, where the table's gathered rows begin among the batch's distinct ids."""
+    if entries.rows is None:
+        return first_id
+    import torch
+
+    return torch.searchsorted(entries.rows.unique, first_id)
 
 
 def entry_ids(entries: Entries) -> torch.Tensor:
@@ -301,6 +315,12 @@ class Block:
     Spec: ClassVar[type[Strict]]
     reads: ClassVar[dict[str, PortKind]]  # input name -> the port kind it takes
     accepts: ClassVar[tuple[PortKind, ...] | None] = None  # instead: any inputs, named freely, of these kinds
+    uses_counts: ClassVar[bool] = False  # its spec is completed from the train split's id counts (`resolve`)
+
+    def resolve(self, spec: Any, space: IdSpace, counts: np.ndarray) -> Any:
+        """The spec completed from the train split's access count per id (int64 [num_ids]), when the
+        train step builds the plan; the spec itself for blocks that need nothing from the data."""
+        return spec
 
     def outputs(self, spec: Any, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
         """The ports this block writes ("out" first), given the ports it reads."""
