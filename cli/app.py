@@ -334,6 +334,12 @@ def data_synth(
     lists: Annotated[
         bool, typer.Option("--lists", help="Add two id-list columns with planted effects: L1 (int list), L2 (text).")
     ] = False,
+    positions: Annotated[
+        bool,
+        typer.Option(
+            "--positions", help="Add the slot each row was shown in (position, 1-10, with a planted bias) and p_top."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
@@ -348,7 +354,7 @@ def data_synth(
     output_file(output, "output")
     if spec_out is not None:
         output_file(spec_out, "--spec", inputs=(output,))
-    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists))
+    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists, positions=positions))
     if spec_out is not None:
         spec_out.parent.mkdir(parents=True, exist_ok=True)
         data_path = os.path.relpath(output.resolve(), spec_out.resolve().parent)

@@ -12,6 +12,7 @@ import torch
 
 from .dlrm import bench_dlrm
 from .encoding import bench_fit_encode
+from .family import bench_int8_tables, bench_mixed_dims
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
 from .quality import bench_shipped_specs
@@ -63,7 +64,7 @@ def run(size_name: str, folder: Path) -> dict:
     quality, prepared = bench_quality_and_serving(size, folder)
     figures += quality + bench_logistic(size, prepared)
     if size["shipped_specs"]:
-        figures += bench_shipped_specs(folder)
+        figures += bench_shipped_specs(folder) + bench_mixed_dims(folder) + bench_int8_tables(folder)
     return {
         "size": size_name,
         "machine": {

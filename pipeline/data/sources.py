@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import InputError
-from ..features.spec import Feature, TreeLeavesFeature
+from ..features.spec import Feature, PositionFeature, TreeLeavesFeature
 from .readers import READ_ERRORS, ROW_ID, Reader, check_columns
 from .spec import DataFiles, DataSpec, Source
 
@@ -33,6 +33,7 @@ _ACCEPTS = {
         lambda d: _scalar(d) or (isinstance(d, (pl.List, pl.Array)) and _scalar(d.inner)),  # type: ignore[arg-type]
         "lists of ids, or text such as 'a,b,c'",
     ),
+    "position": (_scalar, "positions: integers or text"),
     "tree_input": (_scalar, "numbers, text or booleans"),
     "label": (_numberlike, "0/1 numbers, booleans or text (with data.label.positive)"),
     "weight": (lambda d: d.is_numeric() or d in (pl.String, pl.Null), "numbers"),
@@ -49,6 +50,7 @@ def check_schema(
     path: Path,
     slices: Sequence[str] = (),
     with_label: bool = True,
+    served: bool = False,
 ) -> None:
     """Every column the spec reads is in the file with a type its role can use: features by their
     kind, the label, weight, key, oracle and slice columns by theirs. Nested (list, struct), binary
@@ -63,6 +65,7 @@ def check_schema(
         if isinstance(f, TreeLeavesFeature)
         else (column, f.kind, f"feature {f.name!r} ({f.kind})")
         for f in features
+        if not (served and isinstance(f, PositionFeature))  # served: its column is not read
         for column in (f.inputs if isinstance(f, TreeLeavesFeature) else [f.name])
     ]
     roles += [(data.label.column, "label", "label column")] if with_label else []

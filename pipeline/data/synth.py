@@ -19,8 +19,12 @@ columns join (drawn after the others, so the rest of a row is the same as withou
     L1  recent items: a parquet list of int ids, Zipf over 20,000 items, length Poisson(6) capped
         at 30 (some empty); logit += 1.5 · mean over the list of v[item] (0 when empty)
     L2  tags: text such as "t12|t7", 300 tags, 0-6 per row; logit += Σ over the list of t[tag]
-    v[r] ~ N(0, 0.8²) · (1 + r)^-0.2,  t[r] ~ N(0, 0.3²) b0 is solved so the
-positive rate is about `positive_rate`. Rows are drawn per row group from the generator
+    v[r] ~ N(0, 0.8²) · (1 + r)^-0.2,  t[r] ~ N(0, 0.3²)
+
+With `positions`, each row was shown in a slot `position` 1..10 (uniform) that lowers its odds:
+logit += −0.25 · (position − 1); `p_top` is the row's probability had it been shown in slot 1 (the
+oracle of a model served at position 1; p_true stays the probability the label was drawn with).
+b0 is solved so the positive rate is about `positive_rate`. Rows are drawn per row group from the generator
 `(seed, group)`, so any group can be regenerated alone and the output is deterministic.
 """
 
@@ -44,6 +48,7 @@ TAG_SEPARATOR = "|"
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
 INTERACTIONS = (("C1", "C2"), ("C3", "C5"), ("C4", "I1"), ("C6", "C8"), ("I2", "I3"), ("C7", "C10"))
+POSITION_SLOTS, POSITION_EFFECT, TOP_ORACLE = 10, -0.25, "p_top"
 ZIPF_EXPONENT = 1.15
 TEST_FRACTION = 0.1  # synth_spec's test split: the file's last 10% of rows
 RARE_DECAY = 0.3  # per-id effects shrink as (1 + rank)^-0.3: rare ids carry less signal, as hashed tails do
@@ -70,6 +75,7 @@ class SynthConfig:
     positive_rate: float = 0.25
     interaction_strength: float = 0.35
     lists: bool = False
+    positions: bool = False
 
 
 class PlantedModel:
@@ -136,6 +142,11 @@ class PlantedModel:
             logit += self.config.interaction_strength * factor[a] * factor[b]
         if self.config.lists:
             self._draw_lists(rng, n, columns, logit)
+        if self.config.positions:  # drawn last: the rest of a row is the same as without positions
+            position = rng.integers(1, POSITION_SLOTS + 1, n)
+            columns[TOP_ORACLE] = pl.Series(TOP_ORACLE, _sigmoid(logit))
+            columns["position"] = pl.Series("position", position)
+            logit += POSITION_EFFECT * (position - 1)
         return columns, logit
 
     def _draw_lists(self, rng: np.random.Generator, n: int, columns: dict, logit: np.ndarray) -> None:
@@ -165,11 +176,13 @@ class PlantedModel:
         columns, logit = self._draw(rng, n)
         p = _sigmoid(logit)
         label = (rng.random(n) < p).astype(np.int8)
+        positions = ["position", TOP_ORACLE] if self.config.positions else []
         return pl.DataFrame(
             [
                 pl.Series("label", label),
-                *(columns[c] for c in CONTINUOUS + CATEGORICAL + self.list_columns),
+                *(columns[c] for c in CONTINUOUS + CATEGORICAL + self.list_columns + positions[:1]),
                 pl.Series(ORACLE_COLUMN, p),
+                *(columns[c] for c in positions[1:]),
             ]
         )
 
@@ -192,13 +205,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def schema(lists: bool = False) -> dict:
+def schema(lists: bool = False, positions: bool = False) -> dict:
     return {
         "label": pl.Int8,
         **dict.fromkeys(CONTINUOUS, pl.Float64),
         **dict.fromkeys(CATEGORICAL, pl.Int64),
         **({"L1": pl.List(pl.Int64), "L2": pl.String} if lists else {}),
+        **({"position": pl.Int64} if positions else {}),
         ORACLE_COLUMN: pl.Float64,
+        **({TOP_ORACLE: pl.Float64} if positions else {}),
     }
 
 
@@ -219,7 +234,9 @@ def write(path: Path, config: SynthConfig) -> dict:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    register_io_source(source, schema=schema(config.lists)).sink_parquet(tmp, row_group_size=config.row_group)
+    register_io_source(source, schema=schema(config.lists, config.positions)).sink_parquet(
+        tmp, row_group_size=config.row_group
+    )
     tmp.replace(path)
     summary = {
         "path": str(path),

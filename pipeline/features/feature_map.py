@@ -27,18 +27,27 @@ from .binary import BinaryEncoder, BinaryFitter
 from .categorical import CategoricalEncoder, CategoricalFitter
 from .continuous import ContinuousEncoder, ContinuousFitter
 from .id_list import IdListEncoder, IdListFitter
-from .spec import BinaryFeature, CategoricalFeature, ContinuousFeature, IdListFeature, TreeLeavesFeature
+from .position import PositionEncoder, PositionFitter
+from .spec import (
+    BinaryFeature,
+    CategoricalFeature,
+    ContinuousFeature,
+    IdListFeature,
+    PositionFeature,
+    TreeLeavesFeature,
+)
 from .tree_leaves import TreeLeavesEncoder, TreeLeavesFitter
 
 T = TypeVar("T")
-Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder | IdListEncoder | TreeLeavesEncoder
-Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter | IdListFitter | TreeLeavesFitter
+Encoder = ContinuousEncoder | CategoricalEncoder | BinaryEncoder | IdListEncoder | TreeLeavesEncoder | PositionEncoder
+Fitter = ContinuousFitter | CategoricalFitter | BinaryFitter | IdListFitter | TreeLeavesFitter | PositionFitter
 ENCODERS: dict[str, type[Encoder]] = {
     "continuous": ContinuousEncoder,
     "categorical": CategoricalEncoder,
     "binary": BinaryEncoder,
     "id_list": IdListEncoder,
     "tree_leaves": TreeLeavesEncoder,
+    "position": PositionEncoder,
 }
 FITTERS: dict[type, type[Fitter]] = {
     ContinuousFeature: ContinuousFitter,
@@ -46,6 +55,7 @@ FITTERS: dict[type, type[Fitter]] = {
     BinaryFeature: BinaryFitter,
     IdListFeature: IdListFitter,
     TreeLeavesFeature: TreeLeavesFitter,
+    PositionFeature: PositionFitter,
 }
 
 
@@ -71,6 +81,17 @@ def list_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     total = int(lengths.sum())
     first = np.cumsum(lengths) - lengths
     return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _reads(encoder: Encoder) -> bool:
+    """The encoder reads its data (a served position reads nothing)."""
+    return not (isinstance(encoder, PositionEncoder) and not encoder.training)
+
+
+def _column(frame: pl.DataFrame, encoder: Encoder) -> pl.Series:
+    """The encoder's column of the frame (nulls for an encoder that reads nothing: the frame may
+    lack the column)."""
+    return frame[encoder.name] if _reads(encoder) else pl.repeat(None, frame.height, eager=True)
 
 
 def check_encoder_fields(item: dict) -> None:
@@ -189,9 +210,25 @@ class FeatureMap:
 
     @property
     def columns(self) -> list[str]:
-        """The data columns the features read, in order, each once."""
-        read = [e.inputs if isinstance(e, TreeLeavesEncoder) else [e.name] for e in self.encoders]
+        """The data columns the features read, in order, each once (a served position reads none)."""
+        read = [e.inputs if isinstance(e, TreeLeavesEncoder) else [e.name] for e in self.encoders if _reads(e)]
         return list(dict.fromkeys(column for columns in read for column in columns))
+
+    def for_training(self) -> FeatureMap:
+        """This map reading the train split: position features read their column instead of
+        taking their served position (position.py). Same ids, same layout."""
+        return FeatureMap(
+            [
+                PositionEncoder(e.name, e.vocabulary, e.serve_as, training=True)
+                if isinstance(e, PositionEncoder)
+                else e
+                for e in self.encoders
+            ]
+        )
+
+    def served_ids(self) -> list[tuple[int, int]]:
+        """(feature index, global id) of each position feature as served."""
+        return [(j, e.offset + e.served_id) for j, e in enumerate(self.encoders) if isinstance(e, PositionEncoder)]
 
     def layout(self) -> list[tuple[str, int, int, str]]:
         """Each feature's (name, first id, number of ids, entry kind: see `entry_kind`)."""
@@ -215,7 +252,7 @@ class FeatureMap:
                 encoded[j] = encoder.encode_lists(frame[encoder.name])
             else:
                 ids = np.empty(frame.height, dtype=np.int64)
-                encoded[j] = (ids, encoder.encode_into(frame[encoder.name], ids), None)
+                encoded[j] = (ids, encoder.encode_into(_column(frame, encoder), ids), None)
 
         each_feature(encode, range(len(self.encoders)))
         counts = np.ones((frame.height, len(self.encoders)), dtype=np.int64)
@@ -263,7 +300,7 @@ class FeatureMap:
         def encode(j: int) -> None:
             encoder = self.encoders[j]
             assert not isinstance(encoder, (IdListEncoder, TreeLeavesEncoder))  # ragged maps were refused above
-            encoded = encoder.encode_into(frame[encoder.name], ids[j])
+            encoded = encoder.encode_into(_column(frame, encoder), ids[j])
             if values is not None:
                 values[j] = encoded
 

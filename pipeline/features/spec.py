@@ -125,7 +125,22 @@ class TreeLeavesFeature(Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the sample and the trees.")
 
 
-AnyFeature = ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature | TreeLeavesFeature
+class PositionFeature(Strict):
+    """The slot a row was shown in: trained on (a categorical of positions) so the model absorbs
+    position bias, and served as `serve_as` for every row (validation, calibration, validate,
+    predict and the online scorer all score the served setting; requests need not carry it)."""
+
+    name: str = Field(description="Column name (positions: integers or text).")
+    kind: Literal["position"] = Field(description="Feature kind tag.")
+    serve_as: int | str | None = Field(
+        default=1,
+        description="The position every served row takes (one seen in train); null drops it: served as missing.",
+    )
+
+
+AnyFeature = (
+    ContinuousFeature | CategoricalFeature | BinaryFeature | IdListFeature | TreeLeavesFeature | PositionFeature
+)
 
 
 def columns_of(feature: AnyFeature) -> list[str]:

@@ -11,6 +11,7 @@ from ..features.categorical import CategoricalEncoder
 from ..features.continuous import ContinuousEncoder
 from ..features.feature_map import Encoder
 from ..features.id_list import IdListEncoder
+from ..features.position import PositionEncoder
 from ..features.tree_leaves import TreeLeavesEncoder
 from ..store.bundle import Bundle
 
@@ -24,6 +25,9 @@ def _encoding(encoder: Encoder) -> str:
             )
         what = f"{encoder.n_bins} bins" + (f" hashed into {encoder.buckets}" if encoder.buckets else "")
         return what + (f", range [{encoder.edges[0]:g}, {encoder.edges[-1]:g}]" if encoder.edges else "")
+    if isinstance(encoder, PositionEncoder):
+        served = "missing" if encoder.serve_as is None else repr(encoder.serve_as)
+        return f"position: {len(encoder.vocabulary)} seen in train, served as {served}"
     if isinstance(encoder, TreeLeavesEncoder):
         return (
             f"{encoder.tree_count} trees over {len(encoder.inputs)} columns "

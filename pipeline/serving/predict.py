@@ -19,9 +19,14 @@ REQUEST_ROWS = 1000
 
 def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
     """The rows to score, checked like training data: every feature column present with a usable type
-    (the label need not be there)."""
+    (the label need not be there, nor the column of a position feature, which is served fixed)."""
     check_schema(
-        bundle.reader.schema(data, header), bundle.recipe.data, list(bundle.recipe.features), data, with_label=False
+        bundle.reader.schema(data, header),
+        bundle.recipe.data,
+        list(bundle.recipe.features),
+        data,
+        with_label=False,
+        served=True,
     )
     frame = bundle.reader.read(data, rows, header)
     if bundle.key not in frame.columns:

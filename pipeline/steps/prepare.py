@@ -85,12 +85,20 @@ def encode_splits(
             name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in SPLITS
         }
 
+        # the train split reads position features' columns; validation takes their served position
+        training, served = feature_map.for_training(), feature_map.served_ids()
+
         def write(chunk: Chunk, ids: np.ndarray, values: np.ndarray | None) -> None:
             for split, selected in chunk.routes:
                 rows = None if selected is None else np.flatnonzero(selected)
                 count = chunk.frame.height if rows is None else len(rows)
+                split_ids = ids
+                if served and split != "train":
+                    split_ids = ids.copy()
+                    for feature, served_id in served:
+                        split_ids[feature] = served_id
                 writers[split].append(
-                    ids.T,
+                    split_ids.T,
                     None if values is None else values.T,
                     np.full(count, width),
                     chunk.labels,
@@ -98,10 +106,13 @@ def encode_splits(
                     rows,
                 )
 
-        def write_rows(chunk: Chunk, ids: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> None:
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
+        def write_rows(chunk: Chunk) -> None:
+            encoded = {"train": training.encode_rows(chunk.frame)}
+            encoded["validation"] = feature_map.encode_rows(chunk.frame) if served else encoded["train"]
             for split, selected in chunk.routes:
+                ids, values, lengths = encoded[split]
+                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=offsets[1:])
                 rows = np.arange(len(lengths)) if selected is None else np.flatnonzero(selected)
                 positions, _ = take_positions(offsets, rows)
                 writers[split].append(
@@ -115,7 +126,7 @@ def encode_splits(
         if feature_map.ragged:  # id lists: each chunk's row-major CSR, its routed rows gathered
             for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
                 if chunk.frame.height:
-                    write_rows(chunk, *feature_map.encode_rows(chunk.frame))
+                    write_rows(chunk)
             return finish_splits(data, writers)
 
         # a chunk is written on a background thread while the next one is encoded, so two chunks'
@@ -132,7 +143,7 @@ def encode_splits(
         for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
             if chunk.frame.height == 0:
                 continue
-            ids, values = feature_map.encode_columns(chunk.frame, buffers[turn])  # every row once, then routed
+            ids, values = training.encode_columns(chunk.frame, buffers[turn])  # every row once, then routed
             turn = 1 - turn
             if pending is not None:
                 pending.result()  # the previous chunk is written: its buffers are free for the next one

@@ -517,6 +517,30 @@ spec_case(
     "embedding_bag",
 )
 
+spec_case(
+    "position-served-as-an-unseen-slot",
+    "silent",
+    {"features.1": {"name": "c", "kind": "position", "serve_as": "purple"}},
+    2,
+    "served as 'purple', which no train row has",
+    "serve_as",
+)
+spec_case(
+    "mixed-dims-budget-below-one-per-id",
+    "exit",
+    {
+        "model": {
+            "blocks": [
+                {"name": "mixed", "kind": "mixed_embedding", "inputs": {"entries": "features"}, "budget": 3},
+                {"name": "flat", "kind": "concat", "inputs": {"m": "mixed.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "flat.out"}},
+            ]
+        }
+    },
+    2,
+    "block 'mixed' (mixed_embedding): budget 3 is below",
+)
+
 
 def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:

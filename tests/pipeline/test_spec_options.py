@@ -187,3 +187,54 @@ def test_explicit_logistic_calibrators_keep_the_validation_mean(runner, data_dir
     assert stored["kind"] == "platt" and (stored["slope"] == 1.0) == (kind == "shift")
     recipe = json.loads((data_dir / ".snn" / "bundles" / f"calibrated-{kind}" / "recipe.json").read_text())
     assert recipe["train"]["table_l2"] == 1e-3 and recipe["calibration"]["kind"] == kind
+
+
+def test_a_position_feature_is_trained_on_and_served_fixed(runner, tmp_path):
+    """Position 1..5 lowers the click rate (planted). Trained with the column, served as position 1:
+    the served scores ignore the file's positions (shuffled or absent give the same scores, online
+    too), and validate grades the served setting, whose raw scores are those of the top slot
+    (above the overall rate, which the calibrator then brings back)."""
+    rng = np.random.default_rng(4)
+    for name, n in (("train.csv", 6000), ("test.csv", 2000)):
+        x = rng.normal(size=n)
+        slot = rng.integers(1, 6, n)
+        logit = 1.2 * x - 0.6 * (slot - 1)
+        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+        pl.DataFrame({"uid": [f"{name}{i}" for i in range(n)], "x": x.round(4), "slot": slot, "y": y}).write_csv(
+            tmp_path / name
+        )
+    spec = {
+        "version": 1,
+        "name": "positions",
+        "data": {
+            "format": "csv",
+            "train": {"path": "train.csv"},
+            "test": {"path": "test.csv"},
+            "holdout": {"fraction": 0.25, "seed": 2},
+            "label": {"column": "y"},
+            "key": "uid",
+        },
+        "features": [{"name": "x", "kind": "continuous"}, {"name": "slot", "kind": "position", "serve_as": 1}],
+        "model": {"sparse_linear": {"width": 8}, "mlp": {"layers": [8]}},
+        "train": {"epochs": 4, "batch_size": 128, "seed": 1, "device": "cpu"},
+        "validation": {"gates": {}},
+    }
+    path = write_spec(tmp_path, spec)
+    result = invoke(runner, "validate", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    test = json.loads(result.stdout)["metrics"]["test"]
+    assert test["raw"]["calibration_ratio"] > 1.15  # every row scored as if shown in the top slot
+    assert abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
+    bundle = tmp_path / ".snn" / "bundles" / "positions"
+    frame = pl.read_csv(tmp_path / "test.csv")
+    frame.with_columns(pl.col("slot").shuffle(seed=3)).write_csv(tmp_path / "shuffled.csv")
+    frame.drop("slot").write_csv(tmp_path / "no_slot.csv")
+    scores = []
+    for name, online in (("test.csv", False), ("shuffled.csv", False), ("no_slot.csv", False), ("no_slot.csv", True)):
+        out = tmp_path / f"scores-{name}-{online}.parquet"
+        args = ["predict", bundle, tmp_path / name, "-o", out] + (["--online"] if online else [])
+        result = invoke(runner, *args)
+        assert result.exit_code == 0, result.stderr
+        scores.append(pl.read_parquet(out)["score"].to_numpy())
+    for other in scores[1:]:
+        np.testing.assert_allclose(other, scores[0], rtol=0, atol=1e-12)

@@ -1,0 +1,150 @@
+"""Figures of the model family's options, each through the real pipeline and judged on test rows:
+
+B7  mixed-dimension tables against uniform dim-16 tables, the rest of the model equal, on the
+    Criteo sample (specs/criteo_mixed.yaml) and on synthetic Zipf rows, 2 seeds each: test AUC and
+    the tables' parameter counts (target: within 0.002 AUC at half the parameters or fewer)
+B8  8-bit tables (specs/adult_trees.yaml): the tables' bytes and the validation AUC change, as the
+    train step measures them (target: >= 3.5x smaller, |change| <= 0.001)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import yaml
+
+from ..spec import load_spec
+from .figures import Figure
+from .quality import SHIPPED, test_figures, validate_json
+
+MIXED_SEEDS = (11, 12)
+SYNTHETIC_ROWS = 100_000
+
+
+def run_spec(spec_path: Path, folder: Path, edit, env: dict | None = None) -> tuple[dict, dict]:
+    """The spec with absolute data paths, changed by `edit(spec dict)`, validated in `folder` ->
+    (test_figures, the train step's metrics and the bundle's table parameter counts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with patch.dict(os.environ, env or {}):
+        loaded = load_spec(spec_path)
+    spec = loaded.spec.model_dump(mode="json", exclude_none=True)
+    for split in ("train", "validation", "test"):
+        if split in spec["data"]:
+            spec["data"][split]["path"] = str(loaded.resolve(spec["data"][split]["path"]))
+    edit(spec)
+    spec["workdir"] = str(folder)
+    spec.pop("tracking", None)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = validate_json(path, folder)
+    train = Path(result["steps"]["train"]["path"])
+    plan = json.loads((train / "bundle" / "plan.json").read_text())
+    counts = {
+        "table_parameters": sum(int(np.prod(w["shape"])) for w in plan["weights"].values() if w["per_id"]),
+        "projection_parameters": sum(
+            int(np.prod(w["shape"])) for n, w in plan["weights"].items() if ".projection_" in n
+        ),
+    }
+    return test_figures(result), {**json.loads((train / "step.json").read_text())["metrics"], **counts}
+
+
+def _uniform(block: dict) -> dict:
+    """A mixed_embedding block as uniform tables of its base dim (embedding_bag), else unchanged."""
+    if block.get("kind") != "mixed_embedding":
+        return block
+    return {k: block[k] for k in ("name", "inputs", "dim", "pooling", "features") if k in block} | {
+        "kind": "embedding_bag"
+    }
+
+
+def _synthetic_model(edit_spec: dict) -> None:
+    """synthetic.yaml's features, tables of dim 16 (mixed) pooled into an MLP, no downsampling."""
+    edit_spec["model"] = {
+        "blocks": [
+            {"name": "embeddings", "kind": "mixed_embedding", "inputs": {"entries": "features"}, "dim": 16,
+             "alpha": 0.5, "blocks": 4},
+            {"name": "flat", "kind": "concat", "inputs": {"e": "embeddings.out"}},
+            {"name": "top", "kind": "mlp", "inputs": {"x": "flat.out"}, "layers": [64, 32]},
+            {"name": "head", "kind": "logit", "inputs": {"x": "top.out"}},
+        ]
+    }  # fmt: skip
+    edit_spec["data"]["train"]["rows"] = [0, SYNTHETIC_ROWS * 9 // 10]
+    edit_spec["data"]["test"]["rows"] = [SYNTHETIC_ROWS * 9 // 10, SYNTHETIC_ROWS]
+    edit_spec["train"].pop("negative_downsampling", None)
+    edit_spec["validation"]["gates"] = {}
+
+
+def bench_mixed_dims(folder: Path) -> list[Figure]:
+    """B7 (see the module docstring)."""
+    from ..data.synth import SynthConfig, write
+
+    synthetic = folder / f"family-synthetic-{SYNTHETIC_ROWS}.parquet"
+    if not synthetic.exists():
+        write(synthetic, SynthConfig(rows=SYNTHETIC_ROWS, seed=0))
+    env = {"SNN_SYNTH_DATA": str(synthetic.resolve())}
+    cases = {
+        "criteo": (SHIPPED / "criteo_mixed.yaml", lambda spec: None),
+        "synthetic": (SHIPPED / "synthetic.yaml", _synthetic_model),
+    }
+    figures = []
+    for name, (spec_path, base_edit) in cases.items():
+        runs: dict[str, list[tuple[dict, dict]]] = {"mixed": [], "uniform": []}
+        for seed in MIXED_SEEDS:
+            for variant in runs:
+
+                def edit(spec: dict, variant=variant, seed=seed, base_edit=base_edit) -> None:
+                    base_edit(spec)
+                    spec["train"]["seed"] = seed
+                    if variant == "uniform":
+                        spec["model"]["blocks"] = [_uniform(b) for b in spec["model"]["blocks"]]
+
+                runs[variant].append(run_spec(spec_path, folder / f"family-{name}-{variant}-{seed}", edit, env))
+        auc = {v: statistics.mean(q["auc"] for q, _ in r) for v, r in runs.items()}
+        params = {v: r[0][1]["table_parameters"] + r[0][1]["projection_parameters"] for v, r in runs.items()}
+        figures.append(
+            Figure(
+                f"B7.{name}.auc",
+                f"{name}: test AUC, mixed-dimension tables vs uniform dim 16, mean of seeds {MIXED_SEEDS}",
+                "auc",
+                auc["mixed"],
+                "uniform dims",
+                auc["uniform"],
+                target="within 0.002 at <= half the parameters",
+                note=f"parameters {params['mixed']:,} vs {params['uniform']:,} "
+                f"({params['mixed'] / params['uniform']:.1%}); per seed mixed "
+                + ", ".join(f"{q['auc']:.4f}" for q, _ in runs["mixed"])
+                + " uniform "
+                + ", ".join(f"{q['auc']:.4f}" for q, _ in runs["uniform"]),
+            )
+        )
+    return figures
+
+
+def bench_int8_tables(folder: Path) -> list[Figure]:
+    """B8 (see the module docstring)."""
+    quality, train = run_spec(SHIPPED / "adult_trees.yaml", folder / "family-adult-trees", lambda spec: None)
+    return [
+        Figure(
+            "B8.int8.size",
+            "adult_trees: per-id tables' bytes, float32 / row-wise 8-bit",
+            "x",
+            train["int8_table_compression"],
+            target=">= 3.5x",
+            note=f"{train['int8_table_bytes_float32']:,} -> {train['int8_table_bytes']:,} bytes",
+        ),
+        Figure(
+            "B8.int8.auc_change",
+            "adult_trees: validation AUC change of the 8-bit tables",
+            "auc",
+            train["int8_val_auc_change"],
+            target="|change| <= 0.001",
+            note=f"float32 {train['int8_val_auc_float32']:.5f}, 8-bit {train['int8_val_auc']:.5f}; "
+            f"test AUC {quality['auc']:.4f}",
+            higher_is_better=False,
+        ),
+    ]
