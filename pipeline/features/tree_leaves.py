@@ -5,7 +5,9 @@ a row falls into becomes one id.
     inputs -> x [n, k] float64: a number column (numbers, or text that is numbers in the train
               sample) as its number (missing: NaN); any other column as the
               rank of its value's smoothed train positive rate (ascending; unseen or missing: NaN),
-              the order that makes one numeric split the best binary partition of categories
+              the order that makes one numeric split the best binary partition of categories; the trees
+              fit on out-of-fold codes (each row's value rated without its fold's rows, placed on
+              the same scale), so no row's own label moves its code
     tree t -> leaf_t(x): from the root, go left when x[feature] <= threshold (NaN: the node's
               learned missing direction) until a leaf; leaves numbered in node order
     ids    -> offset + first_leaf_t + leaf_t(x), one entry per tree (value 1): an id list of
@@ -31,6 +33,7 @@ from .spec import TreeLeavesFeature
 from .values import as_float, category_of, category_text, number_of
 
 RATE_PRIOR_ROWS = 20.0  # a category's positive rate is shrunk toward the mean as if it had 20 more rows
+CODING_FOLDS = 5  # the trees fit on out-of-fold codes of text inputs
 
 
 @dataclass
@@ -252,12 +255,17 @@ class TreeLeavesFitter:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         _, frame, labels, weights = self._sample()
-        categories = {}
+        categories, rates = {}, {}
         for column in self.feature.inputs:
             if not _numbers(frame[column]):
-                categories[column] = _rate_order(category_text(frame[column]), labels, weights)
+                table = _rates(category_text(frame[column]), labels, weights)
+                categories[column], rates[column] = table["value"].to_list(), table["rate"].to_numpy()
         codes = {column: {value: i for i, value in enumerate(values)} for column, values in categories.items()}
         x = frame_inputs(frame, list(self.feature.inputs), codes, self.feature.name)
+        folds = np.arange(frame.height) % CODING_FOLDS  # the sample is in random order
+        for j, column in enumerate(self.feature.inputs):
+            if column in categories:  # fit on out-of-fold codes: a row's own label never moves its code
+                x[:, j] = _out_of_fold_codes(category_text(frame[column]), labels, weights, folds, rates[column])
         model = HistGradientBoostingClassifier(
             max_iter=self.feature.trees,
             learning_rate=self.feature.learning_rate,
@@ -279,16 +287,35 @@ def _numbers(series: pl.Series) -> bool:
     return not (cast.is_null() & series.is_not_null()).any()
 
 
-def _rate_order(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> list[str]:
-    """A text column's values ordered by their weighted positive rate, shrunk toward the overall
-    rate by RATE_PRIOR_ROWS rows (ascending; ties by text)."""
+def _rates(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> pl.DataFrame:
+    """A text column's values and their weighted positive rates, shrunk toward the overall rate by
+    RATE_PRIOR_ROWS rows, ascending (ties by text): a frame of value, rate."""
     frame = pl.DataFrame({"value": text, "positive": (labels > 0.5) * weights, "weight": weights})
     prior = float((labels > 0.5) @ weights) / max(float(weights.sum()), 1e-12)
-    totals = (
+    return (
         frame.drop_nulls("value")
         .group_by("value")
         .agg(pl.col("positive").sum(), pl.col("weight").sum())
-        .with_columns(rate=(pl.col("positive") + prior * RATE_PRIOR_ROWS) / (pl.col("weight") + RATE_PRIOR_ROWS))
+        .select("value", rate=(pl.col("positive") + prior * RATE_PRIOR_ROWS) / (pl.col("weight") + RATE_PRIOR_ROWS))
         .sort("rate", "value")
     )
-    return totals["value"].to_list()
+
+
+def _out_of_fold_codes(
+    text: pl.Series, labels: np.ndarray, weights: np.ndarray, folds: np.ndarray, ordered_rates: np.ndarray
+) -> np.ndarray:
+    """The codes the trees fit on, float64 [n]: each row's value rated on the other folds' rows
+    (a value they lack takes their overall rate), placed among the full sample's ordered rates
+    (the serving codes' scale); missing values NaN. Target coding a value with its own rows' labels
+    would let the trees, and the model over their leaves, memorize rare values."""
+    codes = np.full(len(text), np.nan)
+    for fold in np.unique(folds):
+        held = folds == fold
+        rest = ~held
+        table = _rates(text.filter(pl.Series(rest)), labels[rest], weights[rest])
+        prior = float((labels[rest] > 0.5) @ weights[rest]) / max(float(weights[rest].sum()), 1e-12)
+        mine = text.filter(pl.Series(held))
+        rate = mine.replace_strict(table["value"], table["rate"], default=prior, return_dtype=pl.Float64)
+        placed = np.searchsorted(ordered_rates, rate.to_numpy(), side="left").astype(np.float64)
+        codes[held] = np.where(mine.is_null().to_numpy(), np.nan, placed)
+    return codes
