@@ -5,6 +5,8 @@ B7  mixed-dimension tables against uniform dim-16 tables, the rest of the model 
     the tables' parameter counts (target: within 0.002 AUC at half the parameters or fewer)
 B8  8-bit tables (specs/adult_trees.yaml): the tables' bytes and the validation AUC change, as the
     train step measures them (target: >= 3.5x smaller, |change| <= 0.001)
+Q.lists  specs/synthetic_lists.yaml on 1M rows with planted id-list effects, one epoch (as Q):
+    test AUC against the oracle's (target: within 0.01)
 """
 
 from __future__ import annotations
@@ -147,4 +149,37 @@ def bench_int8_tables(folder: Path) -> list[Figure]:
             f"test AUC {quality['auc']:.4f}",
             higher_is_better=False,
         ),
+    ]
+
+
+LIST_ROWS = 1_000_000
+
+
+def bench_id_lists(folder: Path) -> list[Figure]:
+    """Q.lists (see the module docstring)."""
+    from ..data.synth import SynthConfig, write
+
+    data = folder / f"family-lists-{LIST_ROWS}.parquet"
+    if not data.exists():
+        write(data, SynthConfig(rows=LIST_ROWS, seed=0, lists=True))
+
+    def edit(spec: dict) -> None:
+        spec["data"]["train"]["rows"] = [0, LIST_ROWS * 9 // 10]
+        spec["data"]["test"]["rows"] = [LIST_ROWS * 9 // 10, LIST_ROWS]
+        spec["train"]["epochs"] = 1
+
+    env = {"SNN_SYNTH_LISTS_DATA": str(data.resolve())}
+    quality, _ = run_spec(SHIPPED / "synthetic_lists.yaml", folder / "family-lists", edit, env)
+    return [
+        Figure(
+            "Q.lists.auc",
+            f"synthetic_lists: test AUC after 1 epoch, {LIST_ROWS:,} rows with planted id-list effects",
+            "auc",
+            quality["auc"],
+            "oracle (true p)",
+            quality["oracle_auc"],
+            target="within 0.01 of oracle",
+            note=f"gap {quality['oracle_auc'] - quality['auc']:.4f}; logloss raw {quality['logloss_raw']:.4f} "
+            f"oracle {quality['oracle_logloss']:.4f}",
+        )
     ]

@@ -58,22 +58,30 @@ def _holds_parity(runner, spec: Path, bundle: Path, data: Path, rows: str) -> No
     assert result.exit_code == 3 and "parity: " in result.stderr, result.stderr
 
 
+def _run_synthetic(runner, tmp_path, monkeypatch, spec_file: str, env: str, *flags: str, auc_gate: float):
+    """specs/<spec_file> on a 60k-row synthetic file written with `flags` (rows 0-50k train, 50-60k
+    test, the gates scaled down to `auc_gate`; the full-size figures are the bench's) ->
+    (the spec as run, its path, the data file, the `snn run --json` output)."""
+    data = tmp_path / f"{env.lower()}.parquet"
+    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0, *flags).exit_code == 0
+    monkeypatch.setenv(env, str(data))
+    spec = yaml.safe_load((ROOT / "specs" / spec_file).read_text())
+    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
+    spec["validation"]["gates"] = {"auc": {"min": auc_gate}}
+    path = tmp_path / spec_file
+    path.write_text(yaml.safe_dump(spec))
+    result = invoke(runner, "run", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    return spec, path, data, json.loads(result.stdout)
+
+
 def test_synthetic_spec_runs(runner, tmp_path, monkeypatch):
     """specs/synthetic.yaml on a smaller file (60k rows: its row ranges and gates scaled down; the
     full-size figures are the bench's): 10x negative downsampling undone by the analytic correction,
     the oracle reported, the calibrator never worse than raw on the test rows."""
-    data = tmp_path / "synthetic.parquet"
-    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0).exit_code == 0
-    monkeypatch.setenv("SNN_SYNTH_DATA", str(data))
-    spec = yaml.safe_load((ROOT / "specs" / "synthetic.yaml").read_text())
+    spec, _, _, out = _run_synthetic(runner, tmp_path, monkeypatch, "synthetic.yaml", "SNN_SYNTH_DATA", auc_gate=0.7)
     assert spec["train"]["negative_downsampling"]["rate"] == 0.1
-    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
-    spec["validation"]["gates"] = {"auc": {"min": 0.7}}
-    path = tmp_path / "synthetic.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    result = invoke(runner, "run", path, "--json")
-    assert result.exit_code == 0, result.stderr
-    test = json.loads(result.stdout)["metrics"]["test"]
+    test = out["metrics"]["test"]
     assert test["raw"]["rows"] == 10_000 and test["oracle"]["auc"] > test["raw"]["auc"] > 0.7
     assert test["uncorrected"]["calibration_ratio"] > 1.5  # trained on 10x fewer negatives
     assert test["raw"]["calibration_ratio"] < test["uncorrected"]["calibration_ratio"] - 0.5  # the correction
@@ -99,18 +107,11 @@ def test_synthetic_lists_spec_runs_and_holds_parity(runner, tmp_path, monkeypatc
     """specs/synthetic_lists.yaml (id lists: a parquet list column and "|"-separated text) on a 60k-row
     file: the E-P model beats a model without the lists' vectors, the online scorer equals the
     reference on ragged rows (exit 0), and a perturbed embedding table fails parity (exit 3)."""
-    data = tmp_path / "lists.parquet"
-    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0, "--lists").exit_code == 0
-    monkeypatch.setenv("SNN_SYNTH_LISTS_DATA", str(data))
-    spec = yaml.safe_load((ROOT / "specs" / "synthetic_lists.yaml").read_text())
+    spec, path, data, out = _run_synthetic(
+        runner, tmp_path, monkeypatch, "synthetic_lists.yaml", "SNN_SYNTH_LISTS_DATA", "--lists", auc_gate=0.75
+    )
     assert [b["kind"] for b in spec["model"]["blocks"]][:2] == ["sparse_linear", "embedding_bag"]
-    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
-    spec["validation"]["gates"] = {"auc": {"min": 0.75}}
-    path = tmp_path / "lists.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    result = invoke(runner, "run", path, "--json")
-    assert result.exit_code == 0, result.stderr
-    test = json.loads(result.stdout)["metrics"]["test"]
+    test = out["metrics"]["test"]
     assert test["raw"]["rows"] == 10_000 and test["oracle"]["auc"] > test["raw"]["auc"] > 0.8
     _holds_parity(runner, path, tmp_path / ".snn" / "bundles" / "synthetic-lists", data, "50000:60000")
 
@@ -142,18 +143,17 @@ def test_synthetic_positions_spec_serves_the_top_slot(runner, tmp_path, monkeypa
     served scores are those of the top slot (above the overall rate: every row scored as if shown
     first), the calibrator brings them to the rate, the ranking is close to the slot-1 oracle's,
     and parity holds on the served setting (exit 0; a moved table: exit 3)."""
-    data = tmp_path / "positions.parquet"
-    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0, "--positions").exit_code == 0
-    monkeypatch.setenv("SNN_SYNTH_POSITIONS_DATA", str(data))
-    spec = yaml.safe_load((ROOT / "specs" / "synthetic_positions.yaml").read_text())
+    spec, path, data, out = _run_synthetic(
+        runner,
+        tmp_path,
+        monkeypatch,
+        "synthetic_positions.yaml",
+        "SNN_SYNTH_POSITIONS_DATA",
+        "--positions",
+        auc_gate=0.7,
+    )
     assert spec["features"][-1] == {"name": "position", "kind": "position", "serve_as": 1}
-    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
-    spec["validation"]["gates"] = {"auc": {"min": 0.7}}
-    path = tmp_path / "positions.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    result = invoke(runner, "run", path, "--json")
-    assert result.exit_code == 0, result.stderr
-    test = json.loads(result.stdout)["metrics"]["test"]
+    test = out["metrics"]["test"]
     assert test["raw"]["calibration_ratio"] > 1.2 and abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
     assert test["oracle"]["auc"] > test["raw"]["auc"] > test["oracle"]["auc"] - 0.05
     _holds_parity(runner, path, tmp_path / ".snn" / "bundles" / "synthetic-positions", data, "50000:60000")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -52,7 +52,7 @@ from .base import (
     request_slots,
     table_base,
 )
-from .embedding_bag import INIT_STD, POOLED, pool_numpy, pool_torch
+from .embedding_bag import INIT_STD, POOLED, EmbeddingBagSpec, pool_numpy, pool_torch
 
 if TYPE_CHECKING:
     import torch
@@ -66,14 +66,10 @@ class MixedTable(Strict):
     dim: int = Field(ge=1, le=1024)
 
 
-class MixedEmbeddingSpec(Strict):
-    features: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description="The features pooled, one vector each, in this order (default: every id and id-list feature).",
-    )
-    dim: int = Field(default=16, ge=1, le=1024, description="The base dim: every table is projected to it.")
-    pooling: Literal["sum", "mean", "max"] = Field(default="sum", description="How a row's vectors are pooled.")
+class MixedEmbeddingSpec(EmbeddingBagSpec):
+    """embedding_bag's options (features, pooling; `dim` the base dim every table is projected to),
+    and how the tables' dims follow popularity."""
+
     alpha: float = Field(
         default=0.5, ge=0, le=4, description="Temperature α of d ∝ popularity^α (0: every table the base dim)."
     )
