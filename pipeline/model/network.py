@@ -140,11 +140,17 @@ class Network(nn.Module):
         return self._run(Entries(ids, values, offsets, width))
 
     def forward_rows(
-        self, rows: list[torch.Tensor], batch: RowBatch, values: torch.Tensor | None, offsets: torch.Tensor
+        self,
+        rows: list[torch.Tensor],
+        batch: RowBatch,
+        values: torch.Tensor | None,
+        offsets: torch.Tensor,
+        width: int | None = None,
     ) -> torch.Tensor:
         """Training path: gathered rows (`gather_rows`) -> logits [B], equal to `forward` in train mode
-        (values None: a one-hot batch, every value 1)."""
-        return self._run(Entries(batch.inverse, values, offsets, rows=batch), gathered=rows)
+        (values None: a one-hot batch, every value 1; `width`: entries per row when every row has
+        that many, which lets blocks gather columns instead of finding each entry's feature)."""
+        return self._run(Entries(batch.inverse, values, offsets, width, rows=batch), gathered=rows)
 
     @torch.no_grad()
     def infer(

@@ -60,7 +60,7 @@ def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, devic
     structure = model.deduplicate(ids, offsets, batch.width)
     table_rows = model.table_rows(structure.unique)
     rows = model.gather_rows(table_rows)
-    logits = model.forward_rows(rows, structure, values, offsets)
+    logits = model.forward_rows(rows, structure, values, offsets, batch.width)
     loss = (
         F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
     ).sum() / weights.sum().clamp_min(1e-12)
