@@ -5,6 +5,9 @@ B7  mixed-dimension tables against uniform dim-16 tables, the rest of the model 
     the tables' parameter counts (target: within 0.002 AUC at half the parameters or fewer)
 B8  8-bit tables (specs/adult_trees.yaml): the tables' bytes and the validation AUC change, as the
     train step measures them (target: >= 3.5x smaller, |change| <= 0.001)
+B9  the tree-leaf library: scikit-learn's histogram GBDT (what tree_leaves uses) vs LightGBM (the
+    bench extra), the same trees on the same coded inputs of Adult and Criteo: fit seconds and the
+    GBDT's own test AUC
 Q.lists  specs/synthetic_lists.yaml on 1M rows with planted id-list effects, one epoch (as Q):
     test AUC against the oracle's (target: within 0.01)
 """
@@ -183,3 +186,75 @@ def bench_id_lists(folder: Path) -> list[Figure]:
             f"oracle {quality['oracle_logloss']:.4f}",
         )
     ]
+
+
+def _tree_inputs(spec_name: str):
+    """A shipped spec's train and test rows coded for trees as tree_leaves codes them (x for the
+    fit: out-of-fold codes; x for scoring: the stored codes) and their labels."""
+    from ..data.readers import Reader
+    from ..data.rows import labels_of
+    from ..features.feature_map import FeatureMap
+    from ..features.spec import TreeLeavesFeature, columns_of
+    from ..features.tree_leaves import CODING_FOLDS, _out_of_fold_codes, _rates
+    from ..features.values import category_text
+
+    loaded = load_spec(SHIPPED / spec_name)
+    spec = loaded.spec
+    reader = Reader.from_spec(spec.data)
+    frames = {}
+    for split in ("train", "test"):
+        source = getattr(spec.data, split)
+        frame = reader.read(loaded.resolve(source.path), tuple(source.rows) if source.rows else None)
+        frames[split] = (frame, labels_of(frame, spec.data, split))
+    inputs = [c for f in spec.features if f.kind != "tree_leaves" for c in columns_of(f)]
+    (train, y), (test, y_test) = frames["train"], frames["test"]
+    feature = TreeLeavesFeature(name="t", kind="tree_leaves", inputs=inputs, trees=1)
+    encoder = FeatureMap.fit([feature], train, np.ones(train.height), y).encoders[0]
+    fit_x = encoder.inputs_of_frame(train)
+    folds = np.random.default_rng(0).permutation(train.height) % CODING_FOLDS
+    for j, column in enumerate(inputs):
+        if column in encoder.categories:
+            text = category_text(train[column])
+            rates = _rates(text, y, np.ones(train.height))["rate"].to_numpy()
+            fit_x[:, j] = _out_of_fold_codes(text, y, np.ones(train.height), folds, rates)
+    return fit_x, y, encoder.inputs_of_frame(test), y_test
+
+
+def bench_tree_library() -> list[Figure]:
+    """B9 (see the module docstring); none when LightGBM is not installed."""
+    import time
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    try:
+        import lightgbm
+    except ImportError:
+        return []
+    figures = []
+    for name in ("adult.yaml", "criteo.yaml"):
+        x, y, x_test, y_test = _tree_inputs(name)
+        results = {}
+        for library in ("sklearn", "lightgbm"):
+            start = time.perf_counter()
+            if library == "sklearn":
+                model = HistGradientBoostingClassifier(
+                    max_iter=64, max_leaf_nodes=16, early_stopping=False, random_state=0
+                )
+                score = model.fit(x, y).decision_function(x_test)
+            else:
+                model = lightgbm.LGBMClassifier(n_estimators=64, num_leaves=16, random_state=0, verbose=-1)
+                score = model.fit(x, y).predict_proba(x_test, raw_score=True)
+            results[library] = (time.perf_counter() - start, roc_auc_score(y_test, score))
+        figures.append(
+            Figure(
+                f"B9.{name.removesuffix('.yaml')}.tree_auc",
+                f"{name}: GBDT test AUC (64 trees x 16 leaves), scikit-learn (used) vs LightGBM",
+                "auc",
+                results["sklearn"][1],
+                "LightGBM",
+                results["lightgbm"][1],
+                note=f"fit seconds {results['sklearn'][0]:.2f} vs {results['lightgbm'][0]:.2f}",
+            )
+        )
+    return figures

@@ -12,7 +12,7 @@ import torch
 
 from .dlrm import bench_dlrm
 from .encoding import bench_fit_encode
-from .family import bench_id_lists, bench_int8_tables, bench_mixed_dims
+from .family import bench_id_lists, bench_int8_tables, bench_mixed_dims, bench_tree_library
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
 from .quality import bench_shipped_specs
@@ -65,7 +65,7 @@ def run(size_name: str, folder: Path) -> dict:
     figures += quality + bench_logistic(size, prepared)
     if size["shipped_specs"]:
         figures += bench_shipped_specs(folder) + bench_mixed_dims(folder) + bench_int8_tables(folder)
-        figures += bench_id_lists(folder)
+        figures += bench_id_lists(folder) + bench_tree_library()
     return {
         "size": size_name,
         "machine": {
