@@ -195,7 +195,7 @@ def _tree_inputs(spec_name: str):
     from ..data.rows import labels_of
     from ..features.feature_map import FeatureMap
     from ..features.spec import TreeLeavesFeature, columns_of
-    from ..features.tree_leaves import CODING_FOLDS, _out_of_fold_codes, _rates
+    from ..features.tree_leaves import CODING_FOLDS, TreeLeavesEncoder, _out_of_fold_codes, _rates
     from ..features.values import category_text
 
     loaded = load_spec(SHIPPED / spec_name)
@@ -210,6 +210,7 @@ def _tree_inputs(spec_name: str):
     (train, y), (test, y_test) = frames["train"], frames["test"]
     feature = TreeLeavesFeature(name="t", kind="tree_leaves", inputs=inputs, trees=1)
     encoder = FeatureMap.fit([feature], train, np.ones(train.height), y).encoders[0]
+    assert isinstance(encoder, TreeLeavesEncoder)
     fit_x = encoder.inputs_of_frame(train)
     folds = np.random.default_rng(0).permutation(train.height) % CODING_FOLDS
     for j, column in enumerate(inputs):
