@@ -112,7 +112,13 @@ class TreeLeavesFeature(Strict):
     inputs: list[str] = Field(
         min_length=1, max_length=1024, description="The columns the trees split on: numbers, or text (coded by rate)."
     )
-    trees: int = Field(default=32, ge=1, le=1024, description="Number of boosted trees (ids per row).")
+    trees: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Number of boosted trees (ids per row). 64 x 16 leaves: the best GBDT test AUC of Adult and "
+        "Criteo together among 64/200 trees x 16/31 leaves (bench B9).",
+    )
     max_leaf_nodes: int = Field(default=16, ge=2, le=4096, description="Leaves per tree at most.")
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="The boosting's shrinkage.")
     min_samples_leaf: int = Field(default=20, ge=1, le=INT64_MAX, description="Sample rows per leaf at least.")
