@@ -332,7 +332,11 @@ def data_synth(
     ] = 262_144,
     spec_out: Annotated[Path | None, typer.Option("--spec", help="Also write a ready spec for the file here.")] = None,
     lists: Annotated[
-        bool, typer.Option("--lists", help="Add two id-list columns with planted effects: L1 (int list), L2 (text).")
+        bool,
+        typer.Option(
+            "--lists",
+            help="Add id-list columns with planted effects: L1 (int list), L2 (text), L3 (ints of L1's items).",
+        ),
     ] = False,
     positions: Annotated[
         bool,

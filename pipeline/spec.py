@@ -64,6 +64,26 @@ class Spec(Strict):
         return features
 
     @model_validator(mode="after")
+    def _shared_encodings_exist(self):
+        """`shares` names another categorical or id-list feature that shares nothing itself."""
+        kinds = {f.name: f for f in self.features}
+        for feature in self.features:
+            shared = getattr(feature, "shares", None)
+            if shared is None:
+                continue
+            source = kinds.get(shared)
+            if source is None or shared == feature.name or source.kind not in ("categorical", "id_list"):
+                raise ValueError(
+                    f"feature {feature.name!r} shares {shared!r}, which is not another categorical or id-list feature"
+                )
+            if getattr(source, "shares", None) is not None:
+                raise ValueError(
+                    f"feature {feature.name!r} shares {shared!r}, which shares {source.shares!r} itself; "
+                    f"name {source.shares!r} directly"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _features_are_not_targets(self):
         data = self.data
         for role, column in (

@@ -19,6 +19,9 @@ columns join (drawn after the others, so the rest of a row is the same as withou
     L1  recent items: a parquet list of int ids, Zipf over 20,000 items, length Poisson(6) capped
         at 30 (some empty); logit += 1.5 · mean over the list of v[item] (0 when empty)
     L2  tags: text such as "t12|t7", 300 tags, 0-6 per row; logit += Σ over the list of t[tag]
+    L3  cart: a parquet list of items of L1's item space (the same ids), length Poisson(3) capped at
+        15; logit += 1.0 · mean over the list of v[item], L1's item effects (a table shared by L1
+        and L3 learns v from both)
     v[r] ~ N(0, 0.8²) · (1 + r)^-0.2,  t[r] ~ N(0, 0.3²)
 
 With `positions`, each row was shown in a slot `position` 1..10 (uniform) that lowers its odds:
@@ -43,7 +46,11 @@ from ..errors import InputError
 from .rows import splitmix64
 
 CONTINUOUS = [f"I{j}" for j in range(1, 14)]
-LISTS = {"L1": {"items": 20_000, "mean_length": 6, "cap": 30}, "L2": {"items": 300, "max_length": 6}}
+LISTS = {
+    "L1": {"items": 20_000, "mean_length": 6, "cap": 30},
+    "L2": {"items": 300, "max_length": 6},
+    "L3": {"mean_length": 3, "cap": 15},  # items of L1's space
+}
 TAG_SEPARATOR = "|"
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
@@ -167,6 +174,14 @@ class PlantedModel:
         columns["L2"] = pl.Series(
             "L2", [TAG_SEPARATOR.join(f"t{t}" for t in tags[a:b]) for a, b in itertools.pairwise(starts)]
         )
+        cart = LISTS["L3"]
+        lengths = np.minimum(rng.poisson(cart["mean_length"], n), cart["cap"])
+        ranks = zipf_ranks(rng, spec["items"], int(lengths.sum()))
+        sums = np.bincount(np.repeat(np.arange(n), lengths), self.list_effects["L1"][ranks], minlength=n)
+        logit += 1.0 * sums / np.maximum(lengths, 1)
+        ids = (splitmix64(ranks, seed=101) >> np.uint64(40)).astype(np.int64)  # L1's ids for the same items
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        columns["L3"] = pl.Series("L3", [ids[a:b] for a, b in itertools.pairwise(offsets)], dtype=pl.List(pl.Int64))
 
     def group(self, index: int) -> pl.DataFrame:
         """Row group `index` (rows [index·row_group, ...)), deterministic in (seed, index)."""
@@ -210,7 +225,7 @@ def schema(lists: bool = False, positions: bool = False) -> dict:
         "label": pl.Int8,
         **dict.fromkeys(CONTINUOUS, pl.Float64),
         **dict.fromkeys(CATEGORICAL, pl.Int64),
-        **({"L1": pl.List(pl.Int64), "L2": pl.String} if lists else {}),
+        **({"L1": pl.List(pl.Int64), "L2": pl.String, "L3": pl.List(pl.Int64)} if lists else {}),
         **({"position": pl.Int64} if positions else {}),
         ORACLE_COLUMN: pl.Float64,
         **({TOP_ORACLE: pl.Float64} if positions else {}),

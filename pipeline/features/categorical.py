@@ -29,6 +29,7 @@ class CategoricalEncoder:
     buckets: int | None = None
     min_count: int = 1
     offset: int = 0
+    hash_name: str | None = None  # the name values are hashed under (a shared feature's: `shares`)
 
     kind = "categorical"
     one_hot = True  # every value it emits is 1.0
@@ -40,6 +41,10 @@ class CategoricalEncoder:
     @property
     def size(self) -> int:
         return self.buckets + 1 if self.buckets else len(self.vocabulary) + 2
+
+    @property
+    def hash_key(self) -> str:
+        return self.hash_name or self.name
 
     @property
     def number_kinds(self) -> int:
@@ -62,7 +67,7 @@ class CategoricalEncoder:
         text = category_text(series)
         if self.buckets:
             uniques = text.drop_nulls().unique()
-            buckets = [stable_bucket(self.name, u, buckets=self.buckets) for u in uniques.to_list()]
+            buckets = [stable_bucket(self.hash_key, u, buckets=self.buckets) for u in uniques.to_list()]
             old, new, missing, oov = uniques, pl.Series(buckets, dtype=pl.Int64), self.buckets, self.buckets
         else:
             if self._text_lookup is None:
@@ -78,7 +83,7 @@ class CategoricalEncoder:
         """One raw value's local id (the online path's text form)."""
         value = category_of(raw)
         if self.buckets:
-            return self.buckets if value is None else stable_bucket(self.name, value, buckets=self.buckets)
+            return self.buckets if value is None else stable_bucket(self.hash_key, value, buckets=self.buckets)
         if value is None:
             return len(self.vocabulary) + 1
         if self._index is None:
@@ -120,6 +125,7 @@ class CategoricalEncoder:
             "buckets": self.buckets,
             "min_count": self.min_count,
             "offset": self.offset,
+            "hash_name": self.hash_name,
         }
 
 

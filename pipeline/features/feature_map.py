@@ -140,14 +140,29 @@ def fitters(features) -> list:
 
 
 def finish_fitters(running: list) -> list:
-    """Every fitter's encoder, side by side (sorting a vocabulary or a histogram releases the GIL)."""
-    encoders = [None] * len(running)
+    """Every fitter's encoder, side by side (sorting a vocabulary or a histogram releases the GIL);
+    a feature that `shares` another's encoding takes that one's vocabulary or hash buckets."""
+    encoders: list = [None] * len(running)
 
     def finish(j: int) -> None:
         encoders[j] = running[j].finish()
 
     each_feature(finish, range(len(running)))
+    by_name = {e.name: e for e in encoders}
+    for j, fitter in enumerate(running):
+        shared = getattr(getattr(fitter, "feature", None), "shares", None)
+        if shared is not None:
+            encoders[j] = sharing(encoders[j], by_name[shared])
     return encoders
+
+
+def sharing(encoder: CategoricalEncoder | IdListEncoder, source: CategoricalEncoder | IdListEncoder) -> Encoder:
+    """`encoder` encoding with `source`'s vocabulary, or its hash buckets under its name: an id then
+    means the same value in both, and both have the same size."""
+    fields = {**encoder.to_json(), "vocabulary": list(source.vocabulary), "buckets": source.buckets}
+    fields.update(min_count=source.min_count, hash_name=source.name)
+    fields.pop("kind"), fields.pop("offset")
+    return type(encoder)(**fields)
 
 
 def update_fitters(

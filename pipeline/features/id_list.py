@@ -47,6 +47,7 @@ class IdListEncoder:
     keep: str = "first"
     weighted: bool = False
     offset: int = 0
+    hash_name: str | None = None  # the name items are hashed under (a shared feature's: `shares`)
 
     kind = "id_list"
     number_kinds = 0  # online values are lists or text: always read through `encode_lists`
@@ -54,7 +55,9 @@ class IdListEncoder:
     def __post_init__(self) -> None:
         if self.keep not in ("first", "last") or not self.max_length >= 1 or not self.separator:
             raise ValueError(f"id list {self.name!r} has keep={self.keep!r}, max_length={self.max_length!r}")
-        self.items = CategoricalEncoder(self.name, self.vocabulary, self.buckets, self.min_count)
+        self.items = CategoricalEncoder(
+            self.name, self.vocabulary, self.buckets, self.min_count, hash_name=self.hash_name
+        )
 
     @property
     def one_hot(self) -> bool:
@@ -169,6 +172,7 @@ class IdListEncoder:
             "keep": self.keep,
             "weighted": self.weighted,
             "offset": self.offset,
+            "hash_name": self.hash_name,
         }
 
 

@@ -68,6 +68,12 @@ class CategoricalFeature(Strict):
         default=None,
         description="Hash values into this many buckets (stable BLAKE2b) instead of a vocabulary.",
     )
+    shares: str | None = Field(
+        default=None,
+        description="Encode with this other categorical or id-list feature's vocabulary (or hash buckets), so a "
+        "value means the same row in both and an embedding table can be shared by name (embedding_bag `tables`); "
+        "values it lacks are out of vocabulary.",
+    )
 
 
 class BinaryFeature(Strict):
@@ -95,6 +101,11 @@ class IdListFeature(Strict):
     )
     hash_buckets: Buckets | None = Field(
         default=None, description="Hash ids into this many buckets (stable BLAKE2b) instead of a vocabulary."
+    )
+    shares: str | None = Field(
+        default=None,
+        description="Encode with this other categorical or id-list feature's vocabulary (or hash buckets), so an "
+        "id means the same row in both and an embedding table can be shared by name (embedding_bag `tables`).",
     )
     weighted: bool = Field(
         default=False,

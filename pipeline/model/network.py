@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .blocks import BLOCKS
-from .blocks.base import Entries
+from .blocks.base import Entries, range_rows
 from .plan import FEATURES, Plan
 from .rows import IdBitmap, RowBatch, deduplicate
 
@@ -57,7 +57,7 @@ class Network(nn.Module):
             (name.split(".", 1)[0], name.split(".", 1)[1]) for name, w in declared.items() if w.per_id and w.trainable
         ]
         self._ranges = [
-            None if (w.first_id, w.shape[0]) == (0, plan.space.num_ids) else (w.first_id, w.first_id + w.shape[0])
+            None if w.first_ids == (0,) and w.shape[0] == plan.space.num_ids else (w.first_ids, w.shape[0])
             for w in declared.values()
             if w.per_id and w.trainable
         ]
@@ -100,16 +100,10 @@ class Network(nn.Module):
 
     def table_rows(self, unique: torch.Tensor) -> list[torch.Tensor]:
         """Each per-id table's rows for the batch's distinct ids `unique` [U] (ascending): `unique`
-        itself for a table of every id; for a table of ids [a, b), the ids in it (a slice of
-        `unique`, found by binary search) minus a."""
-        out = []
-        for bounds in self._ranges:
-            if bounds is None:
-                out.append(unique)
-            else:
-                low, high = torch.searchsorted(unique, torch.tensor(bounds, dtype=unique.dtype, device=unique.device))
-                out.append(unique[low:high] - bounds[0])
-        return out
+        itself for a table of every id; for a table of ids [a, a + n), the ids in it (a slice of
+        `unique`, found by binary search) minus a; for a shared table, those of each of its ranges,
+        merged (base.range_rows)."""
+        return [unique if ranges is None else range_rows(unique, *ranges) for ranges in self._ranges]
 
     def gather_rows(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
         """Copies of each per-id table's `rows` (`table_rows`), as leaves that take gradients."""

@@ -185,7 +185,13 @@ class Plan:
             ],
             "output": self.output,
             "weights": {
-                name: {"shape": list(w.shape), "per_id": w.per_id, "trainable": w.trainable, "first_id": w.first_id}
+                name: {
+                    "shape": list(w.shape),
+                    "per_id": w.per_id,
+                    "trainable": w.trainable,
+                    "first_id": w.first_id,
+                    "also_from": list(w.also_from),
+                }
                 for name, w in self.weights.items()
             },
         }
@@ -206,7 +212,7 @@ class Plan:
             fields = tuple(FieldInfo(str(n), int(o), int(s), k) for n, o, s, k in obj["fields"])
             plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"]), fields), blocks, obj["output"])
             stored = {
-                name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"], w["first_id"])
+                name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"], w["first_id"], tuple(w["also_from"]))
                 for name, w in obj["weights"].items()
             }
         except (KeyError, TypeError, ValueError, ValidationError) as exc:

@@ -4,6 +4,8 @@ ids; vocabularies count items over train rows; ragged rows lay each feature's en
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -106,3 +108,30 @@ def test_ragged_rows_lay_each_feature_in_order():
     offsets = [e.offset for e in fmap.encoders]
     fields = np.searchsorted(offsets, ids, side="right") - 1
     assert fields.tolist() == [0, 0, 1, 2, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("buckets", [None, 64])
+def test_a_feature_that_shares_another_encodes_each_value_to_the_same_local_id(buckets):
+    """`shares`: the id list `cart` takes `items`'s vocabulary (or its hash buckets, hashed under
+    its name), so a value has one local id in both and their sizes are equal; the categorical
+    `last` shares it too."""
+    frame = pl.DataFrame({"items": ["a,b,c", "b", "d,a"], "cart": ["b,zz", "", "a"], "last": ["c", "a", "zz"]})
+    features = [
+        IdListFeature(name="items", kind="id_list", hash_buckets=buckets),
+        IdListFeature(name="cart", kind="id_list", shares="items"),
+        CategoricalFeature(name="last", kind="categorical", shares="items"),
+    ]
+    fmap = FeatureMap.fit(features, frame, np.ones(3))
+    fmap = FeatureMap.from_json(json.loads(json.dumps(fmap.to_json())))
+    items, cart, last = fmap.encoders
+    assert items.size == cart.size == last.size
+    ids, _, lengths = fmap.encode_rows(frame)
+    local = {}
+    for row, (start, stop) in enumerate(zip(np.cumsum(lengths) - lengths, np.cumsum(lengths))):
+        local[row] = ids[start:stop]
+    # row 0: items a,b,c | cart b,zz | last c ; row 2: items d,a | cart a | last zz
+    assert local[0][1] - items.offset == local[0][3] - cart.offset  # b in items and in cart
+    assert local[0][2] - items.offset == local[0][5] - last.offset  # c in items and as last
+    assert local[2][1] - items.offset == local[2][2] - cart.offset  # a in items and in cart
+    online, _, _ = fmap.encode_records_rows(frame.to_dicts())
+    np.testing.assert_array_equal(online, ids)

@@ -541,6 +541,36 @@ spec_case(
     "block 'mixed' (mixed_embedding): budget 3 is below",
 )
 
+spec_case(
+    "shares-a-feature-that-does-not-exist",
+    "exit",
+    {"features.1": {"name": "c", "kind": "categorical", "shares": "colour"}},
+    2,
+    "feature 'c' shares 'colour', which is not another categorical or id-list feature",
+)
+spec_case(
+    "shared-table-of-two-encodings",
+    "silent",
+    {
+        "model": {
+            "blocks": [
+                {
+                    "name": "bags",
+                    "kind": "embedding_bag",
+                    "inputs": {"entries": "features"},
+                    "features": ["c", "b"],
+                    "shared": {"both": ["c", "b"]},
+                },
+                {"name": "flat", "kind": "concat", "inputs": {"bags": "bags.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "flat.out"}},
+            ]
+        }
+    },
+    2,
+    "shared table 'both'",
+    "give them one encoding",
+)
+
 
 def _predict_over(target: Callable[[Workspace], Path]) -> Callable[[Workspace], list[str]]:
     def build(ws: Workspace) -> list[str]:

@@ -53,6 +53,18 @@ RAGGED = IdSpace(
         FieldInfo("terms", 32, 28, "list"),
     ),
 )
+# two id lists of one encoding (the second `shares` the first's), for tables shared by name
+SHARED = IdSpace(
+    NUM_IDS,
+    FIELDS,
+    (
+        FieldInfo("a", 0, 10, "id"),
+        FieldInfo("x", 10, 2, "value"),
+        FieldInfo("tags", 12, 12, "list"),
+        FieldInfo("terms", 24, 12, "list"),
+        FieldInfo("z", 36, 24, "id"),
+    ),
+)
 
 # kind -> [(spec, {input: port})]: the example inputs of each block kind
 EXAMPLES = {
@@ -76,7 +88,16 @@ EXAMPLES = {
         for pooling in ("sum", "mean", "max")
         for space in (LAID_OUT, RAGGED)
     ]
-    + [({"dim": 3, "features": ["c", "a"]}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT)],
+    + [({"dim": 3, "features": ["c", "a"]}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT)]
+    + [
+        (
+            {"dim": 3, "pooling": pooling, "shared": {"words": ["tags", "terms"]}},
+            {"entries": Port("entries", (FIELDS,))},
+            SHARED,
+        )
+        for pooling in ("sum", "max")
+    ]
+    + [({"dim": 2, "features": ["b", "a"], "shared": {}}, {"entries": Port("entries", (FIELDS,))}, LAID_OUT)],
     "mixed_embedding": [
         ({"dim": 4, "pooling": pooling, "tables": tables}, {"entries": Port("entries", (FIELDS,))}, space)
         for pooling in ("sum", "mean", "max")
@@ -243,6 +264,24 @@ LAID_OUT_PLANS = {
             ]
         },
         LAID_OUT,
+    ),
+    "shared-tables": (
+        {
+            "blocks": [
+                {"name": "sparse", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 3},
+                {
+                    "name": "bags",
+                    "kind": "embedding_bag",
+                    "inputs": {"entries": "features"},
+                    "dim": 3,
+                    "pooling": "mean",
+                    "shared": {"words": ["terms", "tags"]},
+                },
+                {"name": "pairs", "kind": "dot_interaction", "inputs": {"dense": "sparse.out", "fields": "bags.out"}},
+                {"name": "head", "kind": "logit", "inputs": {"x": "pairs.out"}},
+            ]
+        },
+        SHARED,
     ),
     "sparse-and-bags": (
         {

@@ -55,6 +55,11 @@ class Weight:
     per_id: bool = False
     trainable: bool = True
     first_id: int = 0
+    also_from: tuple[int, ...] = ()  # more id ranges [a, a + shape[0]) read onto the same rows (a shared table)
+
+    @property
+    def first_ids(self) -> tuple[int, ...]:
+        return (self.first_id, *self.also_from)
 
 
 EntryKind = Literal["id", "value", "list"]
@@ -171,6 +176,17 @@ def table_base(entries: Entries, first_id: int) -> int | torch.Tensor:
     import torch
 
     return torch.searchsorted(entries.rows.unique, first_id)
+
+
+def range_rows(unique: torch.Tensor, first_ids: tuple[int, ...], rows: int) -> torch.Tensor:
+    """The rows of a per-id table over the id ranges [a, a + rows), a in first_ids, that a batch's
+    distinct ids `unique` (ascending) touch: distinct, ascending, int64 [U_t]."""
+    import torch
+
+    bounds = torch.tensor([b for a in first_ids for b in (a, a + rows)], dtype=unique.dtype, device=unique.device)
+    edges = torch.searchsorted(unique, bounds).tolist()
+    parts = [unique[edges[2 * k] : edges[2 * k + 1]] - a for k, a in enumerate(first_ids)]
+    return parts[0] if len(parts) == 1 else torch.unique(torch.cat(parts))
 
 
 def entry_ids(entries: Entries) -> torch.Tensor:

@@ -10,7 +10,9 @@ raw numbers go to `dense_features`), in that order.
 reads  entries   the batch's entries
 writes out       fields [K, dim]
 weights  weight [num_ids, dim] (per id, trained row-wise), V ~ N(0, 0.05²); each feature owns its
-         own ids, so the rows of one feature form its own table
+         own ids, so the rows of one feature form its own table. With `shared`: table_<k> [n_k, dim]
+         per table instead, a feature's own (its ids) or one shared by name by features of one
+         encoding (`shares`: equal sizes; the table reads each one's id range onto the same rows)
 
 torch: when every row holds one entry per feature (no id lists), the bags are the entries
 themselves, gathered as [B, K]; otherwise each entry's bag is found from its id's feature
@@ -38,6 +40,7 @@ from .base import (
     entry_ids,
     entry_slots,
     init_normal,
+    range_rows,
     request_slots,
 )
 
@@ -48,7 +51,9 @@ INIT_STD = 0.05
 POOLED: tuple[EntryKind, ...] = ("id", "list")
 
 
-class EmbeddingBagSpec(Strict):
+class PooledSpec(Strict):
+    """What every embedding-and-pooling block takes: the features, the vectors' dim, the pooling."""
+
     features: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -58,6 +63,44 @@ class EmbeddingBagSpec(Strict):
     pooling: Literal["sum", "mean", "max"] = Field(
         default="sum", description="How the vectors of a row's entries of one feature are pooled."
     )
+
+
+class EmbeddingBagSpec(PooledSpec):
+    shared: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Tables shared by name: each name's features read one table (give them one encoding with "
+        "`shares`); with it, every other pooled feature reads a table of its own.",
+    )
+
+
+def tables_of(spec: EmbeddingBagSpec, space: IdSpace) -> list[list[int]]:
+    """With `shared`: the features (indices into space.fields) reading each table, the shared
+    tables first (in the spec's order), then one per remaining pooled feature. A ValueError when a
+    shared feature is not pooled, is named twice, or differs in size from its table's others."""
+    chosen = space.select(spec.features, POOLED)
+    tables, taken = [], set()
+    for name, features in (spec.shared or {}).items():
+        indices = list(space.select(features, POOLED))
+        if not space.fields:  # no layout yet: names are checked when the plan is laid over the data
+            tables.append(indices)
+            continue
+        for j in indices:
+            if j not in chosen or j in taken:
+                raise ValueError(
+                    f"shared table {name!r}: feature {space.fields[j].name!r} is "
+                    + ("named twice" if j in taken else "not among the pooled features")
+                )
+            taken.add(j)
+        sizes = {space.fields[j].size for j in indices}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"shared table {name!r}: its features have {sorted(sizes)} ids; give them one encoding "
+                f"(`shares: {space.fields[indices[0]].name}` on the others)"
+            )
+        tables.append(indices)
+    if not space.fields:
+        return tables
+    return tables + [[j] for j in chosen if j not in taken]
 
 
 def pool_torch(vectors: torch.Tensor, bags: torch.Tensor, count: int, pooling: str) -> torch.Tensor:
@@ -93,17 +136,29 @@ class EmbeddingBag(Block):
     reads = {"entries": "entries"}
 
     def outputs(self, spec: EmbeddingBagSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Port]:
+        tables_of(spec, space)  # shared tables are checked against the data's features
         return {"out": Port("fields", (len(space.select(spec.features, POOLED)), spec.dim))}
 
     def weights(self, spec: EmbeddingBagSpec, inputs: dict[str, Port], space: IdSpace) -> dict[str, Weight]:
-        return {"weight": Weight((space.num_ids, spec.dim), per_id=True)}
+        if spec.shared is None:
+            return {"weight": Weight((space.num_ids, spec.dim), per_id=True)}
+        out = {}
+        for k, features in enumerate(tables_of(spec, space)):
+            fields = [space.fields[j] for j in features]
+            rows = fields[0].size if fields else 1  # no layout yet (a spec checked before data): any size
+            starts = tuple(f.offset for f in fields) or (0,)
+            out[f"table_{k}"] = Weight((rows, spec.dim), per_id=True, first_id=starts[0], also_from=starts[1:])
+        return out
 
     def init(self, node: Node, weights: dict[str, torch.Tensor]) -> None:
-        init_normal(weights["weight"], INIT_STD)
+        for weight in weights.values():
+            init_normal(weight, INIT_STD)
 
     def forward(
         self, node: Node, weights: dict[str, torch.Tensor], inputs: dict[str, Any], training: bool
     ) -> dict[str, torch.Tensor]:
+        if node.spec.shared is not None:
+            return {"out": self._shared_forward(node, weights, inputs["entries"])}
         entries: Entries = inputs["entries"]
         chosen, table, dim = node.space.select(node.spec.features, POOLED), weights["weight"], node.spec.dim
         batch = len(entries.offsets)
@@ -120,8 +175,59 @@ class EmbeddingBag(Block):
         pooled = pool_torch(vectors, bags[read], batch * len(chosen), node.spec.pooling)
         return {"out": pooled.view(batch, len(chosen), dim)}
 
+    def _shared_forward(self, node: Node, weights: dict[str, torch.Tensor], entries: Entries) -> torch.Tensor:
+        """`forward` with a table per feature or per shared name: each read entry's row in its
+        table is its id minus its feature's first id (row-wise: that row's place among the rows
+        the batch touches, base.range_rows)."""
+        import torch
+
+        spec, space = node.spec, node.space
+        chosen, batch = space.select(spec.features, POOLED), len(entries.offsets)
+        ids = entry_ids(entries)
+        read, bags = entry_slots(ids, entries.offsets, entries.width, space, chosen)
+        positions = torch.nonzero(read).squeeze(1)
+        ids, bags = ids.index_select(0, positions), bags.index_select(0, positions)
+        slot = bags % len(chosen)
+        first = torch.tensor([space.fields[j].offset for j in chosen], dtype=ids.dtype)
+        local = ids - first.index_select(0, slot)
+        vectors = torch.zeros((len(ids), spec.dim), dtype=next(iter(weights.values())).dtype)
+        for k, features in enumerate(tables_of(spec, space)):
+            slots = torch.tensor([chosen.index(j) for j in features], dtype=slot.dtype)
+            mine = torch.nonzero(torch.isin(slot, slots)).squeeze(1)
+            rows = local.index_select(0, mine)
+            if entries.rows is not None:
+                first_ids = tuple(space.fields[j].offset for j in features)
+                touched = range_rows(entries.rows.unique, first_ids, space.fields[features[0]].size)
+                rows = torch.searchsorted(touched, rows)
+            vectors = vectors.index_copy(0, mine, weights[f"table_{k}"].index_select(0, rows))
+        if entries.values is not None:
+            vectors = vectors * entries.values.index_select(0, positions).unsqueeze(1)
+        return pool_torch(vectors, bags, batch * len(chosen), spec.pooling).view(batch, len(chosen), spec.dim)
+
+    def _shared_score(self, node: Node, weights: dict[str, np.ndarray], entries: RequestEntries) -> FieldVectors:
+        """numpy twin of `_shared_forward` (full tables)."""
+        spec, space = node.spec, node.space
+        chosen = space.select(spec.features, POOLED)
+        if entries.offsets is None:
+            columns = list(chosen)
+            ids, values = entries.ids[:, columns].reshape(-1), entries.values[:, columns].reshape(-1)
+            bags = np.arange(len(ids), dtype=np.int64)
+        else:
+            read, all_bags = request_slots(entries, space, chosen)
+            ids, values, bags = entries.ids[read], entries.values[read], all_bags[read]
+        slot = bags % len(chosen)
+        local = ids - np.array([space.fields[j].offset for j in chosen], dtype=np.int64)[slot]
+        vectors = np.zeros((len(ids), spec.dim))
+        for k, features in enumerate(tables_of(spec, space)):
+            mine = np.flatnonzero(np.isin(slot, [chosen.index(j) for j in features]))
+            vectors[mine] = weights[f"table_{k}"][local[mine]]
+        pooled = pool_numpy(vectors * values[:, None], bags, entries.count * len(chosen), spec.pooling)
+        return FieldVectors.of(pooled.reshape(entries.count, len(chosen), spec.dim))
+
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
+        if node.spec.shared is not None:
+            return {"out": self._shared_score(node, weights, entries)}
         chosen, table = node.space.select(node.spec.features, POOLED), weights["weight"]
         if entries.offsets is None:
             columns = list(chosen)

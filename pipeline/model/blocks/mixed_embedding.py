@@ -52,7 +52,7 @@ from .base import (
     request_slots,
     table_base,
 )
-from .embedding_bag import INIT_STD, POOLED, EmbeddingBagSpec, pool_numpy, pool_torch
+from .embedding_bag import INIT_STD, POOLED, PooledSpec, pool_numpy, pool_torch
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ class MixedTable(Strict):
     dim: int = Field(ge=1, le=1024)
 
 
-class MixedEmbeddingSpec(EmbeddingBagSpec):
+class MixedEmbeddingSpec(PooledSpec):
     """embedding_bag's options (features, pooling; `dim` the base dim every table is projected to),
     and how the tables' dims follow popularity."""
 
