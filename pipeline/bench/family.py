@@ -195,7 +195,7 @@ def _tree_inputs(spec_name: str):
     from ..data.rows import labels_of
     from ..features.feature_map import FeatureMap
     from ..features.spec import TreeLeavesFeature, columns_of
-    from ..features.tree_leaves import CODING_FOLDS, TreeLeavesEncoder, _out_of_fold_codes, _rates
+    from ..features.tree_leaves import CODING_FOLDS, TreeLeavesEncoder, _coding, _out_of_fold_codes
     from ..features.values import category_text
 
     loaded = load_spec(SHIPPED / spec_name)
@@ -216,8 +216,8 @@ def _tree_inputs(spec_name: str):
     for j, column in enumerate(inputs):
         if column in encoder.categories:
             text = category_text(train[column])
-            rates = _rates(text, y, np.ones(train.height))["rate"].to_numpy()
-            fit_x[:, j] = _out_of_fold_codes(text, y, np.ones(train.height), folds, rates)
+            codes, rates = _coding(text, y, np.ones(train.height))
+            fit_x[:, j] = _out_of_fold_codes(text, y, np.ones(train.height), folds, codes, rates)
     return fit_x, y, encoder.inputs_of_frame(test), y_test
 
 

@@ -64,6 +64,8 @@ def entry_kind(encoder: Encoder) -> str:
     carrying a number: a raw or transformed continuous value) or "list" (any number of entries)."""
     if isinstance(encoder, (IdListEncoder, TreeLeavesEncoder)):
         return "list"
+    if isinstance(encoder, PositionEncoder):
+        return "id"  # a dropped position's served value 0 only silences the entry
     return "id" if encoder.one_hot else "value"
 
 
@@ -241,9 +243,13 @@ class FeatureMap:
             ]
         )
 
-    def served_ids(self) -> list[tuple[int, int]]:
-        """(feature index, global id) of each position feature as served."""
-        return [(j, e.offset + e.served_id) for j, e in enumerate(self.encoders) if isinstance(e, PositionEncoder)]
+    def served_ids(self) -> list[tuple[int, int, float]]:
+        """(feature index, global id, value) of each position feature as served."""
+        return [
+            (j, e.offset + e.served_id, e.served_value)
+            for j, e in enumerate(self.encoders)
+            if isinstance(e, PositionEncoder)
+        ]
 
     def layout(self) -> list[tuple[str, int, int, str]]:
         """Each feature's (name, first id, number of ids, entry kind: see `entry_kind`)."""

@@ -4,8 +4,9 @@ model absorbs position bias, and at serving read as one fixed position for every
     training (the train split, in prepare): the column's value -> its id, as a categorical
                                              (vocabulary of positions, OOV and missing ids)
     served   (validation, calibration, validate, predict, the online scorer): every row -> the id
-             of `serve_as` (a position; null: the missing id); the column is not read, so requests
-             need not carry it
+             of `serve_as`, value 1; or, with serve_as null (dropped), the missing id with value 0,
+             which every block reads as no contribution (a zero-weighted entry); the column is not
+             read, so requests need not carry it
 
 So the scores that calibration fits, validate grades and the server returns are the ones of the
 served setting. `FeatureMap.for_training()` is the one place that switches a map to the training
@@ -34,7 +35,15 @@ class PositionEncoder:
     offset: int = 0
 
     kind = "position"
-    one_hot = True
+
+    @property
+    def one_hot(self) -> bool:
+        """Every value is 1, but for a dropped position's served entries (value 0)."""
+        return self.training or self.serve_as is not None
+
+    @property
+    def served_value(self) -> float:
+        return 1.0 if self.serve_as is not None else 0.0
 
     def __post_init__(self) -> None:
         self.positions = CategoricalEncoder(self.name, self.vocabulary)
@@ -58,13 +67,13 @@ class PositionEncoder:
             self.positions.offset = self.offset
             return self.positions.encode_into(series, out)
         out[:] = self.offset + self.served_id
-        return unit_values(len(out))
+        return unit_values(len(out)) if self.serve_as is not None else np.zeros(len(out), np.float32)
 
     def encode_values(self, raws: list) -> tuple[np.ndarray, np.ndarray]:
         """Online: local ids int64 [n], values float64 [n]."""
         if self.training:
             return self.positions.encode_values(raws)
-        return np.full(len(raws), self.served_id, dtype=np.int64), np.ones(len(raws))
+        return np.full(len(raws), self.served_id, dtype=np.int64), np.full(len(raws), self.served_value)
 
     def encode_numbers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.positions.encode_numbers(x)

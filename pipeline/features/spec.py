@@ -151,7 +151,8 @@ class PositionFeature(Strict):
     kind: Literal["position"] = Field(description="Feature kind tag.")
     serve_as: int | str | None = Field(
         default=1,
-        description="The position every served row takes (one seen in train); null drops it: served as missing.",
+        description="The position every served row takes (one seen in train); null drops it: every served row's "
+        "position entry has value 0, no contribution.",
     )
 
 

@@ -3,11 +3,12 @@ Facebook"): gradient-boosted trees fitted on the train split in the prepare step
 a row falls into becomes one id.
 
     inputs -> x [n, k] float64: a number column (numbers, or text that is numbers in the train
-              sample) as its number (missing: NaN); any other column as the
-              rank of its value's smoothed train positive rate (ascending; unseen or missing: NaN),
-              the order that makes one numeric split the best binary partition of categories; the trees
-              fit on out-of-fold codes (each row's value rated without its fold's rows, placed on
-              the same scale), so no row's own label moves its code
+              sample) as its number (missing: NaN); any other column as the dense rank of its
+              value's smoothed train positive rate (ascending, ties one code; values with fewer
+              than RARE_ROWS sample rows, unseen or missing: NaN), the order that makes one
+              numeric split the best binary partition of categories; the trees fit on out-of-fold
+              codes (each row's value rated without its fold's rows, placed on the same scale), so
+              no row's own label moves the code it was fitted on
     tree t -> leaf_t(x): from the root, go left when x[feature] <= threshold (NaN: the node's
               learned missing direction) until a leaf; leaves numbered in node order
     ids    -> offset + first_leaf_t + leaf_t(x), one entry per tree (value 1): an id list of
@@ -37,18 +38,19 @@ from .values import as_float, category_of, category_text, number_of
 
 RATE_PRIOR_ROWS = 20.0  # a category's positive rate is shrunk toward the mean as if it had 20 more rows
 CODING_FOLDS = 5  # the trees fit on out-of-fold codes of text inputs
+RARE_ROWS = 30  # text values with fewer sample rows are coded missing: a rare value's rate is mostly its own labels
 
 
 @dataclass
 class TreeLeavesEncoder:
     """The fitted trees. `trees`: per tree, node arrays "feature", "threshold", "missing_left",
-    "left", "right" (lists of equal length; `left` -1 at a leaf). `categories`: per text input, its
-    values in code order (a value's code is its index)."""
+    "left", "right" (lists of equal length; `left` -1 at a leaf). `categories`: per text input, each
+    coded value's code (values not there are missing)."""
 
     name: str
     inputs: list[str]
     trees: list[dict[str, list]] = field(default_factory=list)
-    categories: dict[str, list[str]] = field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
     offset: int = 0
 
     kind = "tree_leaves"
@@ -60,9 +62,7 @@ class TreeLeavesEncoder:
         if not self._nodes or set(self.categories) - set(self.inputs):
             raise ValueError(f"tree feature {self.name!r} has no trees or codes for columns it does not read")
         self._first_leaf = np.cumsum([0] + [t.leaves for t in self._nodes])
-        self._codes = {
-            column: {value: i for i, value in enumerate(values)} for column, values in self.categories.items()
-        }
+        self._codes = self.categories
 
     @property
     def size(self) -> int:
@@ -225,8 +225,6 @@ class TreeLeavesFitter:
     """Collects a seeded uniform sample of the train rows' inputs, labels and weights chunk by chunk
     (bottom-k of random keys), then fits the trees on it in `finish`."""
 
-    reads_frame = True  # it takes the chunk's frame and labels, not one column
-
     def __init__(self, feature: TreeLeavesFeature):
         self.feature = feature
         self.random = np.random.default_rng(feature.seed)
@@ -258,17 +256,16 @@ class TreeLeavesFitter:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         _, frame, labels, weights = self._sample()
-        categories, rates = {}, {}
+        codes, rates = {}, {}
         for column in self.feature.inputs:
             if not _numbers(frame[column]):
-                table = _rates(category_text(frame[column]), labels, weights)
-                categories[column], rates[column] = table["value"].to_list(), table["rate"].to_numpy()
-        codes = {column: {value: i for i, value in enumerate(values)} for column, values in categories.items()}
+                codes[column], rates[column] = _coding(category_text(frame[column]), labels, weights)
         x = frame_inputs(frame, list(self.feature.inputs), codes, self.feature.name)
         folds = np.arange(frame.height) % CODING_FOLDS  # the sample is in random order
         for j, column in enumerate(self.feature.inputs):
-            if column in categories:  # fit on out-of-fold codes: a row's own label never moves its code
-                x[:, j] = _out_of_fold_codes(category_text(frame[column]), labels, weights, folds, rates[column])
+            if column in codes:  # fit on out-of-fold codes: a row's own label never moves its code
+                text = category_text(frame[column])
+                x[:, j] = _out_of_fold_codes(text, labels, weights, folds, codes[column], rates[column])
         model = HistGradientBoostingClassifier(
             max_iter=self.feature.trees,
             learning_rate=self.feature.learning_rate,
@@ -278,7 +275,7 @@ class TreeLeavesFitter:
             random_state=self.feature.seed,
         )
         model.fit(x, labels > 0.5, sample_weight=weights)
-        return TreeLeavesEncoder(self.feature.name, list(self.feature.inputs), trees_of(model), categories)
+        return TreeLeavesEncoder(self.feature.name, list(self.feature.inputs), trees_of(model), codes)
 
 
 def _numbers(series: pl.Series) -> bool:
@@ -291,34 +288,50 @@ def _numbers(series: pl.Series) -> bool:
 
 
 def _rates(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> pl.DataFrame:
-    """A text column's values and their weighted positive rates, shrunk toward the overall rate by
-    RATE_PRIOR_ROWS rows, ascending (ties by text): a frame of value, rate."""
+    """A text column's values, their rows and their weighted positive rates, shrunk toward the
+    overall rate by RATE_PRIOR_ROWS rows: a frame of value, rows, rate."""
     frame = pl.DataFrame({"value": text, "positive": (labels > 0.5) * weights, "weight": weights})
     prior = float((labels > 0.5) @ weights) / max(float(weights.sum()), 1e-12)
     return (
         frame.drop_nulls("value")
         .group_by("value")
-        .agg(pl.col("positive").sum(), pl.col("weight").sum())
-        .select("value", rate=(pl.col("positive") + prior * RATE_PRIOR_ROWS) / (pl.col("weight") + RATE_PRIOR_ROWS))
-        .sort("rate", "value")
+        .agg(pl.len().alias("rows"), pl.col("positive").sum(), pl.col("weight").sum())
+        .select(
+            "value", "rows", rate=(pl.col("positive") + prior * RATE_PRIOR_ROWS) / (pl.col("weight") + RATE_PRIOR_ROWS)
+        )
     )
 
 
+def _coding(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> tuple[dict[str, int], np.ndarray]:
+    """The serving codes of a text input: each value with at least RARE_ROWS sample rows -> the
+    dense rank of its rate (values of one rate share a code; rarer values are missing), and the
+    distinct rates in code order (float64 [codes])."""
+    kept = _rates(text, labels, weights).filter(pl.col("rows") >= RARE_ROWS)
+    distinct = np.unique(kept["rate"].to_numpy())
+    ranks = np.searchsorted(distinct, kept["rate"].to_numpy())
+    return dict(zip(kept["value"].to_list(), ranks.tolist())), distinct
+
+
 def _out_of_fold_codes(
-    text: pl.Series, labels: np.ndarray, weights: np.ndarray, folds: np.ndarray, ordered_rates: np.ndarray
+    text: pl.Series,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    folds: np.ndarray,
+    codes: dict[str, int],
+    distinct_rates: np.ndarray,
 ) -> np.ndarray:
-    """The codes the trees fit on, float64 [n]: each row's value rated on the other folds' rows
-    (a value they lack takes their overall rate), placed among the full sample's ordered rates
-    (the serving codes' scale); missing values NaN. Target coding a value with its own rows' labels
-    would let the trees, and the model over their leaves, memorize rare values."""
-    codes = np.full(len(text), np.nan)
+    """The codes the trees fit on, float64 [n]: each row of a coded value rated on the other folds'
+    rows (a value they lack takes their overall rate), placed among the serving codes' rates
+    (`_coding`); rows of rare or missing values NaN, as served. Target coding a value with its own
+    rows' labels would let the trees, and the model over their leaves, memorize rare values."""
+    out = np.full(len(text), np.nan)
+    coded = text.is_in(list(codes)).fill_null(False).to_numpy()
     for fold in np.unique(folds):
-        held = folds == fold
-        rest = ~held
+        held, rest = (folds == fold) & coded, folds != fold
         table = _rates(text.filter(pl.Series(rest)), labels[rest], weights[rest])
         prior = float((labels[rest] > 0.5) @ weights[rest]) / max(float(weights[rest].sum()), 1e-12)
-        mine = text.filter(pl.Series(held))
-        rate = mine.replace_strict(table["value"], table["rate"], default=prior, return_dtype=pl.Float64)
-        placed = np.searchsorted(ordered_rates, rate.to_numpy(), side="left").astype(np.float64)
-        codes[held] = np.where(mine.is_null().to_numpy(), np.nan, placed)
-    return codes
+        rate = text.filter(pl.Series(held)).replace_strict(
+            table["value"], table["rate"], default=prior, return_dtype=pl.Float64
+        )
+        out[held] = np.searchsorted(distinct_rates, rate.to_numpy(), side="left")
+    return out

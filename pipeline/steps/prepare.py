@@ -37,6 +37,7 @@ from .context import Context, StepResult, cached_step, log, read
 
 READS = {"data": "data", "features": "features", "downsampling": "train.negative_downsampling"}
 SPLITS = ("train", "validation")
+SELECTION = "selection"  # the validation rows as trained, when position features serve another value
 
 
 def fit_feature_map(
@@ -77,29 +78,39 @@ def encode_splits(
     chunk_rows: int = CHUNK_ROWS,
 ) -> dict[str, int]:
     """Pass 2: encode the train and validation splits' chunks into `folder/<split>/` CSR files ->
-    rows per split."""
+    rows per split. With position features, the validation rows are written twice: served
+    (`validation`: what calibration fits) and as trained (`selection`: what the train step's early
+    stopping and best epoch judge, so learning the position effect is not held against a model)."""
     data = files.data
     width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
+    # the train split reads position features' columns; validation takes their served position
+    training, served = feature_map.for_training(), feature_map.served_ids()
+    names = SPLITS + ((SELECTION,) if served else ())
     with ExitStack() as stack:
         writers = {
-            name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in SPLITS
+            name: stack.enter_context(SplitWriter(folder / name, id_dtype, feature_map.one_hot)) for name in names
         }
 
-        # the train split reads position features' columns; validation takes their served position
-        training, served = feature_map.for_training(), feature_map.served_ids()
+        def routes(chunk: Chunk) -> list[tuple[str, np.ndarray | None]]:
+            """The chunk's routes, with the validation rows' also to `selection` (as trained)."""
+            extra = [(SELECTION, selected) for split, selected in chunk.routes if served and split == "validation"]
+            return chunk.routes + extra
 
         def write(chunk: Chunk, ids: np.ndarray, values: np.ndarray | None) -> None:
-            for split, selected in chunk.routes:
+            for split, selected in routes(chunk):
                 rows = None if selected is None else np.flatnonzero(selected)
                 count = chunk.frame.height if rows is None else len(rows)
-                split_ids = ids
-                if served and split != "train":
+                split_ids, split_values = ids, values
+                if served and split == "validation":
                     split_ids = ids.copy()
-                    for feature, served_id in served:
+                    split_values = None if values is None else values.copy()
+                    for feature, served_id, served_value in served:
                         split_ids[feature] = served_id
+                        if split_values is not None:
+                            split_values[feature] = served_value
                 writers[split].append(
                     split_ids.T,
-                    None if values is None else values.T,
+                    None if split_values is None else split_values.T,
                     np.full(count, width),
                     chunk.labels,
                     chunk.weights,
@@ -109,7 +120,8 @@ def encode_splits(
         def write_rows(chunk: Chunk) -> None:
             encoded = {"train": training.encode_rows(chunk.frame)}
             encoded["validation"] = feature_map.encode_rows(chunk.frame) if served else encoded["train"]
-            for split, selected in chunk.routes:
+            encoded[SELECTION] = encoded["train"]
+            for split, selected in routes(chunk):
                 ids, values, lengths = encoded[split]
                 offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
                 np.cumsum(lengths, out=offsets[1:])

@@ -21,7 +21,7 @@ from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
 from ..train.loop import train_model
 from .context import Context, StepResult, cached_step, key_of, log, read
-from .prepare import feature_map_of, split_of
+from .prepare import SELECTION, feature_map_of, split_of
 
 READS = {"data": "data", "features": "features", "model": "model", "train": "train"}
 
@@ -38,7 +38,9 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         model, train = values["model"], values["train"]
         feature_map = feature_map_of(prepared)
         train_split = split_of(prepared, "train", feature_map.num_ids)
-        validation = split_of(prepared, "validation", feature_map.num_ids)
+        # early stopping and the best epoch judge the validation rows as trained (position features read)
+        selection = SELECTION if (prepared.path / "splits" / SELECTION).is_dir() else "validation"
+        validation = split_of(prepared, selection, feature_map.num_ids)
         ctx.tracker.params({f"train.{k}": v for k, v in train.model_dump(mode="json").items()})
         log(f"[train] {train_split.rows:,} rows, {feature_map.num_ids:,} ids, device {train.device}")
         counts = np.bincount(train_split.ids, minlength=feature_map.num_ids) if uses_counts(model) else None

@@ -183,7 +183,12 @@ class Bundle:
             return "the plan's features (names, ids, entry kinds) are not the feature map's"
         if [f.name for f in self.recipe.features] != self.feature_map.names:
             return "the recipe's features are not the feature map's"
-        declared = {name: weight.shape for name, weight in self.plan.weights.items()}
+        declared_weights = self.plan.weights
+        for name in self.packed:
+            weight = declared_weights.get(name)
+            if self.recipe.model.tables != "int8" or weight is None or not (weight.per_id and weight.trainable):
+                return f"weight {name} is stored in 8 bits, which only model.tables: int8 does to per-id tables"
+        declared = {name: weight.shape for name, weight in declared_weights.items()}
         found = {name: array.shape for name, array in self.weights.items()}
         if declared != found:
             name = sorted(n for n in declared.keys() | found.keys() if declared.get(n) != found.get(n))[0]
@@ -208,8 +213,20 @@ def unpacked(weights: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]
     for key in [k for k in weights if k.endswith(SUFFIXES[0])]:
         name = key[: -len(SUFFIXES[0])]
         codes, scale, low = (weights.pop(name + suffix) for suffix in SUFFIXES)
-        if codes.dtype != np.uint8 or codes.ndim != 2 or scale.shape != low.shape or scale.shape != codes.shape[:1]:
-            raise ValueError(f"the 8-bit table {name} has codes {codes.dtype} {codes.shape} and scales {scale.shape}")
+        if (
+            codes.dtype != np.uint8
+            or codes.ndim != 2
+            or scale.dtype != np.float32
+            or low.dtype != np.float32
+            or scale.shape != low.shape
+            or scale.shape != codes.shape[:1]
+        ):
+            raise ValueError(
+                f"the 8-bit table {name} has codes {codes.dtype} {codes.shape}, scales {scale.dtype} {scale.shape} "
+                f"and lows {low.dtype} {low.shape}"
+            )
+        if name in weights:
+            raise ValueError(f"the table {name} is stored both as 8-bit codes and as numbers")
         packed[name] = (codes, scale, low)
         weights[name] = dequantize_rows(codes, scale, low)
     return packed

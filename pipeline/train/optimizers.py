@@ -30,12 +30,18 @@ class RowOptimizer:
 
     def __init__(self, tables: list[torch.Tensor], lr: float, l2: float = 0.0):
         self.tables, self.lr, self.l2, self.steps = tables, lr, l2, 0
+        self.table_steps = [0] * len(tables)  # the steps that updated each table (SparseAdam's per-parameter t)
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, **{name: getattr(self, name) for name in self.state_names}}
+        return {
+            "steps": self.steps,
+            "table_steps": list(self.table_steps),
+            **{name: getattr(self, name) for name in self.state_names},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
+        self.table_steps = [int(t) for t in state["table_steps"]]
         for name in self.state_names:
             for mine, saved in zip(getattr(self, name), state[name], strict=True):
                 mine.copy_(saved)
@@ -46,6 +52,7 @@ class RowOptimizer:
         with torch.no_grad():
             for index, (table, unique, rows) in enumerate(zip(self.tables, table_rows, gathered)):
                 if rows.grad is not None:
+                    self.table_steps[index] += 1
                     grad = rows.grad if self.l2 == 0 else rows.grad.add(rows.detach(), alpha=self.l2)
                     table.index_copy_(0, unique, self.update(index, unique, rows.detach(), grad))
 
@@ -56,7 +63,8 @@ class RowOptimizer:
 
 
 class RowAdam(RowOptimizer):
-    """Lazy Adam, the update of torch.optim.SparseAdam (t counts steps of the whole table):
+    """Lazy Adam, the update of torch.optim.SparseAdam (t counts the steps that updated the table, as
+    SparseAdam counts a parameter's steps with a gradient):
 
     m_r ← β1·m_r + (1−β1)·g_r ;  v_r ← β2·v_r + (1−β2)·g_r² ;
     θ_r ← θ_r − lr·√(1−β2^t)/(1−β1^t) · m_r / (√v_r + ε)   for touched rows r only.
@@ -76,11 +84,10 @@ class RowAdam(RowOptimizer):
         self.step_count = [torch.zeros((), device=t.device) for t in tables]  # t, on the device (no host copy)
 
     def update(self, index, unique, rows, grad):
-        b2, step = self.betas[1], self.step_count[index].fill_(float(self.steps))
+        t = self.table_steps[index]
+        b2, step = self.betas[1], self.step_count[index].fill_(float(t))
         m, v = self.first[index].index_select(0, unique), self.second[index].index_select(0, unique)
-        fused_adam(
-            [rows], [grad.contiguous()], [m], [v], [step], self.lr, self.betas, self.eps / (1 - b2**self.steps) ** 0.5
-        )
+        fused_adam([rows], [grad.contiguous()], [m], [v], [step], self.lr, self.betas, self.eps / (1 - b2**t) ** 0.5)
         self.first[index].index_copy_(0, unique, m)
         self.second[index].index_copy_(0, unique, v)
         return rows

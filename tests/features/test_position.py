@@ -30,8 +30,10 @@ def test_training_reads_the_column_and_serving_takes_the_served_position(serve_a
     served = FeatureMap.from_json(json.loads(json.dumps(served.to_json())))
     training = served.for_training()
     assert training.layout() == served.layout()
-    train_ids, _ = training.encode_frame(frame)
-    served_ids, _ = served.encode_frame(frame)
+    train_ids, train_values = training.encode_frame(frame)
+    served_ids, served_values = served.encode_frame(frame)
+    assert (train_values[:, 0] == 1).all() and (served_values[:, 0] == (0 if serve_as is None else 1)).all()
+    assert served.layout()[0][3] == "id" and served.one_hot is (serve_as is not None) and training.one_hot
     encoder = served.encoders[0]
     expected_local = encoder.vocabulary.index(str(serve_as)) if serve_as is not None else len(encoder.vocabulary) + 1
     assert len(np.unique(train_ids[:, 0])) == 5  # five positions, five ids
@@ -41,8 +43,9 @@ def test_training_reads_the_column_and_serving_takes_the_served_position(serve_a
     without, _ = served.encode_frame(frame.drop("slot"))
     np.testing.assert_array_equal(without, served_ids)
     records = frame.drop("slot").to_dicts()
-    online_ids, _ = served.encode_records(records)
+    online_ids, online_values = served.encode_records(records)
     np.testing.assert_array_equal(online_ids, served_ids)
+    np.testing.assert_array_equal(online_values, served_values)
     assert served.columns == ["city"] and training.columns == ["slot", "city"]
     np.testing.assert_array_equal(training.encode_records(frame.to_dicts())[0], train_ids)
 

@@ -14,7 +14,14 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from snn.pipeline.errors import ArtifactError, InputError
 from snn.pipeline.features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
 from snn.pipeline.features.spec import TreeLeavesFeature
-from snn.pipeline.features.tree_leaves import TreeLeavesEncoder, frame_inputs, trees_of
+from snn.pipeline.features.tree_leaves import (
+    RARE_ROWS,
+    TreeLeavesEncoder,
+    _coding,
+    _out_of_fold_codes,
+    frame_inputs,
+    trees_of,
+)
 
 from ..conftest import ADULT_DIR
 
@@ -94,16 +101,40 @@ def test_the_sample_does_not_depend_on_the_chunks(adult):
     assert encoders[0].to_json() == encoders[1].to_json()
 
 
-def test_text_inputs_are_coded_by_their_positive_rate(adult):
+def test_text_inputs_are_coded_by_the_dense_rank_of_their_positive_rate(adult):
+    """Codes rise with the smoothed positive rate, values of one rate share a code, and values with
+    fewer than RARE_ROWS sample rows are missing (their rate would be mostly their own labels)."""
     frame, labels = adult
     encoder = FeatureMap.fit([_feature(trees=2)], frame, np.ones(frame.height), labels).encoders[0]
-    order = encoder.categories["marital_status"]
-    rate = {v: labels[(frame["marital_status"] == v).to_numpy()].mean() for v in order}
-    assert order[-1] == "Married-civ-spouse" and rate[order[0]] < rate[order[-1]]
-    codes = {"marital_status": {v: i for i, v in enumerate(order)}}
-    x = frame_inputs(frame.head(3), ["age", "marital_status"], codes, "t")
+    codes = encoder.categories["marital_status"]
+    rate = {v: labels[(frame["marital_status"] == v).to_numpy()].mean() for v in codes}
+    assert max(codes, key=codes.get) == "Married-civ-spouse" and rate[min(codes, key=codes.get)] < 0.1
+    assert sorted(set(codes.values())) == list(range(len(set(codes.values()))))
+    counts = frame["workclass"].value_counts()
+    rare = counts.filter(pl.col("count") < RARE_ROWS)["workclass"].drop_nulls().to_list()
+    assert rare and not set(rare) & set(encoder.categories["workclass"])
+    x = frame_inputs(frame.head(3), ["age", "marital_status"], {"marital_status": codes}, "t")
     np.testing.assert_array_equal(x[:, 0], frame["age"].head(3).to_numpy())
-    np.testing.assert_array_equal(x[:, 1], [codes["marital_status"][v] for v in frame["marital_status"].head(3)])
+    np.testing.assert_array_equal(x[:, 1], [codes[v] for v in frame["marital_status"].head(3)])
+
+
+def test_ties_share_a_code_and_rare_values_are_missing_when_fitting_too():
+    """The out-of-fold codes the trees fit on sit on the serving codes' scale: a value whose rate
+    ties another's takes the same code in both, so no split falls inside a tie group."""
+    rng = np.random.default_rng(1)
+    values = np.repeat([f"v{i}" for i in range(40)], 50)  # 40 values x 50 rows
+    labels = np.tile(np.r_[np.ones(10), np.zeros(40)], 40)  # every value: rate 0.2, one tie group
+    text = pl.Series(values)
+    codes, rates = _coding(text, labels, np.ones(len(labels)))
+    assert set(codes.values()) == {0} and len(rates) == 1
+    folds = rng.permutation(len(labels)) % 5
+    fitted = _out_of_fold_codes(text, labels, np.ones(len(labels)), folds, codes, rates)
+    assert np.isin(fitted, [0, 1]).all()  # each out-of-fold rate sits at or just above the one rate
+    rare = pl.Series(["r"] * 5 + ["v0"] * 45)
+    codes, rates = _coding(rare, np.r_[np.ones(5), np.zeros(45)], np.ones(50))
+    assert "r" not in codes
+    fitted = _out_of_fold_codes(rare, np.r_[np.ones(5), np.zeros(45)], np.ones(50), np.arange(50) % 5, codes, rates)
+    assert np.isnan(fitted[:5]).all() and not np.isnan(fitted[5:]).any()
 
 
 def test_bad_inputs_and_damaged_trees_are_named(adult):

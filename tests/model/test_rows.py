@@ -202,3 +202,30 @@ def test_the_spec_sets_the_regularizers():
     for optimizer in ("adam", "adagrad"):
         built = Optimizers.for_model(net, TrainSpec(optimizer=optimizer, table_l2=0.02, weight_decay=0.3, lr=0.1))
         assert (built.rows.l2, built.weight_decay, built.lr) == (0.02, 0.3, 0.1)
+
+
+def test_row_adam_counts_steps_per_table_as_sparse_adam_counts_them_per_parameter():
+    """Two tables, the second touched every other step (a tail popularity block): each table's
+    bias correction follows its own step count, as SparseAdam's per-parameter `step`."""
+    torch.manual_seed(5)
+    references = [torch.nn.Parameter(torch.randn(20, 3)) for _ in range(2)]
+    tables = [r.detach().clone() for r in references]
+    torch_opt = torch.optim.SparseAdam(references, lr=0.05)
+    row_opt = RowAdam(tables, lr=0.05)
+    for step in range(6):
+        ids = [torch.tensor([1, 4, 4, 7]), torch.tensor([2, 5]) if step % 2 else None]
+        torch_opt.zero_grad()
+        loss = sum((F.embedding(i, r, sparse=True) ** 2).sum() for i, r in zip(ids, references) if i is not None)
+        loss.backward()
+        torch_opt.step()
+        uniques = [torch.unique(i) if i is not None else torch.zeros(0, dtype=torch.int64) for i in ids]
+        rows = [t.index_select(0, u).requires_grad_() for t, u in zip(tables, uniques)]
+        loss = 0
+        for i, u, r in zip(ids, uniques, rows):
+            if i is not None:
+                loss = loss + (r[torch.searchsorted(u, i)] ** 2).sum()
+        loss.backward()
+        row_opt.step(uniques, rows)
+    for table, reference in zip(tables, references):
+        torch.testing.assert_close(table, reference.detach(), rtol=1e-5, atol=1e-6)
+    assert row_opt.table_steps == [6, 3]

@@ -39,3 +39,17 @@ def test_only_per_id_tables_at_least_min_width_are_packed():
     packed = pack(weights, {"sparse.weight", "sparse.id_bias", "bags.weight"})
     assert set(packed) == {"sparse.weight"}
     assert set(unpack(weights, packed)) == set(weights)
+
+
+def test_a_damaged_8_bit_table_is_refused():
+    """Scales of another type, or a table stored twice (codes and numbers), are refused naming the
+    table (Bundle.load reports them as a corrupted bundle)."""
+    from snn.pipeline.store.bundle import unpacked
+
+    codes, scale, low = quantize_rows(np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32))
+    stored = {"t.q8": codes, "t.scale": scale.astype(np.int64), "t.low": low}
+    with pytest.raises(ValueError, match="scales int64"):
+        unpacked(dict(stored))
+    stored["t.scale"], stored["t"] = scale, np.zeros((6, 16), np.float32)
+    with pytest.raises(ValueError, match="both as 8-bit codes and as numbers"):
+        unpacked(dict(stored))

@@ -236,11 +236,12 @@ def select_entries(entries: Entries, space: IdSpace, chosen: tuple[int, ...]) ->
     batch = len(entries.offsets)
     if len(chosen) == space.num_fields and (not space.fields or not space.ragged):
         return entries
+    device = entries.index.device
     if not space.ragged and entries.width == space.num_fields:  # one entry per feature: pick columns
-        columns = torch.tensor(chosen, dtype=torch.int64)
-        positions = (torch.arange(batch).unsqueeze(1) * space.num_fields + columns).reshape(-1)
+        columns = torch.tensor(chosen, dtype=torch.int64, device=device)
+        positions = (torch.arange(batch, device=device).unsqueeze(1) * space.num_fields + columns).reshape(-1)
         width: int | None = len(chosen)
-        offsets = torch.arange(batch, dtype=torch.int64) * len(chosen)
+        offsets = torch.arange(batch, dtype=torch.int64, device=device) * len(chosen)
     else:
         read, _ = entry_slots(entry_ids(entries), entries.offsets, entries.width, space, chosen)
         positions = torch.nonzero(read).squeeze(1)

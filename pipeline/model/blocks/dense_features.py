@@ -57,7 +57,11 @@ class DenseFeatures(Block):
         entries: Entries = inputs["entries"]
         chosen, batch = node.space.select(node.spec.features, NUMBERS), len(entries.offsets)
         ids = entry_ids(entries)
-        values = entries.values if entries.values is not None else torch.ones(len(ids), dtype=torch.float64)
+        values = (
+            entries.values
+            if entries.values is not None
+            else torch.ones(len(ids), dtype=torch.float64, device=ids.device)
+        )
         first = torch.tensor([node.space.fields[j].offset for j in chosen], device=ids.device)
         if not node.space.ragged and entries.width == node.space.num_fields:
             ids = ids.view(batch, -1)[:, list(chosen)]

@@ -188,11 +188,11 @@ class EmbeddingBag(Block):
         positions = torch.nonzero(read).squeeze(1)
         ids, bags = ids.index_select(0, positions), bags.index_select(0, positions)
         slot = bags % len(chosen)
-        first = torch.tensor([space.fields[j].offset for j in chosen], dtype=ids.dtype)
+        first = torch.tensor([space.fields[j].offset for j in chosen], dtype=ids.dtype, device=ids.device)
         local = ids - first.index_select(0, slot)
-        vectors = torch.zeros((len(ids), spec.dim), dtype=next(iter(weights.values())).dtype)
+        vectors = torch.zeros((len(ids), spec.dim), dtype=next(iter(weights.values())).dtype, device=ids.device)
         for k, features in enumerate(tables_of(spec, space)):
-            slots = torch.tensor([chosen.index(j) for j in features], dtype=slot.dtype)
+            slots = torch.tensor([chosen.index(j) for j in features], dtype=slot.dtype, device=ids.device)
             mine = torch.nonzero(torch.isin(slot, slots)).squeeze(1)
             rows = local.index_select(0, mine)
             if entries.rows is not None:

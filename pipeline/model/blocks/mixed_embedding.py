@@ -192,7 +192,9 @@ class MixedEmbedding(Block):
         read, bags = entry_slots(ids, entries.offsets, entries.width, node.space, chosen)
         positions = torch.nonzero(read).squeeze(1)
         ids, index = ids.index_select(0, positions), entries.index.index_select(0, positions)
-        table_of = torch.from_numpy(table_of_ids(tables, ids.numpy()))
+        firsts = torch.tensor([t.first_id for t in tables], dtype=ids.dtype, device=ids.device)
+        starts, by_start = torch.sort(firsts, stable=True)
+        table_of = by_start.index_select(0, torch.bucketize(ids, starts, right=True) - 1)  # as table_of_ids
         order = torch.argsort(table_of, stable=True)
         ends = torch.cumsum(torch.bincount(table_of, minlength=len(tables)), 0).tolist()
         vectors = ids.new_zeros((len(ids), spec.dim), dtype=weights["table_0"].dtype)
