@@ -127,8 +127,8 @@ class TreeLeavesFeature(Strict):
         default=64,
         ge=1,
         le=1024,
-        description="Number of boosted trees (ids per row). 64 x 16 leaves: the best GBDT test AUC of Adult and "
-        "Criteo together among 64/200 trees x 16/31 leaves (bench B9).",
+        description="Number of boosted trees (ids per row). 64 trees x 16 leaves against 200 x 31, GBDT test AUC: "
+        "Adult 0.9249 vs 0.9261, Criteo 0.7269 vs 0.7125 (the better pair across both).",
     )
     max_leaf_nodes: int = Field(default=16, ge=2, le=4096, description="Leaves per tree at most.")
     learning_rate: float = Field(default=0.1, gt=0, le=1, description="The boosting's shrinkage.")

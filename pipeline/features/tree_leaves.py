@@ -15,9 +15,10 @@ a row falls into becomes one id.
               exactly `trees` entries per row (size Σ_t leaves_t)
 
 The trees are scikit-learn's HistGradientBoostingClassifier (chosen over LightGBM by bench B9: the
-same trees on the same coded inputs score the same test AUC on Adult, 0.9249 vs 0.9246, and better
-on Criteo, 0.7269 vs 0.7208; LightGBM fits 1.7x faster, 0.25 vs 0.43 s, which at a sample of at most
-`sample_rows` rows does not pay for another dependency), fitted on a seeded uniform sample of
+same trees on the same coded inputs score as well or better on the test rows, Adult 0.9249 vs
+0.9239 and Criteo 0.7164 vs 0.7160; LightGBM fits 1.6-2.2x faster, 0.27 vs 0.44 s on Adult, which
+at a sample of at most `sample_rows` rows does not pay for another dependency), fitted on a seeded
+uniform sample of
 the train rows (`sample_rows`, bottom-k of random keys across chunks, so the sample does not depend
 on the chunk size), with the rows' weights. They are kept as plain arrays (feature, threshold,
 missing direction, children per node) in the feature map — no pickle — and walked by one numpy
