@@ -19,8 +19,7 @@ columns join (drawn after the others, so the rest of a row is the same as withou
     L1  recent items: a parquet list of int ids, Zipf over 20,000 items, length Poisson(6) capped
         at 30 (some empty); logit += 1.5 · mean over the list of v[item] (0 when empty)
     L2  weighted tags: text such as "t12:0.73|t7:1.9" (tag:weight, weights U(0.5, 2)), 300 tags,
-        0-6 per row; logit += max over the list of weight · t[tag] (0 when empty: the strongest
-        tag decides)
+        0-6 per row; logit += Σ over the list of weight · t[tag]
     L3  cart: a parquet list of items of L1's item space (the same ids), length Poisson(3) capped at
         15; logit += 1.0 · mean over the list of v[item], L1's item effects (a table shared by L1
         and L3 learns v from both)
@@ -173,9 +172,9 @@ class PlantedModel:
         tags_per_row = rng.integers(0, LISTS["L2"]["max_length"] + 1, n)
         tags = rng.integers(0, LISTS["L2"]["items"], int(tags_per_row.sum()))
         weights = np.round(rng.uniform(0.5, 2.0, len(tags)), 2)
-        strongest = np.full(n, -np.inf)
-        np.maximum.at(strongest, np.repeat(np.arange(n), tags_per_row), weights * self.list_effects["L2"][tags])
-        logit += np.where(tags_per_row > 0, strongest, 0.0)
+        logit += np.bincount(
+            np.repeat(np.arange(n), tags_per_row), weights * self.list_effects["L2"][tags], minlength=n
+        )
         starts = np.concatenate([[0], np.cumsum(tags_per_row)])
         columns["L2"] = pl.Series(
             "L2",
