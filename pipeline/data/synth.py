@@ -18,8 +18,7 @@ columns join (drawn after the others, so the rest of a row is the same as withou
 
     L1  recent items: a parquet list of int ids, Zipf over 20,000 items, length Poisson(6) capped
         at 30 (some empty); logit += 1.5 · mean over the list of v[item] (0 when empty)
-    L2  weighted tags: text such as "t12:0.73|t7:1.9" (tag:weight, weights U(0.5, 2)), 300 tags,
-        0-6 per row; logit += Σ over the list of weight · t[tag]
+    L2  tags: text such as "t12|t7", 300 tags, 0-6 per row; logit += Σ over the list of t[tag]
     L3  cart: a parquet list of items of L1's item space (the same ids), length Poisson(3) capped at
         15; logit += 1.0 · mean over the list of v[item], L1's item effects (a table shared by L1
         and L3 learns v from both)
@@ -158,8 +157,7 @@ class PlantedModel:
         return columns, logit
 
     def _draw_lists(self, rng: np.random.Generator, n: int, columns: dict, logit: np.ndarray) -> None:
-        """The id-list columns L1 (list of ints), L2 (weighted text) and L3 (ints of L1's items), and
-        their effects added to `logit` [n]."""
+        """The id-list columns L1 (list of ints) and L2 (text), and their effects added to `logit` [n]."""
         spec = LISTS["L1"]
         lengths = np.minimum(rng.poisson(spec["mean_length"], n), spec["cap"])
         ranks = zipf_ranks(rng, spec["items"], int(lengths.sum()))
@@ -171,17 +169,10 @@ class PlantedModel:
         columns["L1"] = pl.Series("L1", [ids[a:b] for a, b in itertools.pairwise(offsets)], dtype=pl.List(pl.Int64))
         tags_per_row = rng.integers(0, LISTS["L2"]["max_length"] + 1, n)
         tags = rng.integers(0, LISTS["L2"]["items"], int(tags_per_row.sum()))
-        weights = np.round(rng.uniform(0.5, 2.0, len(tags)), 2)
-        logit += np.bincount(
-            np.repeat(np.arange(n), tags_per_row), weights * self.list_effects["L2"][tags], minlength=n
-        )
+        logit += np.bincount(np.repeat(np.arange(n), tags_per_row), self.list_effects["L2"][tags], minlength=n)
         starts = np.concatenate([[0], np.cumsum(tags_per_row)])
         columns["L2"] = pl.Series(
-            "L2",
-            [
-                TAG_SEPARATOR.join(f"t{t}:{w:g}" for t, w in zip(tags[a:b], weights[a:b]))
-                for a, b in itertools.pairwise(starts)
-            ],
+            "L2", [TAG_SEPARATOR.join(f"t{t}" for t in tags[a:b]) for a, b in itertools.pairwise(starts)]
         )
         cart = LISTS["L3"]
         lengths = np.minimum(rng.poisson(cart["mean_length"], n), cart["cap"])
