@@ -194,10 +194,8 @@ def _tree_inputs(spec_name: str):
     fit: out-of-fold codes; x for scoring: the stored codes) and their labels."""
     from ..data.readers import Reader
     from ..data.rows import labels_of
-    from ..features.feature_map import FeatureMap
-    from ..features.spec import TreeLeavesFeature, columns_of
-    from ..features.tree_leaves import CODING_FOLDS, TreeLeavesEncoder, _coding, _out_of_fold_codes
-    from ..features.values import category_text
+    from ..features.spec import columns_of
+    from ..features.tree_leaves import CODING_FOLDS, fit_inputs, frame_inputs
 
     loaded = load_spec(SHIPPED / spec_name)
     spec = loaded.spec
@@ -209,17 +207,9 @@ def _tree_inputs(spec_name: str):
         frames[split] = (frame, labels_of(frame, spec.data, split))
     inputs = [c for f in spec.features if f.kind != "tree_leaves" for c in columns_of(f)]
     (train, y), (test, y_test) = frames["train"], frames["test"]
-    feature = TreeLeavesFeature(name="t", kind="tree_leaves", inputs=inputs, trees=1)
-    encoder = FeatureMap.fit([feature], train, np.ones(train.height), y).encoders[0]
-    assert isinstance(encoder, TreeLeavesEncoder)
-    fit_x = encoder.inputs_of_frame(train)
     folds = np.random.default_rng(0).permutation(train.height) % CODING_FOLDS
-    for j, column in enumerate(inputs):
-        if column in encoder.categories:
-            text = category_text(train[column])
-            codes, rates = _coding(text, y, np.ones(train.height))
-            fit_x[:, j] = _out_of_fold_codes(text, y, np.ones(train.height), folds, codes, rates)
-    return fit_x, y, encoder.inputs_of_frame(test), y_test
+    fit_x, codes = fit_inputs(train, inputs, y, np.ones(train.height), folds, "trees")
+    return fit_x, y, frame_inputs(test, inputs, codes, "trees"), y_test
 
 
 def bench_tree_library() -> list[Figure]:

@@ -257,16 +257,8 @@ class TreeLeavesFitter:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         _, frame, labels, weights = self._sample()
-        codes, rates = {}, {}
-        for column in self.feature.inputs:
-            if not _numbers(frame[column]):
-                codes[column], rates[column] = _coding(category_text(frame[column]), labels, weights)
-        x = frame_inputs(frame, list(self.feature.inputs), codes, self.feature.name)
         folds = np.arange(frame.height) % CODING_FOLDS  # the sample is in random order
-        for j, column in enumerate(self.feature.inputs):
-            if column in codes:  # fit on out-of-fold codes: a row's own label never moves its code
-                text = category_text(frame[column])
-                x[:, j] = _out_of_fold_codes(text, labels, weights, folds, codes[column], rates[column])
+        x, codes = fit_inputs(frame, list(self.feature.inputs), labels, weights, folds, self.feature.name)
         model = HistGradientBoostingClassifier(
             max_iter=self.feature.trees,
             learning_rate=self.feature.learning_rate,
@@ -277,6 +269,24 @@ class TreeLeavesFitter:
         )
         model.fit(x, labels > 0.5, sample_weight=weights)
         return TreeLeavesEncoder(self.feature.name, list(self.feature.inputs), trees_of(model), codes)
+
+
+def fit_inputs(
+    frame: pl.DataFrame, inputs: list[str], labels: np.ndarray, weights: np.ndarray, folds: np.ndarray, name: str
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """What the trees fit on: x float64 [n, k] (text inputs as out-of-fold codes, `folds` [n] the
+    rows' folds: a row's own label never moves the code it is fitted on) and the serving codes of
+    the text inputs (`_coding`)."""
+    codes, rates = {}, {}
+    for column in inputs:
+        if not _numbers(frame[column]):
+            codes[column], rates[column] = _coding(category_text(frame[column]), labels, weights)
+    x = frame_inputs(frame, inputs, codes, name)
+    for j, column in enumerate(inputs):
+        if column in codes:
+            text = category_text(frame[column])
+            x[:, j] = _out_of_fold_codes(text, labels, weights, folds, codes[column], rates[column])
+    return x, codes
 
 
 def _numbers(series: pl.Series) -> bool:
