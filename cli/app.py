@@ -344,6 +344,12 @@ def data_synth(
             "--positions", help="Add the slot each row was shown in (position, 1-10, with a planted bias) and p_top."
         ),
     ] = False,
+    weighted: Annotated[
+        bool,
+        typer.Option(
+            "--weighted", help='Add W, weighted tags with a planted effect (text "w12:0.73|w7:1.9": sparse continuous).'
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
@@ -358,7 +364,8 @@ def data_synth(
     output_file(output, "output")
     if spec_out is not None:
         output_file(spec_out, "--spec", inputs=(output,))
-    summary = write(output, SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists, positions=positions))
+    config = SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists, positions=positions, weighted=weighted)
+    summary = write(output, config)
     if spec_out is not None:
         spec_out.parent.mkdir(parents=True, exist_ok=True)
         data_path = os.path.relpath(output.resolve(), spec_out.resolve().parent)

@@ -24,6 +24,11 @@ columns join (drawn after the others, so the rest of a row is the same as withou
         and L3 learns v from both)
     v[r] ~ N(0, 0.8²) · (1 + r)^-0.2,  t[r] ~ N(0, 0.3²)
 
+With `weighted`, one sparse-continuous column joins (drawn after the lists, before the position):
+
+    W   weighted tags: text such as "w12:0.73|w7:1.9" (tag:weight, weights U(0.5, 2) with two
+        decimals), 200 tags, 0-8 per row; logit += Σ over the list of weight · s[tag], s[r] ~ N(0, 0.3²)
+
 With `positions`, each row was shown in a slot `position` 1..10 (uniform) that lowers its odds:
 logit += −0.25 · (position − 1); `p_top` is the row's probability had it been shown in slot 1 (the
 oracle of a model served at position 1; p_true stays the probability the label was drawn with).
@@ -51,6 +56,7 @@ LISTS = {
     "L2": {"items": 300, "max_length": 6},
     "L3": {"mean_length": 3, "cap": 15},  # items of L1's space
 }
+WEIGHTED_COLUMN, WEIGHTED_TAGS, WEIGHTED_PER_ROW = "W", 200, 8  # weighted tags: the column, tags, most per row
 TAG_SEPARATOR = "|"
 CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
@@ -83,6 +89,7 @@ class SynthConfig:
     interaction_strength: float = 0.35
     lists: bool = False
     positions: bool = False
+    weighted: bool = False
 
 
 class PlantedModel:
@@ -114,6 +121,8 @@ class PlantedModel:
                 "L1": rng.normal(0, 0.8, LISTS["L1"]["items"]) * (1.0 + np.arange(LISTS["L1"]["items"])) ** -0.2,
                 "L2": rng.normal(0, 0.3, LISTS["L2"]["items"]),
             }
+        if config.weighted:
+            self.weighted_effects = rng.normal(0, 0.3, WEIGHTED_TAGS)
         self.b0 = 0.0
         self.b0 = self._solve_bias()
 
@@ -149,6 +158,8 @@ class PlantedModel:
             logit += self.config.interaction_strength * factor[a] * factor[b]
         if self.config.lists:
             self._draw_lists(rng, n, columns, logit)
+        if self.config.weighted:
+            self._draw_weighted(rng, n, columns, logit)
         if self.config.positions:  # drawn last: the rest of a row is the same as without positions
             position = rng.integers(1, POSITION_SLOTS + 1, n)
             columns[TOP_ORACLE] = pl.Series(TOP_ORACLE, _sigmoid(logit))
@@ -183,6 +194,21 @@ class PlantedModel:
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         columns["L3"] = pl.Series("L3", [ids[a:b] for a, b in itertools.pairwise(offsets)], dtype=pl.List(pl.Int64))
 
+    def _draw_weighted(self, rng: np.random.Generator, n: int, columns: dict, logit: np.ndarray) -> None:
+        """The weighted-tag column W (text "w<tag>:<weight>|..."), its effect added to `logit` [n]."""
+        per_row = rng.integers(0, WEIGHTED_PER_ROW + 1, n)
+        tags = rng.integers(0, WEIGHTED_TAGS, int(per_row.sum()))
+        weights = np.round(rng.uniform(0.5, 2.0, len(tags)), 2)
+        logit += np.bincount(np.repeat(np.arange(n), per_row), weights * self.weighted_effects[tags], minlength=n)
+        starts = np.concatenate([[0], np.cumsum(per_row)])
+        columns[WEIGHTED_COLUMN] = pl.Series(
+            WEIGHTED_COLUMN,
+            [
+                TAG_SEPARATOR.join(f"w{t}:{w:g}" for t, w in zip(tags[a:b], weights[a:b], strict=True))
+                for a, b in itertools.pairwise(starts)
+            ],
+        )
+
     def group(self, index: int) -> pl.DataFrame:
         """Row group `index` (rows [index·row_group, ...)), deterministic in (seed, index)."""
         start = index * self.config.row_group
@@ -203,7 +229,7 @@ class PlantedModel:
 
     @property
     def list_columns(self) -> list[str]:
-        return list(LISTS) if self.config.lists else []
+        return [*(LISTS if self.config.lists else []), *([WEIGHTED_COLUMN] if self.config.weighted else [])]
 
     @property
     def groups(self) -> int:
@@ -220,12 +246,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def schema(lists: bool = False, positions: bool = False) -> dict:
+def schema(lists: bool = False, positions: bool = False, weighted: bool = False) -> dict:
     return {
         "label": pl.Int8,
         **dict.fromkeys(CONTINUOUS, pl.Float64),
         **dict.fromkeys(CATEGORICAL, pl.Int64),
         **({"L1": pl.List(pl.Int64), "L2": pl.String, "L3": pl.List(pl.Int64)} if lists else {}),
+        **({WEIGHTED_COLUMN: pl.String} if weighted else {}),
         **({"position": pl.Int64} if positions else {}),
         ORACLE_COLUMN: pl.Float64,
         **({TOP_ORACLE: pl.Float64} if positions else {}),
@@ -249,7 +276,7 @@ def write(path: Path, config: SynthConfig) -> dict:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    register_io_source(source, schema=schema(config.lists, config.positions)).sink_parquet(
+    register_io_source(source, schema=schema(config.lists, config.positions, config.weighted)).sink_parquet(
         tmp, row_group_size=config.row_group
     )
     tmp.replace(path)

@@ -10,7 +10,14 @@ import yaml
 
 from ..conftest import ADULT_DIR, CRITEO, ROOT, invoke
 
-RUN_ELSEWHERE = ("adult.yaml", "adult_trees.yaml", "synthetic.yaml", "synthetic_lists.yaml", "synthetic_positions.yaml")
+RUN_ELSEWHERE = (
+    "adult.yaml",
+    "adult_trees.yaml",
+    "synthetic.yaml",
+    "synthetic_lists.yaml",
+    "synthetic_positions.yaml",
+    "synthetic_variants.yaml",
+)
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if p.name not in RUN_ELSEWHERE)
 
 
@@ -160,3 +167,36 @@ def test_synthetic_positions_spec_serves_the_top_slot(runner, tmp_path, monkeypa
     assert test["raw"]["calibration_ratio"] > 1.2 and abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
     assert test["oracle"]["auc"] > test["raw"]["auc"] > test["oracle"]["auc"] - 0.05
     _holds_parity(runner, path, tmp_path / ".snn" / "bundles" / "synthetic-positions", data, "50000:60000")
+
+
+def test_synthetic_variants_spec_runs_and_holds_parity(runner, tmp_path, monkeypatch):
+    """specs/synthetic_variants.yaml (the options other specs leave at their defaults: weighted tags,
+    keep last, hashed lists, max pooling, mixed dims off powers of 2, a position served as null,
+    dense features without missing indicators) on 60k rows: it learns (well above chance, below the
+    oracle), the served scores carry no slot's effect, and parity holds (a moved table: exit 3)."""
+    spec, path, data, out = _run_synthetic(
+        runner,
+        tmp_path,
+        monkeypatch,
+        "synthetic_variants.yaml",
+        "SNN_SYNTH_VARIANTS_DATA",
+        "--lists",
+        "--weighted",
+        "--positions",
+        auc_gate=0.75,
+    )
+    features = {f["name"]: f for f in spec["features"]}
+    assert features["W"]["weighted"] and features["L1"]["keep"] == "last" and "hash_buckets" in features["L1"]
+    assert features["position"]["serve_as"] is None
+    test = out["metrics"]["test"]
+    assert test["oracle"]["auc"] > test["raw"]["auc"] > 0.8
+    # served as null: no slot's effect, so the raw scores sit near the overall rate (served in slot 1
+    # they would be 1.5x it, the p_top oracle's ratio), and the calibrator keeps them there
+    assert test["oracle"]["calibration_ratio"] > 1.3 and abs(test["raw"]["calibration_ratio"] - 1) < 0.15
+    assert abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
+    plan = json.loads((tmp_path / ".snn" / "bundles" / "synthetic-variants" / "plan.json").read_text())
+    (items,) = (block for block in plan["blocks"] if block["kind"] == "mixed_embedding")
+    dims = [table["dim"] for table in items["spec"]["tables"]]
+    assert any(dim & (dim - 1) for dim in dims), dims  # a dim that is not a power of 2
+    bundle = tmp_path / ".snn" / "bundles" / "synthetic-variants"
+    _holds_parity(runner, path, bundle, data, "50000:60000", "items.table_0")

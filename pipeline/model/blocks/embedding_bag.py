@@ -130,6 +130,50 @@ def pool_numpy(vectors: np.ndarray, bags: np.ndarray, count: int, pooling: str) 
     return out
 
 
+def read_bags_torch(
+    entries: Entries, space: IdSpace, chosen: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's entries of the `chosen` features (indices into space.fields) -> (their positions
+    among the batch's entries [m], their ids [m], their bags [m]: row · len(chosen) + slot)."""
+    import torch
+
+    ids = entry_ids(entries)
+    read, bags = entry_slots(ids, entries.offsets, entries.width, space, chosen)
+    positions = torch.nonzero(read).squeeze(1)
+    return positions, ids.index_select(0, positions), bags.index_select(0, positions)
+
+
+def pool_bags_torch(
+    vectors: torch.Tensor, entries: Entries, positions: torch.Tensor, bags: torch.Tensor, spec: PooledSpec, fields: int
+) -> torch.Tensor:
+    """Each read entry's vector [m, dim] (entries from `read_bags_torch`) times its value, pooled
+    into the batch's B · `fields` bags -> [B, fields, dim]."""
+    if entries.values is not None:
+        vectors = vectors * entries.values.index_select(0, positions).unsqueeze(1)
+    batch = len(entries.offsets)
+    return pool_torch(vectors, bags, batch * fields, spec.pooling).view(batch, fields, spec.dim)
+
+
+def read_bags_numpy(
+    entries: RequestEntries, space: IdSpace, chosen: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy twin of `read_bags_torch` for a request -> (ids [m], values [m], bags [m])."""
+    if entries.offsets is None:  # one entry per feature: each candidate's entry of each chosen feature
+        columns = list(chosen)
+        ids, values = entries.ids[:, columns].reshape(-1), entries.values[:, columns].reshape(-1)
+        return ids, values, np.arange(len(ids), dtype=np.int64)
+    read, bags = request_slots(entries, space, chosen)
+    return entries.ids[read], entries.values[read], bags[read]
+
+
+def pool_bags_numpy(
+    vectors: np.ndarray, values: np.ndarray, bags: np.ndarray, spec: PooledSpec, count: int, fields: int
+) -> FieldVectors:
+    """numpy twin of `pool_bags_torch` for `count` candidates -> FieldVectors [count, fields, dim]."""
+    pooled = pool_numpy(vectors * values[:, None], bags, count * fields, spec.pooling)
+    return FieldVectors.of(pooled.reshape(count, fields, spec.dim))
+
+
 class EmbeddingBag(Block):
     kind = "embedding_bag"
     Spec = EmbeddingBagSpec
@@ -182,11 +226,8 @@ class EmbeddingBag(Block):
         import torch
 
         spec, space = node.spec, node.space
-        chosen, batch = space.select(spec.features, POOLED), len(entries.offsets)
-        ids = entry_ids(entries)
-        read, bags = entry_slots(ids, entries.offsets, entries.width, space, chosen)
-        positions = torch.nonzero(read).squeeze(1)
-        ids, bags = ids.index_select(0, positions), bags.index_select(0, positions)
+        chosen = space.select(spec.features, POOLED)
+        positions, ids, bags = read_bags_torch(entries, space, chosen)
         slot = bags % len(chosen)
         first = torch.tensor([space.fields[j].offset for j in chosen], dtype=ids.dtype, device=ids.device)
         local = ids - first.index_select(0, slot)
@@ -200,29 +241,20 @@ class EmbeddingBag(Block):
                 touched = range_rows(entries.rows.unique, first_ids, space.fields[features[0]].size)
                 rows = torch.searchsorted(touched, rows)
             vectors = vectors.index_copy(0, mine, weights[f"table_{k}"].index_select(0, rows))
-        if entries.values is not None:
-            vectors = vectors * entries.values.index_select(0, positions).unsqueeze(1)
-        return pool_torch(vectors, bags, batch * len(chosen), spec.pooling).view(batch, len(chosen), spec.dim)
+        return pool_bags_torch(vectors, entries, positions, bags, spec, len(chosen))
 
     def _shared_score(self, node: Node, weights: dict[str, np.ndarray], entries: RequestEntries) -> FieldVectors:
         """numpy twin of `_shared_forward` (full tables)."""
         spec, space = node.spec, node.space
         chosen = space.select(spec.features, POOLED)
-        if entries.offsets is None:
-            columns = list(chosen)
-            ids, values = entries.ids[:, columns].reshape(-1), entries.values[:, columns].reshape(-1)
-            bags = np.arange(len(ids), dtype=np.int64)
-        else:
-            read, all_bags = request_slots(entries, space, chosen)
-            ids, values, bags = entries.ids[read], entries.values[read], all_bags[read]
+        ids, values, bags = read_bags_numpy(entries, space, chosen)
         slot = bags % len(chosen)
         local = ids - np.array([space.fields[j].offset for j in chosen], dtype=np.int64)[slot]
         vectors = np.zeros((len(ids), spec.dim))
         for k, features in enumerate(tables_of(spec, space)):
             mine = np.flatnonzero(np.isin(slot, [chosen.index(j) for j in features]))
             vectors[mine] = weights[f"table_{k}"][local[mine]]
-        pooled = pool_numpy(vectors * values[:, None], bags, entries.count * len(chosen), spec.pooling)
-        return FieldVectors.of(pooled.reshape(entries.count, len(chosen), spec.dim))
+        return pool_bags_numpy(vectors, values, bags, spec, entries.count, len(chosen))
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]

@@ -40,19 +40,23 @@ from ...config import Strict
 from .base import (
     Block,
     Entries,
-    FieldVectors,
     IdSpace,
     Node,
     Port,
     RequestEntries,
     Weight,
-    entry_ids,
-    entry_slots,
     init_normal,
-    request_slots,
     table_base,
 )
-from .embedding_bag import INIT_STD, POOLED, PooledSpec, pool_numpy, pool_torch
+from .embedding_bag import (
+    INIT_STD,
+    POOLED,
+    PooledSpec,
+    pool_bags_numpy,
+    pool_bags_torch,
+    read_bags_numpy,
+    read_bags_torch,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -187,11 +191,9 @@ class MixedEmbedding(Block):
 
         entries: Entries = inputs["entries"]
         spec, tables = node.spec, _checked_tables(node.spec, node.space)
-        chosen, batch = node.space.select(spec.features, POOLED), len(entries.offsets)
-        ids = entry_ids(entries)
-        read, bags = entry_slots(ids, entries.offsets, entries.width, node.space, chosen)
-        positions = torch.nonzero(read).squeeze(1)
-        ids, index = ids.index_select(0, positions), entries.index.index_select(0, positions)
+        chosen = node.space.select(spec.features, POOLED)
+        positions, ids, bags = read_bags_torch(entries, node.space, chosen)
+        index = entries.index.index_select(0, positions)
         firsts = torch.tensor([t.first_id for t in tables], dtype=ids.dtype, device=ids.device)
         starts, by_start = torch.sort(firsts, stable=True)
         table_of = by_start.index_select(0, torch.bucketize(ids, starts, right=True) - 1)  # as table_of_ids
@@ -208,24 +210,13 @@ class MixedEmbedding(Block):
                     rows = rows @ weights[f"projection_{k}"]
                 vectors = vectors.index_copy(0, mine, rows)
             begin = end
-        if entries.values is not None:
-            vectors = vectors * entries.values.index_select(0, positions).unsqueeze(1)
-        pooled = pool_torch(vectors, bags.index_select(0, positions), batch * len(chosen), spec.pooling)
-        return {"out": pooled.view(batch, len(chosen), spec.dim)}
+        return {"out": pool_bags_torch(vectors, entries, positions, bags, spec, len(chosen))}
 
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         entries: RequestEntries = inputs["entries"]
         spec, tables = node.spec, _checked_tables(node.spec, node.space)
         chosen = node.space.select(spec.features, POOLED)
-        if entries.offsets is None:  # one entry per feature: each candidate's row of each chosen feature
-            columns = list(chosen)
-            ids = entries.ids[:, columns].reshape(-1)
-            values = entries.values[:, columns].reshape(-1)
-            bags = np.arange(len(ids), dtype=np.int64)
-            count = entries.count
-        else:
-            read, all_bags = request_slots(entries, node.space, chosen)
-            ids, values, bags, count = entries.ids[read], entries.values[read], all_bags[read], entries.count
+        ids, values, bags = read_bags_numpy(entries, node.space, chosen)
         table_of = table_of_ids(tables, ids)
         vectors = np.zeros((len(ids), spec.dim))
         for k, table in enumerate(tables):
@@ -233,8 +224,7 @@ class MixedEmbedding(Block):
             if len(mine):
                 rows = weights[f"table_{k}"][ids[mine] - table.first_id]
                 vectors[mine] = rows @ weights[f"projection_{k}"] if f"projection_{k}" in weights else rows
-        pooled = pool_numpy(vectors * values[:, None], bags, count * len(chosen), spec.pooling)
-        return {"out": FieldVectors.of(pooled.reshape(count, len(chosen), spec.dim))}
+        return {"out": pool_bags_numpy(vectors, values, bags, spec, entries.count, len(chosen))}
 
 
 BLOCK = MixedEmbedding()
