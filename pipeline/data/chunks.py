@@ -67,10 +67,12 @@ def stream_chunks(
     sources: tuple[str, ...],
     downsampling: NegativeDownsampling | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    unread_in_test: Sequence[str] = (),
 ) -> Iterator[Chunk]:
     """Chunks of the named sources, routed to splits. With `downsampling`, train negatives whose key
     hash falls above the rate are dropped; without it (scoring), held-out rows are routed without
-    copying the train rows around them."""
+    copying the train rows around them. The test source is read without the `unread_in_test`
+    columns (position features: it is scored as served, and need not carry them)."""
     data = files.data
     reader = Reader.from_spec(data)
     key = key_column(data)
@@ -79,7 +81,8 @@ def stream_chunks(
         if source is None:
             continue
         path = files.path(source)
-        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, columns, source.header)):
+        read = [c for c in columns if c not in unread_in_test] if name == "test" else columns
+        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, read, source.header)):
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")

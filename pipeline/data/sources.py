@@ -134,12 +134,14 @@ def check_sources(files: DataFiles) -> None:
 
 
 def check_inputs(files: DataFiles, features: list[Feature], slices: Sequence[str] = ()) -> None:
-    """`check_sources`, then every source's columns against the roles the spec gives them (`check_schema`)."""
+    """`check_sources`, then every source's columns against the roles the spec gives them
+    (`check_schema`; the test source is scored as served: position columns are not read)."""
     check_sources(files)
     reader = Reader.from_spec(files.data)
-    for _, source in files.sources():
+    for name, source in files.sources():
         path = files.path(source)
-        check_schema(reader.schema(path, source.header), files.data, features, path, list(slices))
+        schema = reader.schema(path, source.header)
+        check_schema(schema, files.data, features, path, list(slices), served=name == "test")
 
 
 def check_unique_keys(files: DataFiles) -> None:

@@ -18,6 +18,7 @@ from ..data.encoded import EncodedSplit
 from ..data.sources import check_inputs
 from ..data.spec import DataFiles
 from ..errors import InputError
+from ..features.spec import PositionFeature
 from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..store.bundle import Bundle
@@ -100,7 +101,9 @@ def score_splits(
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}
-    for chunk in stream_chunks(files, columns, sources + (("test",) if data.test is not None else ())):
+    served_only = [f.name for f in features if isinstance(f, PositionFeature)]  # the test split needs no slot
+    splits = sources + (("test",) if data.test is not None else ())
+    for chunk in stream_chunks(files, columns, splits, unread_in_test=served_only):
         for split, selected in chunk.routes:
             if split == "train":
                 continue

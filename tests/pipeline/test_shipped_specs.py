@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 
@@ -167,6 +168,14 @@ def test_synthetic_positions_spec_serves_the_top_slot(runner, tmp_path, monkeypa
     assert test["raw"]["calibration_ratio"] > 1.2 and abs(test["calibrated"]["calibration_ratio"] - 1) < 0.1
     assert test["oracle"]["auc"] > test["raw"]["auc"] > test["oracle"]["auc"] - 0.05
     _holds_parity(runner, path, tmp_path / ".snn" / "bundles" / "synthetic-positions", data, "50000:60000")
+    # the test split is scored as served: a test file without the slots grades the same
+    bare = tmp_path / "test_without_slots.parquet"
+    pl.read_parquet(data).slice(50_000).drop("position").write_parquet(bare)
+    spec["data"]["test"] = {"path": str(bare)}
+    path.write_text(yaml.safe_dump(spec))
+    result = invoke(runner, "validate", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["test"]["raw"] == test["raw"]
 
 
 def test_synthetic_variants_spec_runs_and_holds_parity(runner, tmp_path, monkeypatch):
