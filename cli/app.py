@@ -350,6 +350,14 @@ def data_synth(
             "--weighted", help='Add W, weighted tags with a planted effect (text "w12:0.73|w7:1.9": sparse continuous).'
         ),
     ] = False,
+    tasks: Annotated[
+        bool,
+        typer.Option(
+            "--tasks",
+            help="Two events per row: click (5% of rows) and convert (10% of clicks), with p_click, "
+            "p_convert_given_click and p_convert, in place of label and p_true.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
@@ -362,9 +370,20 @@ def data_synth(
     if not 0 <= seed <= 2**63 - 1:
         raise InputError(f"--seed {seed} must be an integer in [0, 2^63 - 1]")
     output_file(output, "output")
+    if spec_out is not None and tasks:
+        raise InputError("--spec writes a one-label spec; with --tasks, start from specs/synthetic_tasks.yaml")
     if spec_out is not None:
         output_file(spec_out, "--spec", inputs=(output,))
-    config = SynthConfig(rows=rows, seed=seed, row_group=row_group, lists=lists, positions=positions, weighted=weighted)
+    config = SynthConfig(
+        rows=rows,
+        seed=seed,
+        row_group=row_group,
+        lists=lists,
+        positions=positions,
+        weighted=weighted,
+        tasks=tasks,
+        positive_rate=0.05 if tasks else 0.25,  # clicks: a realistic rate
+    )
     summary = write(output, config)
     if spec_out is not None:
         spec_out.parent.mkdir(parents=True, exist_ok=True)

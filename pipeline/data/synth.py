@@ -32,6 +32,15 @@ With `weighted`, one sparse-continuous column joins (drawn after the lists, befo
 With `positions`, each row was shown in a slot `position` 1..10 (uniform) that lowers its odds:
 logit += −0.25 · (position − 1); `p_top` is the row's probability had it been shown in slot 1 (the
 oracle of a model served at position 1; p_true stays the probability the label was drawn with).
+With `tasks`, two events per row (a click and, given a click, a conversion; drawn last): `click`
+takes the label's place (P(click) = p_click, the planted model above, positive_rate 5% by default),
+and
+
+    conversion logit = c0 + 0.6 · (logit − b0) + Σ_(k in CONVERT_FEATURES) q_k[C_k] + 0.4 · z(I5)
+    P(convert | click) = σ(conversion logit),   q_k[r] ~ N(0, 0.5²)
+
+with c0 solved so that about 10% of clicks convert; `convert` is 0 on every row without a click,
+`p_convert_given_click` and `p_convert` = p_click · P(convert | click) are the oracles.
 b0 is solved so the positive rate is about `positive_rate`. Rows are drawn per row group from the generator
 `(seed, group)`, so any group can be regenerated alone and the output is deterministic.
 """
@@ -62,6 +71,8 @@ CATEGORICAL = [f"C{k}" for k in range(1, 27)]
 ORACLE_COLUMN = "p_true"
 INTERACTIONS = (("C1", "C2"), ("C3", "C5"), ("C4", "I1"), ("C6", "C8"), ("I2", "I3"), ("C7", "C10"))
 POSITION_SLOTS, POSITION_EFFECT, TOP_ORACLE = 10, -0.25, "p_top"
+CONVERT_FEATURES, CONVERT_RATE = ("C3", "C9", "C14"), 0.10  # the conversion's own effects; its rate per click
+TASK_COLUMNS = ("click", "convert", "p_click", "p_convert_given_click", "p_convert")
 ZIPF_EXPONENT = 1.15
 TEST_FRACTION = 0.1  # synth_spec's test split: the file's last 10% of rows
 RARE_DECAY = 0.3  # per-id effects shrink as (1 + rank)^-0.3: rare ids carry less signal, as hashed tails do
@@ -90,6 +101,7 @@ class SynthConfig:
     lists: bool = False
     positions: bool = False
     weighted: bool = False
+    tasks: bool = False
 
 
 class PlantedModel:
@@ -123,8 +135,11 @@ class PlantedModel:
             }
         if config.weighted:
             self.weighted_effects = rng.normal(0, 0.3, WEIGHTED_TAGS)
+        if config.tasks:
+            self.convert_effects = {name: rng.normal(0, 0.5, self.cards[name]) for name in CONVERT_FEATURES}
         self.b0 = 0.0
         self.b0 = self._solve_bias()
+        self.c0 = self._solve_conversion_bias() if config.tasks else 0.0
 
     def _solve_bias(self) -> float:
         """b0 such that the mean true probability of a 200k-row draw is positive_rate (bisection)."""
@@ -135,9 +150,20 @@ class PlantedModel:
             lo, hi = (mid, hi) if np.mean(_sigmoid(logits + mid)) < self.config.positive_rate else (lo, mid)
         return (lo + hi) / 2
 
+    def _solve_conversion_bias(self) -> float:
+        """c0 such that about CONVERT_RATE of a 200k-row draw's expected clicks convert (bisection)."""
+        columns, logits = self._draw(np.random.default_rng([self.config.seed, 1 << 41]), 200_000)
+        clicks, shift = _sigmoid(logits), columns["conversion_logit"].to_numpy()
+        lo, hi = -20.0, 20.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            rate = np.sum(clicks * _sigmoid(shift + mid)) / np.sum(clicks)
+            lo, hi = (mid, hi) if rate < CONVERT_RATE else (lo, mid)
+        return (lo + hi) / 2
+
     def _draw(self, rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray]:
         """n rows: raw columns (with None masks) and their logits [n]."""
-        columns, logit, factor = {}, np.full(n, self.b0), {}
+        columns, logit, factor, drawn = {}, np.full(n, self.b0), {}, {}
         for name, p in self.cont.items():
             z = rng.normal(p["mu"], p["sigma"], n)
             x = np.floor(np.expm1(np.maximum(z, 0.0)))
@@ -150,6 +176,7 @@ class PlantedModel:
             ranks = zipf_ranks(rng, self.cards[name], n)
             missing = rng.random(n) < self.cat_missing[name]
             logit += np.where(missing, 0.0, self.effects[name][ranks])
+            drawn[name] = (ranks, missing)
             if name in self.factors:
                 factor[name] = np.where(missing, 0.0, self.factors[name][ranks])
             hashed = (splitmix64(ranks, seed=k) >> np.uint64(33)).astype(np.int64)
@@ -160,6 +187,12 @@ class PlantedModel:
             self._draw_lists(rng, n, columns, logit)
         if self.config.weighted:
             self._draw_weighted(rng, n, columns, logit)
+        if self.config.tasks:  # the conversion's logit without c0 (its own effects read the drawn columns)
+            shift = 0.6 * (logit - self.b0) + 0.4 * factor["I5"]
+            for name in CONVERT_FEATURES:
+                ranks, missing = drawn[name]
+                shift += np.where(missing, 0.0, self.convert_effects[name][ranks])
+            columns["conversion_logit"] = pl.Series("conversion_logit", shift)
         if self.config.positions:  # drawn last: the rest of a row is the same as without positions
             position = rng.integers(1, POSITION_SLOTS + 1, n)
             columns[TOP_ORACLE] = pl.Series(TOP_ORACLE, _sigmoid(logit))
@@ -218,10 +251,25 @@ class PlantedModel:
         p = _sigmoid(logit)
         label = (rng.random(n) < p).astype(np.int8)
         positions = ["position", TOP_ORACLE] if self.config.positions else []
+        features = [columns[c] for c in CONTINUOUS + CATEGORICAL + self.list_columns + positions[:1]]
+        if self.config.tasks:  # drawn after the click: the rest of the file is the same as without tasks
+            given = _sigmoid(columns["conversion_logit"].to_numpy() + self.c0)
+            convert = (label == 1) & (rng.random(n) < given)
+            return pl.DataFrame(
+                [
+                    pl.Series("click", label),
+                    pl.Series("convert", convert.astype(np.int8)),
+                    *features,
+                    pl.Series("p_click", p),
+                    pl.Series("p_convert_given_click", given),
+                    pl.Series("p_convert", p * given),
+                    *(columns[c] for c in positions[1:]),
+                ]
+            )
         return pl.DataFrame(
             [
                 pl.Series("label", label),
-                *(columns[c] for c in CONTINUOUS + CATEGORICAL + self.list_columns + positions[:1]),
+                *features,
                 pl.Series(ORACLE_COLUMN, p),
                 *(columns[c] for c in positions[1:]),
             ]
@@ -246,15 +294,17 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def schema(lists: bool = False, positions: bool = False, weighted: bool = False) -> dict:
+def schema(lists: bool = False, positions: bool = False, weighted: bool = False, tasks: bool = False) -> dict:
+    labels = {"click": pl.Int8, "convert": pl.Int8} if tasks else {"label": pl.Int8}
+    oracles = dict.fromkeys(TASK_COLUMNS[2:], pl.Float64) if tasks else {ORACLE_COLUMN: pl.Float64}
     return {
-        "label": pl.Int8,
+        **labels,
         **dict.fromkeys(CONTINUOUS, pl.Float64),
         **dict.fromkeys(CATEGORICAL, pl.Int64),
         **({"L1": pl.List(pl.Int64), "L2": pl.String, "L3": pl.List(pl.Int64)} if lists else {}),
         **({WEIGHTED_COLUMN: pl.String} if weighted else {}),
         **({"position": pl.Int64} if positions else {}),
-        ORACLE_COLUMN: pl.Float64,
+        **oracles,
         **({TOP_ORACLE: pl.Float64} if positions else {}),
     }
 
@@ -264,27 +314,30 @@ def write(path: Path, config: SynthConfig) -> dict:
     if config.rows < 1 or config.row_group < 1:
         raise InputError("--rows and --row-group must be at least 1")
     model = PlantedModel(config)
-    stats = {"rows": 0, "positives": 0, "p_sum": 0.0}
+    stats = {"rows": 0, "positives": 0, "p_sum": 0.0, "conversions": 0}
+    label, oracle = ("click", "p_click") if config.tasks else ("label", ORACLE_COLUMN)
 
     def source(with_columns, predicate, n_rows, batch_size):
         for index in range(model.groups):
             frame = model.group(index)
             stats["rows"] += frame.height
-            stats["positives"] += int(frame["label"].sum())
-            stats["p_sum"] += float(frame[ORACLE_COLUMN].sum())
+            stats["positives"] += int(frame[label].sum())
+            stats["p_sum"] += float(frame[oracle].sum())
+            stats["conversions"] += int(frame["convert"].sum()) if config.tasks else 0
             yield frame if with_columns is None else frame.select(with_columns)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    register_io_source(source, schema=schema(config.lists, config.positions, config.weighted)).sink_parquet(
-        tmp, row_group_size=config.row_group
-    )
+    register_io_source(
+        source, schema=schema(config.lists, config.positions, config.weighted, config.tasks)
+    ).sink_parquet(tmp, row_group_size=config.row_group)
     tmp.replace(path)
     summary = {
         "path": str(path),
         **asdict(config),
         "label_rate": stats["positives"] / max(stats["rows"], 1),
         "mean_p_true": stats["p_sum"] / max(stats["rows"], 1),
+        **({"conversions_per_click": stats["conversions"] / max(stats["positives"], 1)} if config.tasks else {}),
         "interactions": [list(p) for p in INTERACTIONS],
         "cardinalities": cardinalities(),
     }
