@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .config import Strict
-from .data.spec import DataFiles, DataSpec
+from .data.spec import DataFiles, DataSpec, TaskSampling
 from .errors import SnnError, SpecError
 from .evaluation.spec import AutoCalibration, Calibration, ParitySpec, ValidationSpec
 from .features.spec import Feature, columns_of, entry_kind_of
@@ -29,6 +29,7 @@ from .model.blocks import BLOCKS
 from .model.plan import ModelSpec, plan_for, space_of
 from .tracking import TrackingSpec
 from .train.spec import TrainSpec
+from .train.tasks import TaskSpec, towers_of
 
 SPEC_MAX_BYTES = 1 << 20  # a spec is a small YAML file
 SPEC_MAX_NODES = 100_000  # YAML nodes after aliases are expanded (anchors cannot blow up validation)
@@ -44,6 +45,13 @@ class Spec(Strict):
     features: list[Feature] = Field(min_length=1, description="Input features.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Architecture.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
+    tasks: list[TaskSpec] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=64,
+        description="Several labels learned at once (with `data.labels`): shared layers (the model), a tower, loss "
+        "and downsampling per task. Absent: one task, `data.label`.",
+    )
     calibration: Calibration = Field(
         default_factory=lambda: AutoCalibration(kind="auto"),
         description="Score calibration, fit on the validation split (auto: chosen by cross-validated log loss).",
@@ -87,9 +95,14 @@ class Spec(Strict):
     def _features_are_not_targets(self):
         data = self.data
         for role, column in (
-            ("the label (data.label.column)", data.label.column),
+            *((("the label (data.label.column)", data.label.column),) if data.label is not None else ()),
+            *(
+                (f"the label of task {name!r} (data.labels)", label.column)
+                for name, label in (data.labels or {}).items()
+            ),
             ("the weight (data.weight)", data.weight),
             ("the oracle (data.oracle)", data.oracle),
+            *((f"the oracle of task {name!r}", label.oracle) for name, label in (data.labels or {}).items()),
         ):
             if column is not None and any(column in (f.name, *columns_of(f)) for f in self.features):
                 raise ValueError(
@@ -103,13 +116,56 @@ class Spec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _tasks_match_their_labels(self):
+        """`tasks` goes with `data.labels`, in the same order; `given` names an earlier task; the
+        per-task options replace their one-task forms."""
+        labels, tasks = self.data.labels, self.tasks
+        if (labels is None) != (tasks is None):
+            raise ValueError(
+                "`tasks` and `data.labels` go together: one label per task, by name"
+                if tasks is None
+                else "with `tasks`, name each task's label in `data.labels` (instead of `data.label`)"
+            )
+        if tasks is None or labels is None:
+            stopping = self.train.early_stopping
+            if stopping is not None and stopping.task is not None:
+                raise ValueError("train.early_stopping.task names a task; it goes with `tasks`")
+            return self
+        names = [task.name for task in tasks]
+        if names != list(labels):
+            raise ValueError(f"tasks {names} must be those of data.labels, in its order: {list(labels)}")
+        for t, task in enumerate(tasks):
+            if task.given is not None and task.given not in names[:t]:
+                raise ValueError(f"task {task.name!r} is given {task.given!r}, which is not a task listed before it")
+        if self.train.negative_downsampling is not None:
+            raise ValueError("with `tasks`, downsample per task (tasks[].negative_downsampling), not in train")
+        stopping = self.train.early_stopping
+        if stopping is not None and stopping.task is not None and stopping.task not in names:
+            raise ValueError(f"train.early_stopping.task {stopping.task!r} is not one of the tasks {names}")
+        return self
+
+    @property
+    def task_downsampling(self) -> list[TaskSampling] | None:
+        """Which train rows each task keeps (data/chunks.task_keeps), or None with one task."""
+        if self.tasks is None:
+            return None
+        names = [task.name for task in self.tasks]
+        return [
+            TaskSampling(
+                downsampling=task.negative_downsampling,
+                given=None if task.given is None else names.index(task.given),
+            )
+            for task in self.tasks
+        ]
+
+    @model_validator(mode="after")
     def _model_reads_these_features(self):
         """The model's blocks over the features' layout (names and entry kinds; one id each, as the
         sizes are not known before the data): a block naming an unknown feature, or reading features
         of a kind it cannot take, is refused here, before any data is read."""
         layout = [(f.name, j, 1, entry_kind_of(f)) for j, f in enumerate(self.features)]
         try:
-            plan_for(self.model, space_of(len(layout), layout))
+            plan_for(self.model, space_of(len(layout), layout), towers=towers_of(self.tasks))
         except ValueError as exc:
             raise ValueError(f"model: {exc}") from None
         return self

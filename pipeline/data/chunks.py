@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..features.spec import Feature, columns_of
 from .readers import Reader
 from .rows import holdout_mask, key_column, labels_of, unit_hash, weights_of
-from .spec import DataFiles, DataSpec, NegativeDownsampling
+from .spec import DataFiles, DataSpec, NegativeDownsampling, TaskSampling
 
 CHUNK_ROWS = 1 << 19
 T = TypeVar("T")
@@ -57,7 +57,7 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
 
 def needed_columns(data: DataSpec, features: list[Feature], extra: Sequence[str] = ()) -> list[str]:
     """The columns the features, the label, the key and the weight (and `extra`) read, each once."""
-    read = [c for f in features for c in columns_of(f)] + [data.label.column] + list(extra)
+    read = [c for f in features for c in columns_of(f)] + data.label_columns + list(extra)
     return list(dict.fromkeys(read + [c for c in (data.key, data.weight) if c]))
 
 
@@ -65,14 +65,17 @@ def stream_chunks(
     files: DataFiles,
     columns: list[str],
     sources: tuple[str, ...],
-    downsampling: NegativeDownsampling | None = None,
+    downsampling: NegativeDownsampling | Sequence[TaskSampling] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     unread_in_test: Sequence[str] = (),
 ) -> Iterator[Chunk]:
     """Chunks of the named sources, routed to splits. With `downsampling`, train negatives whose key
     hash falls above the rate are dropped; without it (scoring), held-out rows are routed without
-    copying the train rows around them. The test source is read without the `unread_in_test`
-    columns (position features: it is scored as served, and need not carry them)."""
+    copying the train rows around them. With several tasks (labels [n, T]), `downsampling` is one
+    TaskSampling per task (`task_keeps`): a train row is kept when some task keeps it, and a
+    task's weight [n, T] is 0 on the rows it dropped. The test source is read
+    without the `unread_in_test` columns (position features: it is scored as served, and need not
+    carry them)."""
     data = files.data
     reader = Reader.from_spec(data)
     key = key_column(data)
@@ -87,12 +90,38 @@ def stream_chunks(
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")
             held = holdout_mask(frame[key], data.holdout) if name == "train" and data.holdout is not None else None
+            if labels.ndim == 2:  # a weight per task
+                weights = np.repeat(weights[:, None], labels.shape[1], 1)
             if name == "train" and downsampling is not None:  # held-out rows are never downsampled
-                keep = (labels > 0) | (unit_hash(frame[key], downsampling.seed) < downsampling.rate)
-                keep = keep if held is None else keep | held
+                kept = task_keeps(labels, frame[key], downsampling)
+                if held is not None:
+                    kept |= held[:, None]
+                keep = kept.any(1)
+                if labels.ndim == 2:
+                    weights = weights * kept
                 frame, labels, weights = frame.filter(pl.Series(keep)), labels[keep], weights[keep]
                 held = None if held is None else held[keep]
             routes: list[tuple[str, np.ndarray | None]] = (
                 [(name, None)] if held is None else [("validation", held), ("train", ~held)]
             )
             yield Chunk(frame, labels, weights, routes)
+
+
+def task_keeps(
+    labels: np.ndarray, keys: pl.Series, downsampling: NegativeDownsampling | Sequence[TaskSampling]
+) -> np.ndarray:
+    """Each row's keep decision per task, bool [n, T] (T = 1 for labels [n]): a positive is always
+    kept, a negative when its key's hash under the task's seed falls below the task's rate (every
+    row without downsampling); a task given another keeps only rows where that one's label is 1."""
+    per_task = (
+        [TaskSampling(downsampling=downsampling)] if isinstance(downsampling, NegativeDownsampling) else downsampling
+    )
+    columns = labels.reshape(len(labels), -1)
+    kept = np.ones(columns.shape, dtype=bool)
+    for t, task in enumerate(per_task):
+        rule = task.downsampling
+        if rule is not None:
+            kept[:, t] = (columns[:, t] > 0) | (unit_hash(keys, rule.seed) < rule.rate)
+        if task.given is not None:
+            kept[:, t] &= columns[:, task.given] > 0
+    return kept

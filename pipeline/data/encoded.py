@@ -3,7 +3,9 @@
 Layout of one split folder (raw little-endian arrays, described by `meta.json`):
 `offsets.bin` int64 [n+1], `ids.bin` int32 [nnz] (int64 when the id space reaches 2^31),
 `values.bin` float32 [nnz], `labels.bin` float32 [n] and `weights.bin` float32 [n] (what training
-and calibration read; scoring reads the raw rows, which carry the keys). `meta.json` holds n, nnz,
+and calibration read; scoring reads the raw rows, which carry the keys). With T > 1 tasks
+(`meta.json` "tasks"), labels and weights are [n, T] row-major: each task's label and its weight
+for the row (0 where the task's negative downsampling dropped it). `meta.json` holds n, nnz,
 the ids' dtype, `width` when every row has the same number of entries (one per feature), which lets a
 batch gather be a plain 2-D row gather, and `values: "ones"` when every feature is one-hot
 (binned or categorical): then every value is 1.0 and `values.bin` is not written at all.
@@ -106,13 +108,16 @@ class EncodedSplit:
                 "offsets": meta["rows"] + 1,
                 "ids": meta["nnz"],
                 "values": meta["nnz"],
-                "labels": meta["rows"],
-                "weights": meta["rows"],
+                "labels": meta["rows"] * meta.get("tasks", 1),
+                "weights": meta["rows"] * meta.get("tasks", 1),
             }
             dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
             stored = [name for name in ARRAYS if not (name == "values" and meta["values"] == "ones")]
             arrays = {name: _map(folder / f"{name}.bin", dtypes[name], sizes[name]) for name in stored}
             arrays.setdefault("values", unit_values(meta["nnz"]))
+            if meta.get("tasks", 1) > 1:
+                arrays["labels"] = arrays["labels"].reshape(meta["rows"], meta["tasks"])
+                arrays["weights"] = arrays["weights"].reshape(meta["rows"], meta["tasks"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(
                 f"encoded data in {folder} is missing or corrupted ({exc}); rerun with --force"
@@ -229,6 +234,7 @@ class SplitWriter:
         self.arrays = tuple(name for name in ARRAYS if not (one_hot and name == "values"))
         self.rows = self.nnz = self.parts = 0
         self.weight_sum = 0.0
+        self.tasks = 1
         self.widths: set[int] = set()
         self.files: dict[str, BinaryIO] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -247,6 +253,7 @@ class SplitWriter:
         written row ([n_c], or [k] with rows)."""
         if rows is not None:
             labels, weights = labels[rows], weights[rows]
+        self.tasks = 1 if np.ndim(labels) == 1 else int(np.shape(labels)[1])
         self.weight_sum += float(np.sum(weights, dtype=np.float64))
         offsets = self.nnz + np.cumsum(lengths, dtype=np.int64)
         if len(lengths):
@@ -301,6 +308,7 @@ class SplitWriter:
                         "width": next(iter(self.widths)) if len(self.widths) == 1 else None,
                         "ids": np.dtype(self.dtypes["ids"]).name,
                         "values": "float32" if "values" in self.arrays else "ones",
+                        **({"tasks": self.tasks} if self.tasks > 1 else {}),
                     }
                 )
             )

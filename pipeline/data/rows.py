@@ -9,7 +9,7 @@ import polars as pl
 
 from ..errors import InputError
 from .readers import ROW_ID
-from .spec import DataSpec, Holdout
+from .spec import DataSpec, Holdout, Label
 
 
 def stable_hash64(values: np.ndarray | list, seed: int = 0) -> np.ndarray:
@@ -50,27 +50,34 @@ def holdout_mask(keys: pl.Series, holdout: Holdout) -> np.ndarray:
 
 
 def labels_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:
-    """Labels as float32 [n] in {0, 1} (or [0, 1]); NaN or unknown values are an InputError."""
-    col = df[data.label.column]
-    if data.label.positive is not None:
+    """Labels as float32 [n] in {0, 1} (or [0, 1]), or [n, T] with several tasks (`data.labels`);
+    NaN or unknown values are an InputError."""
+    columns = [label_values(df, label, where) for label in data.label_list]
+    return columns[0] if data.label is not None else np.stack(columns, 1)
+
+
+def label_values(df: pl.DataFrame, label: Label, where: str) -> np.ndarray:
+    """One label column as float32 [n] in {0, 1} (or [0, 1])."""
+    col = df[label.column]
+    if label.positive is not None:
         text = col.cast(pl.String).str.strip_chars().str.strip_chars_end(".")
         if text.null_count():
             raise InputError(
-                f"{where}: label column {data.label.column!r} has {text.null_count()} missing values; drop those rows"
+                f"{where}: label column {label.column!r} has {text.null_count()} missing values; drop those rows"
             )
-        positive = {p.strip().rstrip(".") for p in data.label.positive}
+        positive = {p.strip().rstrip(".") for p in label.positive}
         return np.asarray(text.is_in(list(positive)).to_numpy(), dtype=np.float32)
     values = col.cast(pl.Float64, strict=False)
     bad = values.is_null() | values.is_nan()
     if bad.any():
-        first = df.filter(bad)[data.label.column].head(3).to_list()
+        first = df.filter(bad)[label.column].head(3).to_list()
         raise InputError(
-            f"{where}: label column {data.label.column!r} has {int(bad.sum())} missing or non-numeric values "
-            f"(e.g. {first}); labels must be numbers in [0, 1], or set data.label.positive for string labels"
+            f"{where}: label column {label.column!r} has {int(bad.sum())} missing or non-numeric values "
+            f"(e.g. {first}); labels must be numbers in [0, 1], or set the label's `positive` for string labels"
         )
     arr = values.to_numpy().astype(np.float32)
     if arr.min() < 0 or arr.max() > 1:
-        raise InputError(f"{where}: label column {data.label.column!r} has values outside [0, 1]; map it to 0/1 first")
+        raise InputError(f"{where}: label column {label.column!r} has values outside [0, 1]; map it to 0/1 first")
     return arr
 
 

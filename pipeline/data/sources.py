@@ -68,12 +68,13 @@ def check_schema(
         if not (served and isinstance(f, PositionFeature))  # served: its column is not read
         for column in (f.inputs if isinstance(f, TreeLeavesFeature) else [f.name])
     ]
-    roles += [(data.label.column, "label", "label column")] if with_label else []
+    roles += [(column, "label", "label column") for column in data.label_columns] if with_label else []
     roles += [
         (column, role, f"{role} column")
-        for column, role in ((data.weight, "weight"), (data.key, "key"), (data.oracle, "oracle"))
+        for column, role in ((data.weight, "weight"), (data.key, "key"))
         if column is not None
     ]
+    roles += [(column, "oracle", "oracle column") for column in data.oracle_columns]
     roles += [(column, "slice", "slice column") for column in slices]
     check_columns(list(schema), list(dict.fromkeys(name for name, _, _ in roles)), path)
     for column, role, what in roles:

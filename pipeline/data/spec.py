@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,9 +51,31 @@ class Label(Strict):
     )
 
 
+class TaskLabel(Label):
+    """One task's label (`data.labels`), and optionally its oracle."""
+
+    oracle: str | None = Field(
+        default=None,
+        description="Column holding each row's true probability of this task's event (synthetic data); validate "
+        "reports the oracle's metrics next to the task's.",
+    )
+
+
+TASK_NAME = r"^[a-z][a-z0-9_]{0,23}$"  # a task's blocks are named <task>_tower ... (32 at most)
+
+
 class NegativeDownsampling(Strict):
     rate: float = Field(gt=0, le=1, description="Share of negative training rows kept (positives all kept).")
     seed: Seed = Field(default=0, description="Seed of the per-row keep decision.")
+
+
+class TaskSampling(Strict):
+    """Which train rows one of several tasks keeps (built by snn from `tasks`, never written): its
+    negative downsampling, and the index of the task it is given (it learns only where that task's
+    label is 1)."""
+
+    downsampling: NegativeDownsampling | None = None
+    given: int | None = None
 
 
 class DataSpec(Strict):
@@ -75,7 +98,12 @@ class DataSpec(Strict):
         default=None, description="Hold out a hashed share of train as validation instead of `validation`."
     )
     test: Source | None = Field(default=None, description="Test rows that `snn validate` reports on.")
-    label: Label = Field(description="The label column and its positive values.")
+    label: Label | None = Field(default=None, description="The label column and its positive values.")
+    labels: dict[str, TaskLabel] | None = Field(
+        default=None,
+        description="Several tasks instead of `label`: each task's label (and oracle) by the task's name, in the "
+        "order of `tasks`, which says how each is learned.",
+    )
     key: str | None = Field(
         default=None,
         description="Row key column carried into every prediction file; absent: `row_id`, the row's 0-based "
@@ -118,10 +146,38 @@ class DataSpec(Strict):
                 raise ValueError("columns must name at least one column")
         return columns
 
+    @property
+    def label_columns(self) -> list[str]:
+        """The label column, or each task's, in task order."""
+        return [label.column for label in self.label_list]
+
+    @property
+    def label_list(self) -> list[Label]:
+        """`label`, or each task's label in task order."""
+        return [self.label] if self.label is not None else list((self.labels or {}).values())
+
+    @property
+    def oracle_columns(self) -> list[str]:
+        """The oracle column(s) the spec names: `oracle`, or the tasks' (those given)."""
+        tasks = [label.oracle for label in (self.labels or {}).values() if label.oracle is not None]
+        return [self.oracle] if self.oracle is not None else tasks
+
     @model_validator(mode="after")
     def _one_validation_source(self):
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("give either `label` (one task) or `labels` (several, by task name)")
+        if self.labels is not None:
+            if len(self.labels) < 2:
+                raise ValueError("`labels` names at least two tasks; for one, write `label`")
+            bad = [name for name in self.labels if not re.match(TASK_NAME, name)]
+            if bad:
+                raise ValueError(f"task name(s) {bad} must be lowercase identifiers (a-z, 0-9, _; at most 24)")
+            if self.oracle is not None:
+                raise ValueError("with `labels`, give each task's oracle in its label (`oracle: <column>`)")
         roles = [
-            ("data.label.column", self.label.column),
+            *((f"the label of {name!r}", label.column) for name, label in (self.labels or {}).items()),
+            *((f"the oracle of {name!r}", label.oracle) for name, label in (self.labels or {}).items()),
+            *((("data.label.column", self.label.column),) if self.label is not None else ()),
             ("data.weight", self.weight),
             ("data.key", self.key),
             ("data.oracle", self.oracle),

@@ -11,11 +11,13 @@ from .network import Network
 
 @torch.no_grad()
 def raw_probabilities(model: Network, split: EncodedSplit, batch_size: int = 1024, fast: bool = False) -> np.ndarray:
-    """σ(logit) for every row of an encoded split, float64 [n], in batches of 1,024 rows (the MLP's
-    input and the interactions' Gram matrices stay cache-sized). `fast`: through the blocks' native
-    fast paths (float32 validation during training); else plain torch, the reference scorer."""
+    """σ(logit) for every row of an encoded split, float64 [n] (or [n, T] for T tasks), in batches
+    of 1,024 rows (the MLP's input and the interactions' Gram matrices stay cache-sized). `fast`:
+    through the blocks' native fast paths (float32 validation during training); else plain torch,
+    the reference scorer."""
     dtype = next(model.parameters()).dtype
-    out = np.empty(split.rows, dtype=np.float64)
+    tasks = len(model.plan.outputs)
+    out = np.empty(split.rows if tasks == 1 else (split.rows, tasks), dtype=np.float64)
     row = 0
     for batch in split.batches(batch_size):
         ids = torch.from_numpy(np.asarray(batch.ids, dtype=np.int64))

@@ -1,7 +1,8 @@
 """The torch network built from a plan: it owns every block's weights and runs the blocks in order.
 
 Shapes: a batch is CSR — `ids` int64 [nnz], `values` float [nnz] (None: one-hot, every value 1),
-`offsets` int64 [B] (row starts, the embedding_bag convention) — and the network returns logits [B].
+`offsets` int64 [B] (row starts, the embedding_bag convention) — and the network returns logits [B],
+or [B, T] for a plan with T > 1 outputs (one per task).
 
 Three ways through the same blocks:
 * `forward` — full tables, plain torch: training by autograd over the whole table (tests), and the
@@ -110,7 +111,7 @@ class Network(nn.Module):
         return [table.detach().index_select(0, r).requires_grad_() for table, r in zip(self.row_tables(), rows)]
 
     def _run(self, entries: Entries, gathered: list[torch.Tensor] | None = None, fast: bool = False) -> torch.Tensor:
-        """The blocks in plan order -> logits [B]; `gathered` replaces the per-id tables (row-wise)."""
+        """The blocks in plan order -> logits [B] (or [B, T]); `gathered` replaces the per-id tables (row-wise)."""
         replaced = {} if gathered is None else dict(zip(self._tables, gathered))
         ports: dict[str, object] = {FEATURES: entries}
         for block, node in zip(self.plan.blocks, self.plan.nodes):
@@ -124,8 +125,8 @@ class Network(nn.Module):
             outputs = {"out": fast_out} if fast_out is not None else kind.forward(node, weights, inputs, self.training)
             for name, value in outputs.items():
                 ports[f"{block.name}.{name}"] = value
-        logits: torch.Tensor = ports[self.plan.output]  # type: ignore[assignment]  # the plan's dense output
-        return logits.squeeze(-1)
+        logits = torch.cat([ports[output] for output in self.plan.outputs], 1)  # type: ignore[misc]  # dense [B, 1]
+        return logits.squeeze(-1) if logits.shape[1] == 1 else logits
 
     def forward(
         self, ids: torch.Tensor, values: torch.Tensor | None, offsets: torch.Tensor, width: int | None = None

@@ -10,6 +10,13 @@ scorers. A block's inputs name a port: "features" (the batch's entries) or "<blo
     -> mlp (mlp) -> head (logit),
 or any plan written out as `blocks` (each: name, kind, inputs, and its kind's options) and the
 `output` port. Every registered block kind is available there without any change to this module.
+
+With several tasks, the model is the shared layers (the preset without its head, or the written
+plan up to `output`, its last block's `out` by default), and each task adds its tower:
+
+    <task>_scale (gradient_scale, unless 1) -> <task>_tower (mlp) -> <task>_head (logit)
+
+so the plan has one output per task, in task order.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from ..errors import ArtifactError
 from .blocks import BLOCKS
 from .blocks.base import FieldInfo, IdSpace, Node, Port, Weight
 from .blocks.field_embedding import FieldEmbeddingSpec
+from .blocks.gradient_scale import GradientScaleSpec
 from .blocks.mlp import MLPSpec
 from .blocks.sparse_linear import SparseLinearSpec
 
-PLAN_FORMAT = 2  # 2: the features' layout (fields)
+PLAN_FORMAT = 3  # 2: the features' layout (fields); 3: one output per task
 FEATURES = "features"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _RESERVED = {"features", "training", "forward", "blocks", "plan"}
@@ -84,7 +92,9 @@ class ModelSpec(Strict):
         "available, wired by name.",
     )
     output: str | None = Field(
-        default=None, description="With `blocks`: the port holding the logit ('head.out' when absent)."
+        default=None,
+        description="With `blocks`: the port holding the logit ('head.out' when absent); with tasks, the shared "
+        "layers' output the towers read (the last block's `out` when absent).",
     )
     tables: Literal["float32", "int8"] = Field(
         default="float32",
@@ -116,12 +126,22 @@ class PlanBlock:
 
 
 @dataclass(frozen=True)
+class Tower:
+    """One task's tower over the shared layers: its MLP and how much of its gradient they get."""
+
+    task: str
+    mlp: MLPSpec
+    gradient_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Blocks in order (each reads ports written before it) and the port holding the logit."""
+    """Blocks in order (each reads ports written before it) and the ports holding the logits, one
+    per task (one for a one-task model)."""
 
     space: IdSpace
     blocks: tuple[PlanBlock, ...]
-    output: str
+    outputs: tuple[str, ...]
     nodes: tuple[Node, ...] = field(default=(), init=False, compare=False)  # derived: each block's ports
 
     def __post_init__(self) -> None:
@@ -156,8 +176,9 @@ class Plan:
                 raise ValueError(f"block {block.name!r} ({block.kind}): {exc}") from None
             for name, port in outputs.items():
                 ports[f"{block.name}.{name}"] = port
-        if ports.get(self.output) != Port("dense", (1,)):
-            raise ValueError(f"the plan's output {self.output!r} is not a block's dense output of width 1")
+        for output in self.outputs:
+            if ports.get(output) != Port("dense", (1,)):
+                raise ValueError(f"the plan's output {output!r} is not a block's dense output of width 1")
         object.__setattr__(self, "nodes", tuple(nodes))
 
     @property
@@ -183,7 +204,7 @@ class Plan:
                 {"name": b.name, "kind": b.kind, "inputs": b.inputs, "spec": b.spec.model_dump(mode="json")}
                 for b in self.blocks
             ],
-            "output": self.output,
+            "outputs": list(self.outputs),
             "weights": {
                 name: {
                     "shape": list(w.shape),
@@ -210,7 +231,8 @@ class Plan:
                 for b in obj["blocks"]
             )
             fields = tuple(FieldInfo(str(n), int(o), int(s), k) for n, o, s, k in obj["fields"])
-            plan = cls(IdSpace(int(obj["num_ids"]), int(obj["num_fields"]), fields), blocks, obj["output"])
+            space = IdSpace(int(obj["num_ids"]), int(obj["num_fields"]), fields)
+            plan = cls(space, blocks, tuple(str(output) for output in obj["outputs"]))
             stored = {
                 name: Weight(tuple(w["shape"]), w["per_id"], w["trainable"], w["first_id"], tuple(w["also_from"]))
                 for name, w in obj["weights"].items()
@@ -242,22 +264,49 @@ def uses_counts(spec: ModelSpec) -> bool:
     return any(BLOCKS[block.kind].uses_counts for block in spec.blocks or ())
 
 
-def plan_for(spec: ModelSpec, space: IdSpace, counts: np.ndarray | None = None) -> Plan:
+def plan_for(spec: ModelSpec, space: IdSpace, counts: np.ndarray | None = None, towers: tuple[Tower, ...] = ()) -> Plan:
     """The plan of the spec's `model:` section over the data's id space; `counts` (the train split's
-    accesses per id, int64 [num_ids]) complete the blocks that need them (Block.resolve)."""
-    if spec.blocks is not None:
-        written = []
-        for block in spec.blocks:
-            options = block.model_dump(exclude={"name", "kind", "inputs"})
-            kind = BLOCKS[block.kind]
-            block_spec = kind.Spec(**options)
-            if counts is not None and kind.uses_counts:
-                try:
-                    block_spec = kind.resolve(block_spec, space, counts)
-                except ValueError as exc:
-                    raise ValueError(f"block {block.name!r} ({block.kind}): {exc}") from None
-            written.append(PlanBlock(block.name, block.kind, block_spec, dict(block.inputs)))
-        return Plan(space, tuple(written), spec.output or "head.out")
+    accesses per id, int64 [num_ids]) complete the blocks that need them (Block.resolve). With
+    `towers` (several tasks), the model is the shared layers and each tower is added over them."""
+    blocks = _written(spec, space, counts) if spec.blocks is not None else _preset(spec, bool(towers))
+    if not towers:
+        return Plan(space, tuple(blocks), (spec.output or "head.out",))
+    shared = spec.output or f"{blocks[-1].name}.out"
+    if spec.blocks is not None and spec.output is None and blocks[-1].kind == "logit":
+        raise ValueError(
+            "with tasks, the model is the shared layers: end it before a logit head (each task's tower has its "
+            "own), or name the shared output in model.output"
+        )
+    for tower in towers:
+        top = shared
+        if tower.gradient_scale != 1:
+            scale = GradientScaleSpec(scale=tower.gradient_scale)
+            blocks.append(PlanBlock(f"{tower.task}_scale", "gradient_scale", scale, {"x": top}))
+            top = f"{tower.task}_scale.out"
+        blocks.append(PlanBlock(f"{tower.task}_tower", "mlp", tower.mlp, {"x": top}))
+        head = {"x": f"{tower.task}_tower.out"}
+        blocks.append(PlanBlock(f"{tower.task}_head", "logit", BLOCKS["logit"].Spec(), head))
+    return Plan(space, tuple(blocks), tuple(f"{tower.task}_head.out" for tower in towers))
+
+
+def _written(spec: ModelSpec, space: IdSpace, counts: np.ndarray | None) -> list[PlanBlock]:
+    """The blocks of a written-out plan, those that need them resolved from `counts`."""
+    written = []
+    for block in spec.blocks or ():
+        options = block.model_dump(exclude={"name", "kind", "inputs"})
+        kind = BLOCKS[block.kind]
+        block_spec = kind.Spec(**options)
+        if counts is not None and kind.uses_counts:
+            try:
+                block_spec = kind.resolve(block_spec, space, counts)
+            except ValueError as exc:
+                raise ValueError(f"block {block.name!r} ({block.kind}): {exc}") from None
+        written.append(PlanBlock(block.name, block.kind, block_spec, dict(block.inputs)))
+    return written
+
+
+def _preset(spec: ModelSpec, shared_only: bool) -> list[PlanBlock]:
+    """The usual network's blocks: sparse [-> embedding -> interactions] -> mlp [-> head]."""
     blocks = [PlanBlock("sparse", "sparse_linear", spec.sparse_linear, {"entries": FEATURES})]
     top = "sparse.out"
     if spec.interactions is not None:
@@ -279,5 +328,6 @@ def plan_for(spec: ModelSpec, space: IdSpace, counts: np.ndarray | None = None) 
         )
         top = "interactions.out"
     blocks.append(PlanBlock("mlp", "mlp", spec.mlp, {"x": top}))
-    blocks.append(PlanBlock("head", "logit", BLOCKS["logit"].Spec(), {"x": "mlp.out"}))
-    return Plan(space, tuple(blocks), "head.out")
+    if not shared_only:
+        blocks.append(PlanBlock("head", "logit", BLOCKS["logit"].Spec(), {"x": "mlp.out"}))
+    return blocks

@@ -21,12 +21,13 @@ from ..errors import InputError
 from ..features.spec import PositionFeature
 from ..model.inference import raw_probabilities
 from ..model.network import Network
-from ..store.bundle import Bundle
+from ..store.bundle import Bundle, one_task
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
     """The bundle's torch network in `dtype`, eval mode (Bundle.load has checked every weight's name
     and shape against the plan, so nothing is allocated before that)."""
+    one_task(bundle, "scoring")
     model = Network(bundle.plan)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
     return model.to(dtype).eval()

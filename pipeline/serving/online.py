@@ -15,7 +15,7 @@ import numpy as np
 from ..model.blocks import BLOCKS
 from ..model.blocks.base import RequestEntries, as_array
 from ..model.plan import FEATURES
-from ..store.bundle import Bundle
+from ..store.bundle import Bundle, one_task
 
 BLOCK_ROWS = 1024  # candidates run through the plan together: a bound on the temporaries of big requests
 
@@ -30,6 +30,7 @@ class OnlineScorer:
     """Scores dicts of raw feature values; `score(record) -> float`, `score_many(records) -> array`."""
 
     def __init__(self, bundle: Bundle):
+        one_task(bundle, "the online scorer")
         self.bundle = bundle
         self.plan = bundle.plan
         owned: dict[str, dict[str, np.ndarray]] = {block.name: {} for block in self.plan.blocks}
@@ -70,7 +71,8 @@ class OnlineScorer:
             inputs = {name: ports[ref] for name, ref in block.inputs.items()}
             for name, value in BLOCKS[block.kind].score(node, self.weights[block.name], inputs).items():
                 ports[f"{block.name}.{name}"] = value
-        return as_array(ports[self.plan.output])[:, 0]  # type: ignore[arg-type]  # the plan's dense output
+        logits = np.concatenate([as_array(ports[output]) for output in self.plan.outputs], 1)  # type: ignore[arg-type]
+        return logits[:, 0] if logits.shape[1] == 1 else logits
 
     def raw(self, record: dict) -> float:
         return float(self.raw_many([record])[0])

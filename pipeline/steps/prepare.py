@@ -25,7 +25,7 @@ import numpy as np
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
 from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype, take_positions
 from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
-from ..data.spec import DataFiles, NegativeDownsampling
+from ..data.spec import DataFiles, NegativeDownsampling, TaskSampling
 from ..errors import ArtifactError, InputError
 from ..features.categorical import VOCABULARY_METHOD
 from ..features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
@@ -35,17 +35,26 @@ from ..spec import Spec
 from ..store.cache import corrupted_cache
 from .context import Context, StepResult, cached_step, log, read
 
-READS = {"data": "data", "features": "features", "downsampling": "train.negative_downsampling"}
+READS = {
+    "data": "data",
+    "features": "features",
+    "downsampling": "train.negative_downsampling",
+    "task_downsampling": "task_downsampling",
+}
 SPLITS = ("train", "validation")
+Downsampling = NegativeDownsampling | list[TaskSampling] | None  # one, or one per task
 SELECTION = "selection"  # the validation rows as trained, when position features serve another value
 
 
 def fit_feature_map(
-    files: DataFiles, features: list[Feature], downsampling: NegativeDownsampling | None, chunk_rows: int = CHUNK_ROWS
+    files: DataFiles, features: list[Feature], downsampling: Downsampling, chunk_rows: int = CHUNK_ROWS
 ) -> FeatureMap:
-    """Pass 1: stream the train split through the fitters -> the feature map."""
+    """Pass 1: stream the train split through the fitters -> the feature map. With several tasks,
+    the fitters see each kept row once at its row weight, and the first task's label (what tree
+    features fit on); every task needs both label values."""
     running = fitters(features)
-    rows, weight, low, high = 0, 0.0, np.inf, -np.inf
+    rows, weight = 0, 0.0
+    low, high = np.full(len(files.data.label_list), np.inf), np.full(len(files.data.label_list), -np.inf)
     columns = needed_columns(files.data, features)
     for chunk in stream_chunks(files, columns, ("train",), downsampling, chunk_rows):
         for split, selected in chunk.routes:
@@ -54,14 +63,21 @@ def fit_feature_map(
             labels = chunk.labels if selected is None else chunk.labels[selected]
             if len(labels) == 0:
                 continue
-            update_fitters(features, running, chunk.frame, chunk.weights, selected, chunk.labels)
+            row_weights = chunk.weights if chunk.weights.ndim == 1 else chunk.weights.max(1)
+            first_labels = chunk.labels if chunk.labels.ndim == 1 else chunk.labels[:, 0]
+            update_fitters(features, running, chunk.frame, row_weights, selected, first_labels)
             rows += len(labels)
-            weight += float(chunk.weights.sum() if selected is None else chunk.weights[selected].sum())
-            low, high = min(low, float(labels.min())), max(high, float(labels.max()))
+            weight += float(row_weights.sum() if selected is None else row_weights[selected].sum())
+            per_task = labels.reshape(len(labels), -1)
+            low, high = np.minimum(low, per_task.min(0)), np.maximum(high, per_task.max(0))
     if rows == 0:
         raise InputError("the train split is empty after holdout and downsampling; change holdout.fraction or the rows")
-    if low == high:
-        raise InputError("the train split has a single label value; a classifier needs both positives and negatives")
+    for column, single in zip(files.data.label_columns, low == high):
+        if single:
+            raise InputError(
+                f"the train split has a single label value (column {column!r}); a classifier needs both positives "
+                "and negatives"
+            )
     if weight <= 0:
         raise InputError(
             f"the train split's weights (column {files.data.weight!r}) sum to 0; give some rows a positive weight"
@@ -72,7 +88,7 @@ def fit_feature_map(
 def encode_splits(
     files: DataFiles,
     features: list[Feature],
-    downsampling: NegativeDownsampling | None,
+    downsampling: Downsampling,
     feature_map: FeatureMap,
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
@@ -184,7 +200,7 @@ def finish_splits(data, writers: dict[str, SplitWriter]) -> dict[str, int]:
 def prepare(
     files: DataFiles,
     features: list[Feature],
-    downsampling: NegativeDownsampling | None,
+    downsampling: Downsampling,
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
 ) -> dict:
@@ -211,7 +227,8 @@ def run(ctx: Context, spec: Spec) -> StepResult:
     files = DataFiles(values["data"], ctx.base_dir)
 
     def build(folder: Path) -> dict:
-        info = prepare(files, list(values["features"]), values["downsampling"], folder)
+        downsampling = values["task_downsampling"] or values["downsampling"]  # one per task, or the one
+        info = prepare(files, list(values["features"]), downsampling, folder)
         rows = info["rows"]
         ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in rows.items()}})
         ctx.tracker.metrics(

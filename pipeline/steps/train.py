@@ -12,18 +12,18 @@ import numpy as np
 
 from ..data.encoded import EncodedSplit
 from ..errors import SpecError
-from ..evaluation import metrics
 from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan, plan_for, space_of, uses_counts
 from ..spec import Spec
 from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
-from ..train.loop import train_model
+from ..train.loop import train_model, validation_metrics
+from ..train.tasks import TaskSpec, towers_of
 from .context import Context, StepResult, cached_step, key_of, log, read
 from .prepare import SELECTION, feature_map_of, split_of
 
-READS = {"data": "data", "features": "features", "model": "model", "train": "train"}
+READS = {"data": "data", "features": "features", "model": "model", "train": "train", "tasks": "tasks"}
 
 
 def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
@@ -45,7 +45,8 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         log(f"[train] {train_split.rows:,} rows, {feature_map.num_ids:,} ids, device {train.device}")
         counts = np.bincount(train_split.ids, minlength=feature_map.num_ids) if uses_counts(model) else None
         try:
-            plan = plan_for(model, space_of(feature_map.num_ids, feature_map.layout()), counts)
+            space = space_of(feature_map.num_ids, feature_map.layout())
+            plan = plan_for(model, space, counts, towers_of(values["tasks"]))
         except ValueError as exc:  # what depends on the data: a mixed-dim budget below one parameter per id
             raise SpecError(f"model: {exc}") from None
         result = train_model(
@@ -55,20 +56,22 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
             validation,
             on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
             checkpoints=checkpoints,
+            tasks=values["tasks"],
         )
         best = result.history[result.best_epoch - 1]
         summary = {
-            "best_val_auc": best["val_auc"],
-            "best_val_logloss": best["val_logloss"],
+            **{f"best_{name}": value for name, value in best.items() if name.startswith("val_")},
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "resumed_at_epoch": result.resumed_at,
             "train_seconds": result.seconds,
         }
-        recipe = Recipe(data=values["data"], features=list(values["features"]), model=model, train=train)
+        recipe = Recipe(
+            data=values["data"], features=list(values["features"]), model=model, train=train, tasks=values["tasks"]
+        )
         bundle = Bundle.quantized(recipe, feature_map, plan, result.state, metrics={"train": summary})
         if bundle.packed:
-            summary.update(int8_report(plan, result.state, bundle, validation))
+            summary.update(int8_report(plan, result.state, bundle, validation, values["tasks"]))
             log(
                 f"[train] 8-bit tables: {summary['int8_table_compression']:.2f}x smaller, validation AUC "
                 f"{summary['int8_val_auc_float32']:.5f} -> {summary['int8_val_auc']:.5f}"
@@ -83,9 +86,16 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
     return cached_step(ctx, "train", values, build, (prepared,))
 
 
-def int8_report(plan: Plan, float_state: dict[str, np.ndarray], bundle: Bundle, validation: EncodedSplit) -> dict:
+def int8_report(
+    plan: Plan,
+    float_state: dict[str, np.ndarray],
+    bundle: Bundle,
+    validation: EncodedSplit,
+    tasks: list[TaskSpec] | None = None,
+) -> dict:
     """What packing the tables row-wise into 8 bits cost: the packed tables' bytes before and after,
-    and the validation AUC of the float32 and the dequantized weights, scored the same way."""
+    and the validation AUC (with tasks, their weighted average) of the float32 and the dequantized
+    weights, scored the same way."""
     import torch
 
     aucs = []
@@ -94,7 +104,7 @@ def int8_report(plan: Plan, float_state: dict[str, np.ndarray], bundle: Bundle, 
         network.load_state_dict({name: torch.from_numpy(np.asarray(array)) for name, array in state.items()})
         network.eval()
         p = raw_probabilities(network, validation, fast=True)
-        aucs.append(metrics.auc(validation.labels, p, validation.weights))
+        aucs.append(validation_metrics(p, validation, bundle.recipe.train, tasks)["val_auc"])
     float_bytes = sum(float_state[name].size * 4 for name in bundle.packed)
     int8_bytes = sum(part.nbytes for parts in bundle.packed.values() for part in parts)
     return {

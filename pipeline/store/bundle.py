@@ -30,7 +30,7 @@ from ..config import Strict
 from ..data.readers import Reader
 from ..data.rows import key_column
 from ..data.spec import DataSpec
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from ..evaluation.calibrate import Calibrator, calibrator_from_json, downsampling_correction
 from ..evaluation.spec import Calibration
 from ..features.feature_map import FeatureMap
@@ -38,10 +38,12 @@ from ..features.spec import Feature
 from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
+from ..train.tasks import TaskSpec
 from .quantize import SUFFIXES, dequantize_rows, pack, unpack
 
-FORMAT_VERSION = 5  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
-# regularization; 4: id lists, the features' layout in the plan; 5: tree leaves, 8-bit tables
+FORMAT_VERSION = 6  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
+# regularization; 4: id lists, the features' layout in the plan; 5: tree leaves, 8-bit tables;
+# 6: several tasks (the plan's outputs, the recipe's tasks)
 
 
 class Recipe(Strict):
@@ -53,10 +55,22 @@ class Recipe(Strict):
     model: ModelSpec = Field(description="The architecture (the plan states it resolved).")
     train: TrainSpec = Field(description="How it was trained.")
     calibration: Calibration | None = Field(default=None, description="How it was calibrated.")
+    tasks: list[TaskSpec] | None = Field(default=None, description="Its tasks, when it learned several.")
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def one_task(bundle: Bundle, what: str) -> None:
+    """An InputError when the bundle learned several tasks, which `what` does not take yet."""
+    if bundle.recipe.tasks:
+        names = [task.name for task in bundle.recipe.tasks]
+        raise InputError(
+            f"this bundle learned {len(names)} tasks {names}; {what} takes one-task bundles for now (multi-task "
+            "calibration, validation and serving are not built yet). `snn fit` trains it and reports each task's "
+            "validation metrics"
+        )
 
 
 @dataclass

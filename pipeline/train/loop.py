@@ -1,16 +1,18 @@
 """The training loop: shuffled CSR batches -> the network -> weighted BCE -> optimizer step.
 
-Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r. Each epoch ends with validation
-metrics (of the downsampling-corrected probability when negatives were downsampled); the best
-epoch's weights are kept (by validation log loss, or the early-stopping metric), whether or not
-early stopping ends training before the last epoch.
+Loss per batch: Σ_r w_r · BCE(σ(logit_r), y_r) / Σ_r w_r; with several tasks, the summed task
+losses of tasks.py. Each epoch ends with validation metrics (of the downsampling-corrected
+probability when negatives were downsampled; per task, on each task's rows, with several); the
+best epoch's weights are kept (by validation log loss, or the early-stopping metric: with tasks,
+a named task's or the tasks' weighted by their `weight`), whether or not early stopping ends
+training before the last epoch.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .checkpoints import Checkpoints, restore_rng, rng_state
 from .optimizers import Optimizers
 from .resources import check_model_fits
 from .spec import TrainSpec
+from .tasks import TaskSpec, multitask_loss, task_masks
 
 
 def pick_device(name: str) -> torch.device:
@@ -54,16 +57,22 @@ def to_device(batch: CSRBatch, device: torch.device):
     return move(ids), values, move(batch.offsets), move(batch.labels), move(batch.weights)
 
 
-def training_step(model: Network, optimizers: Optimizers, batch: CSRBatch, device) -> torch.Tensor:
-    """Forward on the batch's distinct rows, weighted BCE, backward, row and dense updates."""
+def training_step(
+    model: Network, optimizers: Optimizers, batch: CSRBatch, device, tasks: Sequence[TaskSpec] | None = None
+) -> torch.Tensor:
+    """Forward on the batch's distinct rows, weighted BCE (summed over `tasks`), backward, row and
+    dense updates."""
     ids, values, offsets, labels, weights = to_device(batch, device)
     structure = model.deduplicate(ids, offsets, batch.width)
     table_rows = model.table_rows(structure.unique)
     rows = model.gather_rows(table_rows)
     logits = model.forward_rows(rows, structure, values, offsets, batch.width)
-    loss = (
-        F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
-    ).sum() / weights.sum().clamp_min(1e-12)
+    if tasks:
+        loss = multitask_loss(logits, labels, weights, tasks)
+    else:
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
+        ).sum() / weights.sum().clamp_min(1e-12)
     optimizers.dense.zero_grad()
     loss.backward()
     optimizers.rows.step(table_rows, rows)
@@ -116,6 +125,7 @@ def train_model(
     validation: EncodedSplit,
     on_epoch: Callable[[int, dict], None] | None = None,
     checkpoints: Path | None = None,
+    tasks: Sequence[TaskSpec] | None = None,
 ) -> TrainResult:
     """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU. With
     `checkpoints`, each finished epoch is saved there and a run finding a checkpoint resumes after
@@ -130,6 +140,8 @@ def train_model(
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
     watched = spec.early_stopping.metric if spec.early_stopping else "logloss"
     higher_is_better = watched == "auc"
+    named = spec.early_stopping.task if spec.early_stopping and tasks else None
+    watched_key = f"val_{watched}" + (f"_{named}" if named else "")
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     result = TrainResult(state={}, device=str(device))
     saved, first_epoch, elapsed = Checkpoints(checkpoints), 1, 0.0
@@ -156,7 +168,7 @@ def train_model(
             if spec.lr_schedule == "linear":
                 done = (epoch - 1) * progress.total + batches
                 optimizers.set_lr(spec.lr * (1 - done / (spec.epochs * progress.total)))
-            total_loss += training_step(model, optimizers, batch, device)
+            total_loss += training_step(model, optimizers, batch, device, tasks)
             batches += 1
             progress.batch(epoch, batches)
             if batches % DIVERGENCE_CHECK_BATCHES == 0 and not torch.isfinite(total_loss):
@@ -169,23 +181,21 @@ def train_model(
         model.to(device)
         if not np.isfinite(p).all():
             raise _diverged(epoch, "the validation predictions", spec)
-        if spec.negative_downsampling is not None:  # validation rows are not downsampled: grade what is served
-            p = downsampling_correction(p, spec.negative_downsampling.rate)
         row = {
             "epoch": epoch,
             "train_loss": float(total_loss) / max(batches, 1),
-            "val_auc": metrics.auc(validation.labels, p, validation.weights),
-            "val_logloss": metrics.logloss(validation.labels, p, validation.weights),
+            **validation_metrics(p, validation, spec, tasks),
             "rows_per_s": train.rows / (time.perf_counter() - epoch_start),
         }
         result.history.append(row)
         progress.epoch(
             f"  epoch {epoch}: train loss {row['train_loss']:.4f}  val auc {row['val_auc']:.4f}  "
             f"val logloss {row['val_logloss']:.4f}  ({row['rows_per_s']:,.0f} rows/s)"
+            + "".join(f"\n    {t.name}: val auc {row[f'val_auc_{t.name}']:.4f}" for t in tasks or ())
         )
         if on_epoch:
             on_epoch(epoch, row)
-        value = row[f"val_{watched}"]
+        value = row[watched_key]
         improved = best_value is None or (value > best_value if higher_is_better else value < best_value)
         if improved:
             best_value, best_epoch, stale = value, epoch, 0
@@ -214,3 +224,33 @@ def train_model(
     result.state = {k: v.numpy() for k, v in best_state.items()}
     result.best_epoch, result.seconds = best_epoch, time.perf_counter() - start
     return result
+
+
+def validation_metrics(
+    p: np.ndarray, validation: EncodedSplit, spec: TrainSpec, tasks: Sequence[TaskSpec] | None
+) -> dict[str, float]:
+    """val_auc and val_logloss of the validation predictions p [n] (downsampling-corrected: the
+    validation rows are not downsampled, so what is served is graded). With tasks (p [n, T]): each
+    task's, on its rows (tasks.task_masks), as val_auc_<task> and val_logloss_<task>, and
+    val_auc / val_logloss their averages weighted by the tasks' `weight`."""
+    if not tasks:
+        if spec.negative_downsampling is not None:
+            p = downsampling_correction(p, spec.negative_downsampling.rate)
+        return {
+            "val_auc": metrics.auc(validation.labels, p, validation.weights),
+            "val_logloss": metrics.logloss(validation.labels, p, validation.weights),
+        }
+    masks = task_masks(validation.labels, validation.weights, tasks)
+    out: dict[str, float] = {}
+    for t, task in enumerate(tasks):
+        q = p[:, t]
+        if task.negative_downsampling is not None:
+            q = downsampling_correction(q, task.negative_downsampling.rate)
+        chosen = masks[:, t] > 0
+        y, w = validation.labels[chosen, t], masks[chosen, t]
+        out[f"val_auc_{task.name}"] = metrics.auc(y, q[chosen], w)
+        out[f"val_logloss_{task.name}"] = metrics.logloss(y, q[chosen], w)
+    total = sum(task.weight for task in tasks)
+    for metric in ("auc", "logloss"):
+        out[f"val_{metric}"] = sum(task.weight * out[f"val_{metric}_{task.name}"] for task in tasks) / total
+    return out

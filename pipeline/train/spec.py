@@ -17,6 +17,11 @@ class EarlyStopping(Strict):
         "scoring rule) by default: AUC ignores overconfidence.",
     )
     patience: int = Field(default=3, ge=1, le=INT64_MAX, description="Epochs without improvement before stopping.")
+    task: str | None = Field(
+        default=None,
+        description="With `tasks`: the task whose metric is watched; absent: the tasks' metrics weighted by their "
+        "`weight`.",
+    )
 
 
 class TrainSpec(Strict):

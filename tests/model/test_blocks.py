@@ -83,6 +83,7 @@ EXAMPLES = {
         ({"layers": [], "activation": "none"}, {"x": Port("dense", (3,))}),
     ],
     "logit": [({}, {"x": Port("dense", (5,))})],
+    "gradient_scale": [({"scale": scale}, {"x": Port("dense", (4,))}) for scale in (0.0, 0.3, 1.0)],
     "embedding_bag": [
         ({"dim": 4, "pooling": pooling}, {"entries": Port("entries", (FIELDS,))}, space)
         for pooling in ("sum", "mean", "max")
@@ -163,6 +164,17 @@ DLRM = {
 # plans over a laid-out space: (spec, space)
 LAID_OUT_PLANS = {
     "dlrm-ragged": (DLRM, RAGGED),
+    "damped-tower": (
+        {
+            "blocks": [
+                {"name": "wide", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
+                {"name": "damped", "kind": "gradient_scale", "inputs": {"x": "wide.out"}, "scale": 0.25},
+                {"name": "tower", "kind": "mlp", "inputs": {"x": "damped.out"}, "layers": [3]},
+                {"name": "head", "kind": "logit", "inputs": {"x": "tower.out"}},
+            ]
+        },
+        RAGGED,
+    ),
     "dlrm-fixed": (DLRM, LAID_OUT),
     "split-net": (
         {

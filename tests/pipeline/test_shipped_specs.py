@@ -18,6 +18,7 @@ RUN_ELSEWHERE = (
     "synthetic_lists.yaml",
     "synthetic_positions.yaml",
     "synthetic_variants.yaml",
+    "synthetic_tasks.yaml",
 )
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if p.name not in RUN_ELSEWHERE)
 
@@ -209,3 +210,33 @@ def test_synthetic_variants_spec_runs_and_holds_parity(runner, tmp_path, monkeyp
     assert any(dim & (dim - 1) for dim in dims), dims  # a dim that is not a power of 2
     bundle = tmp_path / ".snn" / "bundles" / "synthetic-variants"
     _holds_parity(runner, path, bundle, data, "50000:60000", "items.table_0")
+
+
+def test_synthetic_tasks_spec_trains_a_tower_per_task(runner, tmp_path, monkeypatch):
+    """specs/synthetic_tasks.yaml (a click, a conversion given a click) on 60k rows: `snn fit`
+    trains both towers on the shared layers and reports each task's validation metrics (the click
+    task on 10x fewer negatives); the steps after it refuse a multi-task bundle by name (exit 2),
+    never with a traceback, until they are built."""
+    data = tmp_path / "tasks.parquet"
+    assert invoke(runner, "data", "synth", data, "--rows", 60_000, "--seed", 0, "--tasks").exit_code == 0
+    monkeypatch.setenv("SNN_SYNTH_TASKS_DATA", str(data))
+    spec = yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
+    spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
+    path = tmp_path / "synthetic_tasks.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = invoke(runner, "fit", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    train = out["steps"]["train"]
+    metrics = json.loads((Path(train["path"]) / "step.json").read_text())["metrics"]
+    # at this size the validation rows hold ~250 clicks and ~25 conversions: the click well above
+    # chance, the conversion reported per task (its quality is the full-size run's)
+    assert metrics["best_val_auc_click"] > 0.7 and 0.5 < metrics["best_val_auc_convert"] <= 1
+    rows = out["steps"]["prepare"]
+    prepared = json.loads((Path(rows["path"]) / "step.json").read_text())["rows"]
+    assert prepared["train"] < 0.3 * 50_000  # the clicks' negatives downsampled 10x, every click kept
+    plan = json.loads((tmp_path / ".snn" / "bundles" / "synthetic-tasks.raw" / "plan.json").read_text())
+    assert plan["outputs"] == ["click_head.out", "convert_head.out"]
+    result = invoke(runner, "run", path)
+    assert result.exit_code == 2 and "learned 2 tasks ['click', 'convert']" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -72,3 +72,44 @@ def test_committed_schema_is_current():
     committed = json.loads((ROOT / "snn.schema.json").read_text())
     assert committed == json.loads(json.dumps(json_schema())), "run `make schema`"
     assert Spec.model_json_schema()["additionalProperties"] is False
+
+
+def _tasks_spec() -> dict:
+    return yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("tasks"), "`tasks` and `data.labels` go together"),
+        (lambda s: s["data"].update(label={"column": "click"}), "give either `label`"),
+        (lambda s: s["tasks"].reverse(), "must be those of data.labels, in its order"),
+        (lambda s: s["tasks"][1].update(given="convert"), "not a task listed before it"),
+        (lambda s: s["train"].update(negative_downsampling={"rate": 0.5}), "downsample per task"),
+        (lambda s: s["train"]["early_stopping"].update(task="share"), "is not one of the tasks"),
+        (lambda s: s["data"]["labels"]["click"].update(column="convert"), "each role needs its own column"),
+        (lambda s: s["model"].update(blocks=[{"name": "head", "kind": "logit", "inputs": {"x": "x"}}]), ""),
+    ],
+)
+def test_tasks_are_checked_against_their_labels(change, message):
+    spec = _tasks_spec()
+    del spec["model"]["sparse_linear"], spec["model"]["interactions"], spec["model"]["mlp"]
+    change(spec)
+    if "blocks" in spec["model"]:  # a written plan ending in a logit head: the towers have their own
+        spec["model"]["blocks"] = [
+            {"name": "wide", "kind": "sparse_linear", "inputs": {"entries": "features"}, "width": 4},
+            {"name": "head", "kind": "logit", "inputs": {"x": "wide.out"}},
+        ]
+        message = "with tasks, the model is the shared layers"
+    with pytest.raises(SpecError, match=message):
+        parse_spec(yaml.safe_dump(spec))
+
+
+def test_a_one_task_spec_keeps_its_one_output():
+    base = adult_spec_dict()
+    spec = parse_spec(yaml.safe_dump(base))
+    assert spec.tasks is None and spec.task_downsampling is None
+    assert spec.data.label_columns == [base["data"]["label"]["column"]]
+    tasks = parse_spec(yaml.safe_dump(_tasks_spec()))
+    assert tasks.data.label_columns == ["click", "convert"] and tasks.data.oracle_columns == ["p_click", "p_convert"]
+    assert [s.given for s in tasks.task_downsampling] == [None, 0]

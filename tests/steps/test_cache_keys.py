@@ -81,11 +81,39 @@ def test_a_changed_field_misses_exactly_when_the_step_reads_it(step):
             assert changed == key, f"{step}: changing {path}, which it does not read, changed the key"
 
 
+# the multi-task reads, changed on specs/synthetic_tasks.yaml: (path, how to change the spec dict, the steps
+# whose own key changes; those downstream follow through their upstream keys)
+TASK_CHANGES = [
+    ("tasks", lambda spec: spec["tasks"][1]["tower"].update(layers=[4]), {"train"}),
+    (
+        "task_downsampling",
+        lambda spec: spec["tasks"][0]["negative_downsampling"].update(rate=0.5),
+        {"prepare", "train"},
+    ),
+    ("tasks", lambda spec: spec["tasks"][1].update(given=None), {"prepare", "train"}),  # its rows change too
+]
+
+
 @pytest.mark.parametrize("step", [*STEPS, "validate"])
 def test_every_declared_read_is_changed_by_the_list(step):
     declared = {**STEPS, "validate": validate.READS}[step]
+    changed = [c for c, _ in CHANGES] + [c for c, _, _ in TASK_CHANGES]
     for path in declared.values():
-        assert any(c == path or c.startswith(path + ".") or path.startswith(c + ".") for c, _ in CHANGES), path
+        assert any(c == path or c.startswith(path + ".") or path.startswith(c + ".") for c in changed), path
+
+
+def test_a_changed_task_misses_exactly_the_steps_that_read_it():
+    from ..conftest import ROOT
+
+    base = yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
+    keys = {step: key_of(step, read(parse_spec(yaml.safe_dump(base)), reads)) for step, reads in STEPS.items()}
+    for path, change, missing in TASK_CHANGES:
+        spec_dict = json.loads(json.dumps(base))
+        change(spec_dict)
+        spec = parse_spec(yaml.safe_dump(spec_dict))
+        for step, reads in STEPS.items():
+            same = key_of(step, read(spec, reads)) == keys[step]
+            assert same is (step not in missing), f"{step}: changing {path}"
 
 
 def test_a_real_run_reuses_what_a_change_does_not_touch(runner, tmp_path):

@@ -9,6 +9,7 @@ from . import (
     dot_interaction,
     embedding_bag,
     field_embedding,
+    gradient_scale,
     logit,
     mixed_embedding,
     mlp,
@@ -26,6 +27,7 @@ BLOCKS: dict[str, Block] = {
         dense_features,
         dot_interaction,
         concat,
+        gradient_scale,
         mlp,
         logit,
     )
