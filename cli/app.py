@@ -159,29 +159,40 @@ def _print_calibrate(result: dict) -> None:
         )
         + ")"
     )
-    err(
-        f"validation logloss {m['val_logloss_raw']:.4f} -> {m['val_logloss_calibrated']:.4f}, "
-        f"calibration ratio {m['val_calibration_ratio_raw']:.4f} -> {m['val_calibration_ratio_calibrated']:.4f}"
-    )
+    tasks = [""] if "val_logloss_raw" in m else sorted({k.rsplit("_", 1)[1] for k in m if k.startswith("val_")})
+    for task in tasks:
+        end = f"_{task}" if task else ""
+        err(
+            (f"{task}: " if task else "")
+            + f"validation logloss {m[f'val_logloss_raw{end}']:.4f} -> {m[f'val_logloss_calibrated{end}']:.4f}, "
+            f"calibration ratio {m[f'val_calibration_ratio_raw{end}']:.4f} -> "
+            f"{m[f'val_calibration_ratio_calibrated{end}']:.4f}"
+        )
 
 
 def _print_metrics(result: dict) -> None:
     for split, by_kind in result["metrics"].items():
-        for kind in ("uncorrected", "raw", "calibrated", "baseline", "oracle"):
-            if kind in by_kind:
-                m = by_kind[kind]
-                err(
-                    f"{split:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  rce {m['rce']:6.2f}  "
-                    f"calib {m['calibration_ratio']:.4f}  ece {m['ece']:.4f}  brier {m['brier']:.4f}  "
-                    f"rows {int(m['rows'])}"
-                )
+        one_task = "raw" in by_kind
+        for task, kinds in ({"": by_kind} if one_task else by_kind).items():
+            where = split if one_task else f"{split}/{task}"
+            for kind in ("uncorrected", "raw", "calibrated", "baseline", "oracle"):
+                if kind in kinds:
+                    m = kinds[kind]
+                    err(
+                        f"{where:>10} {kind:>10}: auc {m['auc']:.4f}  logloss {m['logloss']:.4f}  "
+                        f"rce {m['rce']:6.2f}  calib {m['calibration_ratio']:.4f}  ece {m['ece']:.4f}  "
+                        f"brier {m['brier']:.4f}  rows {int(m['rows'])}"
+                    )
     parity = result.get("parity")
     if parity:
-        err(
-            f"parity: {parity['rows_compared']} rows compared, {parity['missing_online']} missing online, "
-            f"{parity['missing_offline']} missing offline, max abs diff {parity['max_abs_diff']:.3g}, "
-            f"max rel diff {parity['max_rel_diff']:.3g}: {'PASS' if parity['passed'] else 'FAIL'}"
-        )
+        reports = {"": parity} if "rows_compared" in parity else {k: v for k, v in parity.items() if k != "passed"}
+        for name, report in reports.items():
+            err(
+                f"parity{' ' + name if name else ''}: {report['rows_compared']} rows compared, "
+                f"{report['missing_online']} missing online, {report['missing_offline']} missing offline, max abs "
+                f"diff {report['max_abs_diff']:.3g}, max rel diff {report['max_rel_diff']:.3g}: "
+                f"{'PASS' if report['passed'] else 'FAIL'}"
+            )
     verdict = result["verdict"]
     graded = f"graded on {verdict['split']}" + (", IN-SAMPLE" if verdict.get("in_sample") else "")
     err(f"verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({graded}; {result['report']}/verdict.json)")

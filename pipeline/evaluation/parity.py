@@ -21,35 +21,42 @@ from .spec import ParitySpec
 _OFFLINE, _ONLINE = "__snn_offline_row__", "__snn_online_row__"
 
 
-def read_predictions(path: Path, key: str, key_dtype: pl.DataType) -> pl.DataFrame:
-    """The online predictions (key, score Float64); the key must have the offline keys' kind
-    (integer or text), the score must be numeric, and no key may repeat."""
+def read_predictions(
+    path: Path, key: str, key_dtype: pl.DataType, scores: tuple[str, ...] = ("score",)
+) -> pl.DataFrame:
+    """The online predictions (key, each of `scores` as Float64: `score`, or `score_<task>` per
+    task); the key must have the offline keys' kind (integer or text), the scores must be numeric,
+    and no key may repeat."""
     fix = f"write it with `snn predict --online BUNDLE DATA -o {path}`"
     input_file(path, "--compare file", fix)
     try:
         df = pl.read_parquet(path)
     except READ_ERRORS as exc:
         raise InputError(f"--compare file {path} is not a readable parquet file ({str(exc)[:120]}); {fix}") from None
-    missing = [c for c in (key, "score") if c not in df.columns]
+    missing = [c for c in (key, *scores) if c not in df.columns]
     if missing:
-        raise InputError(f"--compare file {path} lacks column(s) {missing}; it needs the row key {key!r} and 'score'")
+        raise InputError(
+            f"--compare file {path} lacks column(s) {missing}; it needs the row key {key!r} and {list(scores)}"
+        )
     found = df.schema[key]
     if found.is_integer() != key_dtype.is_integer() or not (found.is_integer() or found == pl.String):
         raise InputError(
             f"--compare file {path}: key column {key!r} is {found} but the offline keys are {key_dtype}; "
             "write the keys as they are in the data"
         )
-    if not df.schema["score"].is_numeric():
-        raise InputError(
-            f"--compare file {path}: column 'score' is {df.schema['score']}, not numbers; write the scores as floats"
-        )
+    for score in scores:
+        if not df.schema[score].is_numeric():
+            raise InputError(
+                f"--compare file {path}: column {score!r} is {df.schema[score]}, not numbers; write the scores "
+                "as floats"
+            )
     repeated = df.filter(pl.col(key).is_duplicated())[key].unique().head(5).to_list()
     if repeated:
         raise InputError(
             f"--compare file {path} repeats keys such as {repeated}; every row must appear once "
             "(was a request sent twice?)"
         )
-    return df.select(pl.col(key).cast(key_dtype), pl.col("score").cast(pl.Float64))
+    return df.select(pl.col(key).cast(key_dtype), *(pl.col(score).cast(pl.Float64) for score in scores))
 
 
 def compare(offline: pl.DataFrame, online: pl.DataFrame, key: str, spec: ParitySpec) -> dict:

@@ -16,24 +16,24 @@ import torch
 from ..data.chunks import needed_columns, stream_chunks
 from ..data.encoded import EncodedSplit
 from ..data.sources import check_inputs
-from ..data.spec import DataFiles
+from ..data.spec import DataFiles, DataSpec
 from ..errors import InputError
 from ..features.spec import PositionFeature
 from ..model.inference import raw_probabilities
 from ..model.network import Network
-from ..store.bundle import Bundle, one_task
+from ..store.bundle import Bundle
 
 
 def load_model(bundle: Bundle, dtype=torch.float64) -> Network:
     """The bundle's torch network in `dtype`, eval mode (Bundle.load has checked every weight's name
     and shape against the plan, so nothing is allocated before that)."""
-    one_task(bundle, "scoring")
     model = Network(bundle.plan)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
     return model.to(dtype).eval()
 
 
 def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> EncodedSplit:
+    """Raw rows -> an encoded split (labels 0 and weights 1 unless given: scoring needs neither)."""
     n = frame.height
     labels = np.zeros(n, np.float32) if labels is None else labels
     weights = np.ones(n, np.float32) if weights is None else weights
@@ -44,17 +44,35 @@ def encode(bundle: Bundle, frame: pl.DataFrame, labels=None, weights=None) -> En
 
 
 def score_frame(bundle: Bundle, frame: pl.DataFrame, model: Network | None = None) -> pl.DataFrame:
-    """Frame of raw rows -> (key, score, raw_score)."""
+    """Frame of raw rows -> (key, score, raw_score), or per task (Bundle.score_columns)."""
     model = model or load_model(bundle)
     raw = raw_probabilities(model, encode(bundle, frame))
-    return pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raw), "raw_score": raw})
+    return pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raw)})
 
 
-def oracle_probabilities(frame: pl.DataFrame, column: str) -> np.ndarray:
+def oracles_of(frame: pl.DataFrame, data: DataSpec) -> np.ndarray | None:
+    """The data's true probabilities: [n] for `data.oracle`, [n, T] with several tasks (NaN for a
+    task without one), None when the spec names none."""
+    if data.labels is None:
+        return oracle_probabilities(frame, data.oracle) if data.oracle else None
+    if not data.oracle_columns:
+        return None
+    return np.stack(
+        [
+            oracle_probabilities(frame, label.oracle, f"task {name!r}'s oracle")
+            if label.oracle
+            else np.full(frame.height, np.nan)
+            for name, label in data.labels.items()
+        ],
+        1,
+    )
+
+
+def oracle_probabilities(frame: pl.DataFrame, column: str, role: str = "data.oracle") -> np.ndarray:
     """The data's true probabilities float64 [n], checked to lie in [0, 1]."""
     p = frame[column].cast(pl.Float64, strict=False)
     if p.null_count() or not ((p >= 0) & (p <= 1)).all():
-        raise InputError(f"data.oracle column {column!r} must hold probabilities in [0, 1] in every row")
+        raise InputError(f"{role} column {column!r} must hold probabilities in [0, 1] in every row")
     return p.to_numpy()
 
 
@@ -98,7 +116,7 @@ def score_splits(
     split through the batch scorer. Memory: one chunk plus the per-row results."""
     data, features = files.data, list(bundle.recipe.features)
     check_inputs(files, features, slices)
-    columns = needed_columns(data, features, slices + ([data.oracle] if data.oracle else []))
+    columns = needed_columns(data, features, slices + data.oracle_columns)
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}
@@ -116,7 +134,7 @@ def score_splits(
                     score_frame(bundle, frame, model),
                     labels,
                     weights,
-                    oracle_probabilities(frame, data.oracle) if data.oracle else None,
+                    oracles_of(frame, data),
                     score_frame(baseline, frame, baseline_model)["score"].to_numpy() if baseline is not None else None,
                     frame.select(slices),
                 )

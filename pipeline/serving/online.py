@@ -15,7 +15,7 @@ import numpy as np
 from ..model.blocks import BLOCKS
 from ..model.blocks.base import RequestEntries, as_array
 from ..model.plan import FEATURES
-from ..store.bundle import Bundle, one_task
+from ..store.bundle import Bundle
 
 BLOCK_ROWS = 1024  # candidates run through the plan together: a bound on the temporaries of big requests
 
@@ -30,7 +30,6 @@ class OnlineScorer:
     """Scores dicts of raw feature values; `score(record) -> float`, `score_many(records) -> array`."""
 
     def __init__(self, bundle: Bundle):
-        one_task(bundle, "the online scorer")
         self.bundle = bundle
         self.plan = bundle.plan
         owned: dict[str, dict[str, np.ndarray]] = {block.name: {} for block in self.plan.blocks}
@@ -81,11 +80,12 @@ class OnlineScorer:
         return float(self.score_many([record])[0])
 
     def raw_many(self, records: list[dict]) -> np.ndarray:
-        """One request of many candidates, encoded and scored together: raw probabilities [n]."""
+        """One request of many candidates, encoded and scored together: raw probabilities [n] (or
+        [n, T], a column per task)."""
         if self.bundle.feature_map.ragged:
             return self.raw_rows(*self.bundle.feature_map.encode_records_rows(records))
         return self.raw_encoded(*self.bundle.feature_map.encode_records(records))
 
     def score_many(self, records: list[dict]) -> np.ndarray:
-        """One request of many candidates, encoded and scored together: final scores [n]."""
+        """One request of many candidates, encoded and scored together: final scores [n] (or [n, T])."""
         return self.bundle.finish(self.raw_many(records))

@@ -42,7 +42,8 @@ def predict_file(
     rows: tuple[int, int] | None = None,
     header: bool | None = None,
 ) -> int:
-    """Write (key, score, raw_score) for every row of `data` to `output` (parquet); returns the row count.
+    """Write (key, score, raw_score) for every row of `data` to `output` (parquet), or a score and a
+    raw score per task (Bundle.score_columns); returns the row count.
     The output is written to a temporary file and renamed into place; it may not be an input."""
     bundle = Bundle.load(bundle_path)
     output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
@@ -56,7 +57,7 @@ def predict_file(
             ]
             or [np.empty(0)]
         )
-        out = pl.DataFrame({bundle.key: frame[bundle.key], "score": bundle.finish(raws), "raw_score": raws})
+        out = pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raws)})
     else:
         out = score_frame(bundle, frame)
     output.parent.mkdir(parents=True, exist_ok=True)

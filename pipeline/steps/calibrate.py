@@ -1,16 +1,21 @@
 """Step `calibrate`: fit the calibrator on the raw scores of the prepared validation split (the
 analytic downsampling correction first, then the calibrator the spec names, or the one `auto`
-picks by cross-validated log loss); write the calibrated bundle with the choice and its evidence."""
+picks by cross-validated log loss); write the calibrated bundle with the choice and its evidence.
+With several tasks, one calibrator per task, fitted on that task's served probability (corrected
+at its rate; a dependent task's the product) against its label on every validation row."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import InputError
 from ..evaluation import metrics
-from ..evaluation.calibrate import fit_calibrator, fit_problem
+from ..evaluation.calibrate import Calibrator, fit_calibrator, fit_problem
 from ..evaluation.choice import Choice, choose_calibrator
-from ..evaluation.spec import AutoCalibration
+from ..evaluation.spec import AutoCalibration, Calibration
 from ..model.inference import raw_probabilities
 from ..serving.batch import load_model
 from ..spec import Spec
@@ -29,33 +34,77 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         raw_bundle = Bundle.load(trained.path / "bundle")
         validation = split_of(prepared, "validation", raw_bundle.feature_map.num_ids)
         raw = raw_probabilities(load_model(raw_bundle), validation)
-        corrected = raw_bundle.corrected(raw)
-        y, w = validation.labels, validation.weights
-        if isinstance(calibration, AutoCalibration):
-            choice = choose_calibrator(corrected, y, w, calibration)
-        else:
-            problem = fit_problem(y, w) if calibration.kind != "none" else None
-            if problem is not None:
-                raise InputError(
-                    f"calibration.kind {calibration.kind}: {problem}; give the validation split rows of both "
-                    "classes (data.holdout or data.validation), or use calibration kind none or auto"
-                )
-            choice = Choice(calibration.kind, fit_calibrator(calibration, corrected, y, w))
-        bundle = raw_bundle.calibrated(calibration, choice.calibrator, {})
-        calibrated = bundle.finish(raw)
-        summary = {
-            "val_logloss_raw": metrics.logloss(y, corrected, w),
-            "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
-            "val_calibration_ratio_raw": metrics.calibration_ratio(y, corrected, w),
-            "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
-        }
-        for kind, value in choice.evidence.get("cv_logloss", {}).items():
-            summary[f"cv_logloss_{kind}"] = value
-        bundle.metrics["calibrate"] = {**summary, "calibrator": choice.kind, "evidence": choice.evidence}
+        fit = calibrate_tasks if raw_bundle.tasks else calibrate_one
+        bundle, summary, kind, evidence = fit(raw_bundle, raw, validation.labels, validation.weights, calibration)
         bundle.save(folder / "bundle")
         ctx.tracker.metrics(summary)
-        ctx.tracker.params({"calibrator": choice.kind})
+        ctx.tracker.params({"calibrator": kind if isinstance(kind, str) else json.dumps(kind)})
         ctx.tracker.artifact(folder / "bundle", "bundle")
-        return {"metrics": summary, "calibrator": choice.kind, "evidence": choice.evidence}
+        return {"metrics": summary, "calibrator": kind, "evidence": evidence}
 
     return cached_step(ctx, "calibrate", values, build, (prepared, trained))
+
+
+def choose(p: np.ndarray, y: np.ndarray, w: np.ndarray, calibration: Calibration) -> Choice:
+    """The calibrator of `calibration` fitted on (p, y, w): `auto`'s pick by cross-validated log
+    loss, or the named kind (an InputError when the rows cannot fit it)."""
+    if isinstance(calibration, AutoCalibration):
+        return choose_calibrator(p, y, w, calibration)
+    problem = fit_problem(y, w) if calibration.kind != "none" else None
+    if problem is not None:
+        raise InputError(
+            f"calibration.kind {calibration.kind}: {problem}; give the validation split rows of both "
+            "classes (data.holdout or data.validation), or use calibration kind none or auto"
+        )
+    return Choice(calibration.kind, fit_calibrator(calibration, p, y, w))
+
+
+def calibrate_one(
+    bundle: Bundle, raw: np.ndarray, labels: np.ndarray, weights: np.ndarray, calibration: Calibration
+) -> tuple[Bundle, dict, str, dict]:
+    """One task: the calibrator on the corrected validation probabilities [n] -> (the calibrated
+    bundle, its metrics, the kind, the evidence)."""
+    corrected = bundle.corrected(raw)
+    choice = choose(corrected, labels, weights, calibration)
+    calibrated_bundle = bundle.calibrated(calibration, choice.calibrator, {})
+    calibrated = calibrated_bundle.finish(raw)
+    y, w = labels, weights
+    summary = {
+        "val_logloss_raw": metrics.logloss(y, corrected, w),
+        "val_logloss_calibrated": metrics.logloss(y, calibrated, w),
+        "val_calibration_ratio_raw": metrics.calibration_ratio(y, corrected, w),
+        "val_calibration_ratio_calibrated": metrics.calibration_ratio(y, calibrated, w),
+    }
+    for kind, value in choice.evidence.get("cv_logloss", {}).items():
+        summary[f"cv_logloss_{kind}"] = value
+    calibrated_bundle.metrics["calibrate"] = {**summary, "calibrator": choice.kind, "evidence": choice.evidence}
+    return calibrated_bundle, summary, choice.kind, choice.evidence
+
+
+def calibrate_tasks(
+    bundle: Bundle, raw: np.ndarray, labels: np.ndarray, weights: np.ndarray, calibration: Calibration
+) -> tuple[Bundle, dict, dict, dict]:
+    """Several tasks: each task's calibrator on its served probability over every validation row
+    (raw, labels, weights [n, T]) -> (the calibrated bundle, metrics per task, the kinds, the
+    evidence)."""
+    served = bundle.served(raw)
+    calibrators: dict[str, Calibrator] = {}
+    summary: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    evidence: dict[str, dict] = {}
+    for t, task in enumerate(bundle.tasks):
+        y, w, p = labels[:, t], weights[:, t], served[:, t]
+        choice = choose(p, y, w, calibration)
+        if choice.calibrator is not None:
+            calibrators[task.name] = choice.calibrator
+        kinds[task.name], evidence[task.name] = choice.kind, choice.evidence
+        final = choice.calibrator(p) if choice.calibrator is not None else p
+        summary |= {
+            f"val_logloss_raw_{task.name}": metrics.logloss(y, p, w),
+            f"val_logloss_calibrated_{task.name}": metrics.logloss(y, final, w),
+            f"val_calibration_ratio_raw_{task.name}": metrics.calibration_ratio(y, p, w),
+            f"val_calibration_ratio_calibrated_{task.name}": metrics.calibration_ratio(y, final, w),
+        }
+    calibrated = bundle.calibrated(calibration, None, {}, calibrators)
+    calibrated.metrics["calibrate"] = {**summary, "calibrator": kinds, "evidence": evidence}
+    return calibrated, summary, kinds, evidence

@@ -6,22 +6,29 @@ Metric kinds: raw (the network's probability, with the analytic downsampling cor
 negatives were downsampled), uncorrected (without it; downsampled models only), calibrated (the
 served score), oracle, baseline. Gates and plots grade the test split. Without one they grade
 the validation split, whose rows chose the epoch kept and fit the calibrator: the verdict is then
-marked `in_sample` and a warning says so (stderr, verdict.json, the MLflow tag snn.in_sample)."""
+marked `in_sample` and a warning says so (stderr, verdict.json, the MLflow tag snn.in_sample).
+
+With several tasks, all of it per task, on every row of the split (a dependent task's served
+score is the product): metrics under metrics[split][task], plots `<plot>_<task>.png`, the gates
+applied to each task (a failure names the task) and parity on each `score_<task>` column."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ..data.spec import DataFiles
+from ..errors import InputError
 from ..evaluation import metrics
 from ..evaluation.gates import evaluate_gates, slice_metrics
 from ..evaluation.parity import compare, read_predictions
 from ..evaluation.plots import reliability_png, roc_png
 from ..files import input_file, locked
-from ..serving.batch import load_model, score_splits
+from ..serving.batch import ScoredSplit, load_model, score_splits
 from ..spec import Spec
 from ..store.bundle import Bundle, replace_folder
 from .context import Context, StepResult, log, read
@@ -58,62 +65,97 @@ def run(
             load_model(bundle),
             baseline_bundle,
         )
-        curves: dict[str, dict] = {}  # per split: the raw (corrected) and calibrated scores, for the plots
+        if bundle.tasks and baseline_bundle is not None:
+            raise InputError("a baseline bundle compares one-task models; leave validation.baseline out with tasks")
+        views: dict[str, list[TaskView]] = {}  # per split: what each task is graded on
         for name, split in evaluated.items():
-            scored, y, w = split.scored, split.labels, split.weights
-            raw, final = bundle.corrected(scored["raw_score"].to_numpy()), scored["score"].to_numpy()
-            curves[name] = {"raw": raw, "calibrated": final}
-            split_metrics = {
-                "raw": metrics.all_metrics(y, raw, w, **kw),
-                "calibrated": metrics.all_metrics(y, final, w, **kw),
-            }
-            if bundle.negative_rate != 1.0:
-                split_metrics["uncorrected"] = metrics.all_metrics(y, scored["raw_score"].to_numpy(), w, **kw)
-            if split.oracle is not None:
-                split_metrics["oracle"] = metrics.all_metrics(y, split.oracle, w, **kw)
-            if split.baseline is not None:
-                split_metrics["baseline"] = metrics.all_metrics(y, split.baseline, w, **kw)
-            if validation.slices:
-                split_metrics["slices"] = slice_metrics(split.slices, validation.slices, y, final, w, **kw)
-            result["metrics"][name] = split_metrics
-            scored.with_columns(pl.Series("label", y)).write_parquet(tmp / f"predictions_{name}.parquet")
-            for kind in [k for k in ("raw", "uncorrected", "calibrated", "oracle") if k in split_metrics]:
-                ctx.tracker.metrics({f"{name}_{kind}_{k}": v for k, v in split_metrics[kind].items()})
+            views[name] = task_views(bundle, split)
+            per_task = {}
+            for view in views[name]:
+                view_metrics = {
+                    "raw": metrics.all_metrics(view.y, view.raw, view.w, **kw),
+                    "calibrated": metrics.all_metrics(view.y, view.final, view.w, **kw),
+                }
+                if view.uncorrected is not None:
+                    view_metrics["uncorrected"] = metrics.all_metrics(view.y, view.uncorrected, view.w, **kw)
+                if view.oracle is not None:
+                    view_metrics["oracle"] = metrics.all_metrics(view.y, view.oracle, view.w, **kw)
+                if split.baseline is not None:
+                    view_metrics["baseline"] = metrics.all_metrics(view.y, split.baseline, view.w, **kw)
+                if validation.slices:
+                    view_metrics["slices"] = slice_metrics(
+                        split.slices, validation.slices, view.y, view.final, view.w, **kw
+                    )
+                per_task[view.task] = view_metrics
+                prefix = name if view.task is None else f"{name}_{view.task}"
+                for kind in [k for k in ("raw", "uncorrected", "calibrated", "oracle") if k in view_metrics]:
+                    ctx.tracker.metrics({f"{prefix}_{kind}_{k}": v for k, v in view_metrics[kind].items()})
+            result["metrics"][name] = per_task.get(None, per_task)  # one task: its metrics at the top
+            labels = (
+                {"label": split.labels}
+                if not bundle.tasks
+                else {f"label_{task.name}": split.labels[:, t] for t, task in enumerate(bundle.tasks)}
+            )
+            split.scored.with_columns(**labels).write_parquet(tmp / f"predictions_{name}.parquet")
         gated_split = list(evaluated)[-1]  # test when there is one, else validation
         in_sample = gated_split != "test"
-        gated, scored = result["metrics"][gated_split], evaluated[gated_split].scored
-        y, w = evaluated[gated_split].labels, evaluated[gated_split].weights
+        scored = evaluated[gated_split].scored
         title = f"{gated_split} split" + (" (IN-SAMPLE)" if in_sample else "")
-        reliability_png(tmp / "reliability.png", y, curves[gated_split], w, validation.ece_bins, title)
-        roc_png(tmp / "roc.png", y, curves[gated_split], w, title)
+        verdicts = []
+        for view in views[gated_split]:
+            curves = {"raw": view.raw, "calibrated": view.final}
+            suffix, where = ("", title) if view.task is None else (f"_{view.task}", f"{title}, task {view.task}")
+            reliability_png(tmp / f"reliability{suffix}.png", view.y, curves, view.w, validation.ece_bins, where)
+            roc_png(tmp / f"roc{suffix}.png", view.y, curves, view.w, where)
+            graded = result["metrics"][gated_split] if view.task is None else result["metrics"][gated_split][view.task]
+            verdicts.append(
+                evaluate_gates(
+                    validation.gates,
+                    graded["calibrated"],
+                    graded.get("baseline"),
+                    gated_split if view.task is None else f"{gated_split} (task {view.task})",
+                    bundle_path=result["bundle"],
+                    baseline_path=str(baseline) if baseline else None,
+                )
+            )
         result["gated_split"] = gated_split
-        verdict = evaluate_gates(
-            validation.gates,
-            gated["calibrated"],
-            gated.get("baseline"),
-            gated_split,
-            bundle_path=result["bundle"],
-            baseline_path=str(baseline) if baseline else None,
-        )
+        verdict = merged_verdict(verdicts, [view.task for view in views[gated_split]], gated_split)
         verdict["in_sample"] = in_sample
         if in_sample:
             verdict["warning"] = IN_SAMPLE_WARNING
             log(f"[validate] WARNING: {IN_SAMPLE_WARNING}")
         ctx.tracker.tags({"snn.in_sample": str(in_sample).lower(), "snn.graded_split": gated_split})
         if compare_path is not None:
-            online = read_predictions(compare_path, bundle.key, scored.schema[bundle.key])
-            parity = compare(scored, online, bundle.key, parity_spec)
+            names = tuple(bundle.score_names)
+            online = read_predictions(compare_path, bundle.key, scored.schema[bundle.key], names)
+            reports = {
+                name: compare(
+                    scored.select(bundle.key, pl.col(name).alias("score")),
+                    online.select(bundle.key, pl.col(name).alias("score")),
+                    bundle.key,
+                    parity_spec,
+                )
+                for name in names
+            }
+            parity = (
+                reports["score"]
+                if names == ("score",)
+                else {**reports, "passed": all(r["passed"] for r in reports.values())}
+            )
             (tmp / "parity.json").write_text(json.dumps(parity, indent=2, default=str))
             result["parity"] = parity
-            ctx.tracker.metrics({f"parity_{k}": v for k, v in parity.items() if isinstance(v, (int, float))})
-            if not parity["passed"]:
-                verdict["passed"] = False
-                verdict["failures"].append(
-                    f"parity: {parity['rows_failing']} rows differ beyond atol={parity_spec.atol} "
-                    f"rtol={parity_spec.rtol} ({parity['nan_rows']} of them NaN; max abs diff "
-                    f"{parity['max_abs_diff']:.3g}; rows {parity['failing_keys']}), {parity['missing_online']} "
-                    "offline rows missing online"
-                )
+            for name, report in reports.items():
+                tag = "parity" if name == "score" else f"parity_{name.removeprefix('score_')}"
+                ctx.tracker.metrics({f"{tag}_{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+                if not report["passed"]:
+                    verdict["passed"] = False
+                    task = "" if name == "score" else f" (task {name.removeprefix('score_')})"
+                    verdict["failures"].append(
+                        f"parity{task}: {report['rows_failing']} rows differ beyond atol={parity_spec.atol} "
+                        f"rtol={parity_spec.rtol} ({report['nan_rows']} of them NaN; max abs diff "
+                        f"{report['max_abs_diff']:.3g}; rows {report['failing_keys']}), {report['missing_online']} "
+                        "offline rows missing online"
+                    )
         (tmp / "metrics.json").write_text(json.dumps(result["metrics"], indent=2))
         (tmp / "verdict.json").write_text(json.dumps(verdict, indent=2))
         report_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -125,3 +167,48 @@ def run(
     result["report"] = str(report_dir)
     log(f"[validate] report: {report_dir}")
     return result
+
+
+@dataclass
+class TaskView:
+    """What one task is graded on over one split's rows [n]: its labels and weights, its served
+    probability before calibration (raw, downsampling-corrected), its final score, the raw score
+    without the correction (a downsampled one-task model), and the oracle. task: None for one task."""
+
+    task: str | None
+    y: np.ndarray
+    w: np.ndarray
+    raw: np.ndarray
+    final: np.ndarray
+    uncorrected: np.ndarray | None
+    oracle: np.ndarray | None
+
+
+def task_views(bundle: Bundle, split: ScoredSplit) -> list[TaskView]:
+    """One view per task of a scored split (one, task None, for a one-task bundle)."""
+    scored = split.scored
+    if not bundle.tasks:
+        raw = scored["raw_score"].to_numpy()
+        uncorrected = raw if bundle.negative_rate != 1.0 else None
+        final = scored["score"].to_numpy()
+        return [TaskView(None, split.labels, split.weights, bundle.corrected(raw), final, uncorrected, split.oracle)]
+    raw = np.stack([scored[f"raw_score_{task.name}"].to_numpy() for task in bundle.tasks], 1)
+    served = bundle.served(raw)
+    views = []
+    for t, task in enumerate(bundle.tasks):
+        oracle = None if split.oracle is None or np.isnan(split.oracle[:, t]).all() else split.oracle[:, t]
+        final = scored[f"score_{task.name}"].to_numpy()
+        views.append(TaskView(task.name, split.labels[:, t], split.weights[:, t], served[:, t], final, None, oracle))
+    return views
+
+
+def merged_verdict(verdicts: list[dict], tasks: list[str | None], split: str) -> dict:
+    """One verdict from each task's: passed when all passed; every check marked with its task."""
+    if tasks == [None]:
+        return verdicts[0]
+    merged = {**verdicts[0], "split": split, "failures": [], "checks": []}
+    for task, verdict in zip(tasks, verdicts):
+        merged["failures"] += [f"task {task}: {failure}" for failure in verdict["failures"]]
+        merged["checks"] += [{**check, "task": task} for check in verdict["checks"]]
+    merged["passed"] = not merged["failures"]
+    return merged

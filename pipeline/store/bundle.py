@@ -8,10 +8,13 @@
     weights.npz        the weights by plan name "<block>.<name>" (np.load with allow_pickle=False);
                        with `model.tables: int8`, each packed table as "<name>.q8" (uint8 codes),
                        "<name>.scale" and "<name>.low" (quantize.py), read back dequantized
-    calibrator.json    optional: the calibrator (isotonic knots, or Platt's slope and intercept)
+    calibrator.json    optional: the calibrator (isotonic knots, or Platt's slope and intercept);
+                       with several tasks, calibrators.json: one per task, by name
 
 Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
-downsampled at rate r; score = calibrator(p) when calibrated, else p.
+downsampled at rate r; score = calibrator(p) when calibrated, else p. With several tasks, per
+task t: the correction at t's rate, then the served probability (a dependent task's is the
+product along its conditions, train/tasks.served_probabilities), then t's calibrator.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..config import Strict
 from ..data.readers import Reader
 from ..data.rows import key_column
 from ..data.spec import DataSpec
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError
 from ..evaluation.calibrate import Calibrator, calibrator_from_json, downsampling_correction
 from ..evaluation.spec import Calibration
 from ..features.feature_map import FeatureMap
@@ -38,7 +41,7 @@ from ..features.spec import Feature
 from ..files import Scratch
 from ..model.plan import ModelSpec, Plan
 from ..train.spec import TrainSpec
-from ..train.tasks import TaskSpec
+from ..train.tasks import TaskSpec, served_probabilities
 from .quantize import SUFFIXES, dequantize_rows, pack, unpack
 
 FORMAT_VERSION = 6  # 2: the plan (plan.json), weights named by it, the recipe; 3: Platt calibrators,
@@ -62,17 +65,6 @@ class Recipe(Strict):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
-def one_task(bundle: Bundle, what: str) -> None:
-    """An InputError when the bundle learned several tasks, which `what` does not take yet."""
-    if bundle.recipe.tasks:
-        names = [task.name for task in bundle.recipe.tasks]
-        raise InputError(
-            f"this bundle learned {len(names)} tasks {names}; {what} takes one-task bundles for now (multi-task "
-            "calibration, validation and serving are not built yet). `snn fit` trains it and reports each task's "
-            "validation metrics"
-        )
-
-
 @dataclass
 class Bundle:
     recipe: Recipe
@@ -82,6 +74,7 @@ class Bundle:
     calibrator: Calibrator | None = None
     metrics: dict = field(default_factory=dict)
     packed: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)  # 8-bit tables: (codes, scale, low)
+    calibrators: dict[str, Calibrator] = field(default_factory=dict)  # several tasks: one per task, by name
 
     @classmethod
     def quantized(cls, recipe: Recipe, feature_map: FeatureMap, plan: Plan, weights: dict, metrics: dict) -> Bundle:
@@ -108,16 +101,65 @@ class Bundle:
         down = self.recipe.train.negative_downsampling
         return down.rate if down is not None else 1.0
 
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        """The tasks of a multi-task bundle ([] for one task)."""
+        return list(self.recipe.tasks or ())
+
+    def negative_rates(self) -> list[float]:
+        """Each task's share of negatives kept in training, or [negative_rate] for one task."""
+        if not self.tasks:
+            return [self.negative_rate]
+        return [t.negative_downsampling.rate if t.negative_downsampling else 1.0 for t in self.tasks]
+
     def corrected(self, raw: np.ndarray) -> np.ndarray:
-        """Raw probabilities [n] -> the model's probabilities on undownsampled data [n] (the analytic
-        downsampling correction, the identity when nothing was downsampled)."""
-        p = np.asarray(raw, dtype=np.float64)
-        return downsampling_correction(p, self.negative_rate) if self.negative_rate != 1.0 else p
+        """Raw probabilities [n] (or [n, T]) -> the model's probabilities on undownsampled data (the
+        analytic downsampling correction at each task's rate, the identity where nothing was
+        downsampled)."""
+        p = np.array(raw, dtype=np.float64)
+        columns = p.reshape(len(p), -1)
+        for t, rate in enumerate(self.negative_rates()):
+            if rate != 1.0:
+                columns[:, t] = downsampling_correction(columns[:, t], rate)
+        return p
+
+    def served(self, raw: np.ndarray) -> np.ndarray:
+        """Raw probabilities -> the served probabilities before calibration: corrected, and with
+        several tasks each dependent task's the product along its conditions [n, T]."""
+        p = self.corrected(raw)
+        return served_probabilities(p, self.tasks) if self.tasks else p
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
-        """Raw probabilities [n] -> final scores [n] (downsampling correction, then calibrator)."""
-        p = self.corrected(raw)
-        return self.calibrator(p) if self.calibrator is not None else p
+        """Raw probabilities [n] (or [n, T]) -> final scores (served, then each calibrator)."""
+        p = self.served(raw)
+        if not self.tasks:
+            return self.calibrator(p) if self.calibrator is not None else p
+        for t, task in enumerate(self.tasks):
+            if task.name in self.calibrators:
+                p[:, t] = self.calibrators[task.name](p[:, t])
+        return p
+
+    def score_columns(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """What a prediction file holds for raw probabilities: `score` and `raw_score` for one task;
+        with several, `score_<task>` (served, calibrated) and `raw_score_<task>` (the tower's σ, a
+        dependent task's conditional on its condition) per task, and `value` = Σ value_weight ·
+        score when some task has a value weight."""
+        if not self.tasks:
+            return {"score": self.finish(raw), "raw_score": np.asarray(raw, dtype=np.float64)}
+        final, out = self.finish(raw), {}  # final [n, T]
+        for t, task in enumerate(self.tasks):
+            out[f"score_{task.name}"] = final[:, t]
+        for t, task in enumerate(self.tasks):
+            out[f"raw_score_{task.name}"] = np.asarray(raw[:, t], dtype=np.float64)
+        if any(task.value_weight is not None for task in self.tasks):
+            weights = np.array([task.value_weight or 0.0 for task in self.tasks])
+            out["value"] = final @ weights
+        return out
+
+    @property
+    def score_names(self) -> list[str]:
+        """The score columns parity compares: `score`, or `score_<task>` per task."""
+        return [f"score_{task.name}" for task in self.tasks] or ["score"]
 
     def save(self, folder: Path) -> None:
         """Write into `folder` (callers write into a temporary folder and rename it into place)."""
@@ -128,7 +170,7 @@ class Bundle:
             "recipe_sha256": self.recipe.sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "sampling": {"negative_rate": self.negative_rate, "positive_rate": 1.0},
-            "calibrated": self.calibrator is not None,
+            "calibrated": self.calibrator is not None or bool(self.calibrators),
             "metrics": self.metrics,
         }
         (folder / "bundle.json").write_text(json.dumps(meta, indent=2))
@@ -141,6 +183,9 @@ class Bundle:
         np.savez(folder / "weights.npz", **stored)  # type: ignore[arg-type]  # names are plan names
         if self.calibrator is not None:
             (folder / "calibrator.json").write_text(json.dumps(self.calibrator.to_json()))
+        if self.calibrators:
+            stored_calibrators = {name: c.to_json() for name, c in self.calibrators.items()}
+            (folder / "calibrators.json").write_text(json.dumps(stored_calibrators))
 
     @classmethod
     def load(cls, folder: str | Path) -> Bundle:
@@ -168,7 +213,11 @@ class Bundle:
             calibrator = None
             if (folder / "calibrator.json").is_file():
                 calibrator = calibrator_from_json(json.loads((folder / "calibrator.json").read_text()))
-            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}), packed)
+            calibrators = {}
+            if (folder / "calibrators.json").is_file():
+                stored = json.loads((folder / "calibrators.json").read_text())
+                calibrators = {str(name): calibrator_from_json(c) for name, c in stored.items()}
+            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}), packed, calibrators)
             problem = bundle.problem()
         except ArtifactError:
             raise
@@ -207,15 +256,30 @@ class Bundle:
         if declared != found:
             name = sorted(n for n in declared.keys() | found.keys() if declared.get(n) != found.get(n))[0]
             return f"weight {name} is {found.get(name)}, the plan declares {declared.get(name)}"
-        if self.calibrator is not None:
-            return self.calibrator.problem()
+        if len(self.plan.outputs) != max(len(self.tasks), 1):
+            return f"the plan has {len(self.plan.outputs)} outputs for {max(len(self.tasks), 1)} task(s)"
+        unknown = sorted(set(self.calibrators) - {task.name for task in self.tasks})
+        if unknown:
+            return f"calibrators for {unknown}, which are not the bundle's tasks"
+        for calibrator in [self.calibrator, *self.calibrators.values()]:
+            problem = calibrator.problem() if calibrator is not None else None
+            if problem is not None:
+                return problem
         return None
 
-    def calibrated(self, calibration: Calibration, calibrator: Calibrator | None, metrics: dict) -> Bundle:
-        """This bundle with a calibrator, its calibration spec in the recipe and its metrics added."""
+    def calibrated(
+        self,
+        calibration: Calibration,
+        calibrator: Calibrator | None,
+        metrics: dict,
+        calibrators: dict[str, Calibrator] | None = None,
+    ) -> Bundle:
+        """This bundle with a calibrator (or, with several tasks, one per task), its calibration
+        spec in the recipe and its metrics added."""
         recipe = self.recipe.model_copy(update={"calibration": calibration})
+        merged = {**self.metrics, **metrics}
         return Bundle(
-            recipe, self.feature_map, self.plan, self.weights, calibrator, {**self.metrics, **metrics}, self.packed
+            recipe, self.feature_map, self.plan, self.weights, calibrator, merged, self.packed, calibrators or {}
         )
 
 

@@ -59,6 +59,13 @@ class TaskSpec(Strict):
         description="An earlier task this one depends on: learned on the rows where that task's label is 1, served "
         "as P(given) · P(this | given).",
     )
+    value_weight: float | None = Field(
+        default=None,
+        ge=-1e9,
+        le=1e9,
+        description="This task's weight in the value model: with any task's set, predictions carry "
+        "value = Σ value_weight · score (tasks without one count 0).",
+    )
 
 
 def task_masks(labels: np.ndarray, weights: np.ndarray, tasks: Sequence[TaskSpec]) -> np.ndarray:
