@@ -16,6 +16,7 @@ from .family import bench_id_lists, bench_int8_tables, bench_mixed_dims, bench_t
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
 from .quality import bench_shipped_specs
+from .tasks import bench_tasks
 from .training import bench_logistic, bench_training
 
 SIZES = {
@@ -62,7 +63,7 @@ def run(size_name: str, folder: Path) -> dict:
     started = time.perf_counter()
     figures = bench_training(size, notes) + bench_dlrm(size) + bench_forward(size) + bench_fit_encode(size, folder)
     quality, prepared = bench_quality_and_serving(size, folder)
-    figures += quality + bench_logistic(size, prepared)
+    figures += quality + bench_logistic(size, prepared) + bench_tasks(size_name, size, folder)
     if size["shipped_specs"]:
         figures += bench_shipped_specs(folder) + bench_mixed_dims(folder) + bench_int8_tables(folder)
         figures += bench_id_lists(folder) + bench_tree_library()

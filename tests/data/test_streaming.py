@@ -140,6 +140,8 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         "B6.dlrm_train_vs_plain",
         "B6.dlrm_online_p50_ms",
         "B6.dlrm_online_p99_ms",
+        *[f"Q.tasks.{task}.{what}" for task in ("click", "convert") for what in ("auc", "calibration")],
+        "B10.tasks.train",
     ]
     assert sorted(figures) == sorted(expected)
     for name, f in figures.items():

@@ -224,6 +224,7 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     spec = yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
     spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
     spec.setdefault("validation", {})["gates"] = {"auc": {"min": 0.6}}
+    spec["tasks"][0]["value_weight"], spec["tasks"][1]["value_weight"] = 1.0, 20.0  # a value model
     path = tmp_path / "synthetic_tasks.yaml"
     path.write_text(yaml.safe_dump(spec))
     result = invoke(runner, "run", path, "--json")
@@ -248,6 +249,7 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     scores = pl.read_parquet(online)
     assert {"score_click", "score_convert", "raw_score_click", "raw_score_convert"} <= set(scores.columns)
     assert (scores["score_convert"] <= scores["score_click"] + 1e-9).mean() > 0.99  # P(click and convert) <= P(click)
+    np.testing.assert_allclose(scores["value"], scores["score_click"] + 20 * scores["score_convert"], rtol=1e-12)
     assert invoke(runner, "validate", path, "--compare", online).exit_code == 0
     broken = _perturbed_copy(bundle, tmp_path, "convert_head.bias")
     assert invoke(runner, "predict", broken, data, "-o", online, "--online", "--rows", "50000:60000").exit_code == 0
