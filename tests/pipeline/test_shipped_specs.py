@@ -256,3 +256,10 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     result = invoke(runner, "validate", path, "--compare", online)
     assert result.exit_code == 3 and "parity (task convert)" in result.stderr, result.stderr
     assert "parity (task click)" not in result.stderr
+    # a gate is checked per task, and the verdict names the task that fails it (here the click's
+    # test AUC is ~0.75, the conversion's ~0.85)
+    spec["validation"]["gates"] = {"auc": {"min": 0.8}}
+    path.write_text(yaml.safe_dump(spec))
+    result = invoke(runner, "validate", path)
+    assert result.exit_code == 3 and "task click: auc" in result.stderr, result.stderr
+    assert "task convert" not in result.stderr
