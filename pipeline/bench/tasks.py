@@ -28,7 +28,7 @@ from ..train.tasks import towers_of
 from .figures import Figure, interleaved_results
 from .quality import SHIPPED, validate_json
 
-ROWS = {"full": 5_000_000, "tiny": 60_000}  # 5M: ~225k train clicks, enough for either task to come within 0.01 of its oracle
+ROWS = {"full": 5_000_000, "tiny": 60_000}  # 5M: ~225k train clicks, each task within 0.01 of its oracle
 
 
 def bench_tasks(size_name: str, size: dict, folder: Path) -> list[Figure]:
