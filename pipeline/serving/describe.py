@@ -51,8 +51,12 @@ def describe(path: Path) -> str:
         f"bundle {path}",
         f"  recipe sha256 {bundle.recipe.sha256[:16]}  key {bundle.key}",
         f"  id space {bundle.feature_map.num_ids:,} ids  negative rate {bundle.negative_rate}",
-        "  features:",
     ]
+    for task in bundle.tasks:
+        rate = task.negative_downsampling.rate if task.negative_downsampling else 1.0
+        given = f", given {task.given} (served as the product)" if task.given else ""
+        lines.append(f"  task {task.name}: weight {task.weight:g}, negative rate {rate:g}{given}")
+    lines.append("  features:")
     for e in bundle.feature_map.encoders:
         lines.append(f"    {e.name:<24} {e.kind:<12} ids [{e.offset}, {e.offset + e.size})  {_encoding(e)}")
     lines.append("  blocks:")
@@ -62,7 +66,15 @@ def describe(path: Path) -> str:
     for name, array in bundle.weights.items():
         lines.append(f"    {name:<28} {tuple(array.shape)!s:<16} |w| mean {float(np.abs(array).mean()):.4g}")
     calibrate = bundle.metrics.get("calibrate", {})
-    if bundle.calibrator is not None or calibrate:
+    for task in bundle.tasks:
+        calibrator = bundle.calibrators.get(task.name)
+        losses = calibrate.get("evidence", {}).get(task.name, {}).get("cv_logloss", {})
+        chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in losses.items())
+        lines.append(
+            f"  calibrator of {task.name}: {calibrator.describe() if calibrator else 'none'}"
+            + (f" (cross-validated log loss: {chosen})" if chosen else "")
+        )
+    if not bundle.tasks and (bundle.calibrator is not None or calibrate):
         losses = calibrate.get("evidence", {}).get("cv_logloss", {})
         chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in losses.items())
         lines.append(

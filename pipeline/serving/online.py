@@ -73,11 +73,15 @@ class OnlineScorer:
         logits = np.concatenate([as_array(ports[output]) for output in self.plan.outputs], 1)  # type: ignore[arg-type]
         return logits[:, 0] if logits.shape[1] == 1 else logits
 
-    def raw(self, record: dict) -> float:
-        return float(self.raw_many([record])[0])
+    def raw(self, record: dict) -> float | np.ndarray:
+        """One candidate's raw probability (with several tasks, one per task [T])."""
+        out = self.raw_many([record])[0]
+        return float(out) if np.ndim(out) == 0 else out
 
-    def score(self, record: dict) -> float:
-        return float(self.score_many([record])[0])
+    def score(self, record: dict) -> float | np.ndarray:
+        """One candidate's final score (with several tasks, one per task [T])."""
+        out = self.score_many([record])[0]
+        return float(out) if np.ndim(out) == 0 else out
 
     def raw_many(self, records: list[dict]) -> np.ndarray:
         """One request of many candidates, encoded and scored together: raw probabilities [n] (or

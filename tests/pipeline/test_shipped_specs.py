@@ -9,6 +9,9 @@ import polars as pl
 import pytest
 import yaml
 
+from snn.pipeline.serving.online import OnlineScorer
+from snn.pipeline.store.bundle import Bundle
+
 from ..conftest import ADULT_DIR, CRITEO, ROOT, invoke
 
 RUN_ELSEWHERE = (
@@ -250,6 +253,11 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     assert {"score_click", "score_convert", "raw_score_click", "raw_score_convert"} <= set(scores.columns)
     assert (scores["score_convert"] <= scores["score_click"] + 1e-9).mean() > 0.99  # P(click and convert) <= P(click)
     np.testing.assert_allclose(scores["value"], scores["score_click"] + 20 * scores["score_convert"], rtol=1e-12)
+    one = OnlineScorer(Bundle.load(bundle)).score(pl.read_parquet(data).row(50_000, named=True))
+    np.testing.assert_allclose(one, scores.select("score_click", "score_convert").row(0), rtol=1e-12)
+    shown = invoke(runner, "inspect", bundle)
+    assert "task convert: weight 1, negative rate 1, given click" in shown.stdout + shown.stderr
+    assert "calibrator of convert:" in shown.stdout + shown.stderr
     assert invoke(runner, "validate", path, "--compare", online).exit_code == 0
     broken = _perturbed_copy(bundle, tmp_path, "convert_head.bias")
     assert invoke(runner, "predict", broken, data, "-o", online, "--online", "--rows", "50000:60000").exit_code == 0
