@@ -145,6 +145,11 @@ class Spec(Strict):
         return self
 
     @property
+    def breakdown_columns(self) -> list[str]:
+        """The columns some task is calibrated per value of (prepare keeps the validation rows' values)."""
+        return sorted({task.breakdown.column for task in self.tasks or () if task.breakdown is not None})
+
+    @property
     def task_downsampling(self) -> list[TaskSampling] | None:
         """Which train rows each task keeps (data/chunks.task_keeps), or None with one task."""
         if self.tasks is None:

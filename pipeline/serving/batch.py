@@ -47,7 +47,7 @@ def score_frame(bundle: Bundle, frame: pl.DataFrame, model: Network | None = Non
     """Frame of raw rows -> (key, score, raw_score), or per task (Bundle.score_columns)."""
     model = model or load_model(bundle)
     raw = raw_probabilities(model, encode(bundle, frame))
-    return pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raw)})
+    return pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raw, bundle.slice_values(frame))})
 
 
 def oracles_of(frame: pl.DataFrame, data: DataSpec) -> np.ndarray | None:
@@ -115,8 +115,9 @@ def score_splits(
     """Stream the validation split (the holdout of the train source, or its own source) and the test
     split through the batch scorer. Memory: one chunk plus the per-row results."""
     data, features = files.data, list(bundle.recipe.features)
-    check_inputs(files, features, slices)
-    columns = needed_columns(data, features, slices + data.oracle_columns)
+    read = list(dict.fromkeys(slices + bundle.slice_columns))  # the report's slices, the calibrators'
+    check_inputs(files, features, read)
+    columns = needed_columns(data, features, read + data.oracle_columns)
     sources = ("train",) if data.holdout is not None else ("validation",)
     baseline_model = load_model(baseline) if baseline is not None else None
     chunks: dict[str, list[ScoredSplit]] = {}

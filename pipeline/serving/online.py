@@ -11,6 +11,7 @@ a block of BLOCK_ROWS candidates at a time; raw = σ(logit); score = bundle.fini
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from ..model.blocks import BLOCKS
 from ..model.blocks.base import RequestEntries, as_array
@@ -91,5 +92,8 @@ class OnlineScorer:
         return self.raw_encoded(*self.bundle.feature_map.encode_records(records))
 
     def score_many(self, records: list[dict]) -> np.ndarray:
-        """One request of many candidates, encoded and scored together: final scores [n] (or [n, T])."""
-        return self.bundle.finish(self.raw_many(records))
+        """One request of many candidates, encoded and scored together: final scores [n] (or [n, T];
+        a task calibrated by slice reads its column from the records)."""
+        columns = self.bundle.slice_columns
+        values = pl.DataFrame([pl.Series(c, [r.get(c) for r in records], strict=False) for c in columns])
+        return self.bundle.finish(self.raw_many(records), self.bundle.slice_values(values) if columns else None)

@@ -25,6 +25,7 @@ def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: 
         bundle.recipe.data,
         list(bundle.recipe.features),
         data,
+        bundle.slice_columns,  # read by the calibrators of tasks calibrated by slice
         with_label=False,
         served=True,
     )
@@ -57,7 +58,7 @@ def predict_file(
             ]
             or [np.empty(0)]
         )
-        out = pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raws)})
+        out = pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raws, bundle.slice_values(frame))})
     else:
         out = score_frame(bundle, frame)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -10,18 +10,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from ..errors import InputError
 from ..evaluation import metrics
 from ..evaluation.calibrate import Calibrator, fit_calibrator, fit_problem
-from ..evaluation.choice import Choice, choose_calibrator
+from ..evaluation.choice import Choice, candidate_spec, choose_calibrator
 from ..evaluation.spec import AutoCalibration, Calibration
 from ..model.inference import raw_probabilities
 from ..serving.batch import load_model
 from ..spec import Spec
-from ..store.bundle import Bundle
+from ..store.bundle import Bundle, slice_text
 from .context import Context, StepResult, cached_step, read
-from .prepare import split_of
+from .prepare import SLICES, split_of
 
 READS = {"calibration": "calibration"}
 
@@ -34,8 +35,14 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         raw_bundle = Bundle.load(trained.path / "bundle")
         validation = split_of(prepared, "validation", raw_bundle.feature_map.num_ids)
         raw = raw_probabilities(load_model(raw_bundle), validation)
-        fit = calibrate_tasks if raw_bundle.tasks else calibrate_one
-        bundle, summary, kind, evidence = fit(raw_bundle, raw, validation.labels, validation.weights, calibration)
+        labels, weights = validation.labels, validation.weights
+        kind: str | dict
+        if raw_bundle.tasks:
+            slices_file = prepared.path / "splits" / "validation" / SLICES
+            slices = pl.read_parquet(slices_file) if raw_bundle.slice_columns else None
+            bundle, summary, kind, evidence = calibrate_tasks(raw_bundle, raw, labels, weights, calibration, slices)
+        else:
+            bundle, summary, kind, evidence = calibrate_one(raw_bundle, raw, labels, weights, calibration)
         bundle.save(folder / "bundle")
         ctx.tracker.metrics(summary)
         ctx.tracker.params({"calibrator": kind if isinstance(kind, str) else json.dumps(kind)})
@@ -82,12 +89,20 @@ def calibrate_one(
 
 
 def calibrate_tasks(
-    bundle: Bundle, raw: np.ndarray, labels: np.ndarray, weights: np.ndarray, calibration: Calibration
+    bundle: Bundle,
+    raw: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    calibration: Calibration,
+    slices: pl.DataFrame | None = None,
 ) -> tuple[Bundle, dict, dict, dict]:
     """Several tasks: each task's calibrator on its served probability over every validation row
     (raw, labels, weights [n, T]) -> (the calibrated bundle, metrics per task, the kinds, the
-    evidence)."""
+    evidence). A task calibrated by slice also gets, for each value of its column (`slices`: the
+    validation rows' values as text) with at least `min_positives` weighted positives, a
+    calibrator of the kind its own is, fit on that value's rows alone."""
     served = bundle.served(raw)
+    breakdown: dict[str, dict[str, Calibrator]] = {}
     calibrators: dict[str, Calibrator] = {}
     summary: dict[str, float] = {}
     kinds: dict[str, str] = {}
@@ -99,12 +114,45 @@ def calibrate_tasks(
             calibrators[task.name] = choice.calibrator
         kinds[task.name], evidence[task.name] = choice.kind, choice.evidence
         final = choice.calibrator(p) if choice.calibrator is not None else p
+        if task.breakdown is not None and slices is not None and choice.calibrator is not None:
+            kind_spec = (
+                candidate_spec(choice.kind, calibration) if isinstance(calibration, AutoCalibration) else calibration
+            )
+            values = slice_text(slices[task.breakdown.column])
+            breakdown[task.name] = {}
+            for value in sorted(set(values)):
+                rows = values == value
+                if (
+                    float(np.sum(w[rows] * y[rows])) >= task.breakdown.min_positives
+                    and fit_problem(y[rows], w[rows]) is None
+                ):
+                    calibrator = fit_calibrator(kind_spec, p[rows], y[rows], w[rows])
+                    if calibrator is not None:
+                        breakdown[task.name][value] = calibrator
+                        final[rows] = calibrator(p[rows])
+            summary[f"val_slices_calibrated_{task.name}"] = len(breakdown[task.name])
         summary |= {
             f"val_logloss_raw_{task.name}": metrics.logloss(y, p, w),
             f"val_logloss_calibrated_{task.name}": metrics.logloss(y, final, w),
             f"val_calibration_ratio_raw_{task.name}": metrics.calibration_ratio(y, p, w),
             f"val_calibration_ratio_calibrated_{task.name}": metrics.calibration_ratio(y, final, w),
         }
-    calibrated = bundle.calibrated(calibration, None, {}, calibrators)
+    calibrated = bundle.calibrated(calibration, None, {}, calibrators, breakdown)
     calibrated.metrics["calibrate"] = {**summary, "calibrator": kinds, "evidence": evidence}
     return calibrated, summary, kinds, evidence
+
+
+def per_slice(
+    kind_spec, p: np.ndarray, y: np.ndarray, w: np.ndarray, values: np.ndarray, min_positives: float
+) -> dict[str, Calibrator]:
+    """A calibrator of `kind_spec` per slice value [n] whose rows hold at least `min_positives`
+    weighted positives (and both classes), fit on those rows alone."""
+    out = {}
+    for value in sorted(set(values)):
+        rows = values == value
+        if float(np.sum(w[rows] * y[rows])) < min_positives or fit_problem(y[rows], w[rows]) is not None:
+            continue
+        calibrator = fit_calibrator(kind_spec, p[rows], y[rows], w[rows])
+        if calibrator is not None:
+            out[str(value)] = calibrator
+    return out

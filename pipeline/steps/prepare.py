@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
 from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype, take_positions
@@ -40,7 +42,9 @@ READS = {
     "features": "features",
     "downsampling": "train.negative_downsampling",
     "task_downsampling": "task_downsampling",
+    "breakdown_columns": "breakdown_columns",
 }
+SLICES = "slices.parquet"  # in splits/validation/: the raw values of the break-down columns, in row order
 SPLITS = ("train", "validation")
 Downsampling = NegativeDownsampling | list[TaskSampling] | None  # one, or one per task
 SELECTION = "selection"  # the validation rows as trained, when position features serve another value
@@ -92,12 +96,33 @@ def encode_splits(
     feature_map: FeatureMap,
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
+    slice_columns: list[str] | None = None,
 ) -> dict[str, int]:
     """Pass 2: encode the train and validation splits' chunks into `folder/<split>/` CSR files ->
     rows per split. With position features, the validation rows are written twice: served
     (`validation`: what calibration fits) and as trained (`selection`: what the train step's early
-    stopping and best epoch judge, so learning the position effect is not held against a model)."""
+    stopping and best epoch judge, so learning the position effect is not held against a model).
+    With `slice_columns` (break-down calibration), the validation rows' raw values of those columns
+    are kept as text in `folder/validation/slices.parquet`, in row order."""
     data = files.data
+    slice_columns = slice_columns or []
+    kept: list[pl.DataFrame] = []
+
+    def chunks() -> Iterator[Chunk]:
+        columns = needed_columns(data, features, slice_columns)
+        for chunk in stream_chunks(files, columns, SPLITS, downsampling, chunk_rows):
+            for split, selected in chunk.routes if slice_columns else ():
+                if split == "validation":
+                    rows = chunk.frame if selected is None else chunk.frame.filter(pl.Series(selected))
+                    kept.append(rows.select(pl.col(c).cast(pl.String) for c in slice_columns))
+            yield chunk
+
+    def finish() -> dict[str, int]:
+        rows = finish_splits(data, writers)
+        if slice_columns:
+            pl.concat(kept).write_parquet(folder / "validation" / SLICES)
+        return rows
+
     width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     # the train split reads position features' columns; validation takes their served position
     training, served = feature_map.for_training(), feature_map.served_ids()
@@ -152,10 +177,10 @@ def encode_splits(
                 )
 
         if feature_map.ragged:  # id lists: each chunk's row-major CSR, its routed rows gathered
-            for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
+            for chunk in chunks():
                 if chunk.frame.height:
                     write_rows(chunk)
-            return finish_splits(data, writers)
+            return finish()
 
         # a chunk is written on a background thread while the next one is encoded, so two chunks'
         # feature-major arrays take turns (each at most chunk_rows rows; one-hot maps store no values)
@@ -168,7 +193,7 @@ def encode_splits(
         ]
         writing = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         pending, turn = None, 0
-        for chunk in stream_chunks(files, needed_columns(data, features), SPLITS, downsampling, chunk_rows):
+        for chunk in chunks():
             if chunk.frame.height == 0:
                 continue
             ids, values = training.encode_columns(chunk.frame, buffers[turn])  # every row once, then routed
@@ -178,7 +203,7 @@ def encode_splits(
             pending = writing.submit(write, chunk, ids, values)
         if pending is not None:
             pending.result()
-        return finish_splits(data, writers)
+        return finish()
 
 
 def finish_splits(data, writers: dict[str, SplitWriter]) -> dict[str, int]:
@@ -203,15 +228,16 @@ def prepare(
     downsampling: Downsampling,
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
+    slice_columns: list[str] | None = None,
 ) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
-    check_inputs(files, features)
+    check_inputs(files, features, slice_columns or [])
     check_unique_keys(files)
     start = time.perf_counter()
     feature_map = fit_feature_map(files, features, downsampling, chunk_rows)
     (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
     fitted = time.perf_counter()
-    rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows)
+    rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows, slice_columns)
     done = time.perf_counter()
     return {
         "rows": rows,
@@ -228,7 +254,7 @@ def run(ctx: Context, spec: Spec) -> StepResult:
 
     def build(folder: Path) -> dict:
         downsampling = values["task_downsampling"] or values["downsampling"]  # one per task, or the one
-        info = prepare(files, list(values["features"]), downsampling, folder)
+        info = prepare(files, list(values["features"]), downsampling, folder, slice_columns=values["breakdown_columns"])
         rows = info["rows"]
         ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in rows.items()}})
         ctx.tracker.metrics(

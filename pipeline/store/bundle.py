@@ -9,12 +9,14 @@
                        with `model.tables: int8`, each packed table as "<name>.q8" (uint8 codes),
                        "<name>.scale" and "<name>.low" (quantize.py), read back dequantized
     calibrator.json    optional: the calibrator (isotonic knots, or Platt's slope and intercept);
-                       with several tasks, calibrators.json: one per task, by name
+                       with several tasks, calibrators.json: one per task, by name, and
+                       breakdown.json: per task calibrated by slice, {value: calibrator}
 
 Scoring: raw = σ(logit); downsampling-corrected p = raw·r / (1 − raw + r·raw) when negatives were
 downsampled at rate r; score = calibrator(p) when calibrated, else p. With several tasks, per
 task t: the correction at t's rate, then the served probability (a dependent task's is the
-product along its conditions, train/tasks.served_probabilities), then t's calibrator.
+product along its conditions, train/tasks.served_probabilities), then t's calibrator: its slice's
+when t is calibrated per value of a column and the row's value (as text) has one, else t's own.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 from pydantic import Field
 
 from .. import __version__
@@ -33,7 +37,7 @@ from ..config import Strict
 from ..data.readers import Reader
 from ..data.rows import key_column
 from ..data.spec import DataSpec
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from ..evaluation.calibrate import Calibrator, calibrator_from_json, downsampling_correction
 from ..evaluation.spec import Calibration
 from ..features.feature_map import FeatureMap
@@ -75,6 +79,7 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     packed: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)  # 8-bit tables: (codes, scale, low)
     calibrators: dict[str, Calibrator] = field(default_factory=dict)  # several tasks: one per task, by name
+    breakdown: dict[str, dict[str, Calibrator]] = field(default_factory=dict)  # task -> slice value -> calibrator
 
     @classmethod
     def quantized(cls, recipe: Recipe, feature_map: FeatureMap, plan: Plan, weights: dict, metrics: dict) -> Bundle:
@@ -129,24 +134,47 @@ class Bundle:
         p = self.corrected(raw)
         return served_probabilities(p, self.tasks) if self.tasks else p
 
-    def finish(self, raw: np.ndarray) -> np.ndarray:
-        """Raw probabilities [n] (or [n, T]) -> final scores (served, then each calibrator)."""
+    @property
+    def slice_columns(self) -> list[str]:
+        """The columns the scorers read besides the features: those some task is calibrated by."""
+        return sorted({task.breakdown.column for task in self.tasks if task.breakdown is not None})
+
+    def slice_values(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """The slice columns' values of raw rows, as the calibrators were fit on them: text, a
+        missing value 'null' [n] each."""
+        return {column: slice_text(frame[column]) for column in self.slice_columns}
+
+    def finish(self, raw: np.ndarray, slices: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Raw probabilities [n] (or [n, T]) -> final scores (served, then each calibrator; with
+        break-down calibration, `slices` holds each slice column's values as text [n])."""
         p = self.served(raw)
         if not self.tasks:
             return self.calibrator(p) if self.calibrator is not None else p
         for t, task in enumerate(self.tasks):
+            served = p[:, t].copy()
             if task.name in self.calibrators:
-                p[:, t] = self.calibrators[task.name](p[:, t])
+                p[:, t] = self.calibrators[task.name](served)
+            if task.breakdown is None or not self.breakdown.get(task.name):
+                continue
+            if slices is None or task.breakdown.column not in slices:
+                raise InputError(
+                    f"task {task.name!r} is calibrated per value of {task.breakdown.column!r}; give that column"
+                )
+            values = np.asarray(slices[task.breakdown.column], dtype=object)
+            for value, calibrator in self.breakdown[task.name].items():
+                rows = values == value
+                if rows.any():
+                    p[rows, t] = calibrator(served[rows])
         return p
 
-    def score_columns(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def score_columns(self, raw: np.ndarray, slices: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """What a prediction file holds for raw probabilities: `score` and `raw_score` for one task;
         with several, `score_<task>` (served, calibrated) and `raw_score_<task>` (the tower's σ, a
         dependent task's conditional on its condition) per task, and `value` = Σ value_weight ·
         score when some task has a value weight."""
         if not self.tasks:
             return {"score": self.finish(raw), "raw_score": np.asarray(raw, dtype=np.float64)}
-        final, out = self.finish(raw), {}  # final [n, T]
+        final, out = self.finish(raw, slices), {}  # final [n, T]
         for t, task in enumerate(self.tasks):
             out[f"score_{task.name}"] = final[:, t]
         for t, task in enumerate(self.tasks):
@@ -186,6 +214,9 @@ class Bundle:
         if self.calibrators:
             stored_calibrators = {name: c.to_json() for name, c in self.calibrators.items()}
             (folder / "calibrators.json").write_text(json.dumps(stored_calibrators))
+        if self.breakdown:
+            stored_slices = {t: {v: c.to_json() for v, c in by.items()} for t, by in self.breakdown.items()}
+            (folder / "breakdown.json").write_text(json.dumps(stored_slices))
 
     @classmethod
     def load(cls, folder: str | Path) -> Bundle:
@@ -217,7 +248,15 @@ class Bundle:
             if (folder / "calibrators.json").is_file():
                 stored = json.loads((folder / "calibrators.json").read_text())
                 calibrators = {str(name): calibrator_from_json(c) for name, c in stored.items()}
-            bundle = cls(recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}), packed, calibrators)
+            breakdown = {}
+            if (folder / "breakdown.json").is_file():
+                stored = json.loads((folder / "breakdown.json").read_text())
+                breakdown = {
+                    str(t): {str(v): calibrator_from_json(c) for v, c in by.items()} for t, by in stored.items()
+                }
+            bundle = cls(
+                recipe, feature_map, plan, weights, calibrator, meta.get("metrics", {}), packed, calibrators, breakdown
+            )
             problem = bundle.problem()
         except ArtifactError:
             raise
@@ -261,7 +300,11 @@ class Bundle:
         unknown = sorted(set(self.calibrators) - {task.name for task in self.tasks})
         if unknown:
             return f"calibrators for {unknown}, which are not the bundle's tasks"
-        for calibrator in [self.calibrator, *self.calibrators.values()]:
+        sliced = {task.name for task in self.tasks if task.breakdown is not None}
+        if set(self.breakdown) - sliced:
+            return f"slice calibrators for {sorted(set(self.breakdown) - sliced)}, which are not calibrated by slice"
+        by_slice = [c for by in self.breakdown.values() for c in by.values()]
+        for calibrator in [self.calibrator, *self.calibrators.values(), *by_slice]:
             problem = calibrator.problem() if calibrator is not None else None
             if problem is not None:
                 return problem
@@ -273,14 +316,28 @@ class Bundle:
         calibrator: Calibrator | None,
         metrics: dict,
         calibrators: dict[str, Calibrator] | None = None,
+        breakdown: dict[str, dict[str, Calibrator]] | None = None,
     ) -> Bundle:
-        """This bundle with a calibrator (or, with several tasks, one per task), its calibration
-        spec in the recipe and its metrics added."""
+        """This bundle with a calibrator (or, with several tasks, one per task and per slice), its
+        calibration spec in the recipe and its metrics added."""
         recipe = self.recipe.model_copy(update={"calibration": calibration})
         merged = {**self.metrics, **metrics}
         return Bundle(
-            recipe, self.feature_map, self.plan, self.weights, calibrator, merged, self.packed, calibrators or {}
+            recipe,
+            self.feature_map,
+            self.plan,
+            self.weights,
+            calibrator,
+            merged,
+            self.packed,
+            calibrators or {},
+            breakdown or {},
         )
+
+
+def slice_text(values: pl.Series) -> np.ndarray:
+    """A slice column's values as text, a missing value 'null' (object [n])."""
+    return values.cast(pl.String).fill_null("null").to_numpy().astype(object)
 
 
 def unpacked(weights: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]:

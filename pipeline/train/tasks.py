@@ -32,6 +32,19 @@ if TYPE_CHECKING:
     import torch
 
 
+class Breakdown(Strict):
+    """Break-down calibration: a calibrator per value of a column, for the values with enough
+    validation positives; the others take the task's calibrator."""
+
+    column: str = Field(description="The slice column (read as text; a missing value is the slice 'null').")
+    min_positives: float = Field(
+        default=200,
+        gt=0,
+        le=1e12,
+        description="A value needs at least this many (weighted) validation positives for its own calibrator.",
+    )
+
+
 class TaskSpec(Strict):
     """One task: how its label (`data.labels[name]`) is learned and served."""
 
@@ -58,6 +71,11 @@ class TaskSpec(Strict):
         default=None,
         description="An earlier task this one depends on: learned on the rows where that task's label is 1, served "
         "as P(given) · P(this | given).",
+    )
+    breakdown: Breakdown | None = Field(
+        default=None,
+        description="Calibrate this task per value of a column (break-down calibration); every scorer then reads "
+        "that column.",
     )
     value_weight: float | None = Field(
         default=None,

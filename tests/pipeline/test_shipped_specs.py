@@ -228,6 +228,7 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     spec["data"]["train"]["rows"], spec["data"]["test"]["rows"] = [0, 50_000], [50_000, 60_000]
     spec.setdefault("validation", {})["gates"] = {"auc": {"min": 0.6}}
     spec["tasks"][0]["value_weight"], spec["tasks"][1]["value_weight"] = 1.0, 20.0  # a value model
+    spec["tasks"][0]["breakdown"]["min_positives"] = 40  # ~250 validation clicks at this size
     path = tmp_path / "synthetic_tasks.yaml"
     path.write_text(yaml.safe_dump(spec))
     result = invoke(runner, "run", path, "--json")
@@ -242,6 +243,10 @@ def test_synthetic_tasks_spec_runs_per_task_and_holds_parity_per_task(runner, tm
     # the click's raw scores are corrected for the downsampling; the calibrator then meets the rate
     # (~500 test clicks: label noise alone moves the ratio by ±9%, 95%)
     assert abs(test["click"]["calibrated"]["calibration_ratio"] - 1) < 0.15
+    calibrated = json.loads((Path(out["steps"]["calibrate"]["path"]) / "step.json").read_text())["metrics"]
+    assert calibrated["val_slices_calibrated_click"] >= 1  # the commonest C1 values have their own calibrator
+    sliced = json.loads((tmp_path / ".snn" / "bundles" / "synthetic-tasks" / "breakdown.json").read_text())
+    assert set(sliced) == {"click"} and len(sliced["click"]) == calibrated["val_slices_calibrated_click"]
     checks = out["verdict"]["checks"]
     assert {check["task"] for check in checks} == {"click", "convert"}
     bundle = tmp_path / ".snn" / "bundles" / "synthetic-tasks"

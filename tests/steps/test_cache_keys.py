@@ -91,6 +91,8 @@ TASK_CHANGES = [
         {"prepare", "train"},
     ),
     ("tasks", lambda spec: spec["tasks"][1].update(given=None), {"prepare", "train"}),  # its rows change too
+    # prepare keeps the validation rows' values of the break-down column
+    ("breakdown_columns", lambda spec: spec["tasks"][0]["breakdown"].update(column="C2"), {"prepare", "train"}),
 ]
 
 
