@@ -150,21 +150,15 @@ def _print_fit(result: dict) -> None:
 
 
 def _print_calibrate(result: dict) -> None:
-    m = result["metrics"]
-    err(
-        f"calibrator: {result.get('calibrator', 'unknown')}  (cross-validated log loss: "
-        + (
-            ", ".join(f"{k} {v:.4f}" for k, v in result.get("evidence", {}).get("cv_logloss", {}).items())
-            or "not compared"
-        )
-        + ")"
-    )
-    tasks = [""] if "val_logloss_raw" in m else sorted({k.rsplit("_", 1)[1] for k in m if k.startswith("val_")})
-    for task in tasks:
-        end = f"_{task}" if task else ""
+    m, kinds, evidence = result["metrics"], result.get("calibrator", "unknown"), result.get("evidence", {})
+    several = isinstance(kinds, dict)  # several tasks: the kinds and the evidence by task name
+    for task in list(kinds) if several else [""]:
+        kind, losses = (kinds[task], evidence.get(task, {})) if several else (kinds, evidence)
+        compared = ", ".join(f"{k} {v:.4f}" for k, v in losses.get("cv_logloss", {}).items()) or "not compared"
+        end, name = (f"_{task}", f"{task}: ") if several else ("", "")
+        err(f"{name}calibrator: {kind}  (cross-validated log loss: {compared})")
         err(
-            (f"{task}: " if task else "")
-            + f"validation logloss {m[f'val_logloss_raw{end}']:.4f} -> {m[f'val_logloss_calibrated{end}']:.4f}, "
+            f"{name}validation logloss {m[f'val_logloss_raw{end}']:.4f} -> {m[f'val_logloss_calibrated{end}']:.4f}, "
             f"calibration ratio {m[f'val_calibration_ratio_raw{end}']:.4f} -> "
             f"{m[f'val_calibration_ratio_calibrated{end}']:.4f}"
         )

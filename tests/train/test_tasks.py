@@ -136,3 +136,21 @@ def test_split_files_hold_a_label_and_a_weight_per_task(tmp_path):
     np.testing.assert_array_equal(split.weights, weights)
     batch = split.take(np.array([3, 1]))
     np.testing.assert_array_equal(batch.labels, labels[[3, 1]])
+
+
+def test_the_calibrate_summary_names_each_task_whatever_its_name(capsys):
+    """`snn calibrate`'s lines for several tasks read each task's figures by its name (names may hold '_')."""
+    from snn.cli.app import _print_calibrate
+
+    metrics = {
+        f"val_{what}_{stage}_{task}": value
+        for task, value in (("add_to_cart", 0.25), ("buy", 0.5))
+        for what in ("logloss", "calibration_ratio")
+        for stage in ("raw", "calibrated")
+    }
+    evidence = {"add_to_cart": {"cv_logloss": {"platt": 0.1}}, "buy": {}}
+    _print_calibrate({"metrics": metrics, "calibrator": {"add_to_cart": "platt", "buy": "none"}, "evidence": evidence})
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "add_to_cart: calibrator: platt  (cross-validated log loss: platt 0.1000)"
+    assert lines[1].startswith("add_to_cart: validation logloss 0.2500 -> 0.2500")
+    assert lines[2] == "buy: calibrator: none  (cross-validated log loss: not compared)"
