@@ -43,6 +43,18 @@ ForceStepOpt = Annotated[
     typer.Option("--force-step", help="Rerun this step and the ones after it, reusing the cached steps before it."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+RegisterOpt = Annotated[
+    str | None,
+    typer.Option("--register", help="Register the bundle's MLflow model as a new version of this registered model."),
+]
+PromoteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--promote",
+        help="With --register: point this alias (e.g. champion) at the new version when the verdict passes; "
+        "a failing verdict leaves the alias where it was.",
+    ),
+]
 UriOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")
 ]
@@ -138,6 +150,13 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
         summarize(result)
         err(f"bundle: {result.get('bundle')}")
         err(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
+        registered = result.get("registered")
+        if registered:
+            alias = registered.get("alias")
+            err(
+                f"registered: {registered['name']} version {registered['version']}"
+                + (f", alias {alias!r} points at it" if alias else f" ({registered.get('alias_refused', 'no alias')})")
+            )
     verdict = result.get("verdict")
     if verdict is not None and not verdict["passed"]:
         err("gate failed:\n  " + "\n  ".join(verdict["failures"]))
@@ -201,8 +220,9 @@ def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -
         force_step: ForceStepOpt = None,
         json_out: JsonOpt = False,
         tracking_uri: UriOpt = None,
+        register: RegisterOpt = None,
     ):
-        _finish(_run_pipeline(command, spec, force, tracking_uri, force_step), json_out, printer)
+        _finish(_run_pipeline(command, spec, force, tracking_uri, force_step, register=register), json_out, printer)
 
     run_command.__doc__ = doc
     app.command(name=command)(handled(run_command))
@@ -230,15 +250,45 @@ def validate(
     force_step: ForceStepOpt = None,
     json_out: JsonOpt = False,
     tracking_uri: UriOpt = None,
+    register: RegisterOpt = None,
+    promote: PromoteOpt = None,
 ):
     """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
-    result = _run_pipeline("validate", spec, force, tracking_uri, force_step, compare=compare, baseline=baseline)
+    _validate_command("validate", spec, force, force_step, json_out, tracking_uri, register, promote, compare, baseline)
+
+
+def _validate_command(command: str, spec, force, force_step, json_out, tracking_uri, register, promote, *compared):
+    if promote is not None and register is None:
+        err("error: --promote sets an alias on the version --register makes; give --register NAME too")
+        raise typer.Exit(2)
+    compare, baseline = compared or (None, None)
+    result = _run_pipeline(
+        command,
+        spec,
+        force,
+        tracking_uri,
+        force_step,
+        compare=compare,
+        baseline=baseline,
+        register=register,
+        promote=promote,
+    )
     _finish(result, json_out, _print_metrics)
 
 
-_pipeline_command(
-    "run", "Every step in order (prepare, train, calibrate, validate), reusing cached steps.", _print_metrics
-)
+@app.command(name="run")
+@handled
+def run_all(
+    spec: SpecArg,
+    force: ForceOpt = False,
+    force_step: ForceStepOpt = None,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+    register: RegisterOpt = None,
+    promote: PromoteOpt = None,
+):
+    """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
+    _validate_command("run", spec, force, force_step, json_out, tracking_uri, register, promote)
 
 
 @app.command()
@@ -257,6 +307,10 @@ def predict(
             "--header/--no-header", help="CSV: whether the first line is a header (default: as the bundle's data spec)."
         ),
     ] = None,
+    via: Annotated[
+        str | None,
+        typer.Option("--via", help="Score through a running `snn serve` at this URL (the bundle reads the rows)."),
+    ] = None,
 ):
     """Score a data file with a bundle and write predictions with the row key."""
     from snn.pipeline.errors import InputError
@@ -271,8 +325,37 @@ def predict(
             row_range = (start, stop)
         except ValueError:
             raise InputError(f"--rows {rows!r} is not START:STOP with 0 <= START < STOP") from None
-    count = predict_file(bundle, data, output, online=online, rows=row_range, header=header)
-    err(f"wrote {count} predictions to {output} ({'online' if online else 'batch'} scorer)")
+    count = predict_file(bundle, data, output, online=online, rows=row_range, header=header, via=via)
+    scorer = f"server {via}" if via else "online scorer" if online else "batch scorer"
+    err(f"wrote {count} predictions to {output} ({scorer})")
+
+
+@app.command()
+@handled
+def serve(
+    source: Annotated[str, typer.Argument(help="Bundle folder, MLflow model folder, or models:/NAME@ALIAS.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1, max=256)] = 1,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse records with unknown or missing features (400).")
+    ] = False,
+    max_body: Annotated[int, typer.Option("--max-body", help="Largest request body in bytes (413 above).", min=1)] = 5
+    * 1024
+    * 1024,
+    poll: Annotated[
+        float, typer.Option("--poll", help="Seconds between checks of a models:/NAME@ALIAS source (0: never).", min=0)
+    ] = 0.0,
+):
+    """Serve a model over HTTP: POST /score, MLflow's POST /invocations, /health, /ready, /metadata, POST /reload.
+
+    Example: snn serve specs/.snn/bundles/adult-income --port 8080
+    """
+    from snn.pipeline.serving.server import ServeConfig
+    from snn.pipeline.serving.server import serve as run_server
+
+    err(f"serving {source} on http://{host}:{port} ({workers} worker(s)); SIGTERM or Ctrl-C stops it")
+    run_server(ServeConfig(source, strict, max_body, poll), host, port, workers)
 
 
 @app.command()

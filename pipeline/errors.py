@@ -37,6 +37,12 @@ class TrackingError(SnnError):
     exit_code = 1
 
 
+class ServingError(SnnError):
+    """A scoring server cannot be reached or answered a request with an error."""
+
+    exit_code = 1
+
+
 class TrainingDiverged(SnnError):
     """The training loss or the model's predictions became NaN or infinite: nothing is written."""
 

@@ -190,6 +190,9 @@ def update_fitters(
     each_feature(update, range(len(features)))
 
 
+NESTED = (list, tuple, dict, set)  # values a one-value feature refuses in a request
+
+
 @dataclass
 class FeatureMap:
     """All encoders, laid out in one id space of `num_ids` ids (encoder i owns [offset_i, offset_i + size_i))."""
@@ -374,6 +377,12 @@ class FeatureMap:
                     out.append((*encoder.encode_numbers(numbers[0][j]), None))
                 else:
                     columns = self._columns(records) if columns is None else columns
+                    nested = next((v for v in columns[j] if type(v) in NESTED), None)
+                    if nested is not None:
+                        raise InputError(
+                            f"a record holds {type(nested).__name__} {str(nested)[:60]}; this {encoder.kind} "
+                            "feature takes one value per record (a number, text or null)"
+                        )
                     out.append((*encoder.encode_values(columns[j]), None))
             except InputError as exc:
                 raise InputError(f"feature {encoder.name!r}: {exc}") from None

@@ -1,14 +1,16 @@
-"""`snn predict`: score a data file with a bundle, batch (torch) or online (the serving scorer, in requests)."""
+"""`snn predict`: score a data file with a bundle, batch (torch), online (the serving scorer, in
+requests), or through a running `snn serve` (`via`: its /score endpoint, in requests)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from ..data.sources import check_schema
-from ..errors import InputError
+from ..errors import InputError, ServingError
 from ..files import output_file, owned_temp
 from ..store.bundle import Bundle
 from .batch import score_frame
@@ -42,14 +44,24 @@ def predict_file(
     online: bool = False,
     rows: tuple[int, int] | None = None,
     header: bool | None = None,
+    via: str | None = None,
 ) -> int:
     """Write (key, score, raw_score) for every row of `data` to `output` (parquet), or a score and a
-    raw score per task (Bundle.score_columns); returns the row count.
+    raw score per task (Bundle.score_columns); returns the row count. The bundle reads the rows
+    (format, key); `via` (a server's URL) scores them instead of this process.
     The output is written to a temporary file and renamed into place; it may not be an input."""
     bundle = Bundle.load(bundle_path)
     output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
     frame = read_rows(bundle, data, rows, header)
-    if online:  # the serving scorer, fed requests of REQUEST_ROWS candidates as a server would
+    if via is not None:
+        out = pl.concat(
+            [
+                pl.DataFrame(served_scores(via, frame.slice(start, REQUEST_ROWS).to_dicts()))
+                for start in range(0, frame.height, REQUEST_ROWS)
+            ]
+        )
+        out = pl.DataFrame({bundle.key: frame[bundle.key]}).hstack(out)
+    elif online:  # the serving scorer, fed requests of REQUEST_ROWS candidates as a server would
         scorer = OnlineScorer(bundle)
         raws = np.concatenate(
             [
@@ -65,3 +77,22 @@ def predict_file(
     with owned_temp(output) as tmp:
         out.write_parquet(tmp)
     return out.height
+
+
+def served_scores(url: str, records: list[dict]) -> dict[str, list[float]]:
+    """POST one request of records to a server's /score -> its columns (score, raw_score, ...)."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"records": records}, default=str).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/score", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise ServingError(f"{url} answered {exc.code} to a request of {len(records)} rows: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServingError(f"cannot reach {url} ({exc}); start it with `snn serve BUNDLE --port ...`") from None

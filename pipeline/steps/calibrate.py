@@ -19,10 +19,11 @@ from ..evaluation.choice import Choice, candidate_spec, choose_calibrator
 from ..evaluation.spec import AutoCalibration, Calibration
 from ..model.inference import raw_probabilities
 from ..serving.batch import load_model
+from ..serving.mlflow_model import log_model
 from ..spec import Spec
 from ..store.bundle import Bundle, slice_text
 from .context import Context, StepResult, cached_step, read
-from .prepare import SLICES, split_of
+from .prepare import SLICES, example_of, split_of
 
 READS = {"calibration": "calibration"}
 
@@ -46,8 +47,8 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         bundle.save(folder / "bundle")
         ctx.tracker.metrics(summary)
         ctx.tracker.params({"calibrator": kind if isinstance(kind, str) else json.dumps(kind)})
-        ctx.tracker.artifact(folder / "bundle", "bundle")
-        return {"metrics": summary, "calibrator": kind, "evidence": evidence}
+        model_uri = log_model(folder / "bundle", example_of(prepared))
+        return {"metrics": summary, "calibrator": kind, "evidence": evidence, "model_uri": model_uri}
 
     return cached_step(ctx, "calibrate", values, build, (prepared, trained))
 

@@ -26,6 +26,7 @@ import polars as pl
 
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
 from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype, take_positions
+from ..data.readers import Reader
 from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
 from ..data.spec import DataFiles, NegativeDownsampling, TaskSampling
 from ..errors import ArtifactError, InputError
@@ -45,6 +46,8 @@ READS = {
     "breakdown_columns": "breakdown_columns",
 }
 SLICES = "slices.parquet"  # in splits/validation/: the raw values of the break-down columns, in row order
+EXAMPLE = "example.parquet"  # the train source's first EXAMPLE_ROWS raw rows: the MLflow model's input example
+EXAMPLE_ROWS = 5
 SPLITS = ("train", "validation")
 Downsampling = NegativeDownsampling | list[TaskSampling] | None  # one, or one per task
 SELECTION = "selection"  # the validation rows as trained, when position features serve another value
@@ -255,6 +258,10 @@ def run(ctx: Context, spec: Spec) -> StepResult:
     def build(folder: Path) -> dict:
         downsampling = values["task_downsampling"] or values["downsampling"]  # one per task, or the one
         info = prepare(files, list(values["features"]), downsampling, folder, slice_columns=values["breakdown_columns"])
+        train = files.data.train
+        first = train.rows[0] if train.rows else 0
+        example = Reader.from_spec(files.data).read(files.path(train), (first, first + EXAMPLE_ROWS), train.header)
+        example.write_parquet(folder / EXAMPLE)
         rows = info["rows"]
         ctx.tracker.params({"num_ids": info["num_ids"], **{f"rows.{k}": v for k, v in rows.items()}})
         ctx.tracker.metrics(
@@ -282,6 +289,14 @@ def feature_map_of(prepared: StepResult) -> FeatureMap:
     try:
         return FeatureMap.from_json(json.loads((prepared.path / "feature_map.json").read_text()))
     except (OSError, ValueError, ArtifactError) as exc:
+        raise corrupted_cache("prepare", prepared.path, exc) from None
+
+
+def example_of(prepared: StepResult) -> pl.DataFrame:
+    """A few raw train rows (the MLflow model's input example and the types of its signature)."""
+    try:
+        return pl.read_parquet(prepared.path / EXAMPLE)
+    except (OSError, pl.exceptions.PolarsError) as exc:
         raise corrupted_cache("prepare", prepared.path, exc) from None
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import Scratch, ensure_folder, sweep
+from ..serving.mlflow_model import log_model
+from ..serving.mlflow_model import promote as promote_version
+from ..serving.mlflow_model import register as register_version
 from ..spec import load_spec
 from ..tracking import Tracker, flatten, resolve_uri
 from . import calibrate, prepare, train, validate
 from .context import Context, StepResult
+from .prepare import example_of
 
 LAST_STEP = {"fit": "train", "calibrate": "calibrate", "validate": "validate", "run": "validate"}
 
@@ -27,9 +31,13 @@ def run(
     force_step: str | None = None,
     compare: Path | None = None,
     baseline: Path | None = None,
+    register: str | None = None,
+    promote: str | None = None,
 ) -> dict:
     """Run `command`'s steps; returns its result (metrics, bundle, steps, report and verdict for
-    validate, the MLflow run and where everything is)."""
+    validate, the MLflow run and where everything is). With `register`, the final bundle's MLflow
+    model becomes a new version of that registered model; with `promote` (validate, run), a passing
+    verdict then points that alias at it, a failing one never does."""
     loaded = load_spec(spec_path)
     spec = loaded.spec
     workdir = ensure_folder(loaded.workdir, "workdir")
@@ -50,7 +58,9 @@ def run(
                 result = validate.run(ctx, spec, last, compare, baseline)
             else:
                 result = {"bundle": str(last.path / "bundle"), "metrics": last.info["metrics"]}
-                result.update({k: last.info[k] for k in ("calibrator", "evidence") if k in last.info})
+                result.update({k: last.info[k] for k in ("calibrator", "evidence", "model_uri") if k in last.info})
+            if register is not None:
+                result["registered"] = registered(steps, last, register, promote, result.get("verdict"), uri)
     finally:
         scratch.close()
     result.update(
@@ -64,3 +74,21 @@ def run(
         }
     )
     return result
+
+
+def registered(
+    steps: dict[str, StepResult], last: StepResult, name: str, alias: str | None, verdict: dict | None, uri: str
+) -> dict:
+    """Register the final bundle's MLflow model (logged by its step in this run, or now in the
+    command's run when the step was cached) as a version of `name`; point `alias` at it when the
+    verdict passed. -> {name, version, alias (or alias_refused)}."""
+    model_uri = None if last.cached else last.info.get("model_uri")
+    model_uri = model_uri or log_model(last.path / "bundle", example_of(steps["prepare"]))
+    out: dict = {"name": name, "version": register_version(model_uri, name, uri), "model_uri": model_uri}
+    if alias is not None:
+        if verdict is not None and verdict["passed"]:
+            promote_version(name, out["version"], alias, uri)
+            out["alias"] = alias
+        else:
+            out["alias_refused"] = f"{alias!r} stays where it was: the verdict failed"
+    return out

@@ -15,13 +15,14 @@ from ..errors import SpecError
 from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan, plan_for, space_of, uses_counts
+from ..serving.mlflow_model import log_model
 from ..spec import Spec
 from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
 from ..train.loop import train_model, validation_metrics
 from ..train.tasks import TaskSpec, towers_of
 from .context import Context, StepResult, cached_step, key_of, log, read
-from .prepare import SELECTION, feature_map_of, split_of
+from .prepare import SELECTION, example_of, feature_map_of, split_of
 
 READS = {"data": "data", "features": "features", "model": "model", "train": "train", "tasks": "tasks"}
 
@@ -79,9 +80,9 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         bundle.save(folder / "bundle")
         (folder / "history.json").write_text(json.dumps(result.history, indent=2))
         ctx.tracker.metrics(summary)
-        ctx.tracker.artifact(folder / "bundle", "bundle")
+        model_uri = log_model(folder / "bundle", example_of(prepared))
         shutil.rmtree(checkpoints, ignore_errors=True)  # the step is done: a rerun finds its folder
-        return {"metrics": summary, "device": result.device}
+        return {"metrics": summary, "device": result.device, "model_uri": model_uri}
 
     return cached_step(ctx, "train", values, build, (prepared,))
 

@@ -105,5 +105,8 @@ def test_mlflow_has_a_parent_run_and_nested_steps(adult_run):
     assert len(history) >= 2 and [m.step for m in history] == list(range(1, len(history) + 1))
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "spec.yaml" in artifacts
-    assert "bundle" in {a.path for a in client.list_artifacts(by_step["train"].info.run_id)}
+    logged = client.search_logged_models(
+        [parent.info.experiment_id], filter_string=f"source_run_id = '{by_step['train'].info.run_id}'"
+    )
+    assert [model.name for model in logged] == ["model"]  # the raw bundle, as an MLflow model
     assert fit["tracking_uri"].startswith("sqlite:///") and fit["tracking_uri"].endswith(".snn/mlflow.db")

@@ -1,65 +1,15 @@
 """Integration: `snn fit` against a real `mlflow server` on 127.0.0.1, read back with the client."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ..conftest import invoke, small_adult_spec_dict, write_spec
+import snn
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("mlflow server did not start within 90 s")
-                time.sleep(0.5)
-        yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from ..conftest import ADULT_DIR, invoke, small_adult_spec_dict, write_spec
 
 
 @pytest.mark.integration
@@ -78,4 +28,14 @@ def test_fit_logs_to_a_real_mlflow_server(runner, tmp_path, mlflow_server):
     )[0]
     assert train_run.data.metrics["best_val_auc"] == pytest.approx(out["metrics"]["best_val_auc"])
     assert len(client.get_metric_history(train_run.info.run_id, "val_logloss")) == 2
-    assert "bundle" in {a.path for a in client.list_artifacts(train_run.info.run_id)}
+    # the raw bundle is an MLflow model of the train run, loaded back through pyfunc from the server
+    (logged,) = client.search_logged_models(
+        [parent.info.experiment_id], filter_string=f"source_run_id = '{train_run.info.run_id}'"
+    )
+    mlflow.set_tracking_uri(mlflow_server)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    model = snn.load(out["bundle"])
+    rows = model.bundle.reader.read(ADULT_DIR / "adult.test", (0, 200))
+    served = pyfunc.predict(rows.to_pandas())
+    assert list(served.columns) == ["score", "raw_score"]
+    np.testing.assert_allclose(served["score"].to_numpy(), model.score(rows), rtol=0, atol=1e-12)
