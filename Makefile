@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench schema clean
+.PHONY: install demo parity test lint bench schema clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 2; }
@@ -24,6 +24,11 @@ demo: $(STAMP)
 	@echo
 	@echo "Results: specs/.snn/reports/adult-income/ (metrics.json, verdict.json, reliability.png, roc.png)"
 	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/specs/.snn/mlflow.db"
+
+# the served model against the reference scorer on the demo's test rows: exit 0 equal, 3 not
+# (SERVED=path-or-models:/NAME@ALIAS serves another model in its place)
+parity: $(STAMP)
+	$(BIN)/snn parity specs/adult.yaml $(if $(SERVED),--served $(SERVED))
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[test,bench]"

@@ -332,6 +332,31 @@ def predict(
 
 @app.command()
 @handled
+def parity(
+    spec: SpecArg,
+    served: Annotated[
+        str | None,
+        typer.Option("--served", help="Serve this bundle or models:/NAME@ALIAS instead of the spec's own bundle."),
+    ] = None,
+    json_out: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
+    """Calibrate, start `snn serve`, score the test rows through HTTP, stop it, and validate --compare.
+
+    Exit 0 when the served scores equal the reference scorer's within the spec's parity tolerance, 3 when not.
+    Example: snn parity specs/adult.yaml
+    """
+    from snn.pipeline.steps.served import parity as run_parity
+
+    result = run_parity(spec, served, tracking_uri)
+    if not json_out:
+        served_info = result["served"]
+        err(f"served: {served_info['source']} ({served_info['rows']} test rows scored through HTTP)")
+    _finish(result, json_out, _print_metrics)
+
+
+@app.command()
+@handled
 def serve(
     source: Annotated[str, typer.Argument(help="Bundle folder, MLflow model folder, or models:/NAME@ALIAS.")],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",

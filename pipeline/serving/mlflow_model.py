@@ -76,19 +76,31 @@ def bundle_in(folder: Path) -> Path:
 
 
 def signature_and_example(example: pl.DataFrame, columns: dict[str, str], outputs: pl.DataFrame):
-    """The model's signature: the schema's columns, each optional (a missing one is scored as a missing
-    value), typed as `example` holds them; the outputs as doubles. Returns (signature, input example)."""
+    """The model's signature and input example: each schema column optional (a missing one is scored
+    as a missing value), a continuous or binary feature's as double, a categorical one of integers
+    as double too (pandas holds integers with a missing value as floats; the Model reads whole
+    floats back as integers), other columns as string, a tree's input as the example holds it; the
+    outputs as doubles. Returns (signature, input example)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    frame = example.select([c for c in columns if c in example.columns]).to_pandas()
-    kinds = {"Int": "long", "UInt": "long", "Float": "double", "Boolean": "boolean"}
-    inputs: list = []
-    for name, dtype in example.select(frame.columns).schema.items():
-        kind = next((v for k, v in kinds.items() if str(dtype).startswith(k)), "string")
-        inputs.append(ColSpec(kind, name, required=False))
+    cast = []
+    for name, kind in columns.items():
+        dtype = example.schema.get(name, pl.String)
+        numeric = kind in ("continuous", "binary") or (kind == "tree_input" and dtype.is_numeric())
+        numeric = numeric or (kind == "categorical" and dtype.is_integer())
+        cast.append(
+            pl.col(name).cast(pl.Float64 if numeric else pl.String, strict=False)
+            if name in example.columns
+            else pl.lit(None, pl.Float64 if numeric else pl.String).alias(name)
+        )
+    typed = example.select(cast)
+    inputs: list = [
+        ColSpec("double" if dtype == pl.Float64 else "string", name, required=False)
+        for name, dtype in typed.schema.items()
+    ]
     output = Schema([ColSpec("double", name) for name in outputs.columns])
-    return ModelSignature(inputs=Schema(inputs), outputs=output), frame
+    return ModelSignature(inputs=Schema(inputs), outputs=output), typed.to_pandas()
 
 
 def log_model(bundle: Path, example: pl.DataFrame, name: str = "model") -> str:
@@ -105,7 +117,7 @@ def log_model(bundle: Path, example: pl.DataFrame, name: str = "model") -> str:
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(CODE),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            artifacts={BUNDLE_ARTIFACT: str(bundle.resolve())},  # a bundle link: the folder it names
             signature=signature,
             input_example=frame.head(2),
             pip_requirements=requirements(),
@@ -114,7 +126,8 @@ def log_model(bundle: Path, example: pl.DataFrame, name: str = "model") -> str:
 
 
 def register(model_uri: str, name: str, tracking_uri: str) -> str:
-    """Register `model_uri` as a new version of `name` (created if absent); returns the version.
+    """Register `model_uri` (models:/<logged model id>) as a new version of `name` (created if absent);
+    returns the version.
     When the version cannot be made, a registered model this call created is deleted again."""
     from mlflow.tracking import MlflowClient
 
@@ -126,7 +139,11 @@ def register(model_uri: str, name: str, tracking_uri: str) -> str:
         except Exception:
             client.create_registered_model(name)
             created = True
-        version = client.create_model_version(name, model_uri)
+        model_id = model_uri.removeprefix("models:/")
+        logged = client.get_logged_model(model_id)  # this store's model, whatever the process-wide URI
+        version = client.create_model_version(
+            name, logged.artifact_location, run_id=logged.source_run_id, model_id=model_id
+        )
         return str(version.version)
     except Exception as exc:
         if created:

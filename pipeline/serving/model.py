@@ -50,7 +50,7 @@ class Model:
                 self.schema[feature.name] = feature.kind
         self.schema.update(dict.fromkeys(bundle.slice_columns, "slice"))
         data = bundle.recipe.data
-        self._allowed = set(self.schema) | {c for c in (data.key, data.weight, *data.label_columns) if c}
+        self._allowed = set(self.schema) | {c for c in (bundle.key, data.weight, *data.label_columns) if c}
         self._allowed |= set(data.oracle_columns) | {f.name for f in bundle.recipe.features}
         self._columns = frozenset(self.schema)
         self.drift: Counter[str] = Counter()  # "unknown:<key>" / "missing:<column>" -> records
@@ -71,7 +71,7 @@ class Model:
         elif isinstance(records, pl.DataFrame):
             rows = records.to_dicts()
         elif type(records).__module__.split(".")[0] == "pandas" and hasattr(records, "to_dict"):
-            rows = pl.from_pandas(records).to_dicts()  # pandas' NaN in object columns -> None
+            rows = self._from_pandas(pl.from_pandas(records)).to_dicts()  # pandas' NaN -> None
         elif isinstance(records, Sequence) and not isinstance(records, (str, bytes)):
             rows = list(records)  # type: ignore[arg-type]  # checked below: each a Mapping
             bad = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
@@ -87,6 +87,19 @@ class Model:
             )
         self._check(rows)
         return rows
+
+    def _from_pandas(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """pandas stores an integer column with a missing value as floats (7 -> 7.0): a categorical
+        column of floats that are all whole numbers is read back as the integers it held."""
+        whole = [
+            name
+            for name, dtype in frame.schema.items()
+            if self.schema.get(name) == "categorical"
+            and dtype.is_float()
+            and bool((frame[name].drop_nulls() % 1 == 0).all())
+            and bool((frame[name].drop_nulls().abs() < 2.0**53).all())
+        ]
+        return frame.with_columns(pl.col(whole).cast(pl.Int64)) if whole else frame
 
     def _check(self, rows: list[dict]) -> None:
         """Count (or, strict, refuse) unknown keys and missing schema columns, one pass per distinct key set."""

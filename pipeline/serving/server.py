@@ -37,6 +37,7 @@ from .model import Model, load
 
 CONFIG_ENV = "SNN_SERVE_CONFIG"  # the worker processes' settings (JSON), set by `serve`
 MAX_BODY = 5 * 1024 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024  # an over-limit body is read and dropped up to here, then the connection cut
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,15 @@ async def _json_body(request: Request, limit: int) -> Any:
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind not in ("application/json", ""):
         raise BadRequest(415, f"content-type {kind!r}: send application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, f"body of {int(declared):,} bytes is over the limit of {limit:,} (--max-body)")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in request.stream():  # read on past the limit (discarding) so the client hears the 413
         size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"body over the limit of {limit:,} bytes (--max-body)")
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > DRAIN_BYTES:
+            break  # a client this far over is cut off
+    if size > limit:
+        raise BadRequest(413, f"body of {size:,}+ bytes is over the limit of {limit:,} (--max-body)")
     body = b"".join(chunks)
     if not body.strip():
         raise BadRequest(400, 'empty body; send JSON such as {"records": [{"feature": value, ...}]}')
