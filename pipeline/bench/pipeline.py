@@ -15,7 +15,8 @@ from .figures import Figure
 
 
 def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], Path]:
-    """Q (one epoch vs oracle, 3 seeds), B4 (predict rows/s, online latency), via the real pipeline;
+    """Q (one epoch vs oracle, 3 seeds), B4 (predict rows/s, online latency), B11 (snn serve under load
+    beside mlflow models serve), via the real pipeline;
     also returns seed 0's prepare folder (B5 trains on its encoded train split)."""
     import polars as pl
 
@@ -24,6 +25,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
     from ..serving.predict import predict_file
     from ..store.bundle import Bundle
     from .quality import bench_oracle_gap
+    from .serving import bench_serving
 
     rows = size["quality_rows"]
     figures, result = bench_oracle_gap(size, folder)
@@ -51,6 +53,7 @@ def bench_quality_and_serving(size: dict, folder: Path) -> tuple[list[Figure], P
     scorer = OnlineScorer(bundle)
     frame = pl.read_parquet(path, n_rows=min(rows, 50_000)).drop("label", "p_true")
     figures += latency_figures(scorer, frame.to_dicts(), size["requests"], "B4.online", "online scoring")
+    figures += bench_serving(size, bundle_path, frame.to_dicts()[:1000], folder)
     return figures, Path(result["steps"]["prepare"]["path"])
 
 

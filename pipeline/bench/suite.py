@@ -34,6 +34,8 @@ SIZES = {
         "b2_repeats": 200,
         "b2_cold_entries": 400_000,
         "requests": 200,
+        "serve_seconds": 4.0,
+        "soak_requests": 10_000,
         "shipped_specs": True,
     },
     "tiny": {
@@ -48,6 +50,8 @@ SIZES = {
         "b2_repeats": 5,
         "b2_cold_entries": 2_000,
         "requests": 5,
+        "serve_seconds": 0.5,
+        "soak_requests": 300,
         "shipped_specs": False,
     },
 }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -112,16 +111,14 @@ def log_model(bundle: Path, example: pl.DataFrame, name: str = "model") -> str:
 
     model = load(bundle)
     signature, frame = signature_and_example(example, model.schema, model.predict(example.head(2)))
-    with warnings.catch_warnings():  # the signature is given: MLflow's advice to type-hint predict does not apply
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(CODE),
-            artifacts={BUNDLE_ARTIFACT: str(bundle.resolve())},  # a bundle link: the folder it names
-            signature=signature,
-            input_example=frame.head(2),
-            pip_requirements=requirements(),
-        )
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(CODE),
+        artifacts={BUNDLE_ARTIFACT: str(bundle.resolve())},  # a bundle link: the folder it names
+        signature=signature,
+        input_example=frame.head(2),
+        pip_requirements=requirements(),
+    )
     return info.model_uri
 
 

@@ -7,6 +7,7 @@
     model.score(polars_or_pandas_frame)    -> float64 [n] (or [n, T])
     model.raw(...)                         -> the network's probabilities before correction and calibration
     model.predict(...)                     -> a polars frame of Bundle.score_columns (score, raw_score, ...)
+    model.outputs(...)                     -> the same columns as numpy arrays {name: float64 [n]}
     model.schema                           -> {column: kind} of the columns a record is read for
 
 Schema drift: a record key that is no column of the schema (unknown) or a schema column a record
@@ -133,8 +134,8 @@ class Model:
         out = self.scorer.score_many(self.records(records))
         return _one(out) if isinstance(records, Mapping) else out
 
-    def predict(self, records: Records) -> pl.DataFrame:
-        """Every output column (Bundle.score_columns: score and raw_score, or per task and the value)."""
+    def outputs(self, records: Records) -> dict[str, np.ndarray]:
+        """Every output column (Bundle.score_columns: score and raw_score, or per task and the value) [n]."""
         rows = self.records(records)
         raw = self.scorer.raw_many(rows)
         slices = None
@@ -143,7 +144,11 @@ class Model:
                 [pl.Series(c, [r.get(c) for r in rows], strict=False) for c in self.bundle.slice_columns]
             )
             slices = self.bundle.slice_values(frame)
-        return pl.DataFrame(self.bundle.score_columns(raw, slices))
+        return self.bundle.score_columns(raw, slices)
+
+    def predict(self, records: Records) -> pl.DataFrame:
+        """`outputs` as a polars frame."""
+        return pl.DataFrame(self.outputs(records))
 
     def metadata(self) -> dict:
         """What the model is: source, snn and format versions, the recipe's hash, tasks, schema, outputs."""

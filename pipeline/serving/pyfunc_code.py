@@ -5,6 +5,7 @@ predict: a pandas DataFrame of raw columns -> a DataFrame of Bundle.score_column
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 BUNDLE_ARTIFACT = "bundle"  # mlflow_model.BUNDLE_ARTIFACT: this file is run on its own
@@ -16,7 +17,8 @@ class SnnModel(PythonModel):
 
         self.model = load(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):  # no type hints: the signature is logged
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        # a DataFrame hint: MLflow infers nothing from it; the logged signature states the columns
         return self.model.predict(model_input).to_pandas()
 
 

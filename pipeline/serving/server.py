@@ -172,10 +172,10 @@ def create_app(config: ServeConfig):
         if model is None:
             raise BadRequest(503, "no model loaded yet")
         try:
-            frame = model.predict(records)
+            columns = model.outputs(records)
         except InputError as exc:
             raise BadRequest(400, str(exc)) from None
-        return {name: frame[name].to_list() for name in frame.columns}
+        return {name: values.tolist() for name, values in columns.items()}
 
     @app.exception_handler(BadRequest)
     async def bad_request(request, exc: BadRequest):

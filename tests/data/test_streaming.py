@@ -142,8 +142,11 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         "B6.dlrm_online_p99_ms",
         *[f"Q.tasks.{task}.{what}" for task in ("click", "convert") for what in ("auc", "calibration")],
         "B10.tasks.train",
+        *[f"B11.serve.{c}x{k}.{what}" for c in (1, 100) for k in (8, 64) for what in ("rps", "p99")],
+        "B11.serve.soak",
     ]
     assert sorted(figures) == sorted(expected)
+    assert figures.pop("B11.serve.soak")["snn"] == 0  # no request lost or failed
     for name, f in figures.items():
         assert f["snn"] is not None and f["snn"] > 0, name
         if f["competitor_value"] is not None:
