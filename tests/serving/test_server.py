@@ -242,8 +242,10 @@ def test_three_scorers_agree(runner, tmp_path, small_run, bundle_folder):
             except OSError:
                 assert process.poll() is None and time.time() < deadline, "mlflow models serve did not start"
                 time.sleep(0.5)
-        rows = Bundle.load(bundle_folder).reader.read(data, (0, 500))
-        columns = list(snn.load(bundle_folder).schema)
+        schema = snn.load(bundle_folder).schema
+        numbers = [name for name, kind in schema.items() if kind == "continuous"]  # the signature's doubles
+        rows = Bundle.load(bundle_folder).reader.read(data, (0, 500)).with_columns(pl.col(numbers).cast(pl.Float64))
+        columns = list(schema)
         split = {"columns": columns, "data": rows.select(columns).rows()}
         status, answer = post_json(url + "/invocations", {"dataframe_split": split})
         assert status == 200, answer

@@ -4,6 +4,7 @@ import json
 
 import mlflow
 import numpy as np
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -36,6 +37,52 @@ def test_fit_logs_to_a_real_mlflow_server(runner, tmp_path, mlflow_server):
     pyfunc = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     model = snn.load(out["bundle"])
     rows = model.bundle.reader.read(ADULT_DIR / "adult.test", (0, 200))
-    served = pyfunc.predict(rows.to_pandas())
+    numbers = [name for name, kind in model.schema.items() if kind == "continuous"]  # the signature's doubles
+    served = pyfunc.predict(rows.with_columns(pl.col(numbers).cast(pl.Float64)).to_pandas())
     assert list(served.columns) == ["score", "raw_score"]
     np.testing.assert_allclose(served["score"].to_numpy(), model.score(rows), rtol=0, atol=1e-12)
+
+
+@pytest.mark.integration
+def test_register_and_promote_only_on_a_passing_verdict(runner, tmp_path, mlflow_server):
+    """validate --register NAME --promote champion on a real server: a passing verdict registers a version and
+    points the alias at it (pyfunc loads models:/NAME@champion); a failing one registers a version but leaves
+    the alias where it was; a registration that fails leaves no registered model behind."""
+    from snn.pipeline.errors import TrackingError
+    from snn.pipeline.serving.mlflow_model import register
+
+    spec = write_spec(tmp_path / "work", small_adult_spec_dict())
+    args = ("--tracking-uri", mlflow_server, "--register", "adult", "--promote", "champion", "--json")
+    passed = invoke(runner, "validate", spec, *args)
+    assert passed.exit_code == 0, passed.stderr
+    assert json.loads(passed.stdout)["registered"] == {
+        "name": "adult",
+        "version": "1",
+        "alias": "champion",
+        "model_uri": json.loads(passed.stdout)["registered"]["model_uri"],
+    }
+    client = MlflowClient(mlflow_server)
+    assert client.get_model_version_by_alias("adult", "champion").version == "1"
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        champion = mlflow.pyfunc.load_model("models:/adult@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    model = snn.load(json.loads(passed.stdout)["bundle"])
+    rows = model.bundle.reader.read(ADULT_DIR / "adult.test", (0, 50))
+    numbers = [name for name, kind in model.schema.items() if kind == "continuous"]
+    assert len(champion.predict(rows.with_columns(pl.col(numbers).cast(pl.Float64)).to_pandas())) == 50
+
+    failing = small_adult_spec_dict()
+    failing["validation"]["gates"] = {"auc": {"min": 0.999}}
+    failed = invoke(runner, "validate", write_spec(tmp_path / "work", failing, "failing.yaml"), *args)
+    assert failed.exit_code == 3
+    registered = json.loads(failed.stdout)["registered"]
+    assert registered["version"] == "2" and "alias_refused" in registered
+    assert client.get_model_version_by_alias("adult", "champion").version == "1"
+
+    with pytest.raises(TrackingError, match="could not register"):
+        register("models:/m-0123456789abcdef", "ghost", mlflow_server)
+    assert "ghost" not in {model.name for model in client.search_registered_models()}
+    usage = invoke(runner, "validate", spec, "--promote", "champion")
+    assert usage.exit_code == 2 and "--register" in usage.stderr
