@@ -227,7 +227,12 @@ async def _poll(served: Served) -> None:
 
 
 def app_from_environment():
-    """The uvicorn factory of each worker process: the app for the config `serve` put in the environment."""
+    """The uvicorn factory of each worker process: the app for the config `serve` put in the environment.
+    A worker scores one request at a time, so BLAS runs on one thread: more would only contend with
+    the other workers (and cost a 100-candidate request several times its time on a busy machine)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
 
 
