@@ -47,6 +47,7 @@ class HashTable:
     def __init__(self, lib: ctypes.CDLL, capacity: int = 1 << 10):
         self.lib, self.count = lib, ctypes.c_int64(0)
         self.is_float: bool | None = None  # the key type, set by the first add
+        self._slots: tuple | None = None  # (keys, the addresses of keys, payload and used) for `find`
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -127,10 +128,10 @@ class HashTable:
         data = np.ascontiguousarray(data, dtype=np.float64 if self.is_float else np.int64)
         missing = None if missing is None else np.ascontiguousarray(missing, dtype=bool)
         pointer, is_32 = _ids_out(out)
+        if self._slots is None or self._slots[0] is not self.keys:  # the arrays' addresses, once per allocation
+            self._slots = (self.keys, self.keys.ctypes.data, self.payload.ctypes.data, self.used.ctypes.data)
         self.lib.snn_table_find(
-            self.keys.ctypes.data,
-            self.payload.ctypes.data,
-            self.used.ctypes.data,
+            *self._slots[1:],
             len(self.keys),
             data.ctypes.data,
             int(bool(self.is_float)),

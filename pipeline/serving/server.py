@@ -249,5 +249,6 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8080, worker
         port=port,
         workers=workers,
         log_level="warning",
+        access_log=False,
         timeout_graceful_shutdown=30,
     )
