@@ -4,9 +4,11 @@ Both servers run at once on 127.0.0.1 with 2 worker processes each and take the 
 on MLflow's protocol (POST /invocations, {"dataframe_records": [...]}); the load client is one
 asyncio process holding one keep-alive connection per simulated client, each sending its next
 request when the last answer arrived (closed loop). For 1 and 100 candidates per request at 8 and
-64 clients: requests/s and the p50 / p99 latency, the two servers' runs interleaved, medians over
-the repeats. Then a soak: SOAK requests to `snn serve` at 8 clients, each answer checked (status
-200, one score per candidate): the figure is the count of lost or failed requests.
+64 clients: requests/s and the p50 / p99 latency, the servers' runs interleaved, medians over the
+repeats. A third server, the floor, is FastAPI on uvicorn (2 workers) that parses the same request
+and answers constant scores without a model: what HTTP and JSON alone cost on this machine. Then a
+soak: `soak_requests` requests to `snn serve` at 8 clients, each answer checked (status 200, one
+score per candidate): the figure is the count of lost or failed requests.
 """
 
 from __future__ import annotations
@@ -75,6 +77,25 @@ def load(port: int, body: bytes, clients: int, seconds: float, requests: int, ch
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
+def floor_app():
+    """The floor server's app (a uvicorn factory): /invocations parses the request, scores nothing."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        records = json.loads(await request.body())["dataframe_records"]
+        return JSONResponse({"predictions": [{"score": 0.5, "raw_score": 0.5} for _ in records]})
+
+    @app.get("/ping")
+    async def ping():
+        return {}
+
+    return app
+
+
 def _wait(url: str, process: subprocess.Popen, what: str, seconds: float = 180) -> None:
     deadline = time.time() + seconds
     while True:
@@ -112,6 +133,13 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    floor_port = free_port()
+    floor_server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "snn.pipeline.bench.serving:floor_app", "--factory", "--port"]
+        + [str(floor_port), "--workers", str(WORKERS), "--log-level", "warning", "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     bodies = {n: json.dumps({"dataframe_records": records[:n]}, default=str).encode() for n, _ in CONFIGS}
     failures: list[str] = []
     repeats, seconds, soak_requests = size["repeats"], size["serve_seconds"], size["soak_requests"]
@@ -125,11 +153,12 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
 
     try:
         _wait(f"http://127.0.0.1:{mlflow_port}/ping", mlflow_server, "mlflow models serve")
+        _wait(f"http://127.0.0.1:{floor_port}/ping", floor_server, "the floor server")
         with ServerProcess(str(bundle), "--workers", str(WORKERS)) as snn_server:
-            ports = {"snn": snn_server.port, "mlflow": mlflow_port}
+            ports = {"snn": snn_server.port, "mlflow": mlflow_port, "floor": floor_port}
             for port in ports.values():  # warm both: imports, first requests
                 load(port, bodies[100], 8, 1.0, 10**9, checker(100))
-            results: dict[tuple, dict[str, list]] = {c: {"snn": [], "mlflow": []} for c in CONFIGS}
+            results: dict[tuple, dict[str, list]] = {c: {name: [] for name in ports} for c in CONFIGS}
             for _ in range(repeats):
                 for candidates, clients in CONFIGS:
                     for name, port in ports.items():
@@ -139,8 +168,9 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
             soak_rate, soak = load(snn_server.port, bodies[100], 8, 3600.0, soak_requests, checker(100))
             soak_failed = len(failures) - failures_under_load + (soak_requests - len(soak))
     finally:
-        mlflow_server.terminate()
-        mlflow_server.wait(timeout=30)
+        for server in (mlflow_server, floor_server):
+            server.terminate()
+            server.wait(timeout=30)
     figures = []
     for (candidates, clients), by_server in results.items():
         summary = {}
@@ -149,6 +179,7 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
             p99 = statistics.median(float(np.percentile(lat, 99)) * 1e3 for _, lat in runs)
             summary[name] = (statistics.median(rate for rate, _ in runs), p50, p99)
         (snn_rate, snn_p50, snn_p99), (ml_rate, ml_p50, ml_p99) = summary["snn"], summary["mlflow"]
+        floor_rate, floor_p50, floor_p99 = summary["floor"]
         tag = f"{candidates}x{clients}"
         figures += [
             Figure(
@@ -171,6 +202,14 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
                 higher_is_better=False,
                 target="<= 15 ms" if (candidates, clients) == (100, 8) else "",
                 note=f"p50 {snn_p50:.2f} ms (mlflow {ml_p50:.2f} ms)",
+            ),
+            Figure(
+                f"B11.floor.{tag}.p99",
+                f"HTTP + JSON floor p99 (FastAPI on uvicorn, no model), {candidates} candidate(s), {clients} clients",
+                "ms",
+                floor_p99,
+                higher_is_better=False,
+                note=f"p50 {floor_p50:.2f} ms, {floor_rate:,.0f} req/s",
             ),
         ]
     figures.append(

@@ -78,26 +78,31 @@ def signature_and_example(example: pl.DataFrame, columns: dict[str, str], output
     """The model's signature and input example: each schema column optional (a missing one is scored
     as a missing value), a continuous or binary feature's as double, a categorical one of integers
     as double too (pandas holds integers with a missing value as floats; the Model reads whole
-    floats back as integers), other columns as string, a tree's input as the example holds it; the
-    outputs as doubles. Returns (signature, input example)."""
+    floats back as integers), an id list held as a list column as an array of its items, other
+    columns as string, a tree's input as the example holds it; the outputs as doubles. Returns
+    (signature, input example)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, Schema
 
-    cast = []
+    cast: list[pl.Expr] = []
+    kinds: list = []  # a ColSpec type each: "double", "string" or an Array
     for name, kind in columns.items():
         dtype = example.schema.get(name, pl.String)
+        if isinstance(dtype, pl.List):
+            inner = dtype.inner
+            item = "long" if inner.is_integer() else "double" if inner.is_float() else "string"
+            cast.append(pl.col(name))
+            kinds.append(Array(item))
+            continue
         numeric = kind in ("continuous", "binary") or (kind == "tree_input" and dtype.is_numeric())
         numeric = numeric or (kind == "categorical" and dtype.is_integer())
+        target = pl.Float64 if numeric else pl.String
         cast.append(
-            pl.col(name).cast(pl.Float64 if numeric else pl.String, strict=False)
-            if name in example.columns
-            else pl.lit(None, pl.Float64 if numeric else pl.String).alias(name)
+            pl.col(name).cast(target, strict=False) if name in example.columns else pl.lit(None, target).alias(name)
         )
+        kinds.append("double" if numeric else "string")
     typed = example.select(cast)
-    inputs: list = [
-        ColSpec("double" if dtype == pl.Float64 else "string", name, required=False)
-        for name, dtype in typed.schema.items()
-    ]
+    inputs: list = [ColSpec(kind, name, required=False) for kind, name in zip(kinds, columns)]
     output = Schema([ColSpec("double", name) for name in outputs.columns])
     return ModelSignature(inputs=Schema(inputs), outputs=output), typed.to_pandas()
 

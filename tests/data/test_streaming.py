@@ -143,6 +143,7 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         *[f"Q.tasks.{task}.{what}" for task in ("click", "convert") for what in ("auc", "calibration")],
         "B10.tasks.train",
         *[f"B11.serve.{c}x{k}.{what}" for c in (1, 100) for k in (8, 64) for what in ("rps", "p99")],
+        *[f"B11.floor.{c}x{k}.p99" for c in (1, 100) for k in (8, 64)],
         "B11.serve.soak",
     ]
     assert sorted(figures) == sorted(expected)

@@ -86,7 +86,7 @@ def _tasks_spec() -> dict:
         (lambda s: s["tasks"].reverse(), "must be those of data.labels, in its order"),
         (lambda s: s["tasks"][1].update(given="convert"), "not a task listed before it"),
         (lambda s: s["train"].update(negative_downsampling={"rate": 0.5}), "downsample per task"),
-        (lambda s: s["train"]["early_stopping"].update(task="share"), "is not one of the tasks"),
+        (lambda s: s["train"].update(early_stopping={"task": "share"}), "is not one of the tasks"),
         (lambda s: s["data"]["labels"]["click"].update(column="convert"), "each role needs its own column"),
         (lambda s: s["model"].update(blocks=[{"name": "head", "kind": "logit", "inputs": {"x": "x"}}]), ""),
     ],
