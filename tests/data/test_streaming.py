@@ -147,7 +147,8 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         "B11.serve.soak",
     ]
     assert sorted(figures) == sorted(expected)
-    assert figures.pop("B11.serve.soak")["snn"] == 0  # no request lost or failed
+    soak = figures.pop("B11.serve.soak")
+    assert soak["snn"] == 0 and "failed: mlflow 0, floor 0" in soak["note"]  # no request lost or failed
     for name, f in figures.items():
         assert f["snn"] is not None and f["snn"] > 0, name
         if f["competitor_value"] is not None:

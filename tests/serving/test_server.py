@@ -184,9 +184,22 @@ def test_reload_serves_the_version_an_alias_moved_to(tmp_path, bundle_folder, re
     with patched_environment(env), ServerProcess("models:/adult@champion") as running:
         status, scored = post_json(running.url + "/score", {"records": records})
         np.testing.assert_array_equal(scored["score"], old)
+        answers, stop = [], threading.Event()
+
+        def client():  # requests keep coming while the new version loads: each is answered, by one version
+            while not stop.is_set():
+                answers.append(post_json(running.url + "/score", {"records": records}))
+
+        thread = threading.Thread(target=client)
+        thread.start()
         promote("adult", register(second, "adult", uri), "champion", uri)
         status, answer = post_json(running.url + "/reload", {})
+        time.sleep(0.3)
+        stop.set()
+        thread.join(timeout=30)
         assert status == 200 and answer == {"reloaded": True, "version": "2"}
+        assert len(answers) > 3 and all(code == 200 for code, _ in answers)
+        assert all(np.array_equal(a["score"], old) or np.array_equal(a["score"], new) for _, a in answers)
         status, scored = post_json(running.url + "/score", {"records": records})
         np.testing.assert_array_equal(scored["score"], new)
         assert post_json(running.url + "/reload", {})[1] == {"reloaded": False, "version": "2"}
