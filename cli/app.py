@@ -380,7 +380,7 @@ def serve(
     from snn.pipeline.serving.server import serve as run_server
 
     err(f"serving {source} on http://{host}:{port} ({workers} worker(s)); SIGTERM or Ctrl-C stops it")
-    run_server(ServeConfig(source, strict, max_body, poll), host, port, workers)
+    run_server(ServeConfig(source, strict, max_body, poll, workers), host, port, workers)
 
 
 @app.command()

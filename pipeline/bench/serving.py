@@ -169,7 +169,11 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
     finally:
         for server in (mlflow_server, floor_server):
             server.terminate()
-            server.wait(timeout=30)
+        for server in (mlflow_server, floor_server):
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
     figures = []
     for (candidates, clients), by_server in results.items():
         summary = {}

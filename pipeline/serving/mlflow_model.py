@@ -75,35 +75,17 @@ def bundle_in(folder: Path) -> Path:
 
 
 def signature_and_example(example: pl.DataFrame, columns: dict[str, str], outputs: pl.DataFrame):
-    """The model's signature and input example: each schema column optional (a missing one is scored
-    as a missing value), a continuous or binary feature's as double, a categorical one of integers
-    as double too (pandas holds integers with a missing value as floats; the Model reads whole
-    floats back as integers), an id list held as a list column as an array of its items, other
-    columns as string, a tree's input as the example holds it; the outputs as doubles. Returns
-    (signature, input example)."""
+    """The model's signature and input example: every schema column, by name, optional (a missing one
+    is scored as a missing value) and of any type: MLflow's casts refuse what snn reads (an integer
+    for a number, a float for an integer category pandas held with a missing value), and the Model
+    checks every value itself, naming the feature; the outputs as doubles. Returns (signature,
+    input example: `example`'s schema columns)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    cast: list[pl.Expr] = []
-    kinds: list = []  # a ColSpec type each: "double", "string" or an Array
-    for name, kind in columns.items():
-        dtype = example.schema.get(name, pl.String)
-        if isinstance(dtype, pl.List):
-            inner = dtype.inner
-            item = "long" if inner.is_integer() else "double" if inner.is_float() else "string"
-            cast.append(pl.col(name))
-            kinds.append(Array(item))
-            continue
-        numeric = kind in ("continuous", "binary") or (kind == "tree_input" and dtype.is_numeric())
-        numeric = numeric or (kind == "categorical" and dtype.is_integer())
-        target = pl.Float64 if numeric else pl.String
-        cast.append(
-            pl.col(name).cast(target, strict=False) if name in example.columns else pl.lit(None, target).alias(name)
-        )
-        kinds.append("double" if numeric else "string")
-    typed = example.select(cast)
-    inputs: list = [ColSpec(kind, name, required=False) for kind, name in zip(kinds, columns)]
+    inputs: list = [ColSpec(AnyType(), name, required=False) for name in columns]
     output = Schema([ColSpec("double", name) for name in outputs.columns])
+    typed = example.select([c for c in columns if c in example.columns])
     return ModelSignature(inputs=Schema(inputs), outputs=output), typed.to_pandas()
 
 

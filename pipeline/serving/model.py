@@ -32,6 +32,7 @@ from ..features.spec import PositionFeature, TreeLeavesFeature
 from ..store.bundle import Bundle
 from .online import OnlineScorer
 
+DRIFT_NAMES = 1000  # distinct unknown keys counted by name; the rest together (a client's random keys)
 Records = Mapping[str, Any] | Sequence[Mapping[str, Any]] | pl.DataFrame | Any  # Any: a pandas DataFrame
 
 
@@ -49,7 +50,8 @@ class Model:
                 self.schema.update(dict.fromkeys(feature.inputs, "tree_input"))
             else:
                 self.schema[feature.name] = feature.kind
-        self.schema.update(dict.fromkeys(bundle.slice_columns, "slice"))
+        for column in bundle.slice_columns:  # a break-down column that is also a feature keeps its kind
+            self.schema.setdefault(column, "slice")
         data = bundle.recipe.data
         self._allowed = set(self.schema) | {c for c in (bundle.key, data.weight, *data.label_columns) if c}
         self._allowed |= set(data.oracle_columns) | {f.name for f in bundle.recipe.features}
@@ -71,8 +73,11 @@ class Model:
             rows = [dict(records)]
         elif isinstance(records, pl.DataFrame):
             rows = records.to_dicts()
-        elif type(records).__module__.split(".")[0] == "pandas" and hasattr(records, "to_dict"):
-            rows = self._from_pandas(pl.from_pandas(records)).to_dicts()  # pandas' NaN -> None
+        elif type(records).__module__.split(".")[0] == "pandas" and type(records).__name__ == "DataFrame":
+            try:
+                rows = self._from_pandas(pl.from_pandas(records)).to_dicts()  # pandas' NaN -> None
+            except Exception as exc:  # a column pandas holds as objects of mixed types, say
+                raise InputError(f"cannot read the pandas frame's columns ({str(exc)[:200]})") from None
         elif isinstance(records, Sequence) and not isinstance(records, (str, bytes)):
             rows = list(records)  # type: ignore[arg-type]  # checked below: each a Mapping
             bad = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
@@ -81,6 +86,7 @@ class Model:
                     f"record {bad} is {type(rows[bad]).__name__}, not an object of column: value; "
                     "pass a dict, a list of dicts or a data frame"
                 )
+            rows = [row if type(row) is dict else dict(row) for row in rows]
         else:
             raise InputError(
                 f"cannot score a {type(records).__name__}; pass a dict, a list of dicts, or a polars or pandas "
@@ -121,7 +127,9 @@ class Model:
                 f"schema drift: {' and '.join(parts)}; the model reads {sorted(self.schema)} "
                 "(load with strict=False to score anyway, counting them)"
             )
-        self.drift.update({f"unknown:{k}": n for k, n in unknown.items()})
+        for name, count in unknown.items():  # at most DRIFT_NAMES unknown names are told apart
+            known = f"unknown:{name}" in self.drift or len(self.drift) < DRIFT_NAMES
+            self.drift[f"unknown:{name}" if known else "unknown:(other names)"] += count
         self.drift.update({f"missing:{k}": n for k, n in missing.items()})
 
     def raw(self, records: Records) -> float | np.ndarray:
@@ -136,15 +144,7 @@ class Model:
 
     def outputs(self, records: Records) -> dict[str, np.ndarray]:
         """Every output column (Bundle.score_columns: score and raw_score, or per task and the value) [n]."""
-        rows = self.records(records)
-        raw = self.scorer.raw_many(rows)
-        slices = None
-        if self.bundle.slice_columns:
-            frame = pl.DataFrame(
-                [pl.Series(c, [r.get(c) for r in rows], strict=False) for c in self.bundle.slice_columns]
-            )
-            slices = self.bundle.slice_values(frame)
-        return self.bundle.score_columns(raw, slices)
+        return self.scorer.outputs_many(self.records(records))
 
     def predict(self, records: Records) -> pl.DataFrame:
         """`outputs` as a polars frame."""
@@ -162,6 +162,7 @@ class Model:
             "calibrated": meta.get("calibrated"),
             "tasks": [task.name for task in self.bundle.tasks],
             "schema": self.schema,
+            "drift": dict(self.drift),
             "outputs": self.score_names,
         }
 

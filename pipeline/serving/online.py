@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ..errors import InputError
 from ..model.blocks import BLOCKS
 from ..model.blocks.base import RequestEntries, as_array
 from ..model.plan import FEATURES
@@ -87,6 +88,9 @@ class OnlineScorer:
     def raw_many(self, records: list[dict]) -> np.ndarray:
         """One request of many candidates, encoded and scored together: raw probabilities [n] (or
         [n, T], a column per task)."""
+        if not records:
+            tasks = len(self.plan.outputs)
+            return np.zeros((0, tasks)) if tasks > 1 else np.zeros(0)
         if self.bundle.feature_map.ragged:
             return self.raw_rows(*self.bundle.feature_map.encode_records_rows(records))
         return self.raw_encoded(*self.bundle.feature_map.encode_records(records))
@@ -94,6 +98,21 @@ class OnlineScorer:
     def score_many(self, records: list[dict]) -> np.ndarray:
         """One request of many candidates, encoded and scored together: final scores [n] (or [n, T];
         a task calibrated by slice reads its column from the records)."""
+        return self.bundle.finish(self.raw_many(records), self.slices(records))
+
+    def outputs_many(self, records: list[dict]) -> dict[str, np.ndarray]:
+        """One request's every output column (Bundle.score_columns) [n] each."""
+        return self.bundle.score_columns(self.raw_many(records), self.slices(records))
+
+    def slices(self, records: list[dict]) -> dict[str, np.ndarray] | None:
+        """The break-down columns' values of a request, as text [n] each (None without break-down)."""
         columns = self.bundle.slice_columns
-        values = pl.DataFrame([pl.Series(c, [r.get(c) for r in records], strict=False) for c in columns])
-        return self.bundle.finish(self.raw_many(records), self.bundle.slice_values(values) if columns else None)
+        if not columns:
+            return None
+        try:
+            values = pl.DataFrame([pl.Series(c, [r.get(c) for r in records], strict=False) for c in columns])
+            return self.bundle.slice_values(values)
+        except (pl.exceptions.PolarsError, TypeError, ValueError):
+            raise InputError(
+                f"the break-down column(s) {columns} take one value per record (a number, text or null)"
+            ) from None

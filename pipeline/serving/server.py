@@ -46,6 +46,7 @@ class ServeConfig:
     strict: bool = False
     max_body: int = MAX_BODY
     poll_seconds: float = 0.0  # 0: never re-resolve the source on a timer
+    workers: int = 1  # /reload reaches one worker: with several, only --poll reloads them all
 
 
 class Served:
@@ -73,12 +74,17 @@ class Served:
         return version or None
 
     def reload(self) -> bool:
-        """Load the source again when it names another version (or nothing is loaded); True if swapped."""
+        """Load the source again when it names another version (or nothing is loaded); True if swapped.
+        The version resolved is the one loaded (models:/NAME/VERSION), even if the alias moves meanwhile."""
         with self.lock:
             version = self.resolved_version()
             if self.model is not None and version == self.version:
                 return False
-            model = load(self.config.source, self.config.strict)  # the old model serves meanwhile
+            source = self.config.source
+            if version is not None:
+                source = f"models:/{source[len('models:/') :].split('@')[0].split('/')[0]}/{version}"
+            model = load(source, self.config.strict)  # the old model serves meanwhile
+            model.source = self.config.source
             self.model, self.version, self.loaded_at = model, version, time.time()
             return True
 
@@ -114,6 +120,8 @@ async def _json_body(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"body is not JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest(400, "body is nested too deeply; send records of column: value") from None
 
 
 def score_records(payload: Any) -> list:
@@ -143,7 +151,10 @@ def invocation_records(payload: Any) -> list:
         if key in payload:
             records = payload[key]
             if isinstance(records, dict) and all(isinstance(v, list) for v in records.values()):
-                n = len(next(iter(records.values()), []))
+                lengths = {len(v) for v in records.values()}
+                if len(lengths) > 1:
+                    raise BadRequest(400, f"{key}: columns of different lengths {sorted(lengths)}")
+                n = lengths.pop() if lengths else 0
                 return [{k: v[i] for k, v in records.items()} for i in range(n)]  # columns -> records
             if not isinstance(records, list):
                 raise BadRequest(400, f"{key}: expected a list of objects")
@@ -210,10 +221,17 @@ def create_app(config: ServeConfig):
 
     @app.post("/reload")
     async def reload():
+        if config.workers > 1:
+            return _error(
+                409,
+                f"POST /reload reaches one of {config.workers} workers; start the server with --poll SECONDS "
+                "to have every worker pick up a moved alias",
+            )
         try:
             swapped = await asyncio.to_thread(served.reload)
-        except SnnError as exc:
-            return _error(502, f"reload failed, still serving version {served.version}: {exc}")
+        except Exception as exc:  # the registry refused or is down: keep serving what is loaded
+            message = str(exc) if isinstance(exc, SnnError) else f"{type(exc).__name__}: {str(exc)[:300]}"
+            return _error(502, f"reload failed, still serving version {served.version}: {message}")
         return {"reloaded": swapped, "version": served.version}
 
     return app

@@ -58,7 +58,9 @@ def run(
                 result = validate.run(ctx, spec, last, compare, baseline)
             else:
                 result = {"bundle": str(last.path / "bundle"), "metrics": last.info["metrics"]}
-                result.update({k: last.info[k] for k in ("calibrator", "evidence", "model_uri") if k in last.info})
+                result.update({k: last.info[k] for k in ("calibrator", "evidence") if k in last.info})
+                if not last.cached:  # a cached step's model was logged to the store of its own run
+                    result["model_uri"] = last.info["model_uri"]
             if register is not None:
                 result["registered"] = registered(steps, last, register, promote, result.get("verdict"), uri)
     finally:

@@ -122,7 +122,7 @@ class Bundle:
         analytic downsampling correction at each task's rate, the identity where nothing was
         downsampled)."""
         p = np.array(raw, dtype=np.float64)
-        columns = p.reshape(len(p), -1)
+        columns = p if p.ndim == 2 else p.reshape(len(p), 1)  # a view: corrected in place
         for t, rate in enumerate(self.negative_rates()):
             if rate != 1.0:
                 columns[:, t] = downsampling_correction(columns[:, t], rate)

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,7 @@ def test_load_refuses_what_is_not_a_model(tmp_path):
 
 
 def test_load_reads_the_mlflow_model_the_fit_logged(runner, small_run, bundle_folder, rows):
-    out = json.loads(invoke(runner, "calibrate", small_run, "--json").stdout)
+    out = json.loads(invoke(runner, "calibrate", small_run, "--force-step", "calibrate", "--json").stdout)
     tracking = out["tracking_uri"]
     import mlflow
 
@@ -132,3 +133,44 @@ def test_pandas_integer_categories_with_a_missing_value_score_as_integers(runner
     np.testing.assert_array_equal(model.score(as_pandas), model.score(frame))
     shifted = frame.to_pandas().assign(C2=lambda f: f["C2"] + 0.5)  # not whole numbers: read as text
     assert not np.array_equal(model.score(shifted), model.score(frame))
+
+
+def test_a_multi_task_model_scores_pandas_and_pyfunc_as_polars(runner, tmp_path):
+    """A two-task bundle calibrated per C1 (a feature and the break-down column): C1 keeps its kind, a pandas
+    frame with a missing C1 (integers held as floats) scores as the polars frame, and so does the logged
+    pyfunc model, every task's column."""
+    import mlflow
+    import yaml
+
+    from snn.pipeline.serving.mlflow_model import log_model
+
+    data = tmp_path / "tasks.parquet"
+    assert invoke(runner, "data", "synth", data, "--rows", 30_000, "--seed", 0, "--tasks").exit_code == 0
+    spec = yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
+    spec["data"]["train"].update(path=str(data), rows=[0, 25_000])
+    spec["data"]["test"].update(path=str(data), rows=[25_000, 30_000])
+    spec["tasks"][0]["breakdown"]["min_positives"] = 20
+    spec["train"]["epochs"] = 1
+    spec.pop("validation", None)
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    calibrated = invoke(runner, "calibrate", path, "--json")
+    assert calibrated.exit_code == 0, calibrated.stderr
+    bundle = json.loads(calibrated.stdout)["bundle"]
+    model = snn.load(bundle)
+    assert model.schema["C1"] == "categorical" and model.bundle.slice_columns == ["C1"]
+    frame = pl.read_parquet(data, n_rows=300).with_columns(
+        pl.when(pl.int_range(300) % 5 == 0).then(None).otherwise(pl.col("C1")).alias("C1")
+    )
+    expected = model.predict(frame)
+    assert expected.columns == ["score_click", "score_convert", "raw_score_click", "raw_score_convert"]
+    np.testing.assert_array_equal(model.predict(frame.to_pandas()).to_numpy(), expected.to_numpy())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("tasks")
+        with mlflow.start_run():
+            uri = log_model(Path(bundle), frame.head(5))
+        served = mlflow.pyfunc.load_model(uri).predict(frame.to_pandas())
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_array_equal(served[expected.columns].to_numpy(), expected.to_numpy())

@@ -104,6 +104,8 @@ JSON = "application/json"
         ("/invocations", b'{"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}', JSON, 400, "rows of 1"),
         ("/invocations", b'{"tensor": [1]}', JSON, 400, "unknown keys ['tensor']"),
         ("/invocations", b"a,b", "text/csv", 415, "send application/json"),
+        ("/invocations", b'{"inputs": {"age": [1, 2], "sex": ["Male"]}}', JSON, 400, "columns of different lengths"),
+        ("/score", b"[" * 100_000, JSON, 400, "nested too deeply"),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_problem(server, records, path, body, content_type, status, message):
@@ -113,6 +115,11 @@ def test_bad_requests_get_a_4xx_naming_the_problem(server, records, path, body, 
     assert got == status and message in answer["error"], answer
     status_after, scored = post_json(server.url + "/score", {"records": records[:2]})
     assert status_after == 200 and len(scored["score"]) == 2  # the server keeps serving
+
+
+def test_no_records_get_no_scores(server):
+    assert post_json(server.url + "/score", {"records": []}) == (200, {"score": [], "raw_score": []})
+    assert post_json(server.url + "/invocations", {"dataframe_records": []}) == (200, {"predictions": []})
 
 
 def test_a_ten_megabyte_body_is_refused_with_413(server, records):
@@ -130,6 +137,8 @@ def test_sigterm_finishes_every_accepted_request(bundle_folder, records):
     body = json.dumps({"records": records}).encode()
     answered, failures, stop = [], [], threading.Event()
     with ServerProcess(str(bundle_folder), "--workers", "2") as running:
+        status, answer = post_json(running.url + "/reload", {})  # it would reach one of the two workers
+        assert status == 409 and "--poll" in answer["error"]
 
         def client():
             while not stop.is_set():
@@ -224,7 +233,7 @@ class patched_environment:
 def test_three_scorers_agree(runner, tmp_path, small_run, bundle_folder):
     """`snn predict` (torch reference), `snn serve` (through `predict --via`) and `mlflow models serve`
     of the logged pyfunc model score the same rows equal within the spec's parity tolerance."""
-    out = json.loads(invoke(runner, "calibrate", small_run, "--json").stdout)
+    out = json.loads(invoke(runner, "calibrate", small_run, "--force-step", "calibrate", "--json").stdout)
     data = ADULT_DIR / "adult.test"
     reference = tmp_path / "reference.parquet"
     assert invoke(runner, "predict", bundle_folder, data, "-o", reference, "--rows", "0:500").exit_code == 0
