@@ -212,6 +212,13 @@ def test_reload_serves_the_version_an_alias_moved_to(tmp_path, bundle_folder, re
         status, scored = post_json(running.url + "/score", {"records": records})
         np.testing.assert_array_equal(scored["score"], new)
         assert post_json(running.url + "/reload", {})[1] == {"reloaded": False, "version": "2"}
+    with patched_environment(env), ServerProcess("models:/adult@champion", "--poll", "0.5") as running:
+        promote("adult", "1", "champion", uri)  # moved back: the server sees it on its own
+        deadline = time.time() + 30
+        while json.loads(urllib.request.urlopen(running.url + "/metadata").read())["registry_version"] != "1":
+            assert time.time() < deadline, "--poll never picked up the moved alias"
+            time.sleep(0.2)
+        np.testing.assert_array_equal(post_json(running.url + "/score", {"records": records})[1]["score"], old)
 
 
 class patched_environment:
