@@ -125,10 +125,11 @@ def bench_serving(size: dict, bundle: Path, records: list[dict], folder: Path) -
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default
     mlflow_port = free_port()
+    bin_dir = Path(sys.executable).parent  # `mlflow models serve` runs `uvicorn` from PATH: this environment's
     mlflow_server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri, "--env-manager", "local"]
         + ["-p", str(mlflow_port), "--workers", str(WORKERS)],
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

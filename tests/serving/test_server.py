@@ -254,7 +254,8 @@ def test_three_scorers_agree(runner, tmp_path, small_run, bundle_folder):
     np.testing.assert_allclose(served["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-5, atol=1e-6)
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": out["tracking_uri"]}
+    path = f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"  # it runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": out["tracking_uri"], "PATH": path}
     process = subprocess.Popen(
         [str(mlflow_bin), "models", "serve", "-m", out["model_uri"], "--env-manager", "local", "-p", str(port)],
         env=env,
