@@ -27,6 +27,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(shown: bool) -> None:
+    if shown:
+        from snn.pipeline import __version__
+
+        sys.stdout.write(f"snn {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print snn's version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Sparse neural networks for ranking: YAML spec -> fit -> calibrate -> validate, tracked in MLflow."""
+
+
 SpecArg = Annotated[Path, typer.Argument(help="Path of the YAML spec.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun every step even when its cached output is current.")]
 
@@ -296,7 +314,10 @@ def run_all(
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (from fit or calibrate).")],
     data: Annotated[Path, typer.Argument(help="Rows to score, in the bundle's data format.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output parquet: key, score, raw_score.")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="key, score, raw_score: .parquet (or .pq), .csv, or - for CSV on stdout."),
+    ],
     online: Annotated[
         bool, typer.Option("--online", help="Score one record at a time with the online scorer.")
     ] = False,

@@ -4,6 +4,7 @@ requests), or through a running `snn serve` (`via`: its /score endpoint, in requ
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from .batch import score_frame
 from .online import OnlineScorer
 
 REQUEST_ROWS = 1000
+STDOUT = "-"  # `-o -`: CSV on standard output
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
 def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
@@ -46,12 +49,19 @@ def predict_file(
     header: bool | None = None,
     via: str | None = None,
 ) -> int:
-    """Write (key, score, raw_score) for every row of `data` to `output` (parquet), or a score and a
+    """Write (key, score, raw_score) for every row of `data` to `output` (its format from its name:
+    `write_predictions`), or a score and a
     raw score per task (Bundle.score_columns); returns the row count. The bundle reads the rows
     (format, key); `via` (a server's URL) scores them instead of this process.
     The output is written to a temporary file and renamed into place; it may not be an input."""
+    if str(output) != STDOUT:
+        output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(
+                f"output {output}: name it .parquet (or .pq) or .csv, or give - for CSV on stdout; "
+                "the format follows the name"
+            )
     bundle = Bundle.load(bundle_path)
-    output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
     frame = read_rows(bundle, data, rows, header)
     if via is not None:
         out = pl.concat(
@@ -73,10 +83,23 @@ def predict_file(
         out = pl.DataFrame({bundle.key: frame[bundle.key], **bundle.score_columns(raws, bundle.slice_values(frame))})
     else:
         out = score_frame(bundle, frame)
+    write_predictions(out, output)
+    return out.height
+
+
+def write_predictions(frame: pl.DataFrame, output: Path) -> None:
+    """Write by the output's name: `-` CSV on stdout, `.csv` CSV, `.parquet` or `.pq` parquet (to a
+    temporary file renamed into place)."""
+    if str(output) == STDOUT:
+        sys.stdout.write(frame.write_csv())
+        sys.stdout.flush()
+        return
     output.parent.mkdir(parents=True, exist_ok=True)
     with owned_temp(output) as tmp:
-        out.write_parquet(tmp)
-    return out.height
+        if output.suffix.lower() == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
 
 
 def served_scores(url: str, records: list[dict]) -> dict[str, list[float]]:
