@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/snn predict specs/.snn/bundles/adult-income data/adult/adult.test -o specs/.snn/online_test.parquet --online
 	$(BIN)/snn validate specs/adult.yaml --compare specs/.snn/online_test.parquet
 	@echo
-	@echo "Results: specs/.snn/reports/adult-income/ (metrics.json, verdict.json, reliability.png, roc.png)"
+	@echo "Results: specs/.snn/reports/adult-income/latest/ (metrics.json, verdict.json, reliability.png, pr.png, learning_curve.png, ...)"
 	@echo "MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/specs/.snn/mlflow.db"
 
 # the served model against the reference scorer on the demo's test rows: exit 0 equal, 3 not

@@ -23,7 +23,7 @@ app = typer.Typer(
     name="snn",
     help="Sparse neural networks for ranking: YAML spec -> fit -> calibrate -> validate, tracked in MLflow.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -76,6 +76,9 @@ PromoteOpt = Annotated[
 UriOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")
 ]
+NoTrackingOpt = Annotated[
+    bool, typer.Option("--no-tracking", help="Log nothing to MLflow (as the spec's `tracking: {enabled: false}`).")
+]
 
 
 def err(message: str) -> None:
@@ -83,43 +86,44 @@ def err(message: str) -> None:
 
 
 def handled(command):
-    """Turn SnnError into its message + exit code, and anything else into exit 1 without a traceback."""
+    """Turn SnnError into its message + exit code, and anything else into exit 1 without a traceback.
+    With `--json`, the error is also one JSON object on stdout: {"error": message, "exit_code": code}."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from snn.pipeline.errors import SnnError, Terminated
 
+        def fail(message: str, code: int):
+            err(message if code in (130, 143) else f"error: {message}")
+            if kwargs.get("json_out"):
+                sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+            raise typer.Exit(code) from None
+
         try:
             return command(*args, **kwargs)
         except SnnError as exc:
-            err(f"error: {exc}")
-            raise typer.Exit(exc.exit_code) from None
+            fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            err("interrupted (SIGINT); finished steps and epochs are kept: rerun to resume")
-            raise typer.Exit(130) from None
+            fail("interrupted (SIGINT); finished steps and epochs are kept: rerun to resume", 130)
         except Terminated:
-            err("terminated (SIGTERM); finished steps and epochs are kept: rerun to resume")
-            raise typer.Exit(143) from None
+            fail("terminated (SIGTERM); finished steps and epochs are kept: rerun to resume", 143)
         except (typer.Exit, typer.Abort):
             raise
         except MemoryError:
-            err("error: out of memory; use a machine with more memory, or a smaller model or chunk of data")
-            raise typer.Exit(1) from None
+            fail("out of memory; use a machine with more memory, or a smaller model or chunk of data", 1)
         except OSError as exc:  # the machine's fault (disk full, permissions, limits), not snn's
-            err(f"error: {system_error(exc)}")
-            raise typer.Exit(1) from None
+            fail(system_error(exc), 1)
         except Exception as exc:  # a fault in snn itself, unless a library wrapped an OSError
             wrapped = _wrapped_os_error(exc)
             if wrapped is not None:
-                err(f"error: {system_error(wrapped)}")
-                raise typer.Exit(1) from None
+                fail(system_error(wrapped), 1)
             if os.environ.get("SNN_DEBUG"):
                 raise
-            err(
-                f"error: unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
-                "rerun with SNN_DEBUG=1 for the traceback and report it."
+            fail(
+                f"unexpected {type(exc).__name__}: {exc}. This is a bug in snn or its environment; "
+                "rerun with SNN_DEBUG=1 for the traceback and report it.",
+                1,
             )
-            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -153,11 +157,16 @@ def _run_pipeline(
     force: bool,
     tracking_uri: str | None,
     force_step: StepName | None = None,
+    tracking: bool = True,
     **validate_kw,
 ) -> dict:
+    from snn.pipeline.spec import load_spec
+
+    loaded = load_spec(spec_path)  # before the steps' imports (torch, mlflow): a spec error in well under 1 s
     from snn.pipeline.steps.run import run
 
-    return run(command, spec_path, tracking_uri, force, force_step.value if force_step else None, **validate_kw)
+    step = force_step.value if force_step else None
+    return run(command, loaded, tracking_uri, force, step, tracking=tracking, **validate_kw)
 
 
 def _finish(result: dict, as_json: bool, summarize) -> None:
@@ -167,7 +176,8 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
     else:
         summarize(result)
         err(f"bundle: {result.get('bundle')}")
-        err(f"mlflow: run {result['mlflow_run_id']} at {result['tracking_uri']}")
+        run_id = result["mlflow_run_id"]
+        err(f"mlflow: run {run_id} at {result['tracking_uri']}" if run_id else "mlflow: not tracked (--no-tracking)")
         registered = result.get("registered")
         if registered:
             alias = registered.get("alias")
@@ -238,19 +248,27 @@ def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -
         force_step: ForceStepOpt = None,
         json_out: JsonOpt = False,
         tracking_uri: UriOpt = None,
+        no_tracking: NoTrackingOpt = False,
         register: RegisterOpt = None,
     ):
-        _finish(_run_pipeline(command, spec, force, tracking_uri, force_step, register=register), json_out, printer)
+        result = _run_pipeline(command, spec, force, tracking_uri, force_step, not no_tracking, register=register)
+        _finish(result, json_out, printer)
 
     run_command.__doc__ = doc
     app.command(name=command)(handled(run_command))
 
 
 _pipeline_command(
-    "fit", "Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle.", _print_fit
+    "fit",
+    "Fit discretizers and vocabularies, encode, and train the net; writes the raw bundle.\n\n"
+    "Example: snn fit specs/adult.yaml",
+    _print_fit,
 )
 _pipeline_command(
-    "calibrate", "Fit the calibrator on held-out predictions; writes a new, calibrated bundle.", _print_calibrate
+    "calibrate",
+    "Fit the calibrator on held-out predictions; writes a new, calibrated bundle.\n\n"
+    "Example: snn calibrate specs/adult.yaml --json",
+    _print_calibrate,
 )
 
 
@@ -268,17 +286,26 @@ def validate(
     force_step: ForceStepOpt = None,
     json_out: JsonOpt = False,
     tracking_uri: UriOpt = None,
+    no_tracking: NoTrackingOpt = False,
     register: RegisterOpt = None,
     promote: PromoteOpt = None,
 ):
-    """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails."""
-    _validate_command("validate", spec, force, force_step, json_out, tracking_uri, register, promote, compare, baseline)
+    """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails.
+
+    Example: snn validate specs/adult.yaml --compare online.parquet
+    """
+    _validate_command(
+        "validate", spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote, compare, baseline
+    )
 
 
-def _validate_command(command: str, spec, force, force_step, json_out, tracking_uri, register, promote, *compared):
+def _validate_command(
+    command: str, spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote, *compared
+):
+    from snn.pipeline.errors import InputError
+
     if promote is not None and register is None:
-        err("error: --promote sets an alias on the version --register makes; give --register NAME too")
-        raise typer.Exit(2)
+        raise InputError("--promote sets an alias on the version --register makes; give --register NAME too")
     compare, baseline = compared or (None, None)
     result = _run_pipeline(
         command,
@@ -286,6 +313,7 @@ def _validate_command(command: str, spec, force, force_step, json_out, tracking_
         force,
         tracking_uri,
         force_step,
+        not no_tracking,
         compare=compare,
         baseline=baseline,
         register=register,
@@ -302,11 +330,15 @@ def run_all(
     force_step: ForceStepOpt = None,
     json_out: JsonOpt = False,
     tracking_uri: UriOpt = None,
+    no_tracking: NoTrackingOpt = False,
     register: RegisterOpt = None,
     promote: PromoteOpt = None,
 ):
-    """Every step in order (prepare, train, calibrate, validate), reusing cached steps."""
-    _validate_command("run", spec, force, force_step, json_out, tracking_uri, register, promote)
+    """Every step in order (prepare, train, calibrate, validate), reusing cached steps.
+
+    Example: snn run specs/adult.yaml --register adult-income --promote champion
+    """
+    _validate_command("run", spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote)
 
 
 @app.command()
@@ -332,8 +364,20 @@ def predict(
         str | None,
         typer.Option("--via", help="Score through a running `snn serve` at this URL (the bundle reads the rows)."),
     ] = None,
+    data_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="The data's format: csv, parquet, criteo, libsvm or libffm (default: the bundle's, or parquet "
+            "for a .parquet file and CSV for a .csv file when the bundle read the other).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
 ):
-    """Score a data file with a bundle and write predictions with the row key."""
+    """Score a data file with a bundle and write predictions with the row key.
+
+    Example: snn predict specs/.snn/bundles/adult-income data/adult/adult.test -o preds.csv
+    """
     from snn.pipeline.errors import InputError
     from snn.pipeline.serving.predict import predict_file
 
@@ -346,9 +390,15 @@ def predict(
             row_range = (start, stop)
         except ValueError:
             raise InputError(f"--rows {rows!r} is not START:STOP with 0 <= START < STOP") from None
-    count = predict_file(bundle, data, output, online=online, rows=row_range, header=header, via=via)
+    if json_out and str(output) == "-":
+        raise InputError("`-o -` writes the predictions on stdout, where --json would mix with them; drop one")
+    count = predict_file(
+        bundle, data, output, online=online, rows=row_range, header=header, via=via, data_format=data_format
+    )
     scorer = f"server {via}" if via else "online scorer" if online else "batch scorer"
     err(f"wrote {count} predictions to {output} ({scorer})")
+    if json_out:
+        sys.stdout.write(json.dumps({"rows": count, "output": str(output), "scorer": scorer}) + "\n")
 
 
 @app.command()
@@ -361,6 +411,7 @@ def parity(
     ] = None,
     json_out: JsonOpt = False,
     tracking_uri: UriOpt = None,
+    no_tracking: NoTrackingOpt = False,
 ):
     """Calibrate, start `snn serve`, score the test rows through HTTP, stop it, and validate --compare.
 
@@ -369,7 +420,7 @@ def parity(
     """
     from snn.pipeline.steps.served import parity as run_parity
 
-    result = run_parity(spec, served, tracking_uri)
+    result = run_parity(spec, served, tracking_uri, tracking=not no_tracking)
     if not json_out:
         served_info = result["served"]
         err(f"served: {served_info['source']} ({served_info['rows']} test rows scored through HTTP)")
@@ -392,6 +443,9 @@ def serve(
     poll: Annotated[
         float, typer.Option("--poll", help="Seconds between checks of a models:/NAME@ALIAS source (0: never).", min=0)
     ] = 0.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Say where it serves as one JSON object on stdout (errors too).")
+    ] = False,
 ):
     """Serve a model over HTTP: POST /score, MLflow's POST /invocations, /health, /ready, /metadata, POST /reload.
 
@@ -401,25 +455,91 @@ def serve(
     from snn.pipeline.serving.server import serve as run_server
 
     err(f"serving {source} on http://{host}:{port} ({workers} worker(s)); SIGTERM or Ctrl-C stops it")
+    if json_out:
+        sys.stdout.write(json.dumps({"serving": source, "url": f"http://{host}:{port}", "workers": workers}) + "\n")
+        sys.stdout.flush()
     run_server(ServeConfig(source, strict, max_body, poll, workers), host, port, workers)
 
 
 @app.command()
 @handled
-def schema():
-    """Print the spec's JSON schema (for editors: `snn schema > snn.schema.json`)."""
-    from snn.pipeline.spec import json_schema
+def init(
+    data: Annotated[Path, typer.Argument(help="A data file: .csv, .tsv, .parquet, .libsvm (or --format).")],
+    label: Annotated[
+        str | None, typer.Option("--label", help="The label column (default: guessed from names and values).")
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the spec.")] = Path("spec.yaml"),
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="csv, parquet, libsvm or libffm (default: from the extension).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (default: the file's name).")] = None,
+    json_out: JsonOpt = False,
+):
+    """Write a complete, commented spec for a data file: kinds inferred, the label guessed, a test split.
 
-    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    The label is --label, or a column named like one (label, target, clicked, ...), or the last
+    two-valued column; the last 20% of the rows are the test split.
+
+    Example: snn init clicks.csv --label clicked && snn run spec.yaml
+    """
+    from snn.pipeline.init import init_spec
+
+    result = init_spec(data, output, label, data_format, name)
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    kinds: dict[str, list[str]] = {}
+    for column, kind in result["features"].items():
+        kinds.setdefault(kind, []).append(column)
+    err(f"wrote {result['spec']}: label {result['label']!r}, {result['rows']:,} rows ({result['format']})")
+    for kind, columns in kinds.items():
+        err(f"  {kind}: {', '.join(columns)}")
+    for column, why in result["skipped"].items():
+        err(f"  {column}: {why}")
+    err(f"next: snn run {result['spec']}")
+
+
+@app.command(name="spec")
+@handled
+def show_spec(spec: SpecArg, json_out: JsonOpt = False):
+    """Print the spec as snn reads it: shorthand expanded and every default written out.
+
+    Example: snn spec specs/adult.yaml
+    """
+    import yaml
+
+    from snn.pipeline.spec import load_spec
+
+    resolved = load_spec(spec).spec.model_dump(mode="json")
+    if json_out:
+        sys.stdout.write(json.dumps(resolved) + "\n")
+    else:
+        sys.stdout.write(f"# {spec}, resolved: every default written out\n")
+        sys.stdout.write(yaml.safe_dump(resolved, sort_keys=False, width=120))
 
 
 @app.command()
 @handled
-def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]):
-    """Show a bundle's features (bins, vocabulary sizes), weights and metrics."""
-    from snn.pipeline.serving.describe import describe
+def schema(json_out: JsonOpt = False):
+    """Print the spec's JSON schema (always JSON; `--json` prints it on one line).
 
-    sys.stdout.write(describe(bundle) + "\n")
+    Example: snn schema > snn.schema.json   (then `# yaml-language-server: $schema=snn.schema.json` in a spec)
+    """
+    from snn.pipeline.spec import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=None if json_out else 2) + "\n")
+
+
+@app.command()
+@handled
+def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")], json_out: JsonOpt = False):
+    """Show a bundle's features (bins, vocabulary sizes), blocks, weights, calibrator and metrics.
+
+    Example: snn inspect specs/.snn/bundles/adult-income --json
+    """
+    from snn.pipeline.serving.describe import describe, summary
+
+    sys.stdout.write((json.dumps(summary(bundle), default=str) if json_out else describe(bundle)) + "\n")
 
 
 @app.command()
@@ -434,7 +554,10 @@ def bench(
     json_out: JsonOpt = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
 ):
-    """Speed and quality benchmarks (B1-B5, Q), snn beside its competitors: a table, or --json."""
+    """Speed and quality benchmarks (B1-B12, Q), snn beside its competitors: a table, or --json.
+
+    Example: snn bench --size tiny
+    """
     from snn.pipeline.bench import suite as benchmarks
     from snn.pipeline.bench.figures import table
     from snn.pipeline.errors import InputError
@@ -494,7 +617,10 @@ def data_synth(
     ] = False,
     json_out: JsonOpt = False,
 ):
-    """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet."""
+    """Criteo-shaped rows from a planted model (13 continuous, 26 categorical, p_true), streamed to parquet.
+
+    Example: snn data synth clicks.parquet --rows 100000 --spec clicks.yaml && snn run clicks.yaml
+    """
     import yaml
 
     from snn.pipeline.data.synth import SynthConfig, synth_spec, write
@@ -544,7 +670,23 @@ def _terminate(signum, frame):
 
 def main():
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    from typer.exceptions import TyperException
+
+    try:  # with --json, a usage error (an unknown option, a missing argument) is a JSON object too
+        code = app(standalone_mode=False)  # a command's typer.Exit(code) comes back as its code
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        sys.exit(130)
+    except TyperException as exc:  # typer's click: UsageError and its kind carry a message and a code
+        if not hasattr(exc, "format_message"):
+            raise
+        exc.show()  # type: ignore[attr-defined]
+        code = getattr(exc, "exit_code", 2)
+        sys.stdout.write(json.dumps({"error": exc.format_message(), "exit_code": code}) + "\n")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -244,11 +244,48 @@ def _format_errors(error: ValidationError, root_node, source: str) -> str:
         path = ".".join(path_parts) or "(top level)"
         line = _yaml_line(root_node, node_path)
         where = f"{source}:{line}" if line else source
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key; remove it or check its spelling (see `snn schema`)"
-        lines.append(f"{where}: {path}: {message}")
+        lines.append(f"{where}: {path}: {_message(item, path_parts)}")
     return "invalid spec:\n  " + "\n  ".join(lines)
+
+
+# what to write where a mapping was expected, by the model's class (pydantic's ctx.class_name)
+_WRITE = {
+    "Source": "`{path: data.csv}` (or the path alone: `data.csv`)",
+    "Label": "`{column: clicked}` (or the column name alone: `clicked`)",
+    "TaskLabel": "`{column: clicked}` (or the column name alone: `clicked`)",
+    "Holdout": "`{fraction: 0.1}` (or the fraction alone: `0.1`)",
+    "ModelSpec": "`{sparse_linear: {width: 64}, mlp: {layers: [64, 32]}}`",
+    "TrainSpec": "`{epochs: 4, batch_size: 256, lr: 0.003}`",
+    "ValidationSpec": "`{slices: [country], gates: {auc: {min: 0.7}}}`",
+    "TrackingSpec": "`{experiment: my-model}` or `{enabled: false}`",
+}
+_FEATURE_KINDS = "continuous, categorical, binary, id_list, tree_leaves, position"
+
+
+def _message(item: Any, path: list[str]) -> str:
+    """pydantic's error as what to write instead, never naming an internal class."""
+    kind, given = item["type"], item.get("input")
+    shown = repr(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling (`snn spec SPEC` prints every key; `snn schema`)"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        if len(path) == 2 and path[0] == "features":
+            name = given if isinstance(given, str) else "age"
+            return f"a feature is a mapping; write `{{name: {name}, kind: categorical}}` (kinds: {_FEATURE_KINDS})"
+        example = _WRITE.get((item.get("ctx") or {}).get("class_name", ""))
+        return f"expected a mapping, got {shown}; write " + (example or "its keys (`snn spec SPEC` prints them)")
+    if kind == "list_type":
+        item_text = json.dumps(given) if isinstance(given, (str, int, float)) else "…"
+        return f"expected a list, got {shown}; write `[{item_text}]`"
+    if kind == "union_tag_invalid":
+        ctx = item.get("ctx") or {}
+        tag = str(ctx.get("discriminator", "kind")).strip("'")
+        return f"{tag} {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}; check its spelling"
+    if kind == "missing":
+        return "required; add it (`snn spec SPEC` prints the spec with every default, `snn init DATA` writes one)"
+    if kind.endswith(("_type", "_parsing")):
+        return f"{item['msg']} (got {shown})"
+    return item["msg"]
 
 
 _TAGS = {"continuous", "categorical", "binary", "percentile", "hashing", "none", "isotonic", *BLOCKS}
@@ -379,8 +416,20 @@ def load_spec(path: str | Path) -> LoadedSpec:
     return LoadedSpec(spec=parse_spec(text, str(path)), path=path.resolve(), text=text)
 
 
+# the shorthand a spec may write for these models (data/spec.py), as JSON schema, for editors
+_SHORTHAND_SCHEMA = {
+    "Source": {"type": "string", "description": "The file's path alone."},
+    "Label": {"type": "string", "description": "The label column's name alone."},
+    "TaskLabel": {"type": "string", "description": "The label column's name alone."},
+    "Holdout": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "The fraction alone."},
+}
+
+
 def json_schema() -> dict:
     schema = Spec.model_json_schema()
+    for name, alone in _SHORTHAND_SCHEMA.items():
+        full = schema["$defs"][name]
+        schema["$defs"][name] = {"anyOf": [full, alone], "description": full.get("description", "")}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "snn spec"
     return schema

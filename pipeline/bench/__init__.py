@@ -13,6 +13,8 @@ B4  `snn predict` rows/s (batch scorer) and online latency p50/p99 of one 1,000-
 B5  logistic-regression training rows/s vs Vowpal Wabbit (`vowpalwabbit`, one pass, logistic loss)
 B6  the DLRM spec (specs/criteo_dlrm.yaml): training rows/s vs the same network in plain PyTorch
     (nn.EmbeddingBag sparse + SparseAdam + MLPs), and online p50/p99 of 1,000-candidate requests
+B12 the first hour's waits, each a fresh `snn` process: `snn --help`, a spec with a typo, `snn init`
+    on a 20,000-row CSV, a fully cached `snn run` (tracked, and --no-tracking), vs their targets
 Q   test AUC after one epoch on synthetic rows with pairwise interactions vs the oracle AUC, for
     3 planted models (seeds), with the mean and spread of the gap; at full size also the shipped
     specs (Adult, Criteo, synthetic with 10x negative downsampling) over 3 training seeds: test log

@@ -13,6 +13,7 @@ import torch
 from .dlrm import bench_dlrm
 from .encoding import bench_fit_encode
 from .family import bench_id_lists, bench_int8_tables, bench_mixed_dims, bench_tree_library
+from .first_hour import bench_first_hour
 from .forward import bench_forward
 from .pipeline import bench_quality_and_serving
 from .quality import bench_shipped_specs
@@ -68,6 +69,7 @@ def run(size_name: str, folder: Path) -> dict:
     figures = bench_training(size, notes) + bench_dlrm(size) + bench_forward(size) + bench_fit_encode(size, folder)
     quality, prepared = bench_quality_and_serving(size, folder)
     figures += quality + bench_logistic(size, prepared) + bench_tasks(size_name, size, folder)
+    figures += bench_first_hour(size, folder)
     if size["shipped_specs"]:
         figures += bench_shipped_specs(folder) + bench_mixed_dims(folder) + bench_int8_tables(folder)
         figures += bench_id_lists(folder) + bench_tree_library()

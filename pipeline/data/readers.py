@@ -1,14 +1,27 @@
-"""Readers: one raw file (CSV, parquet or the raw Criteo TSV) -> polars frames with a row key.
+"""Readers: one raw file (CSV, parquet, the raw Criteo TSV, libSVM or libFFM) -> polars frames
+with a row key.
 
 CSV and Criteo TSV are read as strings (stripped, null markers mapped to null) and typed per
 feature later, so a stray non-numeric value is reported by column instead of silently inferred.
+libSVM (also libFM and SVMlight) and libFFM files have no header; each line is read whole and
+split into String columns (tokens are separated by any run of spaces and tabs, a '#' starts a
+comment to the end of the line):
+
+    libsvm  `<label> [qid:<q>] <index>:<value> ...`  ->  label, qid, features "<index>:<value> ..."
+    libffm  `<label> <field>:<index>:<value> ...`    ->  label, features "<field>:<index>:<value> ..."
+
+`features` holds the line's items joined by single spaces, for a weighted id list with separator
+" " (id `index` or `field:index`, weighted by the number after the item's last ':'). `qid` is a
+column when a data line in the file's first 64 KiB carries one (a qid token is never a feature).
 Every frame carries the row key column (`data.key`, or `row_id` = the row's 0-based index in
-its file) so predictions can be joined back. Each file is checked before polars opens it: a
-readable regular file whose first and last bytes fit the declared format.
+its file; in libSVM and libFFM files, its line's, blank and comment lines counted) so predictions
+can be joined back. Each file is checked before polars opens it: a readable regular file whose
+first and last bytes (libSVM and libFFM: its first data line) fit the declared format.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +37,46 @@ CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in
 PARQUET_MAGIC = b"PAR1"
 # what polars raises on a file it cannot read (a panic of its Rust core is a BaseException)
 READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, UnicodeDecodeError)
+LINE = "__snn_line__"  # a libsvm or libffm line, whole, as read
+LINE_FORMATS = ("libsvm", "libffm")
+# the separator polars splits a libsvm or libffm line at: no text line holds a NUL byte, so the
+# whole line is one field (a line that does is reported as unreadable)
+LINE_SEPARATOR = "\x00"
+HEAD_BYTES = 1 << 16  # how much of a libsvm or libffm file check_file and the qid detection read
+# a line with its comment cut and every run of whitespace one space: the label, an optional qid
+# (libsvm), the items
+_LINE_PARTS = {
+    "libsvm": r"^(?P<label>\S+)(?: qid:(?P<qid>\S*))?(?: (?P<features>.*))?$",
+    "libffm": r"^(?P<label>\S+)(?: (?P<features>.*))?$",
+}
+_ITEM = {"libsvm": re.compile(r"^.+:[^:]+$"), "libffm": re.compile(r"^[^:]+:[^:]+:[^:]+$")}
+_QID = re.compile(r"^\S+ qid:")
+_ITEM_FORM = {"libsvm": "<index>:<value>", "libffm": "<field>:<index>:<value>"}
 _MAGIC = {
     b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip)",
     b"PK\x03\x04": "a zip archive (unzip it first)",
     b"BZh": "bzip2-compressed (decompress it first: bunzip2)",
     b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first)",
 }
+
+
+# the format a file's extension names (`snn init`, and `snn predict` on a file of another format)
+EXTENSION_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+EXTENSION_FORMATS |= {".libsvm": "libsvm", ".svm": "libsvm", ".libffm": "libffm", ".ffm": "libffm"}
+FORMATS = ("csv", "parquet", "criteo", "libsvm", "libffm")
+
+
+def format_of(path: Path, given: str | None = None) -> str:
+    """A file's data format: `given` (--format), else the one its extension names."""
+    if given is not None:
+        if given not in FORMATS:
+            raise InputError(f"--format {given!r} is not one of: {', '.join(FORMATS)}")
+        return given
+    found = EXTENSION_FORMATS.get(path.suffix.lower())
+    if found is None:
+        known = ", ".join(sorted(EXTENSION_FORMATS))
+        raise InputError(f"cannot tell {path.name}'s format from its extension (known: {known}); pass --format")
+    return found
 
 
 @dataclass(frozen=True)
@@ -74,13 +121,14 @@ class Reader:
         )
 
     def check_file(self, path: Path) -> Path:
-        """`path` is a readable regular file, not empty, whose first and last bytes fit the format."""
+        """`path` is a readable regular file, not empty, whose first and last bytes fit the format (a
+        libsvm or libffm file: its first data line reads `<label> <item> ...`)."""
         input_file(path, "data file", "fix the path in the spec (paths are relative to the spec file)")
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"data file {path} is empty; point the spec at a file with rows")
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(HEAD_BYTES if self.format in LINE_FORMATS else 4)
             f.seek(max(size - 4, 0))
             tail = f.read(4)
         packed = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
@@ -90,17 +138,61 @@ class Reader:
             if head != PARQUET_MAGIC:
                 raise InputError(
                     f"data file {path} is not a parquet file (it does not start with PAR1); "
-                    "check data.format (csv, parquet or criteo)"
+                    "check data.format (csv, parquet, criteo, libsvm or libffm)"
                 )
             if tail != PARQUET_MAGIC or size < 12:
                 raise InputError(f"data file {path} is a truncated or damaged parquet file (no footer); write it again")
-        elif head == PARQUET_MAGIC:
+        elif head[:4] == PARQUET_MAGIC:
             raise InputError(
                 f"data file {path} is a parquet file but data.format is {self.format}; set data.format: parquet"
             )
+        if self.format in LINE_FORMATS:
+            lines = _data_lines(head, complete=size <= len(head))
+            if lines:
+                self._check_line(path, lines[0])
         return path
 
+    def _check_line(self, path: Path, line: str) -> None:
+        """A libsvm or libffm data line (comment cut, whitespace runs one space) reads
+        `<label> <item> ...`: a numeric label, then items of the format's form."""
+        label, *items = line.split(" ")
+        form = _ITEM_FORM[self.format]
+        shown = line if len(line) <= 60 else line[:57] + "..."
+        if "," in label or ";" in label:
+            problem = "is separated by commas or semicolons"
+            fix = "if it is a CSV file, set data.format: csv"
+        elif not _is_number(label):
+            problem = f"starts with {label!r}, not a numeric label"
+            fix = f"every line must read `<label> {form} ...`; check data.format (csv, criteo, libsvm or libffm)"
+        else:
+            if self.format == "libsvm" and items and items[0].startswith("qid:"):
+                items = items[1:]
+            bad = next((item for item in items if not _ITEM[self.format].match(item)), None)
+            if bad is None:
+                return
+            problem = f"has item {bad!r}, not {form}"
+            fix = (
+                "its items are <index>:<value>: set data.format: libsvm"
+                if self.format == "libffm" and all(_ITEM["libsvm"].match(item) for item in items)
+                else f"every line must read `<label> {form} ...`; check data.format (csv, criteo, libsvm or libffm)"
+            )
+        raise InputError(
+            f"data file {path} is not a {self.format} file: its first data line {shown!r} {problem}; {fix}"
+        )
+
+    def _has_qid(self, path: Path) -> bool:
+        """A libsvm file has a `qid` column when a data line in its first HEAD_BYTES carries a qid."""
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+        return any(_QID.match(line) for line in _data_lines(head, complete=len(head) < HEAD_BYTES))
+
     def has_header(self, header: bool | None) -> bool:
+        if self.format in LINE_FORMATS:
+            if header:
+                raise InputError(
+                    f"a {self.format} file has no header line; drop `header: true` from the source (or --header)"
+                )
+            return False
         if self.format == "criteo":
             return bool(header)
         if self.format == "csv" and header is None:
@@ -113,6 +205,8 @@ class Reader:
         try:
             if self.format == "parquet":
                 lf = pl.scan_parquet(path).with_row_index(ROW_INDEX)
+            elif self.format in LINE_FORMATS:
+                lf = self._lines(path, header)
             else:
                 names: tuple[str, ...] | list[str] | None = self.columns
                 separator = self.separator
@@ -141,6 +235,27 @@ class Reader:
         if repeated:
             raise InputError(f"data file {path} names column(s) {repeated} more than once; rename them")
         return lf
+
+    def _lines(self, path: Path, header: bool | None) -> pl.LazyFrame:
+        """A libsvm or libffm file as ROW_INDEX (the line's index), label, qid (libsvm, when the
+        file has one) and features: String columns, null on a blank or comment line."""
+        self.has_header(header)  # refuses a header
+        lf = pl.scan_csv(
+            path,
+            has_header=False,
+            new_columns=[LINE],
+            separator=LINE_SEPARATOR,
+            quote_char=None,
+            infer_schema=False,
+            row_index_name=ROW_INDEX,
+            truncate_ragged_lines=False,
+        )
+        line = pl.col(LINE).str.replace(r"#.*", "").str.replace_all(r"\s+", " ").str.strip_chars(" ")
+        parts = line.str.extract_groups(_LINE_PARTS[self.format])
+        names = (
+            ["label", "qid", "features"] if self.format == "libsvm" and self._has_qid(path) else ["label", "features"]
+        )
+        return lf.select(ROW_INDEX, *(parts.struct.field(name) for name in names))
 
     def _clean(self, lf: pl.LazyFrame) -> pl.LazyFrame:
         """Strip strings and map null markers to null; in text files, drop blank lines (all-null rows)."""
@@ -180,9 +295,12 @@ class Reader:
 
     def unreadable(self, path: Path, exc: BaseException) -> InputError:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        return InputError(
-            f"cannot read {path} as {self.format}: {detail}; check data.format, data.separator and data.columns"
+        check = (
+            f"a {self.format} file is UTF-8 text, one row per line (no NUL bytes); check data.format"
+            if self.format in LINE_FORMATS
+            else "check data.format, data.separator and data.columns"
         )
+        return InputError(f"cannot read {path} as {self.format}: {detail}; {check}")
 
     def read(self, path: Path, rows: tuple[int, int] | None = None, header: bool | None = None) -> pl.DataFrame:
         lf = self.scan_rows(path, rows, header)
@@ -244,6 +362,18 @@ def check_columns(available: list[str], needed: list[str], path: Path) -> None:
             f"column(s) {', '.join(missing)} not found in {path}; the file has: {', '.join(have)}. "
             "Fix the names in the spec (features, data.label, data.key, data.weight)."
         )
+
+
+def _data_lines(head: bytes, complete: bool) -> list[str]:
+    """The data lines of a libsvm or libffm file's first bytes, each with its comment cut and every
+    run of whitespace one space (blank and comment lines left out). Unless `complete` (the bytes are
+    the whole file), the last line may be cut short: it is left out, or, the only line, its last
+    token is."""
+    lines = head.decode("utf-8", errors="replace").split("\n")
+    if not complete:
+        lines = lines[:-1] if len(lines) > 1 else [" ".join(lines[0].split()[:-1])]
+    normalized = (" ".join(line.split("#", 1)[0].split()) for line in lines)
+    return [line for line in normalized if line]
 
 
 def _is_number(text: str) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import polars as pl
 
 from ..errors import InputError
 from .readers import ROW_ID
-from .spec import DataSpec, Holdout, Label
+from .spec import DataSpec, Holdout, Label, TaskLabel
 
 
 def stable_hash64(values: np.ndarray | list, seed: int = 0) -> np.ndarray:
@@ -77,8 +78,28 @@ def label_values(df: pl.DataFrame, label: Label, where: str) -> np.ndarray:
         )
     arr = values.to_numpy().astype(np.float32)
     if arr.min() < 0 or arr.max() > 1:
-        raise InputError(f"{where}: label column {label.column!r} has values outside [0, 1]; map it to 0/1 first")
+        raise _outside_0_1(col, values, label, where)
     return arr
+
+
+def _outside_0_1(col: pl.Series, values: pl.Series, label: Label, where: str) -> InputError:
+    """The error of a numeric label column with values outside [0, 1]: the values found (up to 6,
+    as written) and a `positive` that would read them (the positive ones, or the largest)."""
+    found = (
+        pl.DataFrame({"text": col.cast(pl.String).str.strip_chars(), "value": values}).unique().sort("value", "text")
+    )
+    texts = found["text"].to_list()
+    if len(texts) <= 6:
+        shown = ", ".join(texts[:-1]) + f" and {texts[-1]}" if len(texts) > 1 else texts[0]
+        example = found.filter(pl.col("value") > 0)["text"].to_list() or [texts[-1]]
+    else:
+        shown = f"{found['value'].n_unique()} distinct values from {texts[0]} to {texts[-1]}"
+        example = found.filter(pl.col("value") == pl.col("value").max())["text"].to_list()
+    field = "its `positive` in data.labels" if isinstance(label, TaskLabel) else "data.label.positive"
+    return InputError(
+        f"{where}: label column {label.column!r} has values outside [0, 1] (found {shown}); set {field} to "
+        f"the values that mean 1, e.g. positive: {json.dumps(example)}, or map the column to 0/1 first"
+    )
 
 
 def weights_of(df: pl.DataFrame, data: DataSpec, where: str) -> np.ndarray:

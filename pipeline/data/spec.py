@@ -6,15 +6,28 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..config import RowIndex, Seed, Strict
 
 
+def shorthand(field: str, kinds: tuple[type, ...]):
+    """A `mode="before"` validator: a value of one of `kinds` stands for `{field: value}` (a source
+    given as its path, a label as its column, a holdout as its fraction)."""
+
+    def expand(cls, value: Any) -> Any:
+        return {field: value} if isinstance(value, kinds) and not isinstance(value, bool) else value
+
+    return model_validator(mode="before")(expand)
+
+
 class Source(Strict):
-    """One input file, optionally restricted to a half-open range of its data rows."""
+    """One input file, optionally restricted to a half-open range of its data rows. Shorthand: the path
+    alone (`train: data.csv`)."""
+
+    _path_alone = shorthand("path", (str,))
 
     path: str = Field(description="File path, relative to the spec file's folder.")
     rows: tuple[RowIndex, RowIndex] | None = Field(
@@ -36,13 +49,19 @@ class Source(Strict):
 
 
 class Holdout(Strict):
-    """Carve the validation split out of train by a stable hash of the row key."""
+    """Carve the validation split out of train by a stable hash of the row key. Shorthand: the
+    fraction alone (`holdout: 0.1`)."""
+
+    _fraction_alone = shorthand("fraction", (int, float))
 
     fraction: float = Field(gt=0, lt=1, description="Share of train rows held out for validation.")
     seed: Seed = Field(default=0, description="Seed of the key hash; change it to draw another holdout.")
 
 
 class Label(Strict):
+    """The label column. Shorthand: the column's name alone (`label: clicked`)."""
+
+    _column_alone = shorthand("column", (str,))
     column: str = Field(description="Column holding the label.")
     positive: list[str] | None = Field(
         default=None,
@@ -79,8 +98,12 @@ class TaskSampling(Strict):
 
 
 class DataSpec(Strict):
-    format: Literal["csv", "parquet", "criteo"] = Field(
-        description="csv (header or `columns`), parquet, or criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header)."
+    format: Literal["csv", "parquet", "criteo", "libsvm", "libffm"] = Field(
+        description="csv (header or `columns`), parquet, criteo (raw Kaggle TSV: label, I1-I13, C1-C26, no header), "
+        "libsvm (`<label> [qid:<q>] <index>:<value> ...` lines, also libFM and SVMlight) or libffm (`<label> "
+        "<field>:<index>:<value> ...`). libsvm and libffm files have no header; they read as the columns label, "
+        "qid (libsvm files with qids) and features (the items, space-separated: an id_list with separator ' ' "
+        "and weighted: true; raise its max_length, 64 by default, for lines with more items)."
     )
     columns: list[str] | None = Field(default=None, description="Column names for a CSV file without a header row.")
     separator: str = Field(default=",", description="CSV field separator (one character).")
@@ -145,6 +168,21 @@ class DataSpec(Strict):
             if not columns:
                 raise ValueError("columns must name at least one column")
         return columns
+
+    @model_validator(mode="after")
+    def _line_format_columns(self):
+        """libsvm and libffm files name their own columns (label, qid, features) and have no header."""
+        if self.format in ("libsvm", "libffm"):
+            if self.columns is not None:
+                raise ValueError(
+                    f"data.columns names the columns of a CSV file; a {self.format} file reads as label, "
+                    f"{'qid, ' if self.format == 'libsvm' else ''}features: drop data.columns"
+                )
+            sources = {"train": self.train, "validation": self.validation, "test": self.test}
+            headed = [name for name, source in sources.items() if source is not None and source.header]
+            if headed:
+                raise ValueError(f"a {self.format} file has no header line; drop `header: true` from data.{headed[0]}")
+        return self
 
     @property
     def label_columns(self) -> list[str]:

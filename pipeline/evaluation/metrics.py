@@ -49,7 +49,24 @@ def calibration_ratio(y, p, w=None) -> float:
 def reliability(y, p, w=None, bins: int = 10):
     """Per equal-width bin: (mean prediction, mean label, weight) arrays, empty bins dropped."""
     y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), _weights(y, w)
-    index = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    return _bin_means(np.clip((p * bins).astype(np.int64), 0, bins - 1), y, p, w, bins)
+
+
+def quantile_reliability(y, p, w=None, bins: int = 10):
+    """Per equal-weight bin of p: (mean prediction, mean label, weight) arrays [≤ bins], empty bins
+    dropped. The edges are p's weighted quantiles: with the scores sorted p_(1) ≤ … ≤ p_(n),
+    e_k = p_(j) for the first j whose cumulative weight Σ_{i≤j} w_(i) ≥ k·W/bins (k = 1 … bins − 1);
+    a row falls in bin #{k : e_k < p}, so tied scores share a bin (a run of ties wider than a bin
+    empties the bins it spans). Per bin b: p̄_b = Σ_b wp / W_b, ȳ_b = Σ_b wy / W_b."""
+    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), _weights(y, w)
+    order = np.argsort(p, kind="stable")
+    cumulative = np.cumsum(w[order])
+    edges = p[order][np.searchsorted(cumulative, cumulative[-1] * np.arange(1, bins) / bins)]
+    return _bin_means(np.searchsorted(edges, p), y, p, w, bins)  # searchsorted: the number of edges below p
+
+
+def _bin_means(index, y, p, w, bins: int):
+    """Per bin of `index` [n] (ints in [0, bins)): (Σ_b wp / W_b, Σ_b wy / W_b, W_b), empty bins dropped."""
     weight = np.bincount(index, weights=w, minlength=bins)
     mean_p = np.bincount(index, weights=w * p, minlength=bins)
     mean_y = np.bincount(index, weights=w * y, minlength=bins)

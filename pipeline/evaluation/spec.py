@@ -93,7 +93,7 @@ class ValidationSpec(Strict):
     baseline: str | None = Field(default=None, description="Bundle to compare against for *_vs_baseline gates.")
     ece_bins: Annotated[
         int, Field(ge=2), at_most(MAX_ECE_BINS, lambda v: f"{gigabytes(v * 24.0)} of bin totals for no finer a picture")
-    ] = Field(default=10, description="Equal-width bins of the ECE and reliability diagram.")
+    ] = Field(default=10, description="Bins of the ECE (equal-width) and of the reliability diagrams (equal-count).")
     logloss_eps: float = Field(default=1e-7, gt=0, lt=0.5, description="Probabilities are clipped to [eps, 1-eps].")
 
 

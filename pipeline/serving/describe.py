@@ -45,41 +45,81 @@ def _encoding(encoder: Encoder) -> str:
     return "binary"
 
 
-def describe(path: Path) -> str:
+def summary(path: Path) -> dict:
+    """A bundle as JSON data: key, recipe hash, id space, tasks, features (ids and encoding), blocks,
+    weights (shape, mean |w|), calibrators (with the cross-validated log losses that chose them) and
+    metrics. `snn inspect --json` prints it; `describe` renders it."""
     bundle = Bundle.load(path)
+    calibrate = bundle.metrics.get("calibrate", {})
+
+    def calibrator(fitted, evidence: dict) -> dict:
+        return {"calibrator": fitted.describe() if fitted else "none", "cv_logloss": evidence.get("cv_logloss", {})}
+
+    calibrators = {
+        task.name: calibrator(bundle.calibrators.get(task.name), calibrate.get("evidence", {}).get(task.name, {}))
+        for task in bundle.tasks
+    }
+    if not bundle.tasks and (bundle.calibrator is not None or calibrate):
+        calibrators[""] = calibrator(bundle.calibrator, calibrate.get("evidence", {}))
+    return {
+        "bundle": str(path),
+        "recipe_sha256": bundle.recipe.sha256,
+        "key": bundle.key,
+        "num_ids": bundle.feature_map.num_ids,
+        "negative_rate": bundle.negative_rate,
+        "tasks": [
+            {
+                "name": task.name,
+                "weight": task.weight,
+                "negative_rate": task.negative_downsampling.rate if task.negative_downsampling else 1.0,
+                "given": task.given,
+            }
+            for task in bundle.tasks
+        ],
+        "features": [
+            {"name": e.name, "kind": e.kind, "ids": [e.offset, e.offset + e.size], "encoding": _encoding(e)}
+            for e in bundle.feature_map.encoders
+        ],
+        "blocks": [
+            {"name": block.name, "kind": block.kind, "spec": block.spec.model_dump(mode="json")}
+            for block in bundle.plan.blocks
+        ],
+        "weights": {
+            name: {"shape": list(array.shape), "mean_abs": float(np.abs(array).mean())}
+            for name, array in bundle.weights.items()
+        },
+        "calibrators": calibrators,
+        "metrics": bundle.metrics,
+    }
+
+
+def describe(path: Path) -> str:
+    """`summary` as lines of text."""
+    info = summary(path)
     lines = [
         f"bundle {path}",
-        f"  recipe sha256 {bundle.recipe.sha256[:16]}  key {bundle.key}",
-        f"  id space {bundle.feature_map.num_ids:,} ids  negative rate {bundle.negative_rate}",
+        f"  recipe sha256 {info['recipe_sha256'][:16]}  key {info['key']}",
+        f"  id space {info['num_ids']:,} ids  negative rate {info['negative_rate']}",
     ]
-    for task in bundle.tasks:
-        rate = task.negative_downsampling.rate if task.negative_downsampling else 1.0
-        given = f", given {task.given} (served as the product)" if task.given else ""
-        lines.append(f"  task {task.name}: weight {task.weight:g}, negative rate {rate:g}{given}")
+    for task in info["tasks"]:
+        given = f", given {task['given']} (served as the product)" if task["given"] else ""
+        lines.append(
+            f"  task {task['name']}: weight {task['weight']:g}, negative rate {task['negative_rate']:g}{given}"
+        )
     lines.append("  features:")
-    for e in bundle.feature_map.encoders:
-        lines.append(f"    {e.name:<24} {e.kind:<12} ids [{e.offset}, {e.offset + e.size})  {_encoding(e)}")
+    for f in info["features"]:
+        lines.append(f"    {f['name']:<24} {f['kind']:<12} ids [{f['ids'][0]}, {f['ids'][1]})  {f['encoding']}")
     lines.append("  blocks:")
-    for block in bundle.plan.blocks:
-        lines.append(f"    {block.name:<14} {block.kind:<16} {json.dumps(block.spec.model_dump(mode='json'))}")
+    for block in info["blocks"]:
+        lines.append(f"    {block['name']:<14} {block['kind']:<16} {json.dumps(block['spec'])}")
     lines.append("  weights:")
-    for name, array in bundle.weights.items():
-        lines.append(f"    {name:<28} {tuple(array.shape)!s:<16} |w| mean {float(np.abs(array).mean()):.4g}")
-    calibrate = bundle.metrics.get("calibrate", {})
-    for task in bundle.tasks:
-        calibrator = bundle.calibrators.get(task.name)
-        losses = calibrate.get("evidence", {}).get(task.name, {}).get("cv_logloss", {})
-        chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in losses.items())
+    for name, weight in info["weights"].items():
+        lines.append(f"    {name:<28} {tuple(weight['shape'])!s:<16} |w| mean {weight['mean_abs']:.4g}")
+    for task, fitted in info["calibrators"].items():
+        chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in fitted["cv_logloss"].items())
         lines.append(
-            f"  calibrator of {task.name}: {calibrator.describe() if calibrator else 'none'}"
+            f"  calibrator{' of ' + task if task else ''}: {fitted['calibrator']}"
             + (f" (cross-validated log loss: {chosen})" if chosen else "")
         )
-    if not bundle.tasks and (bundle.calibrator is not None or calibrate):
-        losses = calibrate.get("evidence", {}).get("cv_logloss", {})
-        chosen = ", ".join(f"{kind} {value:.4f}" for kind, value in losses.items())
-        lines.append(
-            f"  calibrator: {bundle.calibrator.describe() if bundle.calibrator else 'none'}"
-            + (f" (cross-validated log loss: {chosen})" if chosen else "")
-        )
-    lines.append("  metrics: " + json.dumps(bundle.metrics))
+    lines.append("  metrics: " + json.dumps(info["metrics"]))
     return "\n".join(lines)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from ..data.readers import EXTENSION_FORMATS, Reader, format_of
 from ..data.sources import check_schema
 from ..errors import InputError, ServingError
 from ..files import output_file, owned_temp
@@ -22,11 +24,28 @@ STDOUT = "-"  # `-o -`: CSV on standard output
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
-def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.DataFrame:
+def reader_for(trained: Reader, data: Path, data_format: str | None = None) -> Reader:
+    """How to read `data` for a bundle trained on `trained`'s files: that reader, unless `data_format`
+    (--format) names another format, or the file's extension says parquet where the bundle read text
+    (or text where it read parquet); then that format's reader (a CSV's header names its columns)."""
+    wanted = data_format
+    if wanted is None:
+        named = EXTENSION_FORMATS.get(data.suffix.lower())
+        wanted = named if named is not None and (named == "parquet") != (trained.format == "parquet") else None
+    if wanted is None or wanted == trained.format:
+        return trained
+    return replace(trained, format=format_of(data, wanted), columns=None, comment_prefix=None)
+
+
+def read_rows(
+    bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: bool | None = None, reader: Reader | None = None
+) -> pl.DataFrame:
     """The rows to score, checked like training data: every feature column present with a usable type
-    (the label need not be there, nor the column of a position feature, which is served fixed)."""
+    (the label need not be there, nor the column of a position feature, which is served fixed).
+    `reader`: how to read the file (default: as the bundle's data was read)."""
+    reader = reader or bundle.reader
     check_schema(
-        bundle.reader.schema(data, header),
+        reader.schema(data, header),
         bundle.recipe.data,
         list(bundle.recipe.features),
         data,
@@ -34,7 +53,7 @@ def read_rows(bundle: Bundle, data: Path, rows: tuple[int, int] | None, header: 
         with_label=False,
         served=True,
     )
-    frame = bundle.reader.read(data, rows, header)
+    frame = reader.read(data, rows, header)
     if bundle.key not in frame.columns:
         raise InputError(f"{data} lacks the row key column {bundle.key!r} the bundle was trained with")
     return frame
@@ -48,11 +67,13 @@ def predict_file(
     rows: tuple[int, int] | None = None,
     header: bool | None = None,
     via: str | None = None,
+    data_format: str | None = None,
 ) -> int:
     """Write (key, score, raw_score) for every row of `data` to `output` (its format from its name:
     `write_predictions`), or a score and a
     raw score per task (Bundle.score_columns); returns the row count. The bundle reads the rows
-    (format, key); `via` (a server's URL) scores them instead of this process.
+    (key; format as its data, or `data_format`, or the file's extension: `reader_for`); `via` (a
+    server's URL) scores them instead of this process.
     The output is written to a temporary file and renamed into place; it may not be an input."""
     if str(output) != STDOUT:
         output_file(output, "output", inputs=(data, *Path(bundle_path).glob("*")))
@@ -62,7 +83,7 @@ def predict_file(
                 "the format follows the name"
             )
     bundle = Bundle.load(bundle_path)
-    frame = read_rows(bundle, data, rows, header)
+    frame = read_rows(bundle, data, rows, header, reader_for(bundle.reader, data, data_format))
     if via is not None:
         out = pl.concat(
             [

@@ -19,7 +19,6 @@ from ..evaluation.choice import Choice, candidate_spec, choose_calibrator
 from ..evaluation.spec import AutoCalibration, Calibration
 from ..model.inference import raw_probabilities
 from ..serving.batch import load_model
-from ..serving.mlflow_model import log_model
 from ..spec import Spec
 from ..store.bundle import Bundle, slice_text
 from .context import Context, StepResult, cached_step, read
@@ -47,7 +46,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
         bundle.save(folder / "bundle")
         ctx.tracker.metrics(summary)
         ctx.tracker.params({"calibrator": kind if isinstance(kind, str) else json.dumps(kind)})
-        model_uri = log_model(folder / "bundle", example_of(prepared))
+        model_uri = ctx.tracker.model(folder / "bundle", example_of(prepared))
         return {"metrics": summary, "calibrator": kind, "evidence": evidence, "model_uri": model_uri}
 
     return cached_step(ctx, "calibrate", values, build, (prepared, trained))

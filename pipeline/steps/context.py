@@ -104,17 +104,15 @@ def cached_step(
     build: Callable[[Path], dict],
     upstream: tuple[StepResult, ...] = (),
     inputs: dict[str, str] | None = None,
-    logged: Callable[[dict], dict] = lambda info: info.get("metrics", {}),
 ) -> StepResult:
     """Run step `name` unless its folder is current: holding the step's lock, reuse a finished folder
-    of the same key (logging a short cached run of `logged(info)` metrics) or `build(folder)` into a
-    scratch folder that is then renamed into place; `build` returns the step's info (step.json)."""
+    of the same key (noted as cached on the command's run) or `build(folder)` into a scratch folder,
+    in a run of its own, that is then renamed into place; `build` returns the step's info (step.json)."""
     step = StepDir(ctx.workdir, name, key_of(name, values, upstream, inputs))
     with locked(step.lock):
         if step.done and not ctx.forced(name):
             info, cached = step.info(), True
-            with ctx.tracker.step(name, cached=True):
-                ctx.tracker.metrics(logged(info))
+            ctx.tracker.cached(name)
         else:
             with ctx.tracker.step(name), step.build(ctx.scratch) as folder:
                 info, cached = build(folder), False

@@ -280,7 +280,6 @@ def run(ctx: Context, spec: Spec) -> StepResult:
         values,
         build,
         inputs=input_fingerprints(files),
-        logged=lambda info: {f"rows_{k}": v for k, v in info["rows"].items()},
     )
 
 

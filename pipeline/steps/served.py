@@ -75,7 +75,7 @@ class ServerProcess:
             self._out.close()  # type: ignore[union-attr]
 
 
-def parity(spec_path: Path, served: str | None = None, tracking_uri: str | None = None) -> dict:
+def parity(spec_path: Path, served: str | None = None, tracking_uri: str | None = None, tracking: bool = True) -> dict:
     """Steps 1-4 of the module docstring; returns validate's result with the served source and URL."""
     loaded = load_spec(spec_path)
     test = loaded.spec.data.test
@@ -83,7 +83,7 @@ def parity(spec_path: Path, served: str | None = None, tracking_uri: str | None 
         raise InputError(
             f"{spec_path} has no data.test: `snn parity` scores the test rows through the server; add a test source"
         )
-    calibrated = run("calibrate", spec_path, tracking_uri)
+    calibrated = run("calibrate", loaded, tracking_uri, tracking=tracking)
     source = served or calibrated["bundle"]
     workdir = ensure_folder(loaded.workdir, "workdir")
     scores = workdir / "parity" / "served_test.parquet"
@@ -94,6 +94,6 @@ def parity(spec_path: Path, served: str | None = None, tracking_uri: str | None 
         count = predict_file(Path(calibrated["bundle"]), data, scores, rows=rows, header=test.header, via=server.url)
         with urllib.request.urlopen(server.url + "/metadata", timeout=10) as response:
             metadata = json.loads(response.read())
-    result = run("validate", spec_path, tracking_uri, compare=scores)
+    result = run("validate", loaded, tracking_uri, compare=scores, tracking=tracking)
     result["served"] = {"source": source, "rows": count, "scores": str(scores), "metadata": metadata}
     return result

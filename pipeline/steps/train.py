@@ -15,7 +15,6 @@ from ..errors import SpecError
 from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan, plan_for, space_of, uses_counts
-from ..serving.mlflow_model import log_model
 from ..spec import Spec
 from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
@@ -70,7 +69,9 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         recipe = Recipe(
             data=values["data"], features=list(values["features"]), model=model, train=train, tasks=values["tasks"]
         )
-        bundle = Bundle.quantized(recipe, feature_map, plan, result.state, metrics={"train": summary})
+        # the history rides in the bundle's metrics (kept by calibration) for validate's learning curve
+        bundle_metrics = {"train": summary, "history": result.history}
+        bundle = Bundle.quantized(recipe, feature_map, plan, result.state, metrics=bundle_metrics)
         if bundle.packed:
             summary.update(int8_report(plan, result.state, bundle, validation, values["tasks"]))
             log(
@@ -80,7 +81,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         bundle.save(folder / "bundle")
         (folder / "history.json").write_text(json.dumps(result.history, indent=2))
         ctx.tracker.metrics(summary)
-        model_uri = log_model(folder / "bundle", example_of(prepared))
+        model_uri = ctx.tracker.model(folder / "bundle", example_of(prepared))
         shutil.rmtree(checkpoints, ignore_errors=True)  # the step is done: a rerun finds its folder
         return {"metrics": summary, "device": result.device, "model_uri": model_uri}
 

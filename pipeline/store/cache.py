@@ -107,11 +107,25 @@ def corrupted_cache(step: str, path: Path, exc: Exception) -> ArtifactError:
 
 
 def link_latest(workdir: Path, name: str, target: Path) -> Path:
-    """Point `<workdir>/bundles/<name>` at `target` (atomic symlink swap, a relative link, so the
-    work directory can move); returns the link."""
-    link = workdir / "bundles" / name
+    """Point `<workdir>/bundles/<name>` at `target`; returns the link."""
+    return link_to(workdir / "bundles" / name, target)
+
+
+def link_to(link: Path, target: Path) -> Path:
+    """Point `link` at the folder `target` (atomic symlink swap; a relative link, so the work
+    directory can move and MLflow logs through it); returns the link."""
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
     tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
     tmp.replace(link)
     return link
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over a folder's files (their relative paths and contents' digests), for cache keys."""
+    from ..data.sources import file_digest
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.resolve().rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder.resolve())}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()

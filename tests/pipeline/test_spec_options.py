@@ -131,7 +131,10 @@ def test_grading_without_a_test_split_is_flagged_in_sample(runner, data_dir):
     verdict = out["verdict"]
     assert verdict["split"] == "validation" and verdict["in_sample"] is True
     assert "IN-SAMPLE" in verdict["warning"] and "IN-SAMPLE" in result.stderr
-    assert json.loads((data_dir / ".snn" / "reports" / "no-test" / "verdict.json").read_text())["in_sample"] is True
+    assert (
+        json.loads((data_dir / ".snn" / "reports" / "no-test" / "latest" / "verdict.json").read_text())["in_sample"]
+        is True
+    )
     mlflow.set_tracking_uri(out["tracking_uri"])
     tags = mlflow.search_runs(experiment_names=["no-test"], filter_string="tags.`snn.step` = 'validate'")
     assert tags["tags.snn.in_sample"].tolist() == ["true"]
