@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# setuptools warns on every editable install of a mapped layout (package-dir: snn -> pipeline/_snn)
+# about folders named like the package in the working directory; the project has none
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: install demo parity test lint bench schema clean
 
@@ -11,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,lint]"
+	$(EDITABLE) $(BIN)/pip install --quiet -e ".[test,lint]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +34,7 @@ parity: $(STAMP)
 	$(BIN)/snn parity specs/adult.yaml $(if $(SERVED),--served $(SERVED))
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(EDITABLE) $(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/snn bench --workdir .snn/bench -o bench-results/bench.json
 
 test: $(STAMP)

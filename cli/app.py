@@ -176,8 +176,13 @@ def _finish(result: dict, as_json: bool, summarize) -> None:
     else:
         summarize(result)
         err(f"bundle: {result.get('bundle')}")
-        run_id = result["mlflow_run_id"]
-        err(f"mlflow: run {run_id} at {result['tracking_uri']}" if run_id else "mlflow: not tracked (--no-tracking)")
+        run_id, built_by, uri = result["mlflow_run_id"], result.get("mlflow_built_by"), result["tracking_uri"]
+        if run_id:
+            err(f"mlflow: run {run_id} at {uri}")
+        elif uri and built_by:
+            err(f"mlflow: every step was cached, no new run; these results are run {built_by}'s at {uri}")
+        else:
+            err("mlflow: not tracked" + (" (--no-tracking)" if not uri else ""))
         registered = result.get("registered")
         if registered:
             alias = registered.get("alias")

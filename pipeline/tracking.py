@@ -98,11 +98,11 @@ def metric_name(*parts: str) -> str:
 
 class Tracker:
     """One command's MLflow runs, over mlflow's fluent API: a parent run named `<spec> · <command>`
-    and a nested run per step that runs. The parent opens with the first step that runs (or, for a
-    command whose steps were all cached, at its end: one short run), carries the spec's explicitly
-    set values as flattened params, tags (command, spec name and hash, snn version, git commit,
-    cached steps, verdict) and the summary metrics. `enabled=False` (tracking off) makes every
-    method a no-op.
+    and a nested run per step that runs. The parent opens with the first step that runs (a command
+    whose steps were all cached starts no MLflow at all: nothing new happened, and its results name
+    the run that built them), and carries the spec's explicitly set values as flattened params, tags
+    (command, spec name and hash, snn version, git commit, cached steps, verdict) and the summary
+    metrics. `enabled=False` (tracking off) makes every method a no-op.
 
     Runs end FINISHED, FAILED (the error as the `snn.error` tag and the run's description) or KILLED
     (a signal: Ctrl-C, SIGTERM). Every run a process opens is noted in its scratch folder; when the
@@ -215,10 +215,12 @@ class Tracker:
 
                 self._open_parent = functools.cache(open_parent)
                 yield self
-                mlflow = self._open_parent()  # a command whose steps were all cached: one short run
-                mlflow.set_tags(
-                    {"snn.cached_steps": ",".join(self.cached_steps), "snn.cached": str(not self._ran).lower()}
-                )
+                if self.parent_id is not None:
+                    mlflow = self._open_parent()
+                    mlflow.set_tags({"snn.cached_steps": ",".join(self.cached_steps)})
+                elif any(note.get("runs") for note in orphans):  # nothing ran, but killed runs to end
+                    self._setup()
+                    self.end_orphaned_runs(list(orphans))
             finally:
                 self._open_parent = None
                 if saved is None:
@@ -230,10 +232,6 @@ class Tracker:
     def live(self) -> bool:
         """Whether a run is open to log to (tracking on, the parent opened)."""
         return self.enabled and self.parent_id is not None
-
-    @property
-    def _ran(self) -> bool:
-        return len(self.open_runs) > 1
 
     def cached(self, name: str) -> None:
         """Note a cached step (the parent's `snn.cached_steps` tag); it gets no run of its own."""
@@ -251,12 +249,11 @@ class Tracker:
             yield self
 
     def summary(self, metrics: dict, tags: dict) -> None:
-        """The command's figures and tags on its parent run (call it outside any step)."""
-        if not self.enabled or self._open_parent is None:
+        """The command's figures and tags on its parent run, when it has one (call it outside any step)."""
+        if not self.live:
             return
-        mlflow = self._open_parent()
         self.metrics(metrics)
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self.tags(tags)
 
     def datasets(self, inputs: Sequence[tuple[str, Path, str, dict[str, str]]]) -> None:
         """Log each (context, path, digest, {column: type}) as a dataset input of the active run,

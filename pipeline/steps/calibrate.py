@@ -17,8 +17,6 @@ from ..evaluation import metrics
 from ..evaluation.calibrate import Calibrator, fit_calibrator, fit_problem
 from ..evaluation.choice import Choice, candidate_spec, choose_calibrator
 from ..evaluation.spec import AutoCalibration, Calibration
-from ..model.inference import raw_probabilities
-from ..serving.batch import load_model
 from ..spec import Spec
 from ..store.bundle import Bundle, slice_text
 from .context import Context, StepResult, cached_step, read
@@ -31,6 +29,9 @@ def run(ctx: Context, spec: Spec, prepared: StepResult, trained: StepResult) -> 
     values = read(spec, READS)
 
     def build(folder: Path) -> dict:
+        from ..model.inference import raw_probabilities  # torch: imported only when the step runs
+        from ..serving.batch import load_model
+
         calibration = values["calibration"]
         raw_bundle = Bundle.load(trained.path / "bundle")
         validation = split_of(prepared, "validation", raw_bundle.feature_map.num_ids)

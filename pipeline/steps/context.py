@@ -116,6 +116,7 @@ def cached_step(
         else:
             with ctx.tracker.step(name), step.build(ctx.scratch) as folder:
                 info, cached = build(folder), False
+                info["mlflow_run_id"] = ctx.tracker.parent_id  # the command's run that built it (or None)
                 step.finish(folder, info)
     bundle = None
     if (step.path / "bundle").is_dir() and name in BUNDLE_LINKS:

@@ -67,7 +67,7 @@ def run(
             if LAST_STEP[command] in ("calibrate", "validate"):
                 last = steps["calibrate"] = calibrate.run(ctx, spec, steps["prepare"], steps["train"])
             if LAST_STEP[command] == "validate":
-                result = validate.run(ctx, spec, last, compare, baseline)
+                result, steps["validate"] = validate.run(ctx, spec, last, compare, baseline)
             else:
                 result = {"bundle": str(last.path / "bundle"), "metrics": last.info["metrics"]}
                 result.update({k: last.info[k] for k in ("calibrator", "evidence") if k in last.info})
@@ -84,7 +84,8 @@ def run(
             "command": command,
             "spec": str(loaded.path),
             "steps": {k: v.summary() for k, v in steps.items()},
-            "mlflow_run_id": tracker.parent_id,
+            "mlflow_run_id": tracker.parent_id,  # None when nothing ran (or tracking is off)
+            "mlflow_built_by": steps[LAST_STEP[command]].info.get("mlflow_run_id") if steps else None,
             "tracking_uri": uri,
             "workdir": str(workdir),
         }

@@ -12,13 +12,10 @@ import numpy as np
 
 from ..data.encoded import EncodedSplit
 from ..errors import SpecError
-from ..model.inference import raw_probabilities
-from ..model.network import Network
 from ..model.plan import Plan, plan_for, space_of, uses_counts
 from ..spec import Spec
 from ..store.bundle import Bundle, Recipe
 from ..store.cache import StepDir
-from ..train.loop import train_model, validation_metrics
 from ..train.tasks import TaskSpec, towers_of
 from .context import Context, StepResult, cached_step, key_of, log, read
 from .prepare import SELECTION, example_of, feature_map_of, split_of
@@ -49,6 +46,8 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
             plan = plan_for(model, space, counts, towers_of(values["tasks"]))
         except ValueError as exc:  # what depends on the data: a mixed-dim budget below one parameter per id
             raise SpecError(f"model: {exc}") from None
+        from ..train.loop import train_model  # torch: imported only when the step runs
+
         result = train_model(
             plan,
             train,
@@ -99,6 +98,10 @@ def int8_report(
     and the validation AUC (with tasks, their weighted average) of the float32 and the dequantized
     weights, scored the same way."""
     import torch
+
+    from ..model.inference import raw_probabilities
+    from ..model.network import Network
+    from ..train.loop import validation_metrics
 
     aucs = []
     for state in (float_state, bundle.weights):

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -31,12 +32,14 @@ from ..evaluation.parity import compare, read_predictions
 from ..evaluation.plots import learning_curve_png, pr_png, reliability_png, roc_png, slice_reliability_png
 from ..evaluation.spec import ValidationSpec
 from ..files import input_file
-from ..serving.batch import ScoredSplit, load_model, score_splits
 from ..spec import Spec
 from ..store.bundle import Bundle, slice_text
 from ..store.cache import folder_digest, link_to
 from ..tracking import metric_name
 from .context import Context, StepResult, cached_step, log, read
+
+if TYPE_CHECKING:
+    from ..serving.batch import ScoredSplit
 
 READS = {"data": "data", "validation": "validation", "parity": "parity"}
 IN_SAMPLE_WARNING = (
@@ -47,9 +50,9 @@ IN_SAMPLE_WARNING = (
 
 def run(
     ctx: Context, spec: Spec, calibrated: StepResult, compare_path: Path | None = None, baseline: Path | None = None
-) -> dict:
-    """The report of the calibrated bundle: {"metrics", "verdict", "gated_split", "report", "bundle"[,
-    "parity"]}. Cached like the other steps: its key covers the calibrated bundle's, the fields it
+) -> tuple[dict, StepResult]:
+    """The report of the calibrated bundle, {"metrics", "verdict", "gated_split", "report", "bundle"[,
+    "parity"]}, and the step. Cached like the other steps: its key covers the calibrated bundle's, the fields it
     reads, and the digests of the data files, the --compare file and the baseline bundle. The report
     is the step's folder, linked from `<workdir>/reports/<name>/latest` and, for each build, from
     `<workdir>/reports/<name>/<UTC time>-<key>`, so no run overwrites another's report."""
@@ -81,7 +84,7 @@ def run(
     result = {k: info[k] for k in ("metrics", "verdict", "gated_split", "parity") if k in info}
     result.update(bundle=str(calibrated.path / "bundle"), report=str(step.path))
     log(f"[validate] report: {reports / 'latest'} -> {step.path}")
-    return result
+    return result, step
 
 
 def report(
@@ -99,6 +102,8 @@ def report(
     baseline_bundle = Bundle.load(baseline) if baseline else None
     result: dict = {"metrics": {}}
     kw = {"eps": validation.logloss_eps, "ece_bins": validation.ece_bins}
+    from ..serving.batch import load_model, score_splits  # torch: imported only when the step runs
+
     evaluated = score_splits(
         DataFiles(values["data"], ctx.base_dir),
         list(validation.slices),

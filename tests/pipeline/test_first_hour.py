@@ -100,20 +100,33 @@ def test_mlflow_run_read_back_through_the_client(first_hour):
     assert len(digests) == 2  # one file, two row ranges
 
 
-def test_a_fully_cached_run_logs_one_short_run(first_hour):
+def test_a_fully_cached_run_starts_no_run_and_names_the_one_that_built_it(first_hour):
+    client = MlflowClient(first_hour["run"]["tracking_uri"])
+    experiment = client.get_experiment_by_name("clicks").experiment_id
+    before = len(client.search_runs([experiment]))
     again = invoke(first_hour["runner"], "run", first_hour["folder"] / "spec.yaml", "--json")
     assert again.exit_code == 0, again.stderr
     out = json.loads(again.stdout)
+    assert set(out["steps"]) == {"prepare", "train", "calibrate", "validate"}
     assert all(step["cached"] for step in out["steps"].values())
+    assert out["mlflow_run_id"] is None and out["mlflow_built_by"] == first_hour["run"]["mlflow_run_id"]
+    assert len(client.search_runs([experiment])) == before  # nothing ran: nothing new to log
+    assert out["metrics"] == first_hour["run"]["metrics"] and out["verdict"] == first_hour["run"]["verdict"]
+
+
+def test_a_partly_cached_command_logs_only_the_steps_that_ran(first_hour, tmp_path):
+    spec = first_hour["folder"] / "spec.yaml"
+    again = invoke(first_hour["runner"], "validate", spec, "--force-step", "calibrate", "--json")
+    assert again.exit_code == 0, again.stderr
+    out = json.loads(again.stdout)
     client = MlflowClient(out["tracking_uri"])
     parent = client.get_run(out["mlflow_run_id"])
-    assert parent.data.tags["snn.cached"] == "true"
-    assert parent.data.tags["snn.cached_steps"] == "prepare,train,calibrate,validate"
+    assert parent.info.run_name == "clicks · validate"
+    assert parent.data.tags["snn.cached_steps"] == "prepare,train"
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert children == []
-    assert parent.data.metrics["test_auc"] == pytest.approx(first_hour["run"]["metrics"]["test"]["calibrated"]["auc"])
+    assert sorted(run.data.tags["snn.step"] for run in children) == ["calibrate", "validate"]
 
 
 def test_two_specs_of_one_name_keep_their_own_reports(first_hour):
@@ -124,8 +137,8 @@ def test_two_specs_of_one_name_keep_their_own_reports(first_hour):
     strict = invoke(first_hour["runner"], "run", folder / "strict.yaml", "--json")
     assert strict.exit_code == 3
     reports = folder / ".snn" / "reports" / "clicks"
-    dated = sorted(p for p in reports.iterdir() if p.name != "latest")
-    assert len(dated) == 2  # one report per validate that ran, kept
+    dated = sorted({p.resolve() for p in reports.iterdir() if p.name != "latest"})
+    assert len(dated) == 2  # a report per spec, kept (a link per validate that ran)
     assert (reports / "latest").resolve() == Path(json.loads(strict.stdout)["report"])
     verdicts = {json.loads((p / "verdict.json").read_text())["passed"] for p in dated}
     assert verdicts == {True, False}
@@ -197,3 +210,20 @@ def test_spec_prints_every_default(tmp_path, runner):
         "rows": None,
         "header": None,
     }
+
+
+def test_a_failed_run_carries_its_error(tmp_path, runner):
+    data = clicks_csv(tmp_path / "clicks.csv", rows=1500, seed=2)
+    assert invoke(runner, "init", data, "-o", tmp_path / "spec.yaml").exit_code == 0
+    frame = pl.read_csv(data)
+    frame.with_columns(clicked=pl.col("clicked") * 2).write_csv(data)  # labels 0/2: not a probability
+    failed = invoke(runner, "fit", tmp_path / "spec.yaml", "--json")
+    assert failed.exit_code == 2
+    error = json.loads(failed.stdout)["error"]
+    assert "label.positive" in error
+    client = MlflowClient(f"sqlite:///{tmp_path / '.snn' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("clicks").experiment_id])
+    parent = next(run for run in runs if run.info.run_name == "clicks · fit")
+    assert parent.info.status == "FAILED"
+    assert "outside [0, 1]" in parent.data.tags["snn.error"]
+    assert parent.data.tags["mlflow.note.content"].startswith("failed: ")
