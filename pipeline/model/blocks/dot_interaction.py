@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ... import native
 from ...config import Strict
 from .base import Block, DenseParts, IdSpace, Node, Port, Weight, as_array, init_linear
 
@@ -79,6 +78,8 @@ class DotInteraction(Block):
     def score(self, node: Node, weights: dict[str, np.ndarray], inputs: dict[str, Any]) -> dict[str, Any]:
         h, fields = as_array(inputs["dense"]), inputs["fields"]
         g0 = h @ weights["project_weight"] + weights["project_bias"]  # project_weight [width, dim] here
+        from ... import native  # the kernels (and polars) load with the first request, not with the spec
+
         pairs = native.dot_pairs(np.ascontiguousarray(g0), fields.table, fields.ids, fields.scaled)
         return {"out": DenseParts([h, pairs])}
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from ... import native
 from ...config import Activation, Strict, Width
 from .base import (
     Block,
@@ -172,6 +171,8 @@ class SparseLinear(Block):
         if node.spec.features is not None:
             entries = select_request(entries, node.space, node.space.select(node.spec.features, EVERY_KIND))
         tables = (weights["weight"], weights["max_abs"], weights["id_bias"].reshape(-1), weights["bias"])
+        from ... import native  # the kernels (and polars) load with the first request, not with the spec
+
         if entries.offsets is None:
             scaled, sums = native.sparse_sums(entries.ids, entries.values, *tables)
         else:
