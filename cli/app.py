@@ -76,6 +76,16 @@ PromoteOpt = Annotated[
 UriOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the spec).")
 ]
+ProcsOpt = Annotated[
+    int,
+    typer.Option(
+        "--procs",
+        help="Train with this many processes on this machine (torchrun, gloo on CPU, NCCL on GPUs); "
+        "several machines: torchrun --nnodes ... -m snn.cli.app fit SPEC.",
+        min=1,
+        max=1024,
+    ),
+]
 NoTrackingOpt = Annotated[
     bool, typer.Option("--no-tracking", help="Log nothing to MLflow (as the spec's `tracking: {enabled: false}`).")
 ]
@@ -169,8 +179,66 @@ def _run_pipeline(
     return run(command, loaded, tracking_uri, force, step, tracking=tracking, **validate_kw)
 
 
+def _launched(procs: int) -> bool:
+    """With --procs N > 1 (and not already under torchrun): run this same command under `torchrun
+    --standalone --nproc-per-node N` and exit with its outcome (True); otherwise False. A rank that
+    fails stops the others (torchrun); the exit code is then that rank's when it is snn's own (2, 3),
+    else 1, with a message naming the rank."""
+    if procs <= 1 or "WORLD_SIZE" in os.environ:
+        return False
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--procs":
+            skip = True
+        elif not arg.startswith("--procs="):
+            argv.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
+    command += ["-m", "snn.cli.app", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    failures: list[tuple[int, int]] = []  # torchrun's report: the root cause (first failure) first
+    assert process.stderr is not None
+    rank, launcher_failed, root = None, False, False
+    for line in process.stderr:
+        found = re.search(r"\brank\s*:\s*(\d+)\s*\(local_rank", line)
+        code = re.search(r"\bexitcode\s*:\s*(-?\d+)", line)
+        root = root or "Root Cause" in line
+        if found:
+            rank = int(found.group(1))
+        elif code and rank is not None:
+            failures.insert(0 if root else len(failures), (rank, int(code.group(1))))
+            rank, root = None, False
+        # torchrun's own report of a failure (its traceback, its banner) is summed up below
+        launcher_failed = launcher_failed or line.startswith("Traceback (most recent call last)")
+        quiet = launcher_failed and not os.environ.get("SNN_DEBUG")
+        if not quiet and not line.startswith(("[W", "W1", "W0", "E1", "E0", "[E")):
+            sys.stderr.write(line)
+    returncode = process.wait()
+    if returncode == 0:
+        raise typer.Exit(0)
+    if failures:
+        first_rank, first_code = failures[0]
+        if first_code in (2, 3):
+            raise typer.Exit(first_code)
+        how = f"killed by signal {-first_code}" if first_code < 0 else f"exit code {first_code}"
+        err(
+            f"error: rank {first_rank} of {procs} failed ({how}); the other ranks were stopped. Finished steps "
+            "and epochs are kept: rerun to resume"
+        )
+    else:
+        err(f"error: torchrun exited with {returncode}; see the lines above")
+    raise typer.Exit(1)
+
+
 def _finish(result: dict, as_json: bool, summarize) -> None:
-    """Print the result (JSON on stdout, or `summarize(result)` and paths on stderr); exit 3 on a failed gate."""
+    """Print the result (JSON on stdout, or `summarize(result)` and paths on stderr); exit 3 on a failed gate.
+    Under torchrun, rank 0 alone prints."""
+    if result.get("rank"):
+        return
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
@@ -255,7 +323,10 @@ def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -
         tracking_uri: UriOpt = None,
         no_tracking: NoTrackingOpt = False,
         register: RegisterOpt = None,
+        procs: ProcsOpt = 1,
     ):
+        if _launched(procs):
+            return
         result = _run_pipeline(command, spec, force, tracking_uri, force_step, not no_tracking, register=register)
         _finish(result, json_out, printer)
 
@@ -338,11 +409,14 @@ def run_all(
     no_tracking: NoTrackingOpt = False,
     register: RegisterOpt = None,
     promote: PromoteOpt = None,
+    procs: ProcsOpt = 1,
 ):
     """Every step in order (prepare, train, calibrate, validate), reusing cached steps.
 
     Example: snn run specs/adult.yaml --register adult-income --promote champion
     """
+    if _launched(procs):
+        return
     _validate_command("run", spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote)
 
 

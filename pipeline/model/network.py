@@ -81,6 +81,15 @@ class Network(nn.Module):
         """The per-id tables, trained row-wise (rows.py) rather than by the dense optimizer."""
         return [getattr(getattr(self, block), name) for block, name in self._tables]
 
+    def running_maxima(self) -> list[torch.Tensor]:
+        """The per-id buffers that are not trained but folded by max from the batches (the sparse
+        linear layer's max_abs [num_ids], indexed by global id)."""
+        return [
+            self.block_weights(name.split(".", 1)[0])[name.split(".", 1)[1]]
+            for name, w in self.plan.weights.items()
+            if w.per_id and not w.trainable
+        ]
+
     @property
     def num_ids(self) -> int:
         return self.plan.space.num_ids

@@ -10,11 +10,13 @@ other field does not.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -23,19 +25,25 @@ from ..spec import Spec
 from ..store.cache import StepDir, link_latest, step_key
 from ..tracking import Tracker
 
+if TYPE_CHECKING:
+    from ..train.distributed import Group
+
 STEPS = ("prepare", "train", "calibrate", "validate")
 BUNDLE_LINKS = {"train": ".raw", "calibrate": ""}  # <workdir>/bundles/<name><suffix> -> the newest bundle
 
 
 def log(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    """A progress line on stderr (rank 0's only, when torchrun started several)."""
+    if os.environ.get("RANK", "0") == "0":
+        sys.stderr.write(message + "\n")
 
 
 @dataclass
 class Context:
     """One command's run: the work directory, the spec file's folder (where relative paths start), the
-    model's name (bundle links, reports), the tracker, this process's scratch folder, and what to
-    rerun: `force` every step, `force_step` that step and the ones after it."""
+    model's name (bundle links, reports), the tracker, this process's scratch folder, what to
+    rerun (`force` every step, `force_step` that step and the ones after it), and the ranks this
+    process trains with (None: one process)."""
 
     workdir: Path
     base_dir: Path
@@ -44,6 +52,12 @@ class Context:
     scratch: Scratch
     force: bool = False
     force_step: str | None = None
+    group: Group | None = None
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process writes: the only one, or rank 0."""
+        return self.group is None or self.group.leader
 
     def forced(self, step: str) -> bool:
         return self.force or (self.force_step is not None and STEPS.index(step) >= STEPS.index(self.force_step))
@@ -104,22 +118,39 @@ def cached_step(
     build: Callable[[Path], dict],
     upstream: tuple[StepResult, ...] = (),
     inputs: dict[str, str] | None = None,
+    together: bool = False,
 ) -> StepResult:
     """Run step `name` unless its folder is current: holding the step's lock, reuse a finished folder
     of the same key (noted as cached on the command's run) or `build(folder)` into a scratch folder,
-    in a run of its own, that is then renamed into place; `build` returns the step's info (step.json)."""
+    in a run of its own, that is then renamed into place; `build` returns the step's info (step.json).
+
+    With several ranks (ctx.group) every rank calls this: rank 0 decides whether the step is current
+    and tells the others; rank 0 builds it, and for a step the ranks build `together` (train) so
+    does every other rank (into its scratch, writing nothing: `build` checks ctx.leader); the others
+    wait for rank 0's folder before reading it."""
     step = StepDir(ctx.workdir, name, key_of(name, values, upstream, inputs))
-    with locked(step.lock):
-        if step.done and not ctx.forced(name):
-            info, cached = step.info(), True
+    group = ctx.group
+    with locked(step.lock) if ctx.leader else nullcontext():
+        current = step.done and not ctx.forced(name)
+        if group is not None:
+            current = group.broadcast(current)
+        if current:
+            cached = True
             ctx.tracker.cached(name)
-        else:
+        elif ctx.leader:
             with ctx.tracker.step(name), step.build(ctx.scratch) as folder:
                 info, cached = build(folder), False
                 info["mlflow_run_id"] = ctx.tracker.parent_id  # the command's run that built it (or None)
                 step.finish(folder, info)
+        else:
+            if together:
+                build(ctx.scratch.folder(name))
+            cached = False
+    if group is not None:
+        group.barrier()  # rank 0's folder is in place
+    info = step.info()
     bundle = None
-    if (step.path / "bundle").is_dir() and name in BUNDLE_LINKS:
+    if (step.path / "bundle").is_dir() and name in BUNDLE_LINKS and ctx.leader:
         bundle = link_latest(ctx.workdir, ctx.name + BUNDLE_LINKS[name], step.path / "bundle")
     log(f"[{name}] {'cache hit' if cached else 'done'}: {step.path}")
-    return StepResult(name, step.key, step.path, step.info(), cached, bundle)
+    return StepResult(name, step.key, step.path, info, cached, bundle)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hashlib import sha256
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -24,6 +25,9 @@ from ..tracking import Tracker, flatten, git_commit, metric_name, resolve_uri
 from . import calibrate, prepare, train, validate
 from .context import Context, StepResult
 from .prepare import example_of
+
+if TYPE_CHECKING:
+    from ..train.distributed import Group
 
 LAST_STEP = {"fit": "train", "calibrate": "calibrate", "validate": "validate", "run": "validate"}
 SUMMARY = ("auc", "logloss", "rce", "calibration_ratio", "ece")  # a graded split's figures on the parent run
@@ -50,13 +54,15 @@ def run(
     tracking = tracking and spec.tracking.enabled
     if register is not None and not tracking:
         raise InputError("--register makes an MLflow model version: drop --no-tracking (or tracking.enabled: false)")
+    group = ranks(spec)
+    tracking = tracking and (group is None or group.leader)  # rank 0 alone logs
     workdir = ensure_folder(loaded.workdir, "workdir")
     orphans = sweep(workdir)  # scratch of killed processes: removed; their MLflow runs ended below
     scratch = Scratch(workdir)
     uri = resolve_uri(tracking_uri, spec.tracking.uri, workdir) if tracking else None
     try:
         tracker = Tracker(uri or "", spec.tracking.experiment or spec.name, workdir, scratch, enabled=tracking)
-        ctx = Context(workdir, loaded.base_dir, spec.name, tracker, scratch, force, force_step)
+        ctx = Context(workdir, loaded.base_dir, spec.name, tracker, scratch, force, force_step, group)
         steps: dict[str, StepResult] = {}
         with tracker.command(
             f"{spec.name} · {command}", explicit_params(loaded), run_tags(command, loaded), loaded.text, orphans
@@ -64,6 +70,9 @@ def run(
             steps["prepare"] = prepare.run(ctx, spec)
             steps["train"] = train.run(ctx, spec, steps["prepare"])
             last = steps["train"]
+            if not ctx.leader:  # the other ranks trained; rank 0 goes on alone
+                return {"rank": group.rank if group else 0, "command": command, "steps": {}}
+            ctx.group = None
             if LAST_STEP[command] in ("calibrate", "validate"):
                 last = steps["calibrate"] = calibrate.run(ctx, spec, steps["prepare"], steps["train"])
             if LAST_STEP[command] == "validate":
@@ -91,6 +100,19 @@ def run(
         }
     )
     return result
+
+
+def ranks(spec) -> Group | None:
+    """The ranks torchrun started (train/distributed.py), joined; None for one process."""
+    from ..train.distributed import Group
+
+    group = Group.from_env()
+    if group is None:
+        return None
+    from ..train.loop import pick_device
+
+    group.start(pick_device(spec.train.device).type)
+    return group
 
 
 def explicit_params(loaded: LoadedSpec) -> dict[str, str]:

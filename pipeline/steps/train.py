@@ -30,7 +30,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
     )
 
     def build(folder: Path) -> dict:
-        if ctx.forced("train"):
+        if ctx.forced("train") and ctx.leader:
             shutil.rmtree(checkpoints, ignore_errors=True)
         model, train = values["model"], values["train"]
         feature_map = feature_map_of(prepared)
@@ -56,7 +56,10 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
             on_epoch=lambda epoch, row: ctx.tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
             checkpoints=checkpoints,
             tasks=values["tasks"],
+            group=ctx.group,
         )
+        if not ctx.leader:  # rank 0 writes the step
+            return {}
         best = result.history[result.best_epoch - 1]
         summary = {
             **{f"best_{name}": value for name, value in best.items() if name.startswith("val_")},
@@ -65,6 +68,8 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
             "resumed_at_epoch": result.resumed_at,
             "train_seconds": result.seconds,
         }
+        if ctx.group is not None:
+            summary.update(processes=ctx.group.world, exchanged_bytes_per_step=result.exchanged_bytes_per_step)
         recipe = Recipe(
             data=values["data"], features=list(values["features"]), model=model, train=train, tasks=values["tasks"]
         )
@@ -84,7 +89,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the step is done: a rerun finds its folder
         return {"metrics": summary, "device": result.device, "model_uri": model_uri}
 
-    return cached_step(ctx, "train", values, build, (prepared,))
+    return cached_step(ctx, "train", values, build, (prepared,), together=True)
 
 
 def int8_report(

@@ -28,6 +28,7 @@ from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan
 from .checkpoints import Checkpoints, restore_rng, rng_state
+from .distributed import Group, Shared, denominators, exchange_rows, fold_running_max, reduce_dense
 from .optimizers import Optimizers
 from .resources import check_model_fits
 from .spec import TrainSpec
@@ -58,24 +59,46 @@ def to_device(batch: CSRBatch, device: torch.device):
 
 
 def training_step(
-    model: Network, optimizers: Optimizers, batch: CSRBatch, device, tasks: Sequence[TaskSpec] | None = None
+    model: Network,
+    optimizers: Optimizers,
+    batch: CSRBatch,
+    device,
+    tasks: Sequence[TaskSpec] | None = None,
+    shared: Shared | None = None,
 ) -> torch.Tensor:
     """Forward on the batch's distinct rows, weighted BCE (summed over `tasks`), backward, row and
-    dense updates."""
-    ids, values, offsets, labels, weights = to_device(batch, device)
-    structure = model.deduplicate(ids, offsets, batch.width)
-    table_rows = model.table_rows(structure.unique)
-    rows = model.gather_rows(table_rows)
-    logits = model.forward_rows(rows, structure, values, offsets, batch.width)
-    if tasks:
-        loss = multitask_loss(logits, labels, weights, tasks)
+    dense updates. `shared`: the batch is this rank's share of a global batch (distributed.py): the
+    loss is divided by the global batch's weights, and the dense gradients and the touched table
+    rows' gradients are exchanged with the other ranks before the updates (a rank with an empty
+    share, in a last batch of fewer rows than ranks, only takes part in the exchanges)."""
+    if shared is not None and len(batch.labels) == 0:
+        tables = model.row_tables()
+        table_rows = [torch.empty(0, dtype=torch.int64, device=device) for _ in tables]
+        rows = [table.new_zeros((0, table.shape[1])) for table in tables]
+        loss = torch.zeros((), device=device)
+        optimizers.dense.zero_grad()
     else:
-        loss = (
-            F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
-        ).sum() / weights.sum().clamp_min(1e-12)
-    optimizers.dense.zero_grad()
-    loss.backward()
-    optimizers.rows.step(table_rows, rows)
+        ids, values, offsets, labels, weights = to_device(batch, device)
+        structure = model.deduplicate(ids, offsets, batch.width)
+        table_rows = model.table_rows(structure.unique)
+        rows = model.gather_rows(table_rows)
+        logits = model.forward_rows(rows, structure, values, offsets, batch.width)
+        denominators = None if shared is None else shared.denominators
+        if tasks:
+            loss = multitask_loss(logits, labels, weights, tasks, denominators)
+        else:
+            total = weights.sum() if denominators is None else weights.new_tensor(float(denominators[0]))
+            bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            loss = (bce * weights).sum() / total.clamp_min(1e-12)
+        optimizers.dense.zero_grad()
+        loss.backward()
+    if shared is None:
+        optimizers.rows.step(table_rows, rows)
+    else:
+        union, grads, sent = exchange_rows(table_rows, rows, shared.world)
+        optimizers.rows.apply(union, grads)
+        shared.sent += sent + reduce_dense(optimizers.dense_params)
+        shared.steps += 1
     optimizers.step_dense()
     return loss.detach()
 
@@ -88,21 +111,24 @@ class TrainResult:
     device: str = "cpu"
     seconds: float = 0.0
     resumed_at: int = 0  # the first epoch this process trained (after a checkpoint), 0 when none
+    exchanged_bytes_per_step: float = 0.0  # with several ranks: what this rank sent per step
 
 
 class Progress:
     """A progress bar on a terminal, a plain line per epoch otherwise (both on stderr)."""
 
-    def __init__(self, total_batches: int):
-        self.total, self.tty = total_batches, sys.stderr.isatty()
+    def __init__(self, total_batches: int, quiet: bool = False):
+        self.total, self.tty, self.quiet = total_batches, sys.stderr.isatty(), quiet
 
     def batch(self, epoch: int, done: int):
-        if self.tty and (done % 20 == 0 or done == self.total):
+        if self.tty and not self.quiet and (done % 20 == 0 or done == self.total):
             filled = int(30 * done / self.total)
             sys.stderr.write(f"\r  epoch {epoch} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}")
             sys.stderr.flush()
 
     def epoch(self, line: str):
+        if self.quiet:
+            return
         if self.tty:
             sys.stderr.write("\r" + " " * 70 + "\r")
         sys.stderr.write(line + "\n")
@@ -126,18 +152,26 @@ def train_model(
     on_epoch: Callable[[int, dict], None] | None = None,
     checkpoints: Path | None = None,
     tasks: Sequence[TaskSpec] | None = None,
+    group: Group | None = None,
 ) -> TrainResult:
     """Train from scratch, seeded: same inputs and seed -> bit-identical weights on CPU. With
     `checkpoints`, each finished epoch is saved there and a run finding a checkpoint resumes after
     its epoch. Validation keeps the best epoch (by the early-stopping metric; log loss without it).
-    A NaN or infinite loss or prediction stops training with TrainingDiverged."""
+    A NaN or infinite loss or prediction stops training with TrainingDiverged. With `group` (many
+    ranks, distributed.py), each rank trains on its share of every global batch; rank 0 validates,
+    saves the checkpoints and reports."""
     check_model_fits(plan, spec)
+    device = pick_device(spec.device)
+    if group is not None:  # before seeding: joining the group may draw from torch's generator
+        device = group.device(device)
+        group.start(device.type)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    device = pick_device(spec.device)
+    leader = group is None or group.leader
+    shared = None if group is None else Shared(group.world)
     model = Network(plan).to(device)
     optimizers = Optimizers.for_model(model, spec)
-    progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size)
+    progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size, quiet=not leader)
     watched = spec.early_stopping.metric if spec.early_stopping else "logloss"
     higher_is_better = watched == "auc"
     named = spec.early_stopping.task if spec.early_stopping and tasks else None
@@ -164,29 +198,45 @@ def train_model(
     for epoch in range(first_epoch, spec.epochs + 1):
         model.train()
         epoch_start, total_loss, batches = time.perf_counter(), torch.zeros((), device=device), 0
-        for batch in train.batches(spec.batch_size, rng.permutation(train.rows)):
+        order = rng.permutation(train.rows)
+        for first in range(0, train.rows, spec.batch_size):
+            rows = order[first : first + spec.batch_size]
             if spec.lr_schedule == "linear":
                 done = (epoch - 1) * progress.total + batches
                 optimizers.set_lr(spec.lr * (1 - done / (spec.epochs * progress.total)))
-            total_loss += training_step(model, optimizers, batch, device, tasks)
+            if group is not None and shared is not None:
+                shared.denominators = denominators(train.labels[rows], train.weights[rows], tasks)
+                fold_running_max(model.running_maxima(), train.take(rows))
+                rows = group.share(rows)
+            total_loss += training_step(model, optimizers, train.take(rows), device, tasks, shared)
             batches += 1
             progress.batch(epoch, batches)
             if batches % DIVERGENCE_CHECK_BATCHES == 0 and not torch.isfinite(total_loss):
                 raise _diverged(epoch, "the training loss", spec)
+        if group is not None:
+            torch.distributed.all_reduce(total_loss)  # the shares' losses add up to the global batches'
         if not torch.isfinite(total_loss):
             raise _diverged(epoch, "the training loss", spec)
         model.eval()
-        eval_model = model if device.type == "cpu" else model.cpu()
-        p = raw_probabilities(eval_model, validation, fast=True)
-        model.to(device)
-        if not np.isfinite(p).all():
+        row: dict | None = None
+        if leader:
+            eval_model = model if device.type == "cpu" else model.cpu()
+            p = raw_probabilities(eval_model, validation, fast=True)
+            model.to(device)
+            finite = bool(np.isfinite(p).all())
+            row = {
+                "epoch": epoch,
+                "train_loss": float(total_loss) / max(batches, 1),
+                **(validation_metrics(p, validation, spec, tasks) if finite else {"diverged": 1.0}),
+                "rows_per_s": train.rows / (time.perf_counter() - epoch_start),
+            }
+            if shared is not None:
+                row["exchanged_bytes_per_step"] = shared.sent / max(shared.steps, 1)
+        if group is not None:
+            row = group.broadcast(row)  # every rank keeps rank 0's figures: one best epoch, one stop
+        assert row is not None
+        if "diverged" in row:
             raise _diverged(epoch, "the validation predictions", spec)
-        row = {
-            "epoch": epoch,
-            "train_loss": float(total_loss) / max(batches, 1),
-            **validation_metrics(p, validation, spec, tasks),
-            "rows_per_s": train.rows / (time.perf_counter() - epoch_start),
-        }
         result.history.append(row)
         progress.epoch(
             f"  epoch {epoch}: train loss {row['train_loss']:.4f}  val auc {row['val_auc']:.4f}  "
@@ -205,7 +255,7 @@ def train_model(
             if spec.early_stopping and stale >= spec.early_stopping.patience:
                 progress.epoch(f"  early stop: no {watched} improvement for {stale} epochs; best epoch {best_epoch}")
                 break
-        if epoch < spec.epochs:  # the last epoch's state goes straight into the bundle
+        if epoch < spec.epochs and leader:  # the last epoch's state goes straight into the bundle
             saved.save(
                 {
                     "epoch": epoch,
@@ -223,6 +273,8 @@ def train_model(
     assert best_state is not None  # the first epoch always improves on nothing
     result.state = {k: v.numpy() for k, v in best_state.items()}
     result.best_epoch, result.seconds = best_epoch, time.perf_counter() - start
+    if shared is not None:
+        result.exchanged_bytes_per_step = shared.sent / max(shared.steps, 1)
     return result
 
 

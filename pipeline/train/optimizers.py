@@ -48,13 +48,26 @@ class RowOptimizer:
 
     def step(self, table_rows: list[torch.Tensor], gathered: list[torch.Tensor]) -> None:
         """Update each table's rows `table_rows[k]` from the gradients of their copies `gathered[k]`."""
+        self.apply(table_rows, [rows.grad for rows in gathered], [rows.detach() for rows in gathered])
+
+    def apply(
+        self,
+        table_rows: list[torch.Tensor],
+        grads: list[torch.Tensor | None],
+        copies: list[torch.Tensor] | None = None,
+    ) -> None:
+        """Update each table's rows `table_rows[k]` [U] with the gradient `grads[k]` [U, D] (None: the
+        step left the table alone); `copies[k]` holds the rows' values (scratch), read from the table
+        when not given (the rows every rank touched: distributed.exchange_rows)."""
         self.steps += 1
         with torch.no_grad():
-            for index, (table, unique, rows) in enumerate(zip(self.tables, table_rows, gathered)):
-                if rows.grad is not None:
-                    self.table_steps[index] += 1
-                    grad = rows.grad if self.l2 == 0 else rows.grad.add(rows.detach(), alpha=self.l2)
-                    table.index_copy_(0, unique, self.update(index, unique, rows.detach(), grad))
+            for index, (table, unique, grad) in enumerate(zip(self.tables, table_rows, grads)):
+                if grad is None:
+                    continue
+                self.table_steps[index] += 1
+                rows = copies[index] if copies is not None else table.index_select(0, unique)
+                grad = grad if self.l2 == 0 else grad.add(rows, alpha=self.l2)
+                table.index_copy_(0, unique, self.update(index, unique, rows, grad))
 
     def update(self, index: int, unique: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Table `index`'s rows `unique` [U] (gathered copies [U, D], scratch that may be overwritten)
@@ -222,6 +235,13 @@ class Optimizers:
             if live:
                 torch._foreach_mul_(live, 1.0 - self.lr * self.weight_decay)
         self.dense.step()
+
+    @property
+    def dense_params(self) -> list[torch.Tensor]:
+        """The parameters the dense optimizer steps (those that are not per-id tables)."""
+        if isinstance(self.dense, FusedAdam):
+            return self.dense.params
+        return [p for group in self.dense.param_groups for p in group["params"]]
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of every update from the next step on (a schedule's value)."""

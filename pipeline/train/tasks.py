@@ -98,9 +98,14 @@ def task_masks(labels: np.ndarray, weights: np.ndarray, tasks: Sequence[TaskSpec
 
 
 def multitask_loss(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, tasks: Sequence[TaskSpec]
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    tasks: Sequence[TaskSpec],
+    denominators: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """L of the module docstring from logits, labels and weights [B, T]."""
+    """L of the module docstring from logits, labels and weights [B, T]; each task's sum is divided
+    by Σ_r m_rt of the batch, or by `denominators[t]` (a global batch's, when ranks share it)."""
     from torch.nn import functional as F
 
     names = [task.name for task in tasks]
@@ -111,7 +116,8 @@ def multitask_loss(
             m = m * (labels[:, names.index(task.given)] == 1).to(m.dtype)
         c = task.pos_weight * y + task.neg_weight * (1 - y)
         bce = F.binary_cross_entropy_with_logits(logits[:, t], y, reduction="none")
-        total = total + task.weight * (m * c * bce).sum() / m.sum().clamp_min(1e-12)
+        divisor = m.sum() if denominators is None else m.new_tensor(float(denominators[t]))
+        total = total + task.weight * (m * c * bce).sum() / divisor.clamp_min(1e-12)
     return total
 
 

@@ -1,0 +1,34 @@
+"""One rank of tests/train/test_distributed.py, started by torchrun: trains the test's model on its
+share of every global batch (train_model with the group) and saves what it ends with, per rank.
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from snn.pipeline.train.distributed import Group
+from snn.pipeline.train.loop import train_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.train.test_distributed import MODEL, SPEC, splits
+
+
+def main(out: Path) -> None:
+    group = Group.from_env()
+    assert group is not None and group.world == 2, "run under torchrun with two processes"
+    train, validation, _ = splits()
+    result = train_model(MODEL, SPEC, train, validation, group=group)
+    np.savez(out / f"rank{group.rank}.npz", **result.state)
+    summary = {"history": result.history, "bytes": result.exchanged_bytes_per_step, "best": result.best_epoch}
+    (out / f"rank{group.rank}.json").write_text(json.dumps(summary))
+    group.stop()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
