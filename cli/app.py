@@ -633,7 +633,7 @@ def bench(
     json_out: JsonOpt = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the JSON here.")] = None,
 ):
-    """Speed and quality benchmarks (B1-B12, Q), snn beside its competitors: a table, or --json.
+    """Speed and quality benchmarks (B1-B13, Q), snn beside its competitors: a table, or --json.
 
     Example: snn bench --size tiny
     """

@@ -15,6 +15,8 @@ B6  the DLRM spec (specs/criteo_dlrm.yaml): training rows/s vs the same network 
     (nn.EmbeddingBag sparse + SparseAdam + MLPs), and online p50/p99 of 1,000-candidate requests
 B12 the first hour's waits, each a fresh `snn` process: `snn --help`, a spec with a typo, `snn init`
     on a 20,000-row CSV, a fully cached `snn run` (tracked, and --no-tracking), vs their targets
+B13 training rows/s with 1 and 2 processes (`snn fit --procs`, torchrun + gloo) side by side, and
+    the bytes one rank sends per step
 Q   test AUC after one epoch on synthetic rows with pairwise interactions vs the oracle AUC, for
     3 planted models (seeds), with the mean and spread of the gap; at full size also the shipped
     specs (Adult, Criteo, synthetic with 10x negative downsampling) over 3 training seeds: test log

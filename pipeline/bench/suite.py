@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .distributed import bench_distributed
 from .dlrm import bench_dlrm
 from .encoding import bench_fit_encode
 from .family import bench_id_lists, bench_int8_tables, bench_mixed_dims, bench_tree_library
@@ -38,6 +39,7 @@ SIZES = {
         "serve_seconds": 4.0,
         "soak_requests": 10_000,
         "shipped_specs": True,
+        "distributed_rows": 300_000,
     },
     "tiny": {
         "train_rows": 20_000,
@@ -54,6 +56,7 @@ SIZES = {
         "serve_seconds": 0.5,
         "soak_requests": 300,
         "shipped_specs": False,
+        "distributed_rows": 20_000,
     },
 }
 
@@ -69,7 +72,7 @@ def run(size_name: str, folder: Path) -> dict:
     figures = bench_training(size, notes) + bench_dlrm(size) + bench_forward(size) + bench_fit_encode(size, folder)
     quality, prepared = bench_quality_and_serving(size, folder)
     figures += quality + bench_logistic(size, prepared) + bench_tasks(size_name, size, folder)
-    figures += bench_first_hour(size, folder)
+    figures += bench_first_hour(size, folder) + bench_distributed(size, folder)
     if size["shipped_specs"]:
         figures += bench_shipped_specs(folder) + bench_mixed_dims(folder) + bench_int8_tables(folder)
         figures += bench_id_lists(folder) + bench_tree_library()

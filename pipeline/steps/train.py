@@ -67,6 +67,7 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
             "epochs_run": len(result.history),
             "resumed_at_epoch": result.resumed_at,
             "train_seconds": result.seconds,
+            "rows_per_s": float(np.median([row["rows_per_s"] for row in result.history])),
         }
         if ctx.group is not None:
             summary.update(processes=ctx.group.world, exchanged_bytes_per_step=result.exchanged_bytes_per_step)

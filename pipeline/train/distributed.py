@@ -60,6 +60,8 @@ class Group:
 
     def start(self, device_type: str) -> None:
         """Join the process group (gloo on CPU, NCCL on CUDA), once per process."""
+        if device_type == "cuda":
+            torch.cuda.set_device(self.local_rank)  # NCCL's collectives run on the current device
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
         if device_type == "cpu":  # the machine's cores shared between its ranks

@@ -1,7 +1,7 @@
 """One rank of tests/train/test_distributed.py, started by torchrun: trains the test's model on its
 share of every global batch (train_model with the group) and saves what it ends with, per rank.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT
+    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT [cuda]
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.train.test_distributed import MODEL, SPEC, splits
 
 
-def main(out: Path) -> None:
+def main(out: Path, device: str) -> None:
     group = Group.from_env()
     assert group is not None and group.world == 2, "run under torchrun with two processes"
     train, validation, _ = splits()
-    result = train_model(MODEL, SPEC, train, validation, group=group)
+    result = train_model(MODEL, SPEC.model_copy(update={"device": device}), train, validation, group=group)
     np.savez(out / f"rank{group.rank}.npz", **result.state)
     summary = {"history": result.history, "bytes": result.exchanged_bytes_per_step, "best": result.best_epoch}
     (out / f"rank{group.rank}.json").write_text(json.dumps(summary))
@@ -31,4 +31,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "cpu")

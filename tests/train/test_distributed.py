@@ -58,15 +58,27 @@ def _test_auc(state: dict[str, np.ndarray]) -> float:
     return metrics.auc(test.labels, raw_probabilities(network, test), test.weights)
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ranks")
+def _two_ranks(out: Path, device: str):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER)]
-    done = subprocess.run([*command, str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [*command, str(out), device], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [dict(np.load(out / f"rank{r}.npz")) for r in (0, 1)], [
         json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)
     ]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return _two_ranks(tmp_path_factory.mktemp("ranks"), "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL across two ranks needs two CUDA GPUs")
+def test_two_gpus_with_nccl_keep_equal_tables(tmp_path):
+    states, _ = _two_ranks(tmp_path, "cuda")
+    for name in states[0]:
+        np.testing.assert_array_equal(states[0][name], states[1][name], err_msg=name)
 
 
 def test_every_rank_ends_with_the_same_model(two_ranks):
