@@ -105,7 +105,7 @@ def handled(command):
 
         def fail(message: str, code: int):
             err(message if code in (130, 143) else f"error: {message}")
-            if kwargs.get("json_out"):
+            if kwargs.get("json_out") and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0's
                 sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
             raise typer.Exit(code) from None
 
@@ -179,15 +179,19 @@ def _run_pipeline(
     return run(command, loaded, tracking_uri, force, step, tracking=tracking, **validate_kw)
 
 
-def _launched(procs: int) -> bool:
-    """With --procs N > 1 (and not already under torchrun): run this same command under `torchrun
-    --standalone --nproc-per-node N` and exit with its outcome (True); otherwise False. A rank that
-    fails stops the others (torchrun); the exit code is then that rank's when it is snn's own (2, 3),
-    else 1, with a message naming the rank."""
+def _launched(procs: int, spec: Path) -> bool:
+    """With --procs N > 1 (and not already under torchrun): check the spec, run this same command under
+    `torchrun --standalone --nproc-per-node N` and exit with its outcome (True); otherwise False. A
+    rank that fails stops the others (torchrun); the exit code is then that rank's when it is snn's
+    own (2, 3), else 1, with a message naming the rank. Ctrl-C and SIGTERM stop torchrun and its ranks."""
     if procs <= 1 or "WORLD_SIZE" in os.environ:
         return False
     import subprocess
 
+    from snn.pipeline.errors import SnnError, Terminated
+    from snn.pipeline.spec import load_spec
+
+    load_spec(spec)  # a spec error: once, at once
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip:
@@ -200,8 +204,33 @@ def _launched(procs: int) -> bool:
     command += ["-m", "snn.cli.app", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    failures: list[tuple[int, int]] = []  # torchrun's report: the root cause (first failure) first
-    assert process.stderr is not None
+    try:
+        failures = _relay(process)
+    except (KeyboardInterrupt, Terminated):
+        process.send_signal(signal.SIGTERM)  # torchrun stops its ranks, which clean up as for Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    returncode = process.wait()
+    if returncode == 0:
+        raise typer.Exit(0)
+    if failures and failures[0][1] in (2, 3):
+        raise typer.Exit(failures[0][1])  # the rank said why (rank 0's message is above)
+    if failures:
+        rank, code = failures[0]
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        message = f"rank {rank} of {procs} failed ({how}); the other ranks were stopped"
+    else:
+        message = f"torchrun exited with {returncode}"
+    raise SnnError(message + ". Finished steps and epochs are kept: rerun to resume")
+
+
+def _relay(process) -> list[tuple[int, int]]:
+    """Copy torchrun's stderr to ours (its warnings, and its own report of a failure, left out) and
+    read that report: [(rank, exit code)], the root cause (the first failure) first."""
+    failures: list[tuple[int, int]] = []
     rank, launcher_failed, root = None, False, False
     for line in process.stderr:
         found = re.search(r"\brank\s*:\s*(\d+)\s*\(local_rank", line)
@@ -212,26 +241,11 @@ def _launched(procs: int) -> bool:
         elif code and rank is not None:
             failures.insert(0 if root else len(failures), (rank, int(code.group(1))))
             rank, root = None, False
-        # torchrun's own report of a failure (its traceback, its banner) is summed up below
         launcher_failed = launcher_failed or line.startswith("Traceback (most recent call last)")
         quiet = launcher_failed and not os.environ.get("SNN_DEBUG")
         if not quiet and not line.startswith(("[W", "W1", "W0", "E1", "E0", "[E")):
             sys.stderr.write(line)
-    returncode = process.wait()
-    if returncode == 0:
-        raise typer.Exit(0)
-    if failures:
-        first_rank, first_code = failures[0]
-        if first_code in (2, 3):
-            raise typer.Exit(first_code)
-        how = f"killed by signal {-first_code}" if first_code < 0 else f"exit code {first_code}"
-        err(
-            f"error: rank {first_rank} of {procs} failed ({how}); the other ranks were stopped. Finished steps "
-            "and epochs are kept: rerun to resume"
-        )
-    else:
-        err(f"error: torchrun exited with {returncode}; see the lines above")
-    raise typer.Exit(1)
+    return failures
 
 
 def _finish(result: dict, as_json: bool, summarize) -> None:
@@ -325,7 +339,7 @@ def _pipeline_command(command: str, doc: str, printer: Callable[[dict], None]) -
         register: RegisterOpt = None,
         procs: ProcsOpt = 1,
     ):
-        if _launched(procs):
+        if _launched(procs, spec):
             return
         result = _run_pipeline(command, spec, force, tracking_uri, force_step, not no_tracking, register=register)
         _finish(result, json_out, printer)
@@ -365,11 +379,14 @@ def validate(
     no_tracking: NoTrackingOpt = False,
     register: RegisterOpt = None,
     promote: PromoteOpt = None,
+    procs: ProcsOpt = 1,
 ):
     """Offline metrics (raw and calibrated), slices, plots, gates and parity; exit 3 when a gate fails.
 
     Example: snn validate specs/adult.yaml --compare online.parquet
     """
+    if _launched(procs, spec):
+        return
     _validate_command(
         "validate", spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote, compare, baseline
     )
@@ -415,7 +432,7 @@ def run_all(
 
     Example: snn run specs/adult.yaml --register adult-income --promote champion
     """
-    if _launched(procs):
+    if _launched(procs, spec):
         return
     _validate_command("run", spec, force, force_step, json_out, tracking_uri, no_tracking, register, promote)
 
@@ -549,7 +566,8 @@ def init(
     ] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the spec.")] = Path("spec.yaml"),
     data_format: Annotated[
-        str | None, typer.Option("--format", help="csv, parquet, libsvm or libffm (default: from the extension).")
+        str | None,
+        typer.Option("--format", help="csv, parquet, criteo, libsvm or libffm (default: from the extension)."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The model's name (default: the file's name).")] = None,
     json_out: JsonOpt = False,

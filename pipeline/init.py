@@ -101,21 +101,30 @@ def guess_label(sample: pl.DataFrame, given: str | None) -> str:
     return two_valued[-1]
 
 
+POSITIVE_WORDS = {"1", "+1", "1.0", "true", "yes", "y", "t"}  # values that say "positive" whatever their share
+
+
 def label_entry(sample: pl.DataFrame, label: str) -> str:
-    """The spec's `label:` value: the column alone for 0/1 numbers, else `{column, positive}` naming
-    the rarer value as the positive one."""
+    """The spec's `label:` value: the column alone for 0/1 numbers, else `{column, positive}`: the
+    values that say positive (1, +1, true, yes: `+1` and `1` together for a ±1 label), or, when none
+    does, the rarer value (the event a click log records)."""
     values = sample[label].drop_nulls()
     numbers = values.cast(pl.Float64, strict=False)
     if numbers.null_count() == 0 and set(numbers.unique().to_list()) <= {0.0, 1.0}:
-        return label
-    counts = values.cast(pl.String).str.strip_chars().value_counts(sort=True)
-    if counts.height != 2:
-        shown = ", ".join(map(str, counts[label].head(5).to_list()))
+        return json.dumps(label)
+    texts = values.cast(pl.String).str.strip_chars()
+    counts = texts.value_counts(sort=True)
+    found = [str(v) for v in counts[label].to_list()]
+    positive = [v for v in found if v.lower() in POSITIVE_WORDS]
+    negative = [v for v in found if v not in positive]
+    if not (positive and len(negative) == 1) and len(found) != 2:
+        shown = ", ".join(found[:5])
         raise InputError(
-            f"label {label!r} has {counts.height} values ({shown}, ...); a label has two: pick another with --label"
+            f"label {label!r} has {len(found)} values ({shown}, ...); a label has two: pick another with --label"
         )
-    rarer = counts[label][1]
-    return "{column: " + json.dumps(label) + ", positive: [" + json.dumps(rarer) + "]}"
+    if not positive or not negative:
+        positive = [found[1]]  # the rarer of two values
+    return "{column: " + json.dumps(label) + ", positive: " + json.dumps(positive) + "}"
 
 
 def guess_key(sample: pl.DataFrame) -> str | None:
@@ -174,7 +183,7 @@ def init_spec(data: Path, spec_path: Path, label: str | None, data_format: str |
         "rows": count,
         "label": label,
         "key": key,
-        "features": {c.name: c.kind for c in features},
+        "features": {c.name: "id_list (weighted)" if c.kind == "weighted_id_list" else c.kind for c in features},
         "skipped": {c.name: c.note for c in columns if c.kind is None},
     }
 
@@ -207,7 +216,7 @@ def spec_text(
         f"# Written by `snn init` from {data} ({rows:,} rows). Check the feature kinds, then: snn run <this file>",
         "# `snn spec <this file>` prints it with every default; `snn schema` documents every key.",
         "version: 1",
-        f"name: {name}",
+        f"name: {json.dumps(name)}",
         "data:",
         f"  format: {data_format}",
         *([f"  separator: {json.dumps(separator)}"] if separator != "," else []),
@@ -231,7 +240,7 @@ def spec_text(
         "validation:",
         "  slices: []                        # columns to report metrics by, e.g. [country]",
         "  gates: {}                         # e.g. {auc: {min: 0.75}}: exit 3 when a gate fails",
-        f"tracking: {{experiment: {name}}}     # MLflow; {{enabled: false}} or --no-tracking to turn it off",
+        f"tracking: {{experiment: {json.dumps(name)}}}   # MLflow; {{enabled: false}} or --no-tracking: off",
         "",
     ]
     return "\n".join(lines)

@@ -189,7 +189,7 @@ class Tracker:
         orphans: Sequence[dict] = (),
     ) -> Iterator[Tracker]:
         """The command's scope. Its parent run (`run_name`, with `params`, `tags` and the spec text as
-        spec.yaml) opens with the first step that runs, or at the end when every step was cached."""
+        spec.yaml) opens with the first step that runs; when every step was cached, none opens."""
         if not self.enabled:
             yield self
             return
@@ -231,7 +231,7 @@ class Tracker:
     @property
     def live(self) -> bool:
         """Whether a run is open to log to (tracking on, the parent opened)."""
-        return self.enabled and self.parent_id is not None
+        return self.enabled and self.parent_id is not None and self._open_parent is not None
 
     def cached(self, name: str) -> None:
         """Note a cached step (the parent's `snn.cached_steps` tag); it gets no run of its own."""

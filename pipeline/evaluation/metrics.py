@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def _weights(y, w):
+def weights_or_ones(y, w):
     return np.ones(len(y), dtype=np.float64) if w is None else np.asarray(w, dtype=np.float64)
 
 
 def auc(y, p, w=None) -> float:
-    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), _weights(y, w)
+    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), weights_or_ones(y, w)
     order = np.argsort(p, kind="stable")
     p, pos, neg = p[order], (w * y)[order], (w * (1 - y))[order]
     group_starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
@@ -28,27 +28,27 @@ def auc(y, p, w=None) -> float:
 
 
 def logloss(y, p, w=None, eps: float = 1e-7) -> float:
-    y, w = np.asarray(y, np.float64), _weights(y, w)
+    y, w = np.asarray(y, np.float64), weights_or_ones(y, w)
     p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
     return float(-np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / w.sum())
 
 
 def rce(y, p, w=None, eps: float = 1e-7) -> float:
-    w = _weights(y, w)
+    w = weights_or_ones(y, w)
     ctr = float(np.sum(w * np.asarray(y)) / w.sum())
     baseline = logloss(y, np.full(len(y), ctr), w, eps)
     return float(100.0 * (1.0 - logloss(y, p, w, eps) / baseline)) if baseline > 0 else float("nan")
 
 
 def calibration_ratio(y, p, w=None) -> float:
-    w = _weights(y, w)
+    w = weights_or_ones(y, w)
     positives = float(np.sum(w * np.asarray(y)))
     return float(np.sum(w * np.asarray(p)) / positives) if positives > 0 else float("nan")
 
 
 def reliability(y, p, w=None, bins: int = 10):
     """Per equal-width bin: (mean prediction, mean label, weight) arrays, empty bins dropped."""
-    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), _weights(y, w)
+    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), weights_or_ones(y, w)
     return _bin_means(np.clip((p * bins).astype(np.int64), 0, bins - 1), y, p, w, bins)
 
 
@@ -58,7 +58,7 @@ def quantile_reliability(y, p, w=None, bins: int = 10):
     e_k = p_(j) for the first j whose cumulative weight Σ_{i≤j} w_(i) ≥ k·W/bins (k = 1 … bins − 1);
     a row falls in bin #{k : e_k < p}, so tied scores share a bin (a run of ties wider than a bin
     empties the bins it spans). Per bin b: p̄_b = Σ_b wp / W_b, ȳ_b = Σ_b wy / W_b."""
-    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), _weights(y, w)
+    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), weights_or_ones(y, w)
     order = np.argsort(p, kind="stable")
     cumulative = np.cumsum(w[order])
     edges = p[order][np.searchsorted(cumulative, cumulative[-1] * np.arange(1, bins) / bins)]
@@ -80,7 +80,7 @@ def ece(y, p, w=None, bins: int = 10) -> float:
 
 
 def brier(y, p, w=None) -> float:
-    w = _weights(y, w)
+    w = weights_or_ones(y, w)
     return float(np.sum(w * (np.asarray(p, np.float64) - np.asarray(y)) ** 2) / w.sum())
 
 
@@ -93,5 +93,5 @@ def all_metrics(y, p, w=None, eps: float = 1e-7, ece_bins: int = 10) -> dict[str
         "ece": ece(y, p, w, ece_bins),
         "brier": brier(y, p, w),
         "rows": float(len(y)),
-        "ctr": float(np.sum(_weights(y, w) * np.asarray(y)) / _weights(y, w).sum()),
+        "ctr": float(np.sum(weights_or_ones(y, w) * np.asarray(y)) / weights_or_ones(y, w).sum()),
     }

@@ -40,27 +40,27 @@ def _pyplot():
     return plt
 
 
-def roc_points(y, p, w=None):
-    """(false positive rate, true positive rate) arrays, one point per distinct score."""
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
-    w = np.ones(len(y)) if w is None else np.asarray(w, np.float64)
+def _thresholds(y, p, w=None) -> tuple[np.ndarray, np.ndarray]:
+    """For each distinct score t from the highest down [m]: the weight of positives Σ_{p≥t} wy and
+    of negatives Σ_{p≥t} w(1−y) scored at least t."""
+    y, p, w = np.asarray(y, np.float64), np.asarray(p, np.float64), metrics.weights_or_ones(y, w)
     order = np.argsort(-p, kind="stable")
     p, pos, neg = p[order], (w * y)[order], (w * (1 - y))[order]
     last = np.r_[p[1:] != p[:-1], True]
-    tp, fp = np.cumsum(pos)[last], np.cumsum(neg)[last]
+    return np.cumsum(pos)[last], np.cumsum(neg)[last]
+
+
+def roc_points(y, p, w=None):
+    """(false positive rate, true positive rate) arrays, one point per distinct score (and (0, 0))."""
+    tp, fp = _thresholds(y, p, w)
     return np.r_[0.0, fp / max(fp[-1], 1e-12)], np.r_[0.0, tp / max(tp[-1], 1e-12)]
 
 
 def pr_points(y, p, w=None):
     """(recall, precision) arrays [m], one point per distinct score t from the highest down:
     recall = Σ_{p≥t} wy / Σ wy, precision = Σ_{p≥t} wy / Σ_{p≥t} w."""
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
-    w = np.ones(len(y)) if w is None else np.asarray(w, np.float64)
-    order = np.argsort(-p, kind="stable")
-    p, pos, weight = p[order], (w * y)[order], w[order]
-    last = np.r_[p[1:] != p[:-1], True]
-    tp, selected = np.cumsum(pos)[last], np.cumsum(weight)[last]
-    return tp / max(tp[-1], 1e-12), tp / np.maximum(selected, 1e-12)
+    tp, fp = _thresholds(y, p, w)
+    return tp / max(tp[-1], 1e-12), tp / np.maximum(tp + fp, 1e-12)
 
 
 def average_precision(recall, precision) -> float:

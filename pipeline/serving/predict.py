@@ -27,14 +27,16 @@ OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 def reader_for(trained: Reader, data: Path, data_format: str | None = None) -> Reader:
     """How to read `data` for a bundle trained on `trained`'s files: that reader, unless `data_format`
     (--format) names another format, or the file's extension says parquet where the bundle read text
-    (or text where it read parquet); then that format's reader (a CSV's header names its columns)."""
+    (or text where it read parquet); then that format's reader (a CSV's header names its columns, its
+    separator is a comma, a tab for .tsv)."""
     wanted = data_format
     if wanted is None:
         named = EXTENSION_FORMATS.get(data.suffix.lower())
         wanted = named if named is not None and (named == "parquet") != (trained.format == "parquet") else None
     if wanted is None or wanted == trained.format:
         return trained
-    return replace(trained, format=format_of(data, wanted), columns=None, comment_prefix=None)
+    separator = "\t" if data.suffix.lower() == ".tsv" else ","
+    return replace(trained, format=format_of(data, wanted), columns=None, separator=separator, comment_prefix=None)
 
 
 def read_rows(

@@ -57,7 +57,8 @@ def run(
     group = ranks(spec)
     tracking = tracking and (group is None or group.leader)  # rank 0 alone logs
     workdir = ensure_folder(loaded.workdir, "workdir")
-    orphans = sweep(workdir)  # scratch of killed processes: removed; their MLflow runs ended below
+    # scratch of killed processes: removed (by rank 0 alone); their MLflow runs ended below
+    orphans = sweep(workdir) if group is None or group.leader else []
     scratch = Scratch(workdir)
     uri = resolve_uri(tracking_uri, spec.tracking.uri, workdir) if tracking else None
     try:
@@ -70,9 +71,11 @@ def run(
             steps["prepare"] = prepare.run(ctx, spec)
             steps["train"] = train.run(ctx, spec, steps["prepare"])
             last = steps["train"]
-            if not ctx.leader:  # the other ranks trained; rank 0 goes on alone
-                return {"rank": group.rank if group else 0, "command": command, "steps": {}}
-            ctx.group = None
+            if group is not None:  # training is done together; rank 0 goes on alone
+                group.stop()
+                ctx.group = None
+                if not group.leader:
+                    return {"rank": group.rank, "command": command, "steps": {}}
             if LAST_STEP[command] in ("calibrate", "validate"):
                 last = steps["calibrate"] = calibrate.run(ctx, spec, steps["prepare"], steps["train"])
             if LAST_STEP[command] == "validate":

@@ -29,9 +29,10 @@ def run(ctx: Context, spec: Spec, prepared: StepResult) -> StepResult:
         ctx.workdir / "checkpoints" / StepDir(ctx.workdir, "train", key_of("train", values, (prepared,))).path.name
     )
 
+    if ctx.forced("train") and ctx.leader:  # before the ranks decide to build: none may resume from it
+        shutil.rmtree(checkpoints, ignore_errors=True)
+
     def build(folder: Path) -> dict:
-        if ctx.forced("train") and ctx.leader:
-            shutil.rmtree(checkpoints, ignore_errors=True)
         model, train = values["model"], values["train"]
         feature_map = feature_map_of(prepared)
         train_split = split_of(prepared, "train", feature_map.num_ids)

@@ -12,8 +12,9 @@ train one model as one process would train it on the same global batches.
                      gradient row) pairs and summed per row (`exchange_rows`): every rank then updates
                      the union of the rows the global batch touched with the same gradients, so the
                      tables, and the row optimizer's state, stay equal without ever sending a table.
-                     Bytes per step per table: W · max_r U_r · (8 + 4·D) gathered by each rank (U_r
-                     rows of width D touched on rank r), independent of the table's size
+                     A rank sends max_r U_r · (8 + 4·D) bytes per table and step (its rows padded to
+                     the most any rank touched, U_r rows of width D on rank r) and receives W times
+                     that, independent of the table's size
     running max |v|  (sparse_linear's max_abs) every rank folds the whole global batch G_b into it
                      before its step (`fold_running_max`, read from the memory-mapped split: no
                      exchange), as one process folds the batch before normalizing it
@@ -31,10 +32,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+# the longest a rank may wait in a collective for the others: while rank 0 prepares the data or
+# validates an epoch alone, the other ranks wait (the backends' defaults, 10-30 min, are too short)
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,10 @@ class Group:
         if device_type == "cuda":
             torch.cuda.set_device(self.local_rank)  # NCCL's collectives run on the current device
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-        if device_type == "cpu":  # the machine's cores shared between its ranks
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        if device_type == "cpu":  # the cores this process may use, shared between the machine's ranks
             local = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local))
 
     def device(self, device: torch.device) -> torch.device:
         """A CUDA device becomes this rank's GPU; the CPU stays the CPU."""
@@ -118,6 +124,8 @@ def reduce_dense(params: Sequence[torch.Tensor]) -> int:
     """Sum the dense parameters' gradients over ranks, in place (one all-reduce of one flat buffer; a
     parameter without a gradient on a rank counts as zeros there, and keeps None only where every
     rank had none). Returns the bytes this rank sent."""
+    if not params:
+        return 0
     flat = torch.cat(
         [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in params]
         + [torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)]
@@ -132,8 +140,9 @@ def reduce_dense(params: Sequence[torch.Tensor]) -> int:
     return flat.numel() * flat.element_size()
 
 
-def _gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
-    """Every rank's `tensor` (first dimensions may differ), in rank order."""
+def _gather(tensor: torch.Tensor, world: int) -> tuple[list[torch.Tensor], int]:
+    """Every rank's `tensor` (first dimensions may differ), in rank order, and the bytes this rank
+    contributed (its length, and its tensor padded to the longest)."""
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
@@ -142,28 +151,31 @@ def _gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
     padded[: tensor.shape[0]] = tensor
     gathered = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
-    return [g[: int(s.item())] for g, s in zip(gathered, sizes)]
+    sent = size.numel() * size.element_size() + padded.numel() * padded.element_size()
+    return [g[: int(s.item())] for g, s in zip(gathered, sizes)], sent
 
 
 def exchange_rows(
     table_rows: list[torch.Tensor], gathered: list[torch.Tensor], world: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], int]:
     """Each table's rows every rank touched, and their gradients summed over ranks: (rows [U] per
-    table, ascending; gradients [U, D], None where no rank touched the table; bytes sent). A rank's
-    rows without a gradient (its share did not reach the table) count as touched by no one."""
-    union_rows, union_grads, sent = [], [], 0
-    for rows, copy in zip(table_rows, gathered):
+    table, ascending; gradients [U, D], None where no rank's step reached the table, as one
+    process's copy has no gradient then; bytes this rank sent)."""
+    reached = torch.tensor([float(copy.grad is not None) for copy in gathered], device=gathered[0].device)
+    dist.all_reduce(reached)  # a table any rank's step reached takes a step (Adam's t) on every rank
+    union_rows, union_grads, sent = [], [], reached.numel() * reached.element_size()
+    for index, (rows, copy) in enumerate(zip(table_rows, gathered)):
         width = copy.shape[1]
         grad = copy.grad if copy.grad is not None else copy.new_zeros((0, width))
         rows = rows if copy.grad is not None else rows[:0]
-        ids = _gather(rows.to(torch.int64), world)
-        grads = _gather(grad.contiguous(), world)
-        sent += (rows.numel() * 8 + grad.numel() * grad.element_size()) * world
+        ids, id_bytes = _gather(rows.to(torch.int64), world)
+        grads, grad_bytes = _gather(grad.contiguous(), world)
+        sent += id_bytes + grad_bytes
         every_id, every_grad = torch.cat(ids), torch.cat(grads)
         unique, inverse = torch.unique(every_id, sorted=True, return_inverse=True)
         summed = every_grad.new_zeros((len(unique), width)).index_add_(0, inverse, every_grad)
         union_rows.append(unique)
-        union_grads.append(summed if len(unique) else None)
+        union_grads.append(summed if reached[index] > 0 else None)
     return union_rows, union_grads, sent
 
 

@@ -169,6 +169,11 @@ def train_model(
     rng = np.random.default_rng(spec.seed)
     leader = group is None or group.leader
     shared = None if group is None else Shared(group.world)
+    if group is not None and any(getattr(block.spec, "norm", None) == "batch" for block in plan.blocks):
+        raise InputError(
+            "mlp norm: batch normalizes each rank's share by its own statistics, so several processes would not "
+            "train the one-process model; use norm: layer (or none) with --procs"
+        )
     model = Network(plan).to(device)
     optimizers = Optimizers.for_model(model, spec)
     progress = Progress((train.rows + spec.batch_size - 1) // spec.batch_size, quiet=not leader)
@@ -194,6 +199,8 @@ def train_model(
         best_state = resume["best_state"]
         first_epoch = result.resumed_at = resume["epoch"] + 1
         progress.epoch(f"  resuming at epoch {first_epoch} from {saved.path}")
+    if group is not None:  # the same initial weights everywhere; each rank its own dropout masks
+        torch.manual_seed(spec.seed + group.rank)
     start = time.perf_counter() - elapsed
     for epoch in range(first_epoch, spec.epochs + 1):
         model.train()
@@ -211,8 +218,12 @@ def train_model(
             total_loss += training_step(model, optimizers, train.take(rows), device, tasks, shared)
             batches += 1
             progress.batch(epoch, batches)
-            if batches % DIVERGENCE_CHECK_BATCHES == 0 and not torch.isfinite(total_loss):
-                raise _diverged(epoch, "the training loss", spec)
+            if batches % DIVERGENCE_CHECK_BATCHES == 0:
+                running = total_loss.clone()
+                if group is not None:  # every rank sees a NaN in any share, and stops with the others
+                    torch.distributed.all_reduce(running)
+                if not torch.isfinite(running):
+                    raise _diverged(epoch, "the training loss", spec)
         if group is not None:
             torch.distributed.all_reduce(total_loss)  # the shares' losses add up to the global batches'
         if not torch.isfinite(total_loss):

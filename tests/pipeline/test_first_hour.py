@@ -109,7 +109,8 @@ def test_a_fully_cached_run_starts_no_run_and_names_the_one_that_built_it(first_
     out = json.loads(again.stdout)
     assert set(out["steps"]) == {"prepare", "train", "calibrate", "validate"}
     assert all(step["cached"] for step in out["steps"].values())
-    assert out["mlflow_run_id"] is None and out["mlflow_built_by"] == first_hour["run"]["mlflow_run_id"]
+    built = json.loads((Path(out["steps"]["validate"]["path"]) / "step.json").read_text())["mlflow_run_id"]
+    assert out["mlflow_run_id"] is None and built is not None and out["mlflow_built_by"] == built
     assert len(client.search_runs([experiment])) == before  # nothing ran: nothing new to log
     assert out["metrics"] == first_hour["run"]["metrics"] and out["verdict"] == first_hour["run"]["verdict"]
 
@@ -227,3 +228,32 @@ def test_a_failed_run_carries_its_error(tmp_path, runner):
     assert parent.info.status == "FAILED"
     assert "outside [0, 1]" in parent.data.tags["snn.error"]
     assert parent.data.tags["mlflow.note.content"].startswith("failed: ")
+
+
+def test_predict_reads_a_parquet_file_with_a_bundle_trained_on_csv(first_hour, tmp_path):
+    rows = pl.read_csv(first_hour["folder"] / "clicks.csv").slice(3200, 50).drop("clicked")
+    rows.write_parquet(tmp_path / "new.parquet")
+    bundle = first_hour["run"]["bundle"]
+    result = invoke(first_hour["runner"], "predict", bundle, tmp_path / "new.parquet", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.stderr
+    scored = pl.read_csv(tmp_path / "p.csv")
+    assert scored.height == 50 and scored.columns[:2] == ["impression_id", "score"]
+    as_csv = invoke(
+        first_hour["runner"], "predict", bundle, first_hour["folder"] / "clicks.csv", "--rows", "3200:3250", "-o", "-"
+    )
+    assert as_csv.exit_code == 0, as_csv.stderr
+    expected = pl.read_csv(as_csv.stdout.encode())["score"].to_numpy()
+    np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_init_quotes_what_yaml_would_retype_and_keeps_the_positive_values(tmp_path, runner):
+    rows = 300
+    pl.DataFrame({"x": np.arange(rows) % 7, "true": np.arange(rows) % 2}).write_csv(tmp_path / "2024.csv")
+    assert invoke(runner, "init", tmp_path / "2024.csv", "-o", tmp_path / "a.yaml").exit_code == 0
+    assert invoke(runner, "spec", tmp_path / "a.yaml").exit_code == 0  # name 2024 and label `true` stay text
+    labels = ["+1", "+1", "-1", "1", "+1", "-1", "+1"] * 40  # +1 the majority, written two ways
+    lines = [f"{y} {i % 5}:1 {5 + i % 3}:0.5" for i, y in enumerate(labels)]
+    (tmp_path / "pm.libsvm").write_text("\n".join(lines) + "\n")
+    assert invoke(runner, "init", tmp_path / "pm.libsvm", "-o", tmp_path / "b.yaml").exit_code == 0
+    spec = yaml.safe_load((tmp_path / "b.yaml").read_text())
+    assert spec["data"]["label"] == {"column": "label", "positive": ["+1", "1"]}

@@ -1,7 +1,7 @@
 """One rank of tests/train/test_distributed.py, started by torchrun: trains the test's model on its
 share of every global batch (train_model with the group) and saves what it ends with, per rank.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT [cuda]
+    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT cpu|cuda one-task|tasks
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from snn.pipeline.train.distributed import Group
 from snn.pipeline.train.loop import train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.train.test_distributed import MODEL, SPEC, splits
+from tests.train.test_distributed import MODEL, SPEC, TASK_MODEL, TASKS, splits, task_splits
 
 
-def main(out: Path, device: str) -> None:
+def main(out: Path, device: str, what: str) -> None:
     group = Group.from_env()
     assert group is not None and group.world == 2, "run under torchrun with two processes"
-    train, validation, _ = splits()
-    result = train_model(MODEL, SPEC.model_copy(update={"device": device}), train, validation, group=group)
+    spec = SPEC.model_copy(update={"device": device})
+    if what == "tasks":
+        train, validation = task_splits()
+        result = train_model(TASK_MODEL, spec, train, validation, tasks=TASKS, group=group)
+    else:
+        train, validation, _ = splits()
+        result = train_model(MODEL, spec, train, validation, group=group)
     np.savez(out / f"rank{group.rank}.npz", **result.state)
     summary = {"history": result.history, "bytes": result.exchanged_bytes_per_step, "best": result.best_epoch}
     (out / f"rank{group.rank}.json").write_text(json.dumps(summary))
@@ -31,4 +36,4 @@ def main(out: Path, device: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "cpu")
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
