@@ -275,6 +275,13 @@ class Reader:
         data_cols = [c for c in schema if c != ROW_INDEX]
         return lf.filter(~pl.all_horizontal([pl.col(c).is_null() for c in data_cols]))
 
+    def row_count(self, path: Path, header: bool | None = None) -> int:
+        """The file's rows as `rows:` ranges index them (blank lines included)."""
+        try:
+            return int(self._source(path, header).select(pl.len()).collect().item())
+        except READ_ERRORS as exc:
+            raise self.unreadable(path, exc) from None
+
     def schema(self, path: Path, header: bool | None = None) -> dict[str, pl.DataType]:
         """The file's columns and their types (as read: text files' columns are all String)."""
         schema = self._source(path, header).collect_schema()

@@ -164,6 +164,16 @@ class Totals:
         self.parts: list[pl.DataFrame] = []
         self.pending = 0
 
+    @classmethod
+    def summed(cls, frames: list[pl.DataFrame]) -> Totals:
+        """The totals of several `result()` frames (ranks' shards), summed key by key."""
+        totals = cls()
+        present = [frame for frame in frames if frame.height]
+        if present:
+            totals.parts = [pl.concat(present).group_by("key").agg(pl.col("total").sum())]
+            totals.pending = totals.parts[0].height
+        return totals
+
     def add_weighted(self, column: pl.Series, weights: np.ndarray, rows: np.ndarray | None = None) -> None:
         """column Float64 [n] (nulls and NaN skipped), weights [n]; only the rows of the bool mask
         `rows` [n] count."""

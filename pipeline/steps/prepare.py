@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -33,10 +34,14 @@ from ..errors import ArtifactError, InputError
 from ..features.categorical import VOCABULARY_METHOD
 from ..features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
 from ..features.quantiles import QUANTILE_METHOD
+from ..features.shards import merge_totals, mergeable, partial_totals
 from ..features.spec import Feature
 from ..spec import Spec
 from ..store.cache import corrupted_cache
 from .context import Context, StepResult, cached_step, log, read
+
+if TYPE_CHECKING:
+    from ..train.distributed import Group
 
 READS = {
     "data": "data",
@@ -54,12 +59,20 @@ SELECTION = "selection"  # the validation rows as trained, when position feature
 
 
 def fit_feature_map(
-    files: DataFiles, features: list[Feature], downsampling: Downsampling, chunk_rows: int = CHUNK_ROWS
+    files: DataFiles,
+    features: list[Feature],
+    downsampling: Downsampling,
+    chunk_rows: int = CHUNK_ROWS,
+    group: Group | None = None,
 ) -> FeatureMap:
     """Pass 1: stream the train split through the fitters -> the feature map. With several tasks,
     the fitters see each kept row once at its row weight, and the first task's label (what tree
-    features fit on); every task needs both label values."""
+    features fit on); every task needs both label values. With `group` (several ranks, features
+    whose fit merges: features/shards.py), each rank fits its shard of the train rows and the ranks'
+    totals are merged: every rank returns the one-process feature map."""
     running = fitters(features)
+    if group is not None:
+        files = shard_of(files, group)
     rows, weight = 0, 0.0
     low, high = np.full(len(files.data.label_list), np.inf), np.full(len(files.data.label_list), -np.inf)
     columns = needed_columns(files.data, features)
@@ -77,6 +90,11 @@ def fit_feature_map(
             weight += float(row_weights.sum() if selected is None else row_weights[selected].sum())
             per_task = labels.reshape(len(labels), -1)
             low, high = np.minimum(low, per_task.min(0)), np.maximum(high, per_task.max(0))
+    if group is not None:  # the ranks' shards as one
+        gathered = group.gather((partial_totals(running), rows, weight, low, high))
+        merge_totals(running, [totals for totals, *_ in gathered])
+        rows, weight = sum(g[1] for g in gathered), sum(g[2] for g in gathered)
+        low, high = np.min([g[3] for g in gathered], 0), np.max([g[4] for g in gathered], 0)
     if rows == 0:
         raise InputError("the train split is empty after holdout and downsampling; change holdout.fraction or the rows")
     for column, single in zip(files.data.label_columns, low == high):
@@ -90,6 +108,19 @@ def fit_feature_map(
             f"the train split's weights (column {files.data.weight!r}) sum to 0; give some rows a positive weight"
         )
     return FeatureMap(finish_fitters(running))
+
+
+def shard_of(files: DataFiles, group: Group) -> DataFiles:
+    """The data section with its train source cut to this rank's contiguous share of its rows (the
+    holdout and downsampling are decided per row by key hash, so the shares route as the whole)."""
+    data, train = files.data, files.data.train
+    if train.rows is not None:
+        first, stop = train.rows
+    else:
+        first, stop = 0, Reader.from_spec(data).row_count(files.path(train), train.header)
+    size = stop - first
+    share = (first + group.rank * size // group.world, first + (group.rank + 1) * size // group.world)
+    return DataFiles(data.model_copy(update={"train": train.model_copy(update={"rows": share})}), files.base_dir)
 
 
 def encode_splits(
@@ -232,12 +263,14 @@ def prepare(
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
     slice_columns: list[str] | None = None,
+    group: Group | None = None,
 ) -> dict:
-    """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info."""
+    """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info.
+    With `group`, the fit is sharded over the ranks (fit_feature_map), the encoding done here."""
     check_inputs(files, features, slice_columns or [])
     check_unique_keys(files)
     start = time.perf_counter()
-    feature_map = fit_feature_map(files, features, downsampling, chunk_rows)
+    feature_map = fit_feature_map(files, features, downsampling, chunk_rows, group)
     (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
     fitted = time.perf_counter()
     rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows, slice_columns)
@@ -255,9 +288,17 @@ def run(ctx: Context, spec: Spec) -> StepResult:
     values = read(spec, READS)
     files = DataFiles(values["data"], ctx.base_dir)
 
+    features = list(values["features"])
+    # several ranks fit their shards of the train rows together when the fit merges (no tree leaves)
+    sharded = ctx.group if ctx.group is not None and mergeable(fitters(features)) else None
+
     def build(folder: Path) -> dict:
         downsampling = values["task_downsampling"] or values["downsampling"]  # one per task, or the one
-        info = prepare(files, list(values["features"]), downsampling, folder, slice_columns=values["breakdown_columns"])
+        if not ctx.leader:  # its shard's totals, for rank 0's feature map; rank 0 encodes
+            fit_feature_map(files, features, downsampling, group=sharded)
+            return {}
+        slices = values["breakdown_columns"]
+        info = prepare(files, features, downsampling, folder, slice_columns=slices, group=sharded)
         train = files.data.train
         first = train.rows[0] if train.rows else 0
         example = Reader.from_spec(files.data).read(files.path(train), (first, first + EXAMPLE_ROWS), train.header)
@@ -280,6 +321,7 @@ def run(ctx: Context, spec: Spec) -> StepResult:
         values,
         build,
         inputs=input_fingerprints(files),
+        together=sharded is not None,
     )
 
 

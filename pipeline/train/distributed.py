@@ -21,6 +21,9 @@ train one model as one process would train it on the same global batches.
     validation       rank 0 scores the validation split each epoch and broadcasts its metrics: every
                      rank keeps the same best epoch and stops early at the same epoch
 
+The prepare step's fit is sharded the same way (steps/prepare.fit_feature_map, features/shards.py):
+each rank fits its share of the train rows and the exact totals are summed over ranks.
+
 All-gather was chosen over an all-reduce of dense table gradients because a table's gradient is
 sparse: an all-reduce would send the whole table (num_ids · D floats) every step; the gather
 sends the touched rows only. Only rank 0 writes (step folders, checkpoints, bundles, MLflow); the
@@ -91,6 +94,12 @@ class Group:
         box = [value if self.leader else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def gather(self, value) -> list:
+        """Every rank's `value` (any picklable object), in rank order, on every rank."""
+        values: list = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
 
     def stop(self) -> None:
         if dist.is_initialized():

@@ -1,7 +1,9 @@
 """One rank of tests/train/test_distributed.py, started by torchrun: trains the test's model on its
 share of every global batch (train_model with the group) and saves what it ends with, per rank.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT cpu|cuda one-task|tasks
+    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_worker.py OUT DEVICE WHAT
+
+DEVICE: cpu or cuda; WHAT: one-task, tasks (train_model) or fit (the sharded feature-map fit).
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from snn.pipeline.train.distributed import Group
 from snn.pipeline.train.loop import train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.train.test_distributed import MODEL, SPEC, TASK_MODEL, TASKS, splits, task_splits
+from tests.train.test_distributed import MODEL, SPEC, TASK_MODEL, TASKS, adult_feature_map, splits, task_splits
 
 
 def main(out: Path, device: str, what: str) -> None:
     group = Group.from_env()
     assert group is not None and group.world == 2, "run under torchrun with two processes"
     spec = SPEC.model_copy(update={"device": device})
+    if what == "fit":  # the sharded fit of the feature map
+        group.start("cpu")
+        (out / f"rank{group.rank}.json").write_text(json.dumps(adult_feature_map(group).to_json()))
+        group.stop()
+        return
     if what == "tasks":
         train, validation = task_splits()
         result = train_model(TASK_MODEL, spec, train, validation, tasks=TASKS, group=group)

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from snn.pipeline.data.encoded import EncodedSplit
+from snn.pipeline.data.spec import DataFiles
 from snn.pipeline.evaluation import metrics
 from snn.pipeline.model.blocks.base import IdSpace
 from snn.pipeline.model.inference import raw_probabilities
@@ -130,6 +132,29 @@ def test_two_ranks_train_the_one_process_model_of_two_tasks(tmp_path):
     one = train_model(TASK_MODEL, SPEC, train, validation, tasks=TASKS)
     for name in one.state:
         np.testing.assert_allclose(states[0][name], one.state[name], rtol=0, atol=2e-4, err_msg=name)
+
+
+def adult_feature_map(group=None):
+    """The feature map of UCI Adult's spec (the whole train file, a hashed holdout), fitted by one
+    process or, with `group`, by the ranks' shards."""
+    from snn.pipeline.spec import parse_spec
+    from snn.pipeline.steps.prepare import fit_feature_map
+
+    spec = parse_spec(yaml.safe_dump(adult_spec_dict()))
+    files = DataFiles(spec.data, ROOT)
+    return fit_feature_map(files, list(spec.features), None, chunk_rows=5000, group=group)
+
+
+def test_two_ranks_fit_the_one_process_feature_map(tmp_path):
+    out = tmp_path
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER)]
+    done = subprocess.run(
+        [*command, str(out), "cpu", "fit"], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = adult_feature_map().to_json()
+    for rank in (0, 1):  # chunks of 5,000 rows: each rank's shard spans several
+        assert json.loads((out / f"rank{rank}.json").read_text()) == json.loads(json.dumps(one))
 
 
 def _rank_pids() -> dict[int, int]:
