@@ -146,9 +146,11 @@ def cached_step(
             if together:
                 build(ctx.scratch.folder(name))
             cached = False
+        if group is None:  # read holding the lock: a forced rebuild elsewhere swaps the folder under it
+            info = step.info()
     if group is not None:
         group.barrier()  # rank 0's folder is in place
-    info = step.info()
+        info = step.info()
     bundle = None
     if (step.path / "bundle").is_dir() and name in BUNDLE_LINKS and ctx.leader:
         bundle = link_latest(ctx.workdir, ctx.name + BUNDLE_LINKS[name], step.path / "bundle")
