@@ -157,12 +157,16 @@ def test_two_ranks_fit_the_one_process_feature_map(tmp_path):
         assert json.loads((out / f"rank{rank}.json").read_text()) == json.loads(json.dumps(one))
 
 
-def _rank_pids() -> dict[int, int]:
-    """{rank: pid} of the running torchrun workers of `snn.cli.app` (RANK in /proc/<pid>/environ)."""
+def _rank_pids(spec: Path) -> dict[int, int]:
+    """{rank: pid} of the torchrun workers running `snn.cli.app` on `spec` (RANK in /proc/<pid>/environ;
+    the spec's path tells them from another test's ranks running at the same time)."""
     found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if not entry.name.isdigit() or b"snn.cli.app" not in (entry / "cmdline").read_bytes():
+            if not entry.name.isdigit():
+                continue
+            command = (entry / "cmdline").read_bytes()
+            if b"snn.cli.app" not in command or str(spec).encode() not in command:
                 continue
             environ = dict(
                 item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item
@@ -187,7 +191,7 @@ def test_a_rank_killed_mid_epoch_stops_the_run_and_a_rerun_resumes(tmp_path):
     while not list(checkpoints.glob("*/checkpoint.pt")):  # epoch 1 finished: kill during epoch 2
         assert process.poll() is None and time.time() < deadline, process.stderr.read() if process.stderr else ""
         time.sleep(0.2)
-    ranks = _rank_pids()
+    ranks = _rank_pids(path)
     assert set(ranks) == {0, 1}, ranks
     os.kill(ranks[1], signal.SIGKILL)
     _, stderr = process.communicate(timeout=300)
