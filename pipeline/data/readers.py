@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import polars as pl
 
@@ -63,7 +64,7 @@ _MAGIC = {
 # the format a file's extension names (`snn init`, and `snn predict` on a file of another format)
 EXTENSION_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 EXTENSION_FORMATS |= {".libsvm": "libsvm", ".svm": "libsvm", ".libffm": "libffm", ".ffm": "libffm"}
-FORMATS = ("csv", "parquet", "criteo", "libsvm", "libffm")
+FORMATS: tuple[str, ...] = get_args(DataSpec.model_fields["format"].annotation)  # the spec's, written once
 
 
 def format_of(path: Path, given: str | None = None) -> str:

@@ -118,8 +118,8 @@ def shard_of(files: DataFiles, group: Group) -> DataFiles:
         first, stop = train.rows
     else:
         first, stop = 0, Reader.from_spec(data).row_count(files.path(train), train.header)
-    size = stop - first
-    share = (first + group.rank * size // group.world, first + (group.rank + 1) * size // group.world)
+    start, end = group.span(stop - first)
+    share = (first + start, first + end)
     return DataFiles(data.model_copy(update={"train": train.model_copy(update={"rows": share})}), files.base_dir)
 
 

@@ -81,10 +81,14 @@ class Group:
         """A CUDA device becomes this rank's GPU; the CPU stays the CPU."""
         return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
 
+    def span(self, count: int) -> tuple[int, int]:
+        """This rank's contiguous part [start, stop) of `count` items (parts differ by one at most)."""
+        return self.rank * count // self.world, (self.rank + 1) * count // self.world
+
     def share(self, rows: np.ndarray) -> np.ndarray:
-        """This rank's contiguous part of a global batch's rows (parts differ by one row at most)."""
-        n = len(rows)
-        return rows[self.rank * n // self.world : (self.rank + 1) * n // self.world]
+        """This rank's part of a global batch's rows (`span`)."""
+        start, stop = self.span(len(rows))
+        return rows[start:stop]
 
     def barrier(self) -> None:
         dist.barrier()
