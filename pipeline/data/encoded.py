@@ -14,6 +14,7 @@ batch gather be a plain 2-D row gather, and `values: "ones"` when every feature 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -232,7 +233,7 @@ class SplitWriter:
         self.folder = folder
         self.dtypes = {**DTYPES, "ids": id_dtype}
         self.arrays = tuple(name for name in ARRAYS if not (one_hot and name == "values"))
-        self.rows = self.nnz = self.parts = 0
+        self.rows = self.nnz = 0
         self.weight_sum = 0.0
         self.tasks = 1
         self.widths: set[int] = set()
@@ -268,11 +269,7 @@ class SplitWriter:
         ):
             if name in self.files:
                 self._write(name, array, selected)
-        self.rows, self.nnz, self.parts = (
-            self.rows + len(lengths),
-            int(offsets[-1]) if len(offsets) else self.nnz,
-            self.parts + 1,
-        )
+        self.rows, self.nnz = self.rows + len(lengths), int(offsets[-1]) if len(offsets) else self.nnz
 
     def _write(self, name: str, array: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Append `array` row-major (only `rows`, ascending indices, when given); a strided view (a
@@ -304,7 +301,6 @@ class SplitWriter:
                     {
                         "rows": self.rows,
                         "nnz": self.nnz,
-                        "chunks": self.parts,
                         "width": next(iter(self.widths)) if len(self.widths) == 1 else None,
                         "ids": np.dtype(self.dtypes["ids"]).name,
                         "values": "float32" if "values" in self.arrays else "ones",
@@ -312,3 +308,82 @@ class SplitWriter:
                     }
                 )
             )
+
+
+@dataclass(frozen=True)
+class SplitJoin:
+    """Split folders written by SplitWriters (parts, in order; `metas` their meta.json) joined into
+    one folder: the files one SplitWriter fed the parts' rows in that order writes. Every array is
+    the parts' bytes end to end, except the offsets: part k's row ends are shifted by the entries of
+    parts 0..k-1 (its leading 0 dropped). So each part's bytes have a place known from the metas
+    alone, and the parts are placed by their own processes at once (`reserve`, then `place` for
+    every part, then `finish`)."""
+
+    metas: list[dict]
+
+    def _bytes(self, meta: dict) -> dict[str, int]:
+        """A part's bytes per array, its offsets' leading 0 left out."""
+        width = np.dtype(meta["ids"]).itemsize
+        per_row = 4 * meta.get("tasks", 1)
+        sizes = {"offsets": 8 * meta["rows"], "ids": width * meta["nnz"], "values": 4 * meta["nnz"]}
+        return sizes | {"labels": per_row * meta["rows"], "weights": per_row * meta["rows"]}
+
+    @property
+    def arrays(self) -> list[str]:
+        return [name for name in ARRAYS if not (name == "values" and self.metas[0]["values"] == "ones")]
+
+    def starts(self, part: int) -> dict[str, int]:
+        """Where part `part`'s bytes of each array start in the joined files."""
+        before = [self._bytes(meta) for meta in self.metas[:part]]
+        return {name: (8 if name == "offsets" else 0) + sum(b[name] for b in before) for name in self.arrays}
+
+    def meta(self) -> dict:
+        """The joined meta.json: rows and nnz summed; `width` kept when every part with rows has the
+        same one; the tasks, the most any part saw (a part with no chunk never learned them)."""
+        widths = {meta["width"] for meta in self.metas if meta["rows"]}
+        tasks = max(meta.get("tasks", 1) for meta in self.metas)
+        return {
+            "rows": sum(meta["rows"] for meta in self.metas),
+            "nnz": sum(meta["nnz"] for meta in self.metas),
+            "width": widths.pop() if len(widths) == 1 else None,
+            "ids": self.metas[0]["ids"],
+            "values": self.metas[0]["values"],
+            **({"tasks": tasks} if tasks > 1 else {}),
+        }
+
+    def reserve(self, folder: Path) -> None:
+        """Create the joined files at their final sizes (the offsets' leading 0 written), no meta.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        ends = self.starts(len(self.metas))
+        for name in self.arrays:
+            with open(folder / f"{name}.bin", "wb") as out:
+                out.truncate(ends[name])
+                if name == "offsets":
+                    out.write(np.zeros(1, np.int64).tobytes())
+
+    def place(self, part: int, source: Path, folder: Path) -> None:
+        """Write part `part` (its folder `source`) into the reserved files, in blocks: the offsets
+        shifted by the entries before it, every other array copied as it is."""
+        meta, starts = self.metas[part], self.starts(part)
+        entries = sum(m["nnz"] for m in self.metas[:part])
+        for name in self.arrays:
+            with open(folder / f"{name}.bin", "r+b") as out:
+                out.seek(starts[name])
+                if name == "offsets":
+                    ends = _map(source / "offsets.bin", np.int64, meta["rows"] + 1)[1:]
+                    for start in range(0, len(ends), BLOCK_ROWS):
+                        out.write((ends[start : start + BLOCK_ROWS] + entries).tobytes())
+                else:
+                    with open(source / f"{name}.bin", "rb") as data:
+                        shutil.copyfileobj(data, out, COPY_BYTES)
+
+    def finish(self, folder: Path) -> None:
+        """meta.json, last: the joined folder is complete."""
+        (folder / "meta.json").write_text(json.dumps(self.meta()))
+
+    @classmethod
+    def of(cls, parts: list[Path]) -> SplitJoin:
+        return cls([json.loads((part / "meta.json").read_text()) for part in parts])
+
+
+COPY_BYTES = 1 << 24

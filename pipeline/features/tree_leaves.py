@@ -316,8 +316,9 @@ def _rates(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> pl.DataF
 def _coding(text: pl.Series, labels: np.ndarray, weights: np.ndarray) -> tuple[dict[str, int], np.ndarray]:
     """The serving codes of a text input: each value with at least RARE_ROWS sample rows -> the
     dense rank of its rate (values of one rate share a code; rarer values are missing), and the
-    distinct rates in code order (float64 [codes])."""
-    kept = _rates(text, labels, weights).filter(pl.col("rows") >= RARE_ROWS)
+    distinct rates in code order (float64 [codes]). The codes are listed by value, so the
+    fitted map is the same bytes on every run (a group-by's order is not)."""
+    kept = _rates(text, labels, weights).filter(pl.col("rows") >= RARE_ROWS).sort("value")
     distinct = np.unique(kept["rate"].to_numpy())
     ranks = np.searchsorted(distinct, kept["rate"].to_numpy())
     return dict(zip(kept["value"].to_list(), ranks.tolist())), distinct

@@ -10,11 +10,17 @@ at a time (data/chunks.py):
    (store/encoded.py). The test split is not encoded here: validate scores raw rows, keys and all.
 
 Memory is one chunk plus the fitters' tables (distinct values), never the row count.
+
+On several ranks (torchrun), each rank does both passes on its contiguous share of the train and
+validation rows: the fit's exact totals are merged over the ranks (fit_feature_map), and each rank's
+encoded part is written into its place in the joined split files (encode_in_parts): the feature map
+and the splits are the one-process files, byte for byte.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +32,10 @@ import numpy as np
 import polars as pl
 
 from ..data.chunks import CHUNK_ROWS, Chunk, needed_columns, stream_chunks
-from ..data.encoded import EncodedSplit, SplitWriter, ids_dtype, take_positions
+from ..data.encoded import EncodedSplit, SplitJoin, SplitWriter, ids_dtype, take_positions
 from ..data.readers import Reader
 from ..data.sources import check_inputs, check_unique_keys, input_fingerprints
-from ..data.spec import DataFiles, NegativeDownsampling, TaskSampling
+from ..data.spec import DataFiles, DataSpec, NegativeDownsampling, TaskSampling
 from ..errors import ArtifactError, InputError
 from ..features.categorical import VOCABULARY_METHOD
 from ..features.feature_map import FeatureMap, finish_fitters, fitters, update_fitters
@@ -68,11 +74,9 @@ def fit_feature_map(
     """Pass 1: stream the train split through the fitters -> the feature map. With several tasks,
     the fitters see each kept row once at its row weight, and the first task's label (what tree
     features fit on); every task needs both label values. With `group` (several ranks, features
-    whose fit merges: features/shards.py), each rank fits its shard of the train rows and the ranks'
-    totals are merged: every rank returns the one-process feature map."""
+    whose fit merges: features/shards.py), `files` is this rank's share of the rows (`shard_of`),
+    and the ranks' totals are merged: every rank returns the one-process feature map."""
     running = fitters(features)
-    if group is not None:
-        files = shard_of(files, group)
     rows, weight = 0, 0.0
     low, high = np.full(len(files.data.label_list), np.inf), np.full(len(files.data.label_list), -np.inf)
     columns = needed_columns(files.data, features)
@@ -111,16 +115,24 @@ def fit_feature_map(
 
 
 def shard_of(files: DataFiles, group: Group) -> DataFiles:
-    """The data section with its train source cut to this rank's contiguous share of its rows (the
-    holdout and downsampling are decided per row by key hash, so the shares route as the whole)."""
-    data, train = files.data, files.data.train
-    if train.rows is not None:
-        first, stop = train.rows
-    else:
-        first, stop = 0, Reader.from_spec(data).row_count(files.path(train), train.header)
-    start, end = group.span(stop - first)
-    share = (first + start, first + end)
-    return DataFiles(data.model_copy(update={"train": train.model_copy(update={"rows": share})}), files.base_dir)
+    """The data section with its train and validation sources cut to this rank's contiguous share
+    of their rows (the holdout and downsampling are decided per row by key hash, so the shares route
+    as the whole; concatenated in rank order, the shares are the sources). A range reaching past
+    the file's end is cut at the end first, so no share lies wholly past it; a share may be empty
+    (fewer rows than ranks), and streams no chunk."""
+    data, reader = files.data, Reader.from_spec(files.data)
+    cut = {}
+    for name in SPLITS:
+        source = getattr(data, name)
+        if source is None:
+            continue
+        count = reader.row_count(files.path(source), source.header)
+        first, stop = source.rows or (0, count)
+        stop = min(stop, count)
+        first = min(first, stop)
+        start, end = group.span(stop - first)
+        cut[name] = source.model_copy(update={"rows": (first + start, first + end)})
+    return DataFiles(data.model_copy(update=cut), files.base_dir)
 
 
 def encode_splits(
@@ -131,11 +143,12 @@ def encode_splits(
     folder: Path,
     chunk_rows: int = CHUNK_ROWS,
     slice_columns: list[str] | None = None,
-) -> dict[str, int]:
+) -> dict[str, tuple[int, float]]:
     """Pass 2: encode the train and validation splits' chunks into `folder/<split>/` CSR files ->
-    rows per split. With position features, the validation rows are written twice: served
-    (`validation`: what calibration fits) and as trained (`selection`: what the train step's early
-    stopping and best epoch judge, so learning the position effect is not held against a model).
+    (rows, weight sum) per split, unchecked (`check_splits`). With position features, the
+    validation rows are written twice: served (`validation`: what calibration fits) and as trained
+    (`selection`: what the train step's early stopping and best epoch judge, so learning the
+    position effect is not held against a model).
     With `slice_columns` (break-down calibration), the validation rows' raw values of those columns
     are kept as text in `folder/validation/slices.parquet`, in row order."""
     data = files.data
@@ -151,11 +164,11 @@ def encode_splits(
                     kept.append(rows.select(pl.col(c).cast(pl.String) for c in slice_columns))
             yield chunk
 
-    def finish() -> dict[str, int]:
-        rows = finish_splits(data, writers)
+    def finish() -> dict[str, tuple[int, float]]:
         if slice_columns:
-            pl.concat(kept).write_parquet(folder / "validation" / SLICES)
-        return rows
+            empty = pl.DataFrame(schema=dict.fromkeys(slice_columns, pl.String))
+            pl.concat([empty, *kept], rechunk=True).write_parquet(folder / "validation" / SLICES)
+        return {name: (writer.rows, writer.weight_sum) for name, writer in writers.items()}
 
     width, id_dtype = len(feature_map.encoders), ids_dtype(feature_map.num_ids)
     # the train split reads position features' columns; validation takes their served position
@@ -240,40 +253,97 @@ def encode_splits(
         return finish()
 
 
-def finish_splits(data, writers: dict[str, SplitWriter]) -> dict[str, int]:
-    """Rows per split, once every chunk is written; an empty validation split or a split whose
-    weights sum to 0 is an InputError."""
-    rows = {name: writer.rows for name, writer in writers.items()}
-    weights = {name: writer.weight_sum for name, writer in writers.items()}
-    if rows["validation"] == 0:
+def check_splits(data: DataSpec, totals: dict[str, tuple[int, float]]) -> dict[str, int]:
+    """Rows per split from (rows, weight sum) per split, once every chunk is written; an empty
+    validation split or a split whose weights sum to 0 is an InputError."""
+    if totals["validation"][0] == 0:
         raise InputError("the validation split is empty; change data.holdout.fraction or data.validation")
-    for name, total in weights.items():
-        if rows[name] and total <= 0:
+    for name, (rows, weight) in totals.items():
+        if rows and weight <= 0:
             raise InputError(
                 f"the {name} split's weights (column {data.weight!r}) sum to 0; its metrics would be "
                 "undefined: give some rows a positive weight"
             )
-    return rows
+    return {name: rows for name, (rows, _) in totals.items()}
+
+
+def encode_in_parts(
+    share: DataFiles,
+    features: list[Feature],
+    downsampling: Downsampling,
+    feature_map: FeatureMap,
+    folder: Path | None,
+    group: Group,
+    chunk_rows: int = CHUNK_ROWS,
+    slice_columns: list[str] | None = None,
+) -> dict[str, tuple[int, float]]:
+    """Pass 2 on every rank: rank r encodes its share of the train and validation rows (`share`,
+    from `shard_of`) into `folder/parts/<r>/`; once every rank's totals have passed `check_splits` (on every rank:
+    one error, not W), rank 0 reserves the joined files in `folder/splits/`, every rank writes its
+    part into its place in them (data/encoded.SplitJoin: the files one process writes), and rank 0
+    writes the meta.json files and the slices, and removes the parts. `folder` is rank 0's (the
+    others pass None); the ranks must share it (one machine, or a shared file system). Returns
+    every split's (rows, weight sum) over all ranks, on every rank."""
+    parts = Path(group.broadcast(None if folder is None else str(folder))) / "parts"
+    splits, own = parts.parent / "splits", parts / str(group.rank)
+    mine = encode_splits(share, features, downsampling, feature_map, own, chunk_rows, slice_columns)
+    metas = {name: json.loads((own / name / "meta.json").read_text()) for name in mine}
+    every = group.gather((mine, metas))
+    totals = {name: (sum(t[name][0] for t, _ in every), sum(t[name][1] for t, _ in every)) for name in mine}
+    check_splits(share.data, totals)
+    joins = {name: SplitJoin([m[name] for _, m in every]) for name in mine}
+    if group.leader:
+        for name, join in joins.items():
+            join.reserve(splits / name)
+    group.barrier()
+    for name, join in joins.items():
+        join.place(group.rank, own / name, splits / name)
+    group.barrier()
+    if group.leader:
+        for name, join in joins.items():
+            join.finish(splits / name)
+        if slice_columns:
+            ranks = [parts / str(rank) / "validation" / SLICES for rank in range(group.world)]
+            pl.concat([pl.read_parquet(path) for path in ranks], rechunk=True).write_parquet(
+                splits / "validation" / SLICES
+            )
+        shutil.rmtree(parts)
+    return totals
 
 
 def prepare(
     files: DataFiles,
     features: list[Feature],
     downsampling: Downsampling,
-    folder: Path,
+    folder: Path | None,
     chunk_rows: int = CHUNK_ROWS,
     slice_columns: list[str] | None = None,
     group: Group | None = None,
 ) -> dict:
     """Fit and encode into `folder` (feature_map.json, splits/<name>/); returns the step's info.
-    With `group`, the fit is sharded over the ranks (fit_feature_map), the encoding done here."""
-    check_inputs(files, features, slice_columns or [])
-    check_unique_keys(files)
+    With `group` every rank calls this, rank 0 with the folder and the others with None: the fit
+    is sharded over the ranks when it merges (fit_feature_map; else rank 0 fits and sends the
+    map), and each rank encodes its share of the rows (encode_in_parts); rank 0 writes."""
+    leader = group is None or group.leader
+    if leader:
+        check_inputs(files, features, slice_columns or [])
+        check_unique_keys(files)
     start = time.perf_counter()
-    feature_map = fit_feature_map(files, features, downsampling, chunk_rows, group)
-    (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
+    share = files if group is None else shard_of(files, group)
+    if group is None or mergeable(fitters(features)):
+        feature_map = fit_feature_map(share, features, downsampling, chunk_rows, group)
+    else:  # tree leaves: rank 0 fits on all the rows, the others take its map
+        fitted_map = fit_feature_map(files, features, downsampling, chunk_rows) if leader else None
+        feature_map = FeatureMap.from_json(group.broadcast(None if fitted_map is None else fitted_map.to_json()))
+    if folder is not None:
+        (folder / "feature_map.json").write_text(json.dumps(feature_map.to_json()))
     fitted = time.perf_counter()
-    rows = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows, slice_columns)
+    if group is None:
+        assert folder is not None
+        totals = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows, slice_columns)
+    else:
+        totals = encode_in_parts(share, features, downsampling, feature_map, folder, group, chunk_rows, slice_columns)
+    rows = check_splits(files.data, totals)
     done = time.perf_counter()
     return {
         "rows": rows,
@@ -289,16 +359,14 @@ def run(ctx: Context, spec: Spec) -> StepResult:
     files = DataFiles(values["data"], ctx.base_dir)
 
     features = list(values["features"])
-    # several ranks fit their shards of the train rows together when the fit merges (no tree leaves)
-    sharded = ctx.group if ctx.group is not None and mergeable(fitters(features)) else None
 
     def build(folder: Path) -> dict:
         downsampling = values["task_downsampling"] or values["downsampling"]  # one per task, or the one
-        if not ctx.leader:  # its shard's totals, for rank 0's feature map; rank 0 encodes
-            fit_feature_map(files, features, downsampling, group=sharded)
-            return {}
         slices = values["breakdown_columns"]
-        info = prepare(files, features, downsampling, folder, slice_columns=slices, group=sharded)
+        if not ctx.leader:  # its shares of the fit and of the encoding; rank 0 writes the step
+            prepare(files, features, downsampling, None, slice_columns=slices, group=ctx.group)
+            return {}
+        info = prepare(files, features, downsampling, folder, slice_columns=slices, group=ctx.group)
         train = files.data.train
         first = train.rows[0] if train.rows else 0
         example = Reader.from_spec(files.data).read(files.path(train), (first, first + EXAMPLE_ROWS), train.header)
@@ -321,7 +389,7 @@ def run(ctx: Context, spec: Spec) -> StepResult:
         values,
         build,
         inputs=input_fingerprints(files),
-        together=sharded is not None,
+        together=ctx.group is not None,
     )
 
 

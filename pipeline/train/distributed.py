@@ -21,8 +21,10 @@ train one model as one process would train it on the same global batches.
     validation       rank 0 scores the validation split each epoch and broadcasts its metrics: every
                      rank keeps the same best epoch and stops early at the same epoch
 
-The prepare step's fit is sharded the same way (steps/prepare.fit_feature_map, features/shards.py):
-each rank fits its share of the train rows and the exact totals are summed over ranks.
+The prepare step is sharded the same way (steps/prepare.py): each rank fits its share of the train
+rows and the exact totals are summed over ranks (features/shards.py), then each rank encodes its
+share of the train and validation rows and writes it into its place in the joined split files
+(data/encoded.SplitJoin): the files one process writes, byte for byte.
 
 All-gather was chosen over an all-reduce of dense table gradients because a table's gradient is
 sparse: an all-reduce would send the whole table (num_ids · D floats) every step; the gather
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-# the longest a rank may wait in a collective for the others: while rank 0 prepares the data or
+# the longest a rank may wait in a collective for the others: while rank 0 fits tree-leaf features or
 # validates an epoch alone, the other ranks wait (the backends' defaults, 10-30 min, are too short)
 COLLECTIVE_TIMEOUT = timedelta(hours=6)
 

@@ -146,6 +146,7 @@ def test_bench_tiny_reports_every_figure(tmp_path):
         *[f"B11.floor.{c}x{k}.p99" for c in (1, 100) for k in (8, 64)],
         "B11.serve.soak",
         *[f"B12.{what}" for what in ("help", "spec_error", "init", "cached_run", "cached_run_untracked")],
+        "B13.prepare_2_vs_1_processes",
         "B13.train_2_vs_1_processes",
         "B13.exchanged_bytes_per_step",
     ]

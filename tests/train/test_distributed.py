@@ -1,7 +1,8 @@
 """Training on two processes (torchrun, gloo), real processes: the model equals the one-process
 model trained on the same global batches (test AUC within 1e-3), every rank ends with the same
-tables, and `snn fit --procs 2` survives a rank killed mid-epoch (exit 1 naming the rank; a rerun
-resumes and finishes)."""
+tables, the ranks' prepare (a sharded fit, each rank encoding its share, rank 0 joining the
+parts) writes the one-process files byte for byte, and `snn fit --procs 2` survives a rank
+killed mid-epoch (exit 1 naming the rank; a rerun resumes and finishes)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import yaml
@@ -134,27 +136,93 @@ def test_two_ranks_train_the_one_process_model_of_two_tasks(tmp_path):
         np.testing.assert_allclose(states[0][name], one.state[name], rtol=0, atol=2e-4, err_msg=name)
 
 
-def adult_feature_map(group=None):
-    """The feature map of UCI Adult's spec (the whole train file, a hashed holdout), fitted by one
-    process or, with `group`, by the ranks' shards."""
+CHUNK_ROWS = 1000  # each rank's share spans several chunks
+
+
+def prepare_cases(folder: Path) -> dict[str, tuple]:
+    """The prepare inputs the one-process and two-rank runs compare, as (files, features,
+    downsampling, slice columns): UCI Adult (CSV, fixed width, a hashed holdout, negative
+    downsampling, break-down columns); Adult with tree leaves (fitted by rank 0 alone); and
+    synthetic rows in `folder/synth.parquet` with id lists (ragged rows), a position feature (the
+    `selection` split), two tasks (one given the other, each downsampled its own way) and a
+    validation source of its own (and of one row: one rank's share of it is empty)."""
+    from snn.pipeline.data.spec import NegativeDownsampling, TaskSampling
     from snn.pipeline.spec import parse_spec
-    from snn.pipeline.steps.prepare import fit_feature_map
 
-    spec = parse_spec(yaml.safe_dump(adult_spec_dict()))
-    files = DataFiles(spec.data, ROOT)
-    return fit_feature_map(files, list(spec.features), None, chunk_rows=5000, group=group)
+    adult_dict = adult_spec_dict()
+    adult_dict["data"]["train"]["rows"] = [0, 10**8]  # past the file's end: read to the end
+    adult = parse_spec(yaml.safe_dump(adult_dict))
+    trees_dict = yaml.safe_load((ROOT / "specs" / "adult_trees.yaml").read_text())
+    trees_dict["data"].update(adult_spec_dict()["data"] | {"holdout": trees_dict["data"]["holdout"]})
+    trees = parse_spec(yaml.safe_dump(trees_dict))
+    lists_dict = yaml.safe_load((ROOT / "specs" / "synthetic_tasks.yaml").read_text())
+    lists_dict["features"] = yaml.safe_load((ROOT / "specs" / "synthetic_lists.yaml").read_text())["features"]
+    path = str(folder / "synth.parquet")
+    lists_dict["data"] = {
+        "format": "parquet",
+        "train": {"path": path, "rows": [0, 2400]},
+        "validation": {"path": path, "rows": [2400, 3000]},
+        "test": {"path": path, "rows": [3000, 3600]},
+        "labels": {"click": {"column": "click"}, "convert": {"column": "convert"}},
+    }
+    lists_dict["features"].append({"name": "position", "kind": "position", "serve_as": 1})
+    lists_dict["model"] = {"sparse_linear": {"width": 8, "activation": "relu"}}  # prepare reads no model
+    lists = parse_spec(yaml.safe_dump(lists_dict))
+    lists_dict["data"]["validation"]["rows"] = [2400, 2401]  # one row: rank 0's share is empty
+    one_row = parse_spec(yaml.safe_dump(lists_dict))
+    per_task = [
+        TaskSampling(downsampling=NegativeDownsampling(rate=0.5, seed=3)),
+        TaskSampling(downsampling=NegativeDownsampling(rate=0.7, seed=4), given=0),
+    ]
+    return {
+        "adult": (DataFiles(adult.data, ROOT), list(adult.features), NegativeDownsampling(rate=0.5), ["sex"]),
+        "trees": (DataFiles(trees.data, ROOT), list(trees.features), None, []),
+        "lists": (DataFiles(lists.data, ROOT), list(lists.features), per_task, ["C1"]),
+        "one-row-validation": (DataFiles(one_row.data, ROOT), list(one_row.features), per_task, ["C1"]),
+    }
 
 
-def test_two_ranks_fit_the_one_process_feature_map(tmp_path):
-    out = tmp_path
+@pytest.fixture(scope="module")
+def prepared_by_two_ranks(tmp_path_factory):
+    """The prepare cases run by two ranks into `<out>/ranks/<case>/`, and the rows each rank encoded."""
+    from snn.pipeline.data.synth import SynthConfig, write
+
+    out = tmp_path_factory.mktemp("prepare")
+    write(out / "synth.parquet", SynthConfig(rows=3600, seed=2, row_group=500, lists=True, positions=True, tasks=True))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER)]
     done = subprocess.run(
-        [*command, str(out), "cpu", "fit"], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
+        [*command, str(out), "cpu", "prepare"], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    one = adult_feature_map().to_json()
-    for rank in (0, 1):  # chunks of 5,000 rows: each rank's shard spans several
-        assert json.loads((out / f"rank{rank}.json").read_text()) == json.loads(json.dumps(one))
+    return out
+
+
+@pytest.mark.parametrize("case", ["adult", "trees", "lists", "one-row-validation"])
+def test_two_ranks_prepare_the_one_process_files(prepared_by_two_ranks, case, tmp_path):
+    from snn.pipeline.steps.prepare import SLICES, prepare
+
+    out = prepared_by_two_ranks
+    files, features, downsampling, slices = prepare_cases(out)[case]
+    one = prepare(files, features, downsampling, tmp_path, chunk_rows=CHUNK_ROWS, slice_columns=slices)
+    ranks = out / "ranks" / case
+    two = json.loads((ranks / "info.json").read_text())
+    assert two["rows"] == one["rows"] and two["num_ids"] == one["num_ids"]
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(ranks) for p in ranks.rglob("*") if p.is_file() and p.name != "info.json")
+    assert not (ranks / "parts").exists()  # the ranks' parts are joined and removed
+    for name in written:  # the feature map and every split's arrays and meta.json, byte for byte
+        if name.name == SLICES:
+            assert pl.read_parquet(ranks / name).equals(pl.read_parquet(tmp_path / name)), name
+        else:
+            assert (ranks / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    if case == "lists":  # ragged rows (no width), the served and as-trained validation rows, two tasks
+        meta = json.loads((ranks / "splits" / "train" / "meta.json").read_text())
+        assert meta["width"] is None and meta["tasks"] == 2 and (ranks / "splits" / "selection").is_dir()
+    # each rank encoded its own share of the train and validation rows (not rank 0 alone)
+    shares = [json.loads((out / f"encoded-{case}-rank{r}.json").read_text()) for r in (0, 1)]
+    for split in ("train", "validation"):
+        assert sum(share[split] for share in shares) == one["rows"][split]
+        assert all(share[split] > 0 for share in shares) or (case, split) == ("one-row-validation", "validation")
 
 
 def _rank_pids(spec: Path) -> dict[int, int]:
