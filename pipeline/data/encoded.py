@@ -49,6 +49,20 @@ class CSRBatch:
     width: int | None = None
     one_hot: bool = False
 
+    def rows_between(self, start: int, stop: int) -> CSRBatch:
+        """Rows [start, stop) of the batch as views (offsets rebased to 0)."""
+        first = int(self.offsets[start]) if start < len(self.offsets) else len(self.ids)
+        end = int(self.offsets[stop]) if stop < len(self.offsets) else len(self.ids)
+        return CSRBatch(
+            self.ids[first:end],
+            self.values[first:end],
+            self.offsets[start:stop] - first,
+            self.labels[start:stop],
+            self.weights[start:stop],
+            self.width,
+            self.one_hot,
+        )
+
 
 @dataclass
 class EncodedSplit:

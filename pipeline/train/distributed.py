@@ -3,8 +3,8 @@ train one model as one process would train it on the same global batches.
 
     global batch     every rank draws the same permutation of the train rows (the seed), so batch b
                      is the same rows G_b on every rank; rank r trains on its share, rows
-                     [r·|G_b|/W, (r+1)·|G_b|/W) of G_b (`share`), and normalizes its loss by the
-                     global batch's weight (`denominators`: every rank reads G_b's labels and
+                     [r·|G_b|/W, (r+1)·|G_b|/W) of G_b (`share_of_batch`), and normalizes its loss
+                     by the global batch's weight (`denominators`: every rank reads G_b's labels and
                      weights from the memory-mapped split, no exchange), so Σ_r ∇L_r = ∇L(G_b)
     dense weights    their gradients summed over ranks (one all-reduce of one flat buffer: DDP's
                      exchange, 4·P bytes for P dense parameters), then every rank takes the same step
@@ -86,11 +86,6 @@ class Group:
     def span(self, count: int) -> tuple[int, int]:
         """This rank's contiguous part [start, stop) of `count` items (parts differ by one at most)."""
         return self.rank * count // self.world, (self.rank + 1) * count // self.world
-
-    def share(self, rows: np.ndarray) -> np.ndarray:
-        """This rank's part of a global batch's rows (`span`)."""
-        start, stop = self.span(len(rows))
-        return rows[start:stop]
 
     def barrier(self) -> None:
         dist.barrier()
@@ -192,6 +187,18 @@ def exchange_rows(
         union_rows.append(unique)
         union_grads.append(summed if reached[index] > 0 else None)
     return union_rows, union_grads, sent
+
+
+def share_of_batch(train, rows: np.ndarray, group: Group, running: Sequence[torch.Tensor]):
+    """This rank's share of the global batch `rows` of the split `train` (rows `group.span` of it),
+    as a CSRBatch; with running max buffers, the whole global batch is gathered once, folded into
+    them (`fold_running_max`) and the share sliced from it."""
+    start, stop = group.span(len(rows))
+    if not running:
+        return train.take(rows[start:stop])
+    batch = train.take(rows)
+    fold_running_max(running, batch)
+    return batch.rows_between(start, stop)
 
 
 def fold_running_max(running: Sequence[torch.Tensor], batch) -> None:

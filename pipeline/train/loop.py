@@ -28,7 +28,7 @@ from ..model.inference import raw_probabilities
 from ..model.network import Network
 from ..model.plan import Plan
 from .checkpoints import Checkpoints, restore_rng, rng_state
-from .distributed import Group, Shared, denominators, exchange_rows, fold_running_max, reduce_dense
+from .distributed import Group, Shared, denominators, exchange_rows, reduce_dense, share_of_batch
 from .optimizers import Optimizers
 from .resources import check_model_fits
 from .spec import TrainSpec
@@ -211,11 +211,12 @@ def train_model(
             if spec.lr_schedule == "linear":
                 done = (epoch - 1) * progress.total + batches
                 optimizers.set_lr(spec.lr * (1 - done / (spec.epochs * progress.total)))
-            if group is not None and shared is not None:
+            if group is not None and shared is not None:  # this rank's share of the global batch
                 shared.denominators = denominators(train.labels[rows], train.weights[rows], tasks)
-                fold_running_max(model.running_maxima(), train.take(rows))
-                rows = group.share(rows)
-            total_loss += training_step(model, optimizers, train.take(rows), device, tasks, shared)
+                batch = share_of_batch(train, rows, group, model.running_maxima())
+            else:
+                batch = train.take(rows)
+            total_loss += training_step(model, optimizers, batch, device, tasks, shared)
             batches += 1
             progress.batch(epoch, batches)
             if batches % DIVERGENCE_CHECK_BATCHES == 0:

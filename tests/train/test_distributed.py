@@ -94,6 +94,34 @@ def _two_ranks(out: Path, device: str, what: str = "one-task"):
     ]
 
 
+@pytest.mark.parametrize("ragged", [False, True])
+def test_a_ranks_share_of_a_global_batch_is_its_rows_and_folds_the_whole_batch(ragged):
+    from snn.pipeline.train.distributed import Group, share_of_batch
+
+    split = splits()[0]
+    if ragged:  # drop every third entry: rows of 4 to 6 entries
+        keep = np.arange(len(split.ids)) % 3 != 0
+        lengths = np.add.reduceat(keep, split.offsets[:-1])
+        split = EncodedSplit.from_rows(split.ids[keep], split.values[keep], lengths, split.labels, split.weights)
+    rows = np.random.default_rng(0).permutation(split.rows)[:7]  # 7 rows: shares of 2 and 3 (world 3)
+    whole = torch.zeros(FEATURES * IDS_PER_FEATURE)
+    fold_running_max_reference = torch.zeros_like(whole)
+    batch = split.take(rows)
+    fold_running_max_reference.scatter_reduce_(
+        0, torch.from_numpy(batch.ids.astype(np.int64)), torch.from_numpy(np.abs(batch.values)), reduce="amax"
+    )
+    for rank in range(3):
+        group = Group(rank, 3, rank)
+        start, stop = group.span(len(rows))
+        expected = split.take(rows[start:stop])
+        for running in ([], [whole]):
+            share = share_of_batch(split, rows, group, running)
+            for name in ("ids", "values", "offsets", "labels", "weights"):
+                np.testing.assert_array_equal(getattr(share, name), getattr(expected, name), err_msg=name)
+            assert share.width == expected.width
+    torch.testing.assert_close(whole, fold_running_max_reference, rtol=0, atol=0)  # the whole batch, every rank
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     return _two_ranks(tmp_path_factory.mktemp("ranks"), "cpu")
