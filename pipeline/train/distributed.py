@@ -43,6 +43,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+
 # the longest a rank may wait in a collective for the others: while rank 0 fits tree-leaf features or
 # validates an epoch alone, the other ranks wait (the backends' defaults, 10-30 min, are too short)
 COLLECTIVE_TIMEOUT = timedelta(hours=6)
@@ -80,8 +82,18 @@ class Group:
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local))
 
     def device(self, device: torch.device) -> torch.device:
-        """A CUDA device becomes this rank's GPU; the CPU stays the CPU."""
-        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
+        """A CUDA device becomes this rank's GPU (`cuda:<local rank>`: one GPU per process); the
+        CPU stays the CPU. More processes on a machine than its GPUs is an InputError."""
+        if device.type != "cuda":
+            return device
+        count = torch.cuda.device_count()
+        if self.local_rank >= count:
+            raise InputError(
+                f"rank {self.rank} is process {self.local_rank + 1} on its machine, which has {count} GPU(s): "
+                f"start one process per GPU (--procs {count}, or torchrun --nproc-per-node {count}), "
+                "or train on the CPU (train.device: cpu)"
+            )
+        return torch.device("cuda", self.local_rank)
 
     def span(self, count: int) -> tuple[int, int]:
         """This rank's contiguous part [start, stop) of `count` items (parts differ by one at most)."""

@@ -122,6 +122,17 @@ def test_a_ranks_share_of_a_global_batch_is_its_rows_and_folds_the_whole_batch(r
     torch.testing.assert_close(whole, fold_running_max_reference, rtol=0, atol=0)  # the whole batch, every rank
 
 
+def test_more_processes_than_gpus_is_an_error_naming_the_fix(monkeypatch):
+    from snn.pipeline.errors import InputError
+    from snn.pipeline.train.distributed import Group
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert Group(3, 4, 1).device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert Group(3, 4, 1).device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(InputError, match=r"process 3 on its machine, which has 2 GPU\(s\).*--procs 2"):
+        Group(2, 4, 2).device(torch.device("cuda"))
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     return _two_ranks(tmp_path_factory.mktemp("ranks"), "cpu")
