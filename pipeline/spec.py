@@ -281,6 +281,12 @@ def _message(item: Any, path: list[str]) -> str:
         ctx = item.get("ctx") or {}
         tag = str(ctx.get("discriminator", "kind")).strip("'")
         return f"{tag} {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}; check its spelling"
+    if kind == "union_tag_not_found":  # a mapping without its `kind`
+        tag = str((item.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+        if len(path) == 2 and path[0] == "features":
+            name = given.get("name", "age") if isinstance(given, dict) else "age"
+            return f"`{tag}` is required; write `{{name: {name}, {tag}: continuous}}` (kinds: {_FEATURE_KINDS})"
+        return f"`{tag}` is required; add it (`snn schema` lists its values)"
     if kind == "missing":
         return "required; add it (`snn spec SPEC` prints the spec with every default, `snn init DATA` writes one)"
     if kind.endswith(("_type", "_parsing")):

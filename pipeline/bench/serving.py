@@ -44,7 +44,7 @@ def request_bytes(host: str, port: int, body: bytes) -> bytes:
 async def _client(port: int, request: bytes, deadline: float, count: list[int], latencies: list[float], check):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        while count[0] > 0:  # one request at least: a loaded machine may connect after the deadline
+        while count[0] > 0:
             count[0] -= 1
             start = time.perf_counter()
             writer.write(request)
@@ -67,7 +67,8 @@ async def _client(port: int, request: bytes, deadline: float, count: list[int], 
 
 def load(port: int, body: bytes, clients: int, seconds: float, requests: int, check) -> tuple[float, list[float]]:
     """Closed-loop load: `clients` connections until `seconds` pass or `requests` are sent, each
-    client sending one request at least -> (requests/s, latencies in seconds, never empty)."""
+    client sending one request at least while requests remain (a loaded machine may connect
+    after the deadline) -> (requests/s, latencies in seconds: never empty)."""
     request = request_bytes("127.0.0.1", port, body)
     latencies: list[float] = []
     count = [requests]

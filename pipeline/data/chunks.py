@@ -85,7 +85,8 @@ def stream_chunks(
             continue  # absent, or a rank's empty share (a spec's ranges are never empty)
         path = files.path(source)
         read = [c for c in columns if c not in unread_in_test] if name == "test" else columns
-        for frame in read_ahead(reader.chunks(path, source.rows, chunk_rows, read, source.header)):
+        frames = reader.chunks(path, source.rows, chunk_rows, read, source.header, may_be_empty=files.share)
+        for frame in read_ahead(frames):
             if frame[key].null_count():
                 raise InputError(f"key column {key!r} in {path} has missing values; every row needs a key")
             labels, weights = labels_of(frame, data, f"{name} split"), weights_of(frame, data, f"{name} split")

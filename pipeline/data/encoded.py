@@ -119,13 +119,7 @@ class EncodedSplit:
         """Memory-map a split folder (copy-on-write: nothing is read until used)."""
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            sizes = {
-                "offsets": meta["rows"] + 1,
-                "ids": meta["nnz"],
-                "values": meta["nnz"],
-                "labels": meta["rows"] * meta.get("tasks", 1),
-                "weights": meta["rows"] * meta.get("tasks", 1),
-            }
+            sizes = array_lengths(meta)
             dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
             stored = [name for name in ARRAYS if not (name == "values" and meta["values"] == "ones")]
             arrays = {name: _map(folder / f"{name}.bin", dtypes[name], sizes[name]) for name in stored}
@@ -205,6 +199,12 @@ class EncodedSplit:
         for start in range(0, self.rows, batch_size):
             stop = min(start + batch_size, self.rows)
             yield self.slice(start, stop) if order is None else self.take(order[start:stop])
+
+
+def array_lengths(meta: dict) -> dict[str, int]:
+    """The elements of each array of a split folder described by `meta` (its meta.json)."""
+    rows, entries, labels = meta["rows"], meta["nnz"], meta["rows"] * meta.get("tasks", 1)
+    return {"offsets": rows + 1, "ids": entries, "values": entries, "labels": labels, "weights": labels}
 
 
 def take_positions(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,10 +337,9 @@ class SplitJoin:
 
     def _bytes(self, meta: dict) -> dict[str, int]:
         """A part's bytes per array, its offsets' leading 0 left out."""
-        width = np.dtype(meta["ids"]).itemsize
-        per_row = 4 * meta.get("tasks", 1)
-        sizes = {"offsets": 8 * meta["rows"], "ids": width * meta["nnz"], "values": 4 * meta["nnz"]}
-        return sizes | {"labels": per_row * meta["rows"], "weights": per_row * meta["rows"]}
+        dtypes = {**DTYPES, "ids": np.dtype(meta["ids"])}
+        lengths = array_lengths(meta) | {"offsets": meta["rows"]}
+        return {name: lengths[name] * np.dtype(dtypes[name]).itemsize for name in ARRAYS}
 
     @property
     def arrays(self) -> list[str]:
@@ -366,7 +365,8 @@ class SplitJoin:
         }
 
     def reserve(self, folder: Path) -> None:
-        """Create the joined files at their final sizes (the offsets' leading 0 written), no meta.json."""
+        """Create the joined files at their final sizes (the offsets' leading 0 written), no
+        meta.json. The files are sparse until placed: the disk space is taken by `place`."""
         folder.mkdir(parents=True, exist_ok=True)
         ends = self.starts(len(self.metas))
         for name in self.arrays:
@@ -394,10 +394,6 @@ class SplitJoin:
     def finish(self, folder: Path) -> None:
         """meta.json, last: the joined folder is complete."""
         (folder / "meta.json").write_text(json.dumps(self.meta()))
-
-    @classmethod
-    def of(cls, parts: list[Path]) -> SplitJoin:
-        return cls([json.loads((part / "meta.json").read_text()) for part in parts])
 
 
 COPY_BYTES = 1 << 24

@@ -321,9 +321,17 @@ class Reader:
         return df
 
     def chunks(
-        self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, columns: list[str], header: bool | None = None
+        self,
+        path: Path,
+        rows: tuple[int, int] | None,
+        chunk_rows: int,
+        columns: list[str],
+        header: bool | None = None,
+        may_be_empty: bool = False,
     ):
-        """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file order."""
+        """Stream `columns` of the file (or its row range) as frames of `chunk_rows` rows, in file
+        order; no data row in the range is an InputError unless `may_be_empty` (a rank's share of
+        the rows, which may hold only blank or comment lines)."""
         lf = self.scan_rows(path, rows, header)
         check_columns(list(lf.collect_schema()), columns, path)
         selected = [ROW_ID, *(c for c in dict.fromkeys(columns) if c != ROW_ID)]
@@ -338,7 +346,7 @@ class Reader:
                 yield frame
         except READ_ERRORS as exc:
             raise self.unreadable(path, exc) from None
-        if produced == 0:
+        if produced == 0 and not may_be_empty:
             raise _no_rows(path, rows)
 
     def _parquet_slices(self, path: Path, rows: tuple[int, int] | None, chunk_rows: int, selected: list[str]):

@@ -239,6 +239,7 @@ class DataFiles:
 
     data: DataSpec
     base_dir: Path
+    share: bool = False  # a rank's share of the rows (steps/prepare.shard_of): a range may hold no data rows
 
     def path(self, source: Source) -> Path:
         path = Path(source.path).expanduser()

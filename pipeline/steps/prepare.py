@@ -14,7 +14,7 @@ Memory is one chunk plus the fitters' tables (distinct values), never the row co
 On several ranks (torchrun), each rank does both passes on its contiguous share of the train and
 validation rows: the fit's exact totals are merged over the ranks (fit_feature_map), and each rank's
 encoded part is written into its place in the joined split files (encode_in_parts): the feature map
-and the splits are the one-process files, byte for byte.
+and the splits' arrays are the one-process files, byte for byte (the slices the same rows).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def shard_of(files: DataFiles, group: Group) -> DataFiles:
     of their rows (the holdout and downsampling are decided per row by key hash, so the shares route
     as the whole; concatenated in rank order, the shares are the sources). A range reaching past
     the file's end is cut at the end first, so no share lies wholly past it; a share may be empty
-    (fewer rows than ranks), and streams no chunk."""
+    (fewer rows than ranks), and streams no chunk; so may one of blank or comment lines only."""
     data, reader = files.data, Reader.from_spec(files.data)
     cut = {}
     for name in SPLITS:
@@ -132,7 +132,7 @@ def shard_of(files: DataFiles, group: Group) -> DataFiles:
         first = min(first, stop)
         start, end = group.span(stop - first)
         cut[name] = source.model_copy(update={"rows": (first + start, first + end)})
-    return DataFiles(data.model_copy(update=cut), files.base_dir)
+    return DataFiles(data.model_copy(update=cut), files.base_dir, share=True)
 
 
 def encode_splits(
@@ -276,21 +276,28 @@ def encode_in_parts(
     group: Group,
     chunk_rows: int = CHUNK_ROWS,
     slice_columns: list[str] | None = None,
-) -> dict[str, tuple[int, float]]:
+) -> dict[str, int]:
     """Pass 2 on every rank: rank r encodes its share of the train and validation rows (`share`,
-    from `shard_of`) into `folder/parts/<r>/`; once every rank's totals have passed `check_splits` (on every rank:
-    one error, not W), rank 0 reserves the joined files in `folder/splits/`, every rank writes its
-    part into its place in them (data/encoded.SplitJoin: the files one process writes), and rank 0
-    writes the meta.json files and the slices, and removes the parts. `folder` is rank 0's (the
-    others pass None); the ranks must share it (one machine, or a shared file system). Returns
-    every split's (rows, weight sum) over all ranks, on every rank."""
+    from `shard_of`) into `folder/parts/<r>/`; once the ranks' totals have passed `check_splits`
+    (checked on every rank: a failure is the same error everywhere, no rank left waiting), rank 0
+    reserves the joined files in `folder/splits/`, every rank writes its part into its place in
+    them (data/encoded.SplitJoin: the arrays and meta.json one process writes, byte for byte), and
+    rank 0 writes the meta.json files and the slices (the parts' rows in rank order), and removes
+    the parts. `folder` is rank 0's (the others pass None); the ranks must share it (one machine,
+    or a shared file system), which holds the parts and the joined files at once until the parts
+    are removed (twice the splits' size). Returns the rows per split, on every rank."""
+    if folder is not None:  # rank 0 makes every rank's part folder: none is made after it is gone
+        for rank in range(group.world):
+            (folder / "parts" / str(rank)).mkdir(parents=True)
     parts = Path(group.broadcast(None if folder is None else str(folder))) / "parts"
     splits, own = parts.parent / "splits", parts / str(group.rank)
+    if not own.is_dir():
+        raise ArtifactError(f"rank 0's folder {parts} is gone: rank 0 stopped; rerun the command")
     mine = encode_splits(share, features, downsampling, feature_map, own, chunk_rows, slice_columns)
     metas = {name: json.loads((own / name / "meta.json").read_text()) for name in mine}
     every = group.gather((mine, metas))
     totals = {name: (sum(t[name][0] for t, _ in every), sum(t[name][1] for t, _ in every)) for name in mine}
-    check_splits(share.data, totals)
+    rows = check_splits(share.data, totals)
     joins = {name: SplitJoin([m[name] for _, m in every]) for name in mine}
     if group.leader:
         for name, join in joins.items():
@@ -308,7 +315,7 @@ def encode_in_parts(
                 splits / "validation" / SLICES
             )
         shutil.rmtree(parts)
-    return totals
+    return rows
 
 
 def prepare(
@@ -341,9 +348,9 @@ def prepare(
     if group is None:
         assert folder is not None
         totals = encode_splits(files, features, downsampling, feature_map, folder / "splits", chunk_rows, slice_columns)
+        rows = check_splits(files.data, totals)
     else:
-        totals = encode_in_parts(share, features, downsampling, feature_map, folder, group, chunk_rows, slice_columns)
-    rows = check_splits(files.data, totals)
+        rows = encode_in_parts(share, features, downsampling, feature_map, folder, group, chunk_rows, slice_columns)
     done = time.perf_counter()
     return {
         "rows": rows,

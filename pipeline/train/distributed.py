@@ -74,7 +74,7 @@ class Group:
     def start(self, device_type: str) -> None:
         """Join the process group (gloo on CPU, NCCL on CUDA), once per process."""
         if device_type == "cuda":
-            torch.cuda.set_device(self.local_rank)  # NCCL's collectives run on the current device
+            torch.cuda.set_device(self.device(torch.device("cuda")))  # NCCL's collectives run on the current device
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
         if device_type == "cpu":  # the cores this process may use, shared between the machine's ranks

@@ -40,6 +40,12 @@ def test_union_errors_skip_the_tag():
     spec["features"][1] = {"name": "x", "kind": "embedding"}
     with pytest.raises(SpecError, match=r"features\.1: kind 'embedding' is not one of 'continuous', "):
         parse_spec(_text(spec))
+    spec["features"][1] = {"name": "x"}
+    with pytest.raises(SpecError, match=r"features\.1: `kind` is required; write `\{name: x, kind: continuous\}`"):
+        parse_spec(_text(spec))
+    spec["features"][1] = {"name": "x", "kind": "continuous", "discretizer": {"bins": 8}}
+    with pytest.raises(SpecError, match=r"discretizer: `kind` is required; add it \(`snn schema`"):
+        parse_spec(_text(spec))
 
 
 def test_env_substitution():

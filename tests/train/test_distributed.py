@@ -95,7 +95,8 @@ def _two_ranks(out: Path, device: str, what: str = "one-task"):
 
 
 @pytest.mark.parametrize("ragged", [False, True])
-def test_a_ranks_share_of_a_global_batch_is_its_rows_and_folds_the_whole_batch(ragged):
+@pytest.mark.parametrize("batch_rows", [7, 2])  # shares of 2 and 3 rows; of 0 and 1 (a batch smaller than the ranks)
+def test_a_ranks_share_of_a_global_batch_is_its_rows_and_folds_the_whole_batch(ragged, batch_rows):
     from snn.pipeline.train.distributed import Group, share_of_batch
 
     split = splits()[0]
@@ -103,23 +104,46 @@ def test_a_ranks_share_of_a_global_batch_is_its_rows_and_folds_the_whole_batch(r
         keep = np.arange(len(split.ids)) % 3 != 0
         lengths = np.add.reduceat(keep, split.offsets[:-1])
         split = EncodedSplit.from_rows(split.ids[keep], split.values[keep], lengths, split.labels, split.weights)
-    rows = np.random.default_rng(0).permutation(split.rows)[:7]  # 7 rows: shares of 2 and 3 (world 3)
-    whole = torch.zeros(FEATURES * IDS_PER_FEATURE)
-    fold_running_max_reference = torch.zeros_like(whole)
+    rows = np.random.default_rng(0).permutation(split.rows)[:batch_rows]
     batch = split.take(rows)
-    fold_running_max_reference.scatter_reduce_(
+    whole_batch_max = torch.zeros(FEATURES * IDS_PER_FEATURE).scatter_reduce_(
         0, torch.from_numpy(batch.ids.astype(np.int64)), torch.from_numpy(np.abs(batch.values)), reduce="amax"
     )
     for rank in range(3):
         group = Group(rank, 3, rank)
         start, stop = group.span(len(rows))
         expected = split.take(rows[start:stop])
-        for running in ([], [whole]):
+        for folded in (False, True):
+            running = [torch.zeros(FEATURES * IDS_PER_FEATURE)] if folded else []
             share = share_of_batch(split, rows, group, running)
             for name in ("ids", "values", "offsets", "labels", "weights"):
                 np.testing.assert_array_equal(getattr(share, name), getattr(expected, name), err_msg=name)
             assert share.width == expected.width
-    torch.testing.assert_close(whole, fold_running_max_reference, rtol=0, atol=0)  # the whole batch, every rank
+            if folded:  # every rank folds the whole global batch, not its share
+                torch.testing.assert_close(running[0], whole_batch_max, rtol=0, atol=0)
+
+
+def test_a_ranks_share_of_blank_lines_streams_no_rows_and_no_error(tmp_path):
+    """Shares are cut by line: a share may hold only blank lines (one process reads past them)."""
+    from snn.pipeline.data.chunks import stream_chunks
+    from snn.pipeline.errors import InputError
+    from snn.pipeline.spec import parse_spec
+    from snn.pipeline.steps.prepare import shard_of
+    from snn.pipeline.train.distributed import Group
+
+    (tmp_path / "d.csv").write_text("x,label\n1,0\n\n\n2,1\n")
+    data = {"format": "csv", "train": "d.csv", "holdout": 0.5, "label": "label"}
+    features = [{"name": "x", "kind": "continuous"}]
+    spec = parse_spec(yaml.safe_dump({"version": 1, "name": "blank", "data": data, "features": features}))
+    files = DataFiles(spec.data, tmp_path)
+    streamed = []
+    for rank in range(4):
+        share = shard_of(files, Group(rank, 4, rank))
+        streamed.append(sum(chunk.frame.height for chunk in stream_chunks(share, ["x", "label"], ("train",))))
+    assert streamed == [1, 0, 0, 1]
+    lines = files.data.model_copy(update={"train": files.data.train.model_copy(update={"rows": (1, 3)})})
+    with pytest.raises(InputError, match="holds no data rows"):  # a spec's own range of blank lines
+        list(stream_chunks(DataFiles(lines, tmp_path), ["x", "label"], ("train",)))
 
 
 def test_more_processes_than_gpus_is_an_error_naming_the_fix(monkeypatch):
@@ -131,6 +155,8 @@ def test_more_processes_than_gpus_is_an_error_naming_the_fix(monkeypatch):
     assert Group(3, 4, 1).device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(InputError, match=r"process 3 on its machine, which has 2 GPU\(s\).*--procs 2"):
         Group(2, 4, 2).device(torch.device("cuda"))
+    with pytest.raises(InputError, match="--procs 2"):  # joining the group checks first (steps/run.ranks)
+        Group(2, 4, 2).start("cuda")
 
 
 @pytest.fixture(scope="module")
