@@ -182,17 +182,9 @@ class EncodedSplit:
         )
 
     def slice(self, start: int, stop: int) -> CSRBatch:
-        """Contiguous rows [start, stop) as zero-copy views."""
-        a, b = self.offsets[start], self.offsets[stop]
-        return CSRBatch(
-            self.ids[a:b],
-            self.values[a:b],
-            self.offsets[start:stop] - a,
-            self.labels[start:stop],
-            self.weights[start:stop],
-            self.width,
-            self.one_hot,
-        )
+        """Contiguous rows [start, stop) as zero-copy views (the split seen as one batch)."""
+        whole = CSRBatch(self.ids, self.values, self.offsets[:-1], self.labels, self.weights, self.width, self.one_hot)
+        return whole.rows_between(start, stop)
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):
         """Yield CSR batches in `order` (a permutation of rows) or file order."""
