@@ -291,12 +291,13 @@ class Reader:
     def scan_rows(self, path: Path, rows: tuple[int, int] | None, header: bool | None = None) -> pl.LazyFrame:
         """The file (restricted to the half-open row range, when given) with strings stripped, nulls
         mapped and `row_id` (Int64, the row's index in the file) unless the file has its own."""
-        return self._finish(self._clean(self._source(path, header)), rows)
+        source = self._source(path, header)
+        if rows is not None:  # a slice before any filter: the reader stops at the range's end
+            source = source.slice(rows[0], rows[1] - rows[0])
+        return self._finish(self._clean(source))
 
     @staticmethod
-    def _finish(lf: pl.LazyFrame, rows: tuple[int, int] | None) -> pl.LazyFrame:
-        if rows is not None:
-            lf = lf.filter(pl.col(ROW_INDEX).is_between(rows[0], rows[1], closed="left"))
+    def _finish(lf: pl.LazyFrame) -> pl.LazyFrame:
         if ROW_ID in lf.collect_schema():
             return lf.drop(ROW_INDEX)
         return lf.with_columns(pl.col(ROW_INDEX).cast(pl.Int64)).rename({ROW_INDEX: ROW_ID})
@@ -357,7 +358,7 @@ class Reader:
         start, stop = (rows[0], min(rows[1], total)) if rows is not None else (0, total)
         for offset in range(start, stop, chunk_rows):
             piece = source.slice(offset, min(chunk_rows, stop - offset))
-            yield self._finish(self._clean(piece), None).select(selected).collect()
+            yield self._finish(self._clean(piece)).select(selected).collect()
 
 
 def _no_rows(path: Path, rows) -> InputError:
